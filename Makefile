@@ -1,0 +1,25 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: run test test-only lint fmt bench
+
+## The whole stack, embedded default: SQLite under data/ and a nats-server it starts itself.
+run:
+	@scripts/ensure-deps.sh nats
+	$(CARGO) build --bin xenios
+	target/debug/xenios dev
+
+## Every test in the workspace against private nats-server and PostgreSQL instances.
+test:
+	@scripts/ensure-deps.sh nats postgres
+	$(CARGO) build -p xenios-devstack --bin with-postgres
+	target/debug/with-postgres -- $(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,380 @@
+//! The events relay. One ordered JetStream consumer per API instance follows `events.>` and
+//! fans each event out to the SSE clients of its job (no JetStream consumer per client); a
+//! client's history comes from the stream itself with direct gets. SSE ids are the events'
+//! stream sequences, so `Last-Event-ID` resumes exactly, on any API instance.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::push::OrderedConfig, consumer::DeliverPolicy};
+use axum::response::sse::Event as SseEvent;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use xenios_contract::envelope::JobEvent;
+use xenios_contract::subjects::{events_subject, job_of_events_subject, EVENTS_STREAM};
+use xenios_contract::{JobId, JobStatus};
+use xenios_store::{JobRecord, Store};
+
+/// Live events buffered per client before it counts as lagging and resynchronises from the
+/// stream.
+const CLIENT_BUFFER: usize = 1024;
+/// How long a client waits for the terminal event of a job the store already shows finished
+/// before it is told the outcome from the store instead (events past retention).
+const TERMINAL_GRACE: Duration = Duration::from_secs(3);
+/// Bound on one job's replayed history, so a runaway job cannot hold a relay forever.
+const MAX_REPLAYED: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Arc<JobEvent>,
+}
+
+type Subscribers = HashMap<JobId, Vec<mpsc::Sender<StoredEvent>>>;
+
+/// Fans live events out to the SSE clients of this instance.
+#[derive(Clone, Default)]
+pub struct EventHub {
+    subscribers: Arc<Mutex<Subscribers>>,
+}
+
+impl EventHub {
+    pub fn subscribe(&self, job_id: JobId) -> mpsc::Receiver<StoredEvent> {
+        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        self.subscribers
+            .lock()
+            .expect("hub lock")
+            .entry(job_id)
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    fn dispatch(&self, job_id: JobId, event: StoredEvent) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        let Some(senders) = subscribers.get_mut(&job_id) else {
+            return;
+        };
+        // A closed or full sender is dropped: its client resynchronises from the stream.
+        senders.retain(|tx| tx.try_send(event.clone()).is_ok());
+        if senders.is_empty() {
+            subscribers.remove(&job_id);
+        }
+    }
+
+    /// Every client resynchronises from the stream (after the follower had to start over).
+    fn resync_all(&self) {
+        self.subscribers.lock().expect("hub lock").clear();
+    }
+
+    pub fn clients(&self) -> usize {
+        self.subscribers
+            .lock()
+            .expect("hub lock")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Follows `events.>` until `stop`, re-creating the ordered consumer whenever it fails.
+    pub async fn follow(
+        self,
+        js: jetstream::Context,
+        client: async_nats::Client,
+        stop: CancellationToken,
+    ) {
+        let mut first = true;
+        while !stop.is_cancelled() {
+            match self.follow_once(&js, &client, &stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if first {
+                        tracing::debug!(error = %e, "events follower not ready yet");
+                    } else {
+                        tracing::warn!(error = %e, "events follower restarting");
+                    }
+                }
+            }
+            first = false;
+            self.resync_all();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn follow_once(
+        &self,
+        js: &jetstream::Context,
+        client: &async_nats::Client,
+        stop: &CancellationToken,
+    ) -> Result<(), async_nats::Error> {
+        let stream = js.get_stream(EVENTS_STREAM).await?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                filter_subject: "events.>".into(),
+                deliver_policy: DeliverPolicy::New,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        // Clients that subscribed before this follower existed may have missed events.
+        self.resync_all();
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = stop.cancelled() => return Ok(()),
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err("events follower ended".into()),
+            };
+            let Some(job_id) = job_of_events_subject(message.subject.as_str()) else {
+                continue;
+            };
+            let Ok(info) = message.info() else { continue };
+            let seq = info.stream_sequence;
+            match JobEvent::from_slice(&message.payload) {
+                Ok(event) => self.dispatch(
+                    job_id,
+                    StoredEvent {
+                        seq,
+                        event: Arc::new(event),
+                    },
+                ),
+                Err(e) => tracing::warn!(error = %e, seq, "malformed job event"),
+            }
+        }
+    }
+}
+
+/// Reads a job's stored events after `after` from `JOB_EVENTS`, oldest first.
+pub struct History {
+    stream: jetstream::stream::Stream,
+}
+
+impl History {
+    pub async fn open(js: &jetstream::Context) -> Result<History, async_nats::Error> {
+        Ok(History {
+            stream: js.get_stream(EVENTS_STREAM).await?,
+        })
+    }
+
+    /// The next stored event of `job_id` with a sequence above `after`, if any.
+    pub async fn next(
+        &self,
+        job_id: JobId,
+        after: u64,
+    ) -> Result<Option<StoredEvent>, async_nats::Error> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let subject = events_subject(job_id);
+        loop {
+            let message = match self
+                .stream
+                .direct_get_next_for_subject(&subject, Some(after + 1))
+                .await
+            {
+                Ok(message) => message,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let seq = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Sequence"))
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .ok_or("direct get answer without Nats-Sequence")?;
+            match JobEvent::from_slice(&message.payload) {
+                Ok(event) => {
+                    return Ok(Some(StoredEvent {
+                        seq,
+                        event: Arc::new(event),
+                    }))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, seq, "skipping a malformed stored event");
+                    return Ok(Some(StoredEvent {
+                        seq,
+                        event: Arc::new(JobEvent::Error(xenios_contract::JobError {
+                            code: "malformed_event".into(),
+                            message: "an event of this job could not be read".into(),
+                            retryable: false,
+                        })),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Where a client resumes: the sequence of the last event it saw (`Last-Event-ID`).
+pub fn parse_last_event_id(value: Option<&str>) -> u64 {
+    value
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn sse(id: String, event: &JobEvent) -> SseEvent {
+    SseEvent::default()
+        .id(id)
+        .event(event.event_type())
+        .data(event.sse_data())
+}
+
+/// What a relay needs; cheap to clone into the relay task.
+#[derive(Clone)]
+pub struct Relay {
+    pub hub: EventHub,
+    pub js: jetstream::Context,
+    pub store: Store,
+    pub shutdown: CancellationToken,
+}
+
+impl Relay {
+    /// Sends a job's events to `tx` from after `after` until its terminal status: history
+    /// from the stream first, then live events, with no gap and no duplicate between the two.
+    pub async fn run(
+        self,
+        job: JobRecord,
+        mut after: u64,
+        tx: mpsc::Sender<Result<SseEvent, Infallible>>,
+    ) {
+        let gauge = metrics::gauge!("xenios_sse_clients");
+        gauge.increment(1.0);
+        let outcome = self.relay(&job, &mut after, &tx).await;
+        gauge.decrement(1.0);
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, job_id = %job.id, "event relay failed");
+            let _ = tx
+                .send(Ok(SseEvent::default().event("error").data(
+                    r#"{"code":"unavailable","message":"events are unavailable right now","retryable":true}"#,
+                )))
+                .await;
+        }
+    }
+
+    async fn relay(
+        &self,
+        job: &JobRecord,
+        after: &mut u64,
+        tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
+    ) -> Result<(), async_nats::Error> {
+        let history = History::open(&self.js).await?;
+        loop {
+            // Subscribe before reading history: whatever is stored after the read arrives live.
+            let mut live = self.hub.subscribe(job.id);
+            let mut replayed = 0;
+            while let Some(stored) = history.next(job.id, *after).await? {
+                *after = stored.seq;
+                if tx
+                    .send(Ok(sse(stored.seq.to_string(), &stored.event)))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                if stored.event.is_terminal() {
+                    return Ok(());
+                }
+                replayed += 1;
+                if replayed >= MAX_REPLAYED {
+                    return Ok(());
+                }
+            }
+            let finished = match self.store.get_job(job.id).await {
+                Ok(Some(current)) if current.status.is_terminal() => Some(current),
+                _ => None,
+            };
+            let deadline = finished
+                .as_ref()
+                .map(|_| tokio::time::Instant::now() + TERMINAL_GRACE);
+            loop {
+                let next = tokio::select! {
+                    next = live.recv() => next,
+                    _ = tx.closed() => return Ok(()),
+                    _ = self.shutdown.cancelled() => return Ok(()),
+                    _ = sleep_until(deadline) => {
+                        let current = finished.as_ref().expect("deadline only with a finished job");
+                        send_outcome_from_store(current, *after, tx).await;
+                        return Ok(());
+                    }
+                };
+                let Some(stored) = next else {
+                    // Lagged, or the follower restarted: read history again from `after`.
+                    break;
+                };
+                if stored.seq <= *after {
+                    continue;
+                }
+                *after = stored.seq;
+                if tx
+                    .send(Ok(sse(stored.seq.to_string(), &stored.event)))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                if stored.event.is_terminal() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The events of a finished job are past retention: its result and final status from the
+/// store. Their ids continue the last stream sequence the client saw (`<seq>.1`, `<seq>.2`).
+async fn send_outcome_from_store(
+    job: &JobRecord,
+    after: u64,
+    tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
+) {
+    let mut events = Vec::new();
+    if let Some(result) = &job.result {
+        events.push(JobEvent::Result(result.clone()));
+    }
+    if let Some(error) = &job.error {
+        if job.status == JobStatus::Failed {
+            events.push(JobEvent::Error(error.clone()));
+        }
+    }
+    let at = job.finished_at.unwrap_or(job.updated_at);
+    let attempt = u32::try_from(job.attempts).unwrap_or(0);
+    events.push(JobEvent::status(job.status, attempt, at));
+    for (i, event) in events.iter().enumerate() {
+        if tx
+            .send(Ok(sse(format!("{after}.{}", i + 1), event)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_event_id_parsing() {
+        assert_eq!(parse_last_event_id(None), 0);
+        assert_eq!(parse_last_event_id(Some("42")), 42);
+        assert_eq!(parse_last_event_id(Some("42.2")), 42);
+        assert_eq!(parse_last_event_id(Some("garbage")), 0);
+    }
+}

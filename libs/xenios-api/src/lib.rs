@@ -1,0 +1,233 @@
+//! `xenios-api`: the HTTP surface of the fleet. [`Application::build`] assembles everything
+//! from a [`Settings`] value; the binary and the tests start it the same way.
+
+pub mod auth;
+pub mod correlation;
+pub mod error;
+pub mod events;
+mod openapi;
+pub mod rate_limit;
+mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::routing::get;
+use axum::{middleware, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use xenios_auth::Authenticator;
+use xenios_config::Settings;
+use xenios_store::Store;
+
+use crate::error::ApiError;
+use crate::rate_limit::RateLimits;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// `store` and `nats` are connected by the caller, so one process (`xenios dev`) can share
+    /// them between the API and its consumers.
+    pub async fn build(
+        settings: Settings,
+        store: Store,
+        nats: async_nats::Client,
+    ) -> Result<Application, StartError> {
+        let auth = Authenticator::new(auth_settings(&settings))
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let settings = Arc::new(settings);
+        let state = AppState {
+            jetstream: async_nats::jetstream::new(nats.clone()),
+            nats,
+            store,
+            auth,
+            limits: RateLimits::new(&settings.rate_limit),
+            metrics: xenios_telemetry::metrics(),
+            hub: events::EventHub::default(),
+            shutdown: CancellationToken::new(),
+            settings: settings.clone(),
+        };
+        let router = router(state.clone());
+        let listener = TcpListener::bind(settings.api.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.api.addr,
+                source,
+            })?;
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains: long-lived streams are told to end and
+    /// in-flight requests get `api.shutdown_grace_secs` to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let upkeep = spawn_upkeep(state.clone());
+        let follower = tokio::spawn(state.hub.clone().follow(
+            state.jetstream.clone(),
+            state.nats.clone(),
+            state.shutdown.clone(),
+        ));
+        let stop = state.shutdown.clone();
+        let grace = Duration::from_secs(state.settings.api.shutdown_grace_secs);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests");
+            stop.cancel();
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let stopped = state.shutdown.clone();
+        let result = tokio::select! {
+            result = serve => result,
+            _ = async { stopped.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("grace period over: closing remaining connections");
+                Ok(())
+            }
+        };
+        upkeep.abort();
+        follower.abort();
+        result
+    }
+}
+
+fn auth_settings(settings: &Settings) -> xenios_auth::AuthSettings {
+    let a = &settings.auth;
+    xenios_auth::AuthSettings {
+        api_keys: settings
+            .api
+            .keys
+            .iter()
+            .map(|k| k.expose().to_owned().into())
+            .collect(),
+        jwt_secret: a.jwt_secret.as_ref().map(|s| s.expose().to_owned().into()),
+        jwks_url: a.jwks_url(),
+        audience: a.audience.clone(),
+        leeway: Duration::from_secs(a.leeway_secs),
+        jwks_cache_ttl: Duration::from_secs(a.jwks_cache_ttl_secs),
+        jwks_min_refetch_interval: Duration::from_secs(a.jwks_min_refetch_secs),
+        http_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Periodic housekeeping: histogram upkeep and forgetting idle rate-limit buckets.
+fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            state.metrics.run_upkeep();
+            state.limits.prune();
+        }
+    })
+}
+
+/// The whole HTTP surface. Public for tests that want to drive it without a socket.
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+
+    let api_v1 = OpenApiRouter::new()
+        .routes(routes!(routes::status::status))
+        .routes(routes!(routes::me::me))
+        .routes(routes!(routes::jobs::submit, routes::jobs::list_jobs))
+        .routes(routes!(routes::jobs::get_job))
+        .routes(routes!(routes::jobs::cancel_job))
+        .routes(routes!(routes::jobs::job_events))
+        .route_layer(middleware::from_fn(correlation::expose_matched_path))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
+        .layer(DefaultBodyLimit::max(settings.api.body_limit_bytes));
+
+    let public = OpenApiRouter::new()
+        .routes(routes!(routes::health::health))
+        .routes(routes!(routes::health::live))
+        .routes(routes!(routes::health::ready))
+        .routes(routes!(routes::health::metrics))
+        .route_layer(middleware::from_fn(correlation::expose_matched_path));
+
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(public)
+        .merge(api_v1)
+        .split_for_parts();
+    let api = Arc::new(api);
+
+    let mut router = router.route(
+        "/openapi.json",
+        get(move || {
+            let api = api.clone();
+            async move { axum::Json(api.as_ref().clone()) }
+        }),
+    );
+    if !settings.environment.is_production() {
+        router = router.route("/docs", get(routes::docs::docs));
+    }
+
+    router
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::internal("handler panicked"))
+        }))
+        .layer(cors(&settings.api.cors_origins))
+        .layer(middleware::from_fn(correlation::layer))
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+            correlation::HEADER,
+        ])
+        .expose_headers([correlation::HEADER, header::LOCATION, header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}

@@ -1,0 +1,453 @@
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use xenios_contract::envelope::{CancelRequest, JobCommand, JobEvent};
+use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT};
+use xenios_contract::{JobError, JobKind, JobStatus, Progress};
+use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, Outcome};
+
+use crate::auth::User;
+use crate::correlation::CorrelationId;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::events::{parse_last_event_id, Relay};
+use crate::rate_limit::RouteGroup;
+use crate::state::AppState;
+
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// transcription, extraction, llm or echo.
+    kind: String,
+    /// The kind's input (see the API description of each kind).
+    #[schema(value_type = Object)]
+    input: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Links {
+    #[serde(rename = "self")]
+    self_: String,
+    events: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Submitted {
+    job_id: Uuid,
+    kind: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    links: Links,
+}
+
+/// A job as clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    id: Uuid,
+    kind: String,
+    status: String,
+    user_id: Option<String>,
+    #[schema(value_type = Object)]
+    input: Value,
+    #[schema(value_type = Option<Object>)]
+    progress: Option<Progress>,
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    error: Option<JobError>,
+    attempts: i32,
+    correlation_id: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(job: JobRecord) -> Self {
+        JobView {
+            id: job.id,
+            kind: job.kind.to_string(),
+            status: job.status.to_string(),
+            user_id: job.user_id,
+            input: job.input,
+            progress: job.progress,
+            result: job.result,
+            error: job.error,
+            attempts: job.attempts,
+            correlation_id: job.correlation_id,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            updated_at: job.updated_at,
+        }
+    }
+}
+
+fn submitted(job: &JobRecord) -> Submitted {
+    let path = format!("/api/v1/jobs/{}", job.id);
+    Submitted {
+        job_id: job.id,
+        kind: job.kind.to_string(),
+        status: job.status.to_string(),
+        created_at: job.created_at,
+        links: Links {
+            events: format!("{path}/events"),
+            self_: path,
+        },
+    }
+}
+
+/// Submit a job. Answers at once; the work happens on a consumer.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs",
+    security(("api_key" = [], "bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "same key and user → the same job (200)")),
+    request_body = SubmitJob,
+    responses(
+        (status = 202, body = Submitted, description = "recorded and queued"),
+        (status = 200, body = Submitted, description = "the job this Idempotency-Key already made"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "database down or queue full; Retry-After"),
+    ))]
+pub async fn submit(
+    State(state): State<AppState>,
+    user: User,
+    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SubmitJob>,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .check(RouteGroup::Jobs, &user.caller.subject())?;
+    let kind: JobKind = body
+        .kind
+        .parse()
+        .map_err(|e: xenios_contract::UnknownJobKind| {
+            ApiError::invalid_field("kind", e.to_string())
+        })?;
+    let input_size = serde_json::to_vec(&body.input)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if input_size > state.settings.jobs.max_input_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "input is {input_size} bytes; the limit is {}",
+            state.settings.jobs.max_input_bytes
+        )));
+    }
+    xenios_contract::inputs::validate(kind, &body.input)
+        .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "Idempotency-Key",
+                        format!("1 to {MAX_IDEMPOTENCY_KEY} visible characters"),
+                    )
+                })?;
+            Some(key.to_owned())
+        }
+        None => None,
+    };
+
+    let created = state
+        .store
+        .create_job(NewJob {
+            id: xenios_contract::new_job_id(),
+            kind,
+            user_id: Some(user.user.user_id.clone()),
+            input: body.input,
+            correlation_id: correlation_id.clone(),
+            idempotency_key,
+        })
+        .await?;
+    let job = match created {
+        Created::Existing(job) => {
+            return Ok((StatusCode::OK, located(&job), axum::Json(submitted(&job))).into_response())
+        }
+        Created::New(job) => job,
+    };
+    metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
+    publish(&state, &job).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        located(&job),
+        axum::Json(submitted(&job)),
+    )
+        .into_response())
+}
+
+fn located(job: &JobRecord) -> [(header::HeaderName, HeaderValue); 1] {
+    let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id))
+        .expect("a job path is a valid header value");
+    [(header::LOCATION, location)]
+}
+
+/// Publishes a recorded job. A full queue fails the job and answers 503; any other broker
+/// trouble leaves it recorded as queued for the sweeper to publish, so the client's 202 holds.
+async fn publish(state: &AppState, job: &JobRecord) -> Result<(), ApiError> {
+    let js = &state.jetstream;
+    let queued = JobEvent::status(JobStatus::Queued, 0, job.created_at);
+    // Same connection as the command, so it is stored before any event of the consumer.
+    let _ = js.publish(events_subject(job.id), queued.to_bytes()).await;
+    let command = JobCommand {
+        job_id: job.id,
+        kind: job.kind,
+        user_id: job.user_id.clone(),
+        input: job.input.clone(),
+        submitted_at: job.created_at,
+    };
+    let sent = js
+        .publish_with_headers(
+            command.subject(),
+            command.headers(&job.correlation_id),
+            command.to_bytes(),
+        )
+        .await;
+    let result = match sent {
+        Ok(ack) => match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => error_chain(&e),
+            Err(_) => "timed out waiting for the stream".to_owned(),
+        },
+        Err(e) => error_chain(&e),
+    };
+    if result.contains("maximum messages") || result.contains("maximum bytes") {
+        let error = JobError {
+            code: "queue_full".into(),
+            message: "the queue is full; submit again later".into(),
+            retryable: true,
+        };
+        let _ = state.store.finish_job(job.id, Outcome::Failed(error)).await;
+        return Err(ApiError::Unavailable {
+            message: format!("the {} queue is full", job.kind),
+            retry_after: Some(Duration::from_secs(5)),
+        });
+    }
+    tracing::warn!(job_id = %job.id, error = %result, "command not published now; the sweeper will publish it");
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The correlation id as an extractor.
+pub struct CorrelationIdExt(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationIdExt {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(CorrelationIdExt(
+            parts
+                .extensions
+                .get::<CorrelationId>()
+                .map(|c| c.0.clone())
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        ))
+    }
+}
+
+/// Loads a job the user may see; someone else's job is "not found".
+async fn visible_job(state: &AppState, user: &User, id: Uuid) -> Result<JobRecord, ApiError> {
+    match state.store.get_job(id).await? {
+        Some(job) if user.can_see(job.user_id.as_deref()) => Ok(job),
+        _ => Err(ApiError::NotFound(format!("no job {id}"))),
+    }
+}
+
+/// One job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    security(("api_key" = [], "bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    Ok(axum::Json(visible_job(&state, &user, id).await?.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    kind: Option<String>,
+    status: Option<String>,
+    /// 1 to 100, default 20.
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    jobs: Vec<JobView>,
+    next_cursor: Option<Uuid>,
+}
+
+/// The caller's jobs, newest first (every user's for `service_role`).
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    security(("api_key" = [], "bearer" = [])),
+    params(ListParams),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    user: User,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    let kind = params
+        .kind
+        .as_deref()
+        .map(str::parse::<JobKind>)
+        .transpose()
+        .map_err(|e| ApiError::invalid_field("kind", e.to_string()))?;
+    let status = params
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(|e| ApiError::invalid_field("status", e))?;
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "between 1 and 100"));
+    }
+    let page = state
+        .store
+        .list_jobs(&JobQuery {
+            user_id: (!user.user.is_service_role()).then(|| user.user.user_id.clone()),
+            kind,
+            status,
+            limit,
+            before: params.cursor,
+        })
+        .await?;
+    Ok(axum::Json(JobList {
+        jobs: page.jobs.into_iter().map(JobView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelAccepted {
+    job_id: Uuid,
+    /// `cancelled` (it was queued and never runs) or `cancelling` (the consumer is told).
+    status: &'static str,
+}
+
+/// Cancel a job: a queued job never starts, a running one is interrupted.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    security(("api_key" = [], "bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = CancelAccepted), (status = 404, body = ErrorBody),
+               (status = 409, body = ErrorBody, description = "already finished")))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    visible_job(&state, &user, id).await?;
+    let status = match state.store.cancel_job(id).await? {
+        CancelOutcome::Cancelled(job) => {
+            let attempt = u32::try_from(job.attempts).unwrap_or(0);
+            let event = JobEvent::status(JobStatus::Cancelled, attempt, Utc::now());
+            if let Ok(ack) = state
+                .jetstream
+                .publish(events_subject(id), event.to_bytes())
+                .await
+            {
+                let _ = tokio::time::timeout(PUBLISH_TIMEOUT, ack).await;
+            }
+            metrics::counter!("xenios_jobs_completed_total", "kind" => job.kind.as_str(), "outcome" => "cancelled").increment(1);
+            "cancelled"
+        }
+        CancelOutcome::Requested(_) => {
+            let request = CancelRequest { job_id: id };
+            state
+                .nats
+                .publish(CANCEL_SUBJECT, request.to_bytes())
+                .await
+                .map_err(|e| ApiError::unavailable(format!("cannot reach the consumers: {e}")))?;
+            "cancelling"
+        }
+        CancelOutcome::AlreadyFinished(job) => {
+            return Err(ApiError::Conflict(format!(
+                "the job is already {}",
+                job.status
+            )))
+        }
+        CancelOutcome::NotFound => return Err(ApiError::NotFound(format!("no job {id}"))),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(CancelAccepted { job_id: id, status }),
+    )
+        .into_response())
+}
+
+/// The job's events as Server-Sent Events: `status`, `progress`, `token`, `result`, `error`,
+/// each with an `id:`; ends after the terminal status. `Last-Event-ID` resumes after that event.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs",
+    security(("api_key" = [], "bearer" = [])),
+    params(("id" = Uuid, Path), ("Last-Event-ID" = Option<String>, Header)),
+    responses((status = 200, content_type = "text/event-stream", body = String),
+              (status = 404, body = ErrorBody)))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let job = visible_job(&state, &user, id).await?;
+    let after = parse_last_event_id(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
+    Ok(relay_sse(&state, job, after))
+}
+
+/// Starts a relay task for `job` and returns its SSE response.
+pub fn relay_sse(
+    state: &AppState,
+    job: JobRecord,
+    after: u64,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let relay = Relay {
+        hub: state.hub.clone(),
+        js: state.jetstream.clone(),
+        store: state.store.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    tokio::spawn(relay.run(job, after, tx));
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(
+        state.settings.api.sse_keepalive_secs.max(1),
+    )))
+}

@@ -1,0 +1,11 @@
+//! What the binaries in `bins/` do. Each binary's `main` is one call into here, so the same
+//! start-up code is what `xenios dev` and the tests run.
+
+mod commands;
+mod start;
+
+pub use commands::xenios_main;
+pub use start::{
+    api_main, connect_nats, connect_store, known_kinds, runtime_for, serve_worker, shutdown_signal,
+    spawn_sweeper, stream_settings,
+};

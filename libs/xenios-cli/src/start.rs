@@ -1,0 +1,199 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use xenios_config::Settings;
+use xenios_contract::JobKind;
+use xenios_runtime::Runtime;
+use xenios_store::{Store, StoreOptions};
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Connects the store and, when configured, brings its schema up to date.
+pub async fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
+    let options = StoreOptions {
+        max_connections: settings.database.max_connections,
+        acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+    };
+    let url = xenios_config::redact_url(&settings.database.url);
+    let store = Store::connect(&settings.database.url, &options)
+        .await
+        .with_context(|| format!("cannot open the database {url}"))?;
+    if settings.database.migrate_on_start {
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("cannot migrate the database {url}"))?;
+    }
+    Ok(store)
+}
+
+pub fn stream_settings(settings: &Settings) -> xenios_contract::streams::StreamSettings {
+    let n = &settings.nats;
+    xenios_contract::streams::StreamSettings {
+        replicas: n.replicas,
+        jobs_max_msgs: n.jobs_max_msgs,
+        jobs_max_bytes: n.jobs_max_bytes,
+        events_max_age: Duration::from_secs(n.events_max_age_secs),
+        dlq_max_age: Duration::from_secs(n.dlq_max_age_secs),
+        files_ttl: Duration::from_secs(settings.files.ttl_secs),
+    }
+}
+
+/// Connects to NATS; when configured, creates or updates the streams from `streams/` in the
+/// background, retrying until the broker is there (a process may start before its broker).
+pub async fn connect_nats(settings: &Settings, name: &str) -> anyhow::Result<async_nats::Client> {
+    let n = &settings.nats;
+    let client = xenios_contract::connect(
+        &n.url,
+        n.creds.as_deref().map(std::path::Path::new),
+        name,
+        Duration::from_millis(n.request_timeout_ms),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot connect to NATS: {e}"))?;
+    if n.apply_streams_on_start {
+        let js = async_nats::jetstream::new(client.clone());
+        let desired = stream_settings(settings);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(200);
+            loop {
+                match xenios_contract::streams::apply(&js, &desired).await {
+                    Ok(report) => {
+                        tracing::info!(%report, "streams applied");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot apply streams yet; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+    }
+    Ok(client)
+}
+
+/// `xenios-api`: load configuration, connect, serve until SIGTERM.
+pub async fn api_main(config: Option<PathBuf>) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = xenios_telemetry::init_logging(&settings) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    match serve_api(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("xenios-api: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_api(settings: Settings) -> anyhow::Result<()> {
+    let store = connect_store(&settings).await?;
+    let nats = connect_nats(&settings, "xenios-api").await?;
+    let stop = CancellationToken::new();
+    let sweeper = spawn_sweeper(&settings, &store, &nats, stop.clone());
+    let app = xenios_api::Application::build(settings, store.clone(), nats.clone()).await?;
+    tracing::info!(addr = %app.local_addr(), "xenios-api listening");
+    app.run(shutdown_signal()).await?;
+    stop.cancel();
+    let _ = sweeper.await;
+    let _ = nats.drain().await;
+    store.close().await;
+    Ok(())
+}
+
+/// The sweeper runs beside every API instance: the API is what records jobs.
+pub fn spawn_sweeper(
+    settings: &Settings,
+    store: &Store,
+    nats: &async_nats::Client,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(xenios_runtime::sweeper::run(
+        store.clone(),
+        async_nats::jetstream::new(nats.clone()),
+        Duration::from_secs(settings.consumer.sweeper_delay_secs),
+        Duration::from_secs(settings.consumer.sweeper_interval_secs),
+        stop,
+    ))
+}
+
+/// The job kinds this build has handlers for.
+pub fn known_kinds() -> Vec<JobKind> {
+    vec![JobKind::Echo]
+}
+
+/// A consumer runtime serving `kinds` (all known kinds when empty).
+pub fn runtime_for(
+    settings: &Settings,
+    store: &Store,
+    nats: &async_nats::Client,
+    binary: &str,
+    kinds: &[JobKind],
+) -> anyhow::Result<Runtime> {
+    let wanted: Vec<JobKind> = if kinds.is_empty() {
+        known_kinds()
+    } else {
+        kinds.to_vec()
+    };
+    if let Some(unknown) = wanted.iter().find(|k| !known_kinds().contains(k)) {
+        anyhow::bail!("this build has no handler for `{unknown}` jobs yet");
+    }
+    let mut settings = settings.clone();
+    settings.consumer.serve_echo = wanted.contains(&JobKind::Echo);
+    let runtime = Runtime::new(settings, store.clone(), nats.clone(), binary);
+    Ok(runtime)
+}
+
+/// `xenios worker` and the consumer binaries: consumers plus their metrics/health server.
+pub async fn serve_worker(settings: Settings, binary: &str, kinds: &[JobKind]) -> anyhow::Result<()> {
+    let store = connect_store(&settings).await?;
+    let nats = connect_nats(&settings, binary).await?;
+    let runtime = runtime_for(&settings, &store, &nats, binary, kinds)?;
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let metrics = tokio::spawn(xenios_runtime::serve_metrics(
+        settings.consumer.metrics_addr,
+        store.clone(),
+        nats.clone(),
+        async move { stopped.cancelled().await },
+    ));
+    runtime.run(shutdown_signal()).await?;
+    stop.cancel();
+    if let Ok(Err(e)) = metrics.await {
+        tracing::warn!(error = %e, "metrics server ended with an error");
+    }
+    let _ = nats.drain().await;
+    store.close().await;
+    Ok(())
+}

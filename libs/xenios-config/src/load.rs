@@ -1,0 +1,366 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment as EnvSource, File, FileFormat};
+
+use crate::{Environment, KindSettings, Settings};
+
+/// The environment names of the original deployment and the keys they set (SPEC §2).
+const LEGACY_ENV: &[(&str, &str)] = &[
+    ("ENVIRONMENT", "environment"),
+    ("DATABASE_URL", "database.url"),
+    ("NATS_URL", "nats.url"),
+    ("NATS_CREDS", "nats.creds"),
+    ("XENIOS_BACKEND_API_KEY", "api.keys"),
+    ("SUPABASE_JWT_SECRET", "auth.jwt_secret"),
+    ("SUPABASE_URL", "auth.supabase_url"),
+    ("OPENROUTER_API_KEY", "providers.openrouter.api_key"),
+    ("ANTHROPIC_API_KEY", "providers.anthropic.api_key"),
+    ("OPENAI_API_KEY", "providers.openai.api_key"),
+    ("DEEPGRAM_API_KEY", "providers.deepgram.api_key"),
+    ("OPENROUTER_BASE_URL", "providers.openrouter.base_url"),
+    ("ANTHROPIC_BASE_URL", "providers.anthropic.base_url"),
+    ("OPENAI_BASE_URL", "providers.openai.base_url"),
+    ("DEEPGRAM_BASE_URL", "providers.deepgram.base_url"),
+    ("DOCLING_URL", "providers.docling_url"),
+    ("XENIOS_API_ADDR", "api.addr"),
+    ("XENIOS_METRICS_ADDR", "consumer.metrics_addr"),
+    ("XENIOS_FETCH_ALLOW_HOSTS", "fetch.allow_hosts"),
+    ("CORS_ORIGINS", "api.cors_origins"),
+];
+
+/// Configuration that failed: one line naming the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("configuration error: {0}")]
+    Parse(String),
+    #[error("configuration error: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// Values set by the program itself (for example `xenios dev`), applied after everything else.
+pub type Overrides = Vec<(String, String)>;
+
+impl Settings {
+    /// Loads from `config_file` (else `XENIOS_CONFIG`, else `./xenios.toml` if present) and the
+    /// process environment, then validates.
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Settings::load_from(config_file, &env, &Overrides::new())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment, for tests and embedding.
+    pub fn load_from(
+        config_file: Option<&Path>,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = Config::builder();
+
+        let explicit = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("XENIOS_CONFIG").map(PathBuf::from));
+        match explicit {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+            }
+            None => {
+                builder =
+                    builder.add_source(File::new("xenios.toml", FileFormat::Toml).required(false));
+            }
+        }
+
+        let prefixed: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("XENIOS__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            EnvSource::with_prefix("XENIOS")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(prefixed)),
+        );
+
+        let log_level = env.get("LOG_LEVEL").or_else(|| env.get("RUST_LOG"));
+        let legacy = LEGACY_ENV
+            .iter()
+            .filter_map(|(name, key)| env.get(*name).map(|v| (*key, v)))
+            .chain(log_level.map(|v| ("log.level", v)));
+        for (key, value) in legacy {
+            builder = builder
+                .set_override(key, value.as_str())
+                .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        }
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        }
+
+        let settings: Settings = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| ConfigError::Parse(one_line(&e.to_string())))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot say.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.environment != Environment::Development && self.api.keys.is_empty() {
+            return invalid(
+                "XENIOS_BACKEND_API_KEY (api.keys)",
+                "required in staging and production",
+            );
+        }
+        if self.api.keys.iter().any(|k| k.expose().len() < 16) {
+            return invalid(
+                "XENIOS_BACKEND_API_KEY (api.keys)",
+                "every key must be at least 16 characters",
+            );
+        }
+        let db = &self.database.url;
+        if !["postgres://", "postgresql://", "sqlite:"]
+            .iter()
+            .any(|p| db.starts_with(p))
+        {
+            return invalid(
+                "DATABASE_URL (database.url)",
+                "must start with postgres://, postgresql:// or sqlite:",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.nats.url.is_empty() {
+            return invalid("NATS_URL (nats.url)", "no server given");
+        }
+        if let Some(bad) = self.nats.url.iter().find(|u| !valid_nats_url(u)) {
+            return Err(ConfigError::Invalid {
+                key: "NATS_URL (nats.url)",
+                problem: format!("`{bad}` is not a nats://, tls:// or host:port address"),
+            });
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return invalid("nats.replicas", "must be between 1 and 5");
+        }
+        if let Some(url) = &self.auth.supabase_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return invalid("SUPABASE_URL (auth.supabase_url)", "must be an http(s) URL");
+            }
+        }
+        for (key, bucket) in [
+            ("rate_limit.jobs", self.rate_limit.jobs),
+            ("rate_limit.llm", self.rate_limit.llm),
+            ("rate_limit.per_key", self.rate_limit.per_key),
+        ] {
+            if bucket.per_second == 0 || bucket.burst == 0 {
+                return invalid(key, "per_second and burst must be at least 1");
+            }
+        }
+        for (key, kind) in [
+            ("jobs.transcription", &self.jobs.transcription),
+            ("jobs.extraction", &self.jobs.extraction),
+            ("jobs.llm", &self.jobs.llm),
+            ("jobs.echo", &self.jobs.echo),
+        ] {
+            validate_kind(key, kind)?;
+        }
+        if self.consumer.retry_delays_ms.is_empty() {
+            return invalid("consumer.retry_delays_ms", "give at least one delay");
+        }
+        if !(1..=5).contains(&self.consumer.max_attempts) {
+            return invalid(
+                "consumer.max_attempts",
+                "between 1 and 5 (the consumers' max_deliver)",
+            );
+        }
+        if self.api.body_limit_bytes == 0 {
+            return invalid("api.body_limit_bytes", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn show(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+fn validate_kind(key: &'static str, kind: &KindSettings) -> Result<(), ConfigError> {
+    if kind.concurrency == 0 {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: "concurrency must be at least 1".into(),
+        });
+    }
+    if kind.soft_limit_secs == 0 || kind.soft_limit_secs > kind.hard_limit_secs {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: "soft_limit_secs must be positive and at most hard_limit_secs".into(),
+        });
+    }
+    Ok(())
+}
+
+fn valid_nats_url(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, rest)) => matches!(scheme, "nats" | "tls" | "ws" | "wss") && !rest.is_empty(),
+        None => url.contains(':'),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(Some(Path::new("/dev/null")), &env(pairs), &Overrides::new())
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_stack() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.database.url, "sqlite://data/xenios.db");
+        assert_eq!(s.nats.url, vec!["nats://127.0.0.1:4222"]);
+        assert_eq!(s.api.addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(s.consumer.metrics_addr.to_string(), "0.0.0.0:9100");
+        assert_eq!(s.jobs.echo.soft_limit_secs, 300);
+        assert_eq!(s.jobs.echo.hard_limit_secs, 600);
+        assert_eq!(s.log.level, "info");
+    }
+
+    #[test]
+    fn layers_file_then_prefixed_env_then_legacy_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("xenios.toml");
+        std::fs::write(
+            &file,
+            "[api]\naddr = \"127.0.0.1:9001\"\n[database]\nmax_connections = 3\nurl = \"sqlite://file.db\"\n[jobs.echo]\nsoft_limit_secs = 5\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("XENIOS__DATABASE__MAX_CONNECTIONS", "7"),
+            ("XENIOS__JOBS__ECHO__HARD_LIMIT_SECS", "9"),
+            ("DATABASE_URL", "postgres://u:p@localhost/db"),
+            (
+                "XENIOS_BACKEND_API_KEY",
+                "key-one-0123456789, key-two-0123456789",
+            ),
+            ("CORS_ORIGINS", "https://app.xenios.example"),
+            ("NATS_URL", "nats://a:4222,nats://b:4222"),
+            ("LOG_LEVEL", "debug,hyper=warn"),
+        ]);
+        let s = Settings::load_from(Some(&file), &e, &Overrides::new()).unwrap();
+        assert_eq!(s.api.addr.to_string(), "127.0.0.1:9001"); // file
+        assert_eq!(s.database.max_connections, 7); // env beats file
+        assert_eq!(s.database.url, "postgres://u:p@localhost/db"); // legacy env beats file
+        assert_eq!(s.jobs.echo.soft_limit_secs, 5);
+        assert_eq!(s.jobs.echo.hard_limit_secs, 9);
+        assert_eq!(s.api.keys.len(), 2);
+        assert_eq!(s.api.keys[1].expose(), "key-two-0123456789");
+        assert_eq!(s.api.cors_origins, vec!["https://app.xenios.example"]);
+        assert_eq!(s.nats.url, vec!["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(s.log.level, "debug,hyper=warn");
+    }
+
+    #[test]
+    fn xenios_config_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("other.toml");
+        std::fs::write(
+            &file,
+            "environment = \"staging\"\n[api]\nkeys = [\"0123456789abcdef\"]\n",
+        )
+        .unwrap();
+        let e = env(&[("XENIOS_CONFIG", file.to_str().unwrap())]);
+        let s = Settings::load_from(None, &e, &Overrides::new()).unwrap();
+        assert_eq!(s.environment, Environment::Staging);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_in_one_line() {
+        let err = load(&[("XENIOS_API_ADDR", "not-an-address")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.addr"), "{err}");
+        assert!(!err.contains('\n'));
+
+        let err = load(&[("XENIOS__DATABASE__MAX_CONNECTIONS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+
+        let err = load(&[("ENVIRONMENT", "production")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("XENIOS_BACKEND_API_KEY"), "{err}");
+
+        let err = load(&[("DATABASE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+
+        let err = load(&[("XENIOS__JOBS__LLM__SOFT_LIMIT_SECS", "900")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jobs.llm"), "{err}");
+
+        let err = load(&[("XENIOS__API__NO_SUCH_KEY", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no_such_key"), "{err}");
+
+        let missing = Settings::load_from(
+            Some(Path::new("/nonexistent/xenios.toml")),
+            &HashMap::new(),
+            &Overrides::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("/nonexistent/xenios.toml"), "{missing}");
+    }
+
+    #[test]
+    fn show_redacts_every_secret() {
+        let s = load(&[
+            ("XENIOS_BACKEND_API_KEY", "very-secret-api-key-1"),
+            ("SUPABASE_JWT_SECRET", "very-secret-jwt"),
+            ("OPENROUTER_API_KEY", "very-secret-openrouter"),
+            ("DATABASE_URL", "postgres://app:very-secret-pw@db/x"),
+        ])
+        .unwrap();
+        let shown = s.show();
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("very-secret-api"), "{debug}");
+        assert!(!debug.contains("very-secret-jwt"));
+        assert!(!debug.contains("very-secret-pw"));
+    }
+}

@@ -1,0 +1,438 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    pub fn is_production(self) -> bool {
+        self == Environment::Production
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub environment: Environment,
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub nats: NatsSettings,
+    pub api: ApiSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub consumer: ConsumerSettings,
+    pub jobs: JobsSettings,
+    pub files: FilesSettings,
+    pub fetch: FetchSettings,
+    pub providers: ProvidersSettings,
+    pub llm: crate::LlmSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A level (`info`) or a `RUST_LOG`-style directive list (`info,xenios_api=debug`).
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://…`; may hold a password, so it is shown redacted.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub migrate_on_start: bool,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "sqlite://data/xenios.db".into(),
+            max_connections: 10,
+            acquire_timeout_ms: 3000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Comma-separated server URLs.
+    #[serde(deserialize_with = "comma_list")]
+    pub url: Vec<String>,
+    pub creds: Option<String>,
+    /// Stream replicas: 3 on a three-node cluster.
+    pub replicas: usize,
+    pub jobs_max_msgs: i64,
+    pub jobs_max_bytes: i64,
+    pub events_max_age_secs: u64,
+    pub dlq_max_age_secs: u64,
+    pub request_timeout_ms: u64,
+    /// Create or update the streams from `streams/` at start.
+    pub apply_streams_on_start: bool,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            url: vec!["nats://127.0.0.1:4222".into()],
+            creds: None,
+            replicas: 1,
+            jobs_max_msgs: 1_000_000,
+            jobs_max_bytes: 1 << 30,
+            events_max_age_secs: 3600,
+            dlq_max_age_secs: 14 * 24 * 3600,
+            request_timeout_ms: 5000,
+            apply_streams_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub addr: SocketAddr,
+    /// The keys the web app sends in `X-API-Key`; several while rotating.
+    #[serde(deserialize_with = "comma_list_secrets")]
+    pub keys: Vec<Secret>,
+    #[serde(deserialize_with = "comma_list")]
+    pub cors_origins: Vec<String>,
+    /// JSON request bodies; uploads have their own limit (`files.max_bytes`).
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub sse_keepalive_secs: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            keys: Vec::new(),
+            cors_origins: Vec::new(),
+            body_limit_bytes: 1 << 20,
+            request_timeout_secs: 60,
+            shutdown_grace_secs: 20,
+            sse_keepalive_secs: 15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: Option<Secret>,
+    pub supabase_url: Option<String>,
+    pub audience: String,
+    pub leeway_secs: u64,
+    pub jwks_cache_ttl_secs: u64,
+    pub jwks_min_refetch_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwt_secret: None,
+            supabase_url: None,
+            audience: "authenticated".into(),
+            leeway_secs: 30,
+            jwks_cache_ttl_secs: 600,
+            jwks_min_refetch_secs: 30,
+        }
+    }
+}
+
+impl AuthSettings {
+    pub fn jwks_url(&self) -> Option<String> {
+        self.supabase_url
+            .as_ref()
+            .map(|u| format!("{}/auth/v1/.well-known/jwks.json", u.trim_end_matches('/')))
+    }
+}
+
+/// A token bucket: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Per user (or per API key when no user) on the job routes.
+    pub jobs: Bucket,
+    /// Per user (or per API key) on the LLM routes.
+    pub llm: Bucket,
+    /// Per API key over all routes: the web app's whole allowance.
+    pub per_key: Bucket,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            enabled: true,
+            jobs: Bucket {
+                per_second: 50,
+                burst: 200,
+            },
+            llm: Bucket {
+                per_second: 10,
+                burst: 40,
+            },
+            per_key: Bucket {
+                per_second: 5000,
+                burst: 10000,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerSettings {
+    pub metrics_addr: SocketAddr,
+    /// Serve `jobs.echo` besides the binary's own kind.
+    pub serve_echo: bool,
+    pub shutdown_grace_secs: u64,
+    pub heartbeat_secs: u64,
+    /// How long after submission a still-queued job is published again by the sweeper.
+    pub sweeper_delay_secs: u64,
+    pub sweeper_interval_secs: u64,
+    /// Delays before each retry after a transient failure (jittered by up to a fifth); the
+    /// last entry repeats. `"100,500"` in the environment.
+    #[serde(deserialize_with = "comma_list_numbers")]
+    pub retry_delays_ms: Vec<u64>,
+    /// Tries per job, counting the first; at most the consumer's `max_deliver`.
+    pub max_attempts: u32,
+    /// How long one pull request waits for work before it is renewed.
+    pub pull_expires_ms: u64,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9100)),
+            serve_echo: true,
+            shutdown_grace_secs: 25,
+            heartbeat_secs: 5,
+            sweeper_delay_secs: 60,
+            sweeper_interval_secs: 15,
+            retry_delays_ms: vec![1000, 5000, 15000, 30000],
+            max_attempts: 5,
+            pull_expires_ms: 2000,
+        }
+    }
+}
+
+/// Limits of one job kind.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindSettings {
+    /// Handlers of this kind running at once in one process.
+    pub concurrency: usize,
+    /// At the soft limit the handler is cancelled and the attempt fails as `timeout`.
+    pub soft_limit_secs: u64,
+    /// At the hard limit the attempt is abandoned.
+    pub hard_limit_secs: u64,
+}
+
+impl Default for KindSettings {
+    fn default() -> Self {
+        KindSettings {
+            concurrency: 8,
+            soft_limit_secs: 300,
+            hard_limit_secs: 600,
+        }
+    }
+}
+
+impl KindSettings {
+    pub fn soft_limit(&self) -> Duration {
+        Duration::from_secs(self.soft_limit_secs)
+    }
+    pub fn hard_limit(&self) -> Duration {
+        Duration::from_secs(self.hard_limit_secs)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsSettings {
+    pub transcription: KindSettings,
+    pub extraction: KindSettings,
+    pub llm: KindSettings,
+    pub echo: KindSettings,
+    /// Largest accepted `input` document, in bytes of JSON.
+    pub max_input_bytes: usize,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        JobsSettings {
+            transcription: KindSettings::default(),
+            extraction: KindSettings::default(),
+            llm: KindSettings {
+                concurrency: 64,
+                ..KindSettings::default()
+            },
+            echo: KindSettings {
+                concurrency: 64,
+                ..KindSettings::default()
+            },
+            max_input_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl JobsSettings {
+    /// Limits by kind name (`transcription`, `extraction`, `llm`, `echo`).
+    pub fn kind(&self, kind: &str) -> Option<&KindSettings> {
+        match kind {
+            "transcription" => Some(&self.transcription),
+            "extraction" => Some(&self.extraction),
+            "llm" => Some(&self.llm),
+            "echo" => Some(&self.echo),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesSettings {
+    pub max_bytes: u64,
+    pub ttl_secs: u64,
+}
+
+impl Default for FilesSettings {
+    fn default() -> Self {
+        FilesSettings {
+            max_bytes: 200 * 1000 * 1000,
+            ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetchSettings {
+    /// Hosts that `url` inputs may reach although they resolve to private addresses.
+    #[serde(deserialize_with = "comma_list")]
+    pub allow_hosts: Vec<String>,
+    pub max_bytes: u64,
+    pub timeout_secs: u64,
+    pub max_redirects: usize,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        FetchSettings {
+            allow_hosts: Vec::new(),
+            max_bytes: 200 * 1000 * 1000,
+            timeout_secs: 120,
+            max_redirects: 5,
+        }
+    }
+}
+
+/// One outside provider: where it is and the key it wants.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub api_key: Option<Secret>,
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersSettings {
+    pub openrouter: ProviderSettings,
+    pub anthropic: ProviderSettings,
+    pub openai: ProviderSettings,
+    pub deepgram: ProviderSettings,
+    /// A docling-serve instance; off when unset.
+    pub docling_url: Option<String>,
+    /// Extra provider settings keyed by name, for routing tables added in configuration.
+    pub extra: BTreeMap<String, ProviderSettings>,
+}
+
+/// Accepts `"a,b"` (as environment variables give it) or a list (as TOML gives it).
+fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+fn comma_list_numbers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumbers {
+        Text(String),
+        Numbers(Vec<u64>),
+    }
+    match TextOrNumbers::deserialize(d)? {
+        TextOrNumbers::Numbers(v) => Ok(v),
+        TextOrNumbers::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().map_err(serde::de::Error::custom))
+            .collect(),
+    }
+}
+
+fn comma_list_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    Ok(comma_list(d)?.into_iter().map(Secret::new).collect())
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::redact_url(url))
+}

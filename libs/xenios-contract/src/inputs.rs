@@ -1,0 +1,289 @@
+//! The `input` of each job kind (SPEC §3 "Jobs"): checked by the API at submission, parsed
+//! again by the consumer. A bad input is refused with the field it concerns.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::JobKind;
+
+/// Bounds on the diagnostic kind, so a canary cannot hold a consumer slot for long.
+pub const ECHO_MAX_DELAY_MS: u64 = 10 * 60 * 1000;
+pub const ECHO_MAX_PROGRESS_STEPS: u32 = 1000;
+pub const MAX_URL_LEN: usize = 2048;
+pub const MAX_LLM_MESSAGES: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InputError {
+    pub field: String,
+    pub message: String,
+}
+
+impl InputError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        InputError {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoInput {
+    pub message: Value,
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub progress_steps: u32,
+    #[serde(default)]
+    pub fail: Option<EchoFailure>,
+    /// With `fail`: fail only the first N attempts, then succeed (0 = every attempt).
+    #[serde(default)]
+    pub fail_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EchoFailure {
+    Transient,
+    Permanent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Markdown,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractionInput {
+    pub file_id: Option<String>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptionInput {
+    pub file_id: Option<String>,
+    pub url: Option<String>,
+    pub language: Option<String>,
+    #[serde(default)]
+    pub diarize: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmInput {
+    pub task: String,
+    pub messages: Vec<ChatMessage>,
+    pub response_format: Option<Value>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    /// Stream tokens on the job's events.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+fn parse<T: DeserializeOwned>(input: &Value) -> Result<T, InputError> {
+    serde_json::from_value(input.clone()).map_err(|e| {
+        let text = e.to_string();
+        // serde names the field in "missing field `x`" / "unknown field `x`".
+        let field = text
+            .split('`')
+            .nth(1)
+            .map(|f| format!("input.{f}"))
+            .unwrap_or_else(|| "input".into());
+        InputError::new(&field, text)
+    })
+}
+
+fn check_source(file_id: &Option<String>, url: &Option<String>) -> Result<(), InputError> {
+    match (file_id, url) {
+        (Some(_), Some(_)) | (None, None) => Err(InputError::new(
+            "input",
+            "give exactly one of `file_id` and `url`",
+        )),
+        (Some(id), None) if id.is_empty() || id.len() > 128 => Err(InputError::new(
+            "input.file_id",
+            "must be 1 to 128 characters",
+        )),
+        (None, Some(url)) if url.len() > MAX_URL_LEN => Err(InputError::new(
+            "input.url",
+            format!("at most {MAX_URL_LEN} characters"),
+        )),
+        (None, Some(url)) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(
+            InputError::new("input.url", "only http and https URLs are fetched"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+pub fn parse_echo(input: &Value) -> Result<EchoInput, InputError> {
+    let echo: EchoInput = parse(input)?;
+    if echo.delay_ms > ECHO_MAX_DELAY_MS {
+        return Err(InputError::new(
+            "input.delay_ms",
+            format!("at most {ECHO_MAX_DELAY_MS}"),
+        ));
+    }
+    if echo.progress_steps > ECHO_MAX_PROGRESS_STEPS {
+        return Err(InputError::new(
+            "input.progress_steps",
+            format!("at most {ECHO_MAX_PROGRESS_STEPS}"),
+        ));
+    }
+    Ok(echo)
+}
+
+pub fn parse_extraction(input: &Value) -> Result<ExtractionInput, InputError> {
+    let extraction: ExtractionInput = parse(input)?;
+    check_source(&extraction.file_id, &extraction.url)?;
+    Ok(extraction)
+}
+
+pub fn parse_transcription(input: &Value) -> Result<TranscriptionInput, InputError> {
+    let transcription: TranscriptionInput = parse(input)?;
+    check_source(&transcription.file_id, &transcription.url)?;
+    if let Some(language) = &transcription.language {
+        if language.is_empty() || language.len() > 16 {
+            return Err(InputError::new(
+                "input.language",
+                "a language code such as `en`",
+            ));
+        }
+    }
+    Ok(transcription)
+}
+
+pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
+    let llm: LlmInput = parse(input)?;
+    if llm.task.is_empty() || llm.task.len() > 64 {
+        return Err(InputError::new("input.task", "must be 1 to 64 characters"));
+    }
+    if llm.messages.is_empty() || llm.messages.len() > MAX_LLM_MESSAGES {
+        return Err(InputError::new(
+            "input.messages",
+            format!("1 to {MAX_LLM_MESSAGES} messages"),
+        ));
+    }
+    if let Some((i, m)) = llm
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
+    {
+        return Err(InputError::new(
+            &format!("input.messages[{i}].role"),
+            format!("`{}` is not one of system, user, assistant", m.role),
+        ));
+    }
+    if let Some(t) = llm.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(InputError::new("input.temperature", "between 0 and 2"));
+        }
+    }
+    if llm.max_tokens == Some(0) {
+        return Err(InputError::new("input.max_tokens", "at least 1"));
+    }
+    Ok(llm)
+}
+
+/// Checks a job's input for its kind.
+pub fn validate(kind: JobKind, input: &Value) -> Result<(), InputError> {
+    if !input.is_object() {
+        return Err(InputError::new("input", "must be a JSON object"));
+    }
+    match kind {
+        JobKind::Echo => parse_echo(input).map(drop),
+        JobKind::Extraction => parse_extraction(input).map(drop),
+        JobKind::Transcription => parse_transcription(input).map(drop),
+        JobKind::Llm => parse_llm(input).map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn echo_inputs() {
+        assert!(validate(JobKind::Echo, &json!({"message": "hi"})).is_ok());
+        assert!(validate(
+            JobKind::Echo,
+            &json!({"message": {"a": [1]}, "delay_ms": 5})
+        )
+        .is_ok());
+        assert_eq!(
+            validate(JobKind::Echo, &json!({})).unwrap_err().field,
+            "input.message"
+        );
+        assert!(validate(JobKind::Echo, &json!({"message": 1, "fail": "sometimes"})).is_err());
+        assert_eq!(
+            validate(JobKind::Echo, &json!({"message": 1, "delay_ms": 99999999}))
+                .unwrap_err()
+                .field,
+            "input.delay_ms"
+        );
+        assert_eq!(
+            validate(JobKind::Echo, &json!({"message": 1, "extra": true}))
+                .unwrap_err()
+                .field,
+            "input.extra"
+        );
+        assert!(validate(JobKind::Echo, &json!("text")).is_err());
+    }
+
+    #[test]
+    fn file_inputs_need_exactly_one_source() {
+        assert!(validate(JobKind::Extraction, &json!({"file_id": "f1"})).is_ok());
+        assert!(validate(
+            JobKind::Extraction,
+            &json!({"url": "https://x.example/a.pdf", "output": "text"})
+        )
+        .is_ok());
+        assert!(validate(JobKind::Extraction, &json!({})).is_err());
+        assert!(validate(
+            JobKind::Extraction,
+            &json!({"file_id": "f", "url": "https://x"})
+        )
+        .is_err());
+        assert_eq!(
+            validate(JobKind::Transcription, &json!({"url": "ftp://x/a.mp3"}))
+                .unwrap_err()
+                .field,
+            "input.url"
+        );
+        assert!(validate(
+            JobKind::Extraction,
+            &json!({"file_id": "f", "output": "pdf"})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn llm_inputs() {
+        let ok = json!({"task": "chat", "messages": [{"role": "user", "content": "hi"}]});
+        assert!(validate(JobKind::Llm, &ok).is_ok());
+        let bad_role = json!({"task": "chat", "messages": [{"role": "robot", "content": "hi"}]});
+        assert_eq!(
+            validate(JobKind::Llm, &bad_role).unwrap_err().field,
+            "input.messages[0].role"
+        );
+        assert!(validate(JobKind::Llm, &json!({"task": "chat", "messages": []})).is_err());
+    }
+}

@@ -1,0 +1,315 @@
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tempfile::TempDir;
+
+use crate::free_port;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// `free_port` can race with another process; a fresh server simply tries another port.
+const START_ATTEMPTS: usize = 3;
+const LOG_FILE: &str = "nats-server.log";
+
+/// A private `nats-server` with JetStream: its own loopback port and store dir, run as a direct
+/// child process so tests can stop, kill and restart the broker (same port, same store) at will.
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    store_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// Present when the server owns its directory: removed on drop, after the process is gone.
+    _temp: Option<TempDir>,
+}
+
+impl NatsServer {
+    /// Starts a throwaway server in a fresh temp dir on a free port.
+    pub fn start() -> anyhow::Result<NatsServer> {
+        let binary = find_binary()?;
+        let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
+        let mut server = NatsServer {
+            binary,
+            port: 0,
+            store_dir: temp.path().join("store"),
+            log_path: temp.path().join(LOG_FILE),
+            child: None,
+            _temp: Some(temp),
+        };
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            server.port = free_port();
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    /// Starts a server whose JetStream store lives in `dir` (created if missing) and outlives
+    /// this value: `xenios dev` keeps its queues and events across runs this way.
+    pub fn start_in(dir: &Path, port: u16) -> anyhow::Result<NatsServer> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the NATS store dir {}", dir.display()))?;
+        let mut server = NatsServer {
+            binary: find_binary()?,
+            port,
+            store_dir: dir.to_path_buf(),
+            log_path: dir.join(LOG_FILE),
+            child: None,
+            _temp: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Graceful shutdown (SIGTERM), waiting for the process to exit so the port is free and the
+    /// store flushed when this returns; killed if it does not exit in time.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let signalled = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if signalled {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) => return,
+                    Ok(None) => thread::sleep(POLL_INTERVAL),
+                    Err(_) => break,
+                }
+            }
+            tracing::warn!(
+                pid = child.id(),
+                "nats-server did not stop in time; killing it"
+            );
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGKILL: the broker dies without flushing, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store dir, after `stop` or `kill`.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("nats-server on port {} is already running", self.port);
+        }
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("opening {}", self.log_path.display()))?;
+        let child = Command::new(&self.binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        loop {
+            let child = self.child.as_mut().expect("spawned");
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                bail!(
+                    "nats-server on port {} exited at start ({status}): {}",
+                    self.port,
+                    self.log_tail()
+                );
+            }
+            let Err(not_ready) = jetstream_probe(addr) else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!(
+                    "nats-server on port {} not ready after {READY_TIMEOUT:?} ({not_ready}): {}",
+                    self.port,
+                    self.log_tail()
+                );
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn find_binary() -> anyhow::Result<PathBuf> {
+    let packaged = Path::new("/usr/sbin/nats-server");
+    if packaged.exists() {
+        return Ok(packaged.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+        .context("no nats-server binary: neither /usr/sbin/nats-server nor one on PATH")
+}
+
+/// Asks the JetStream API for the account info over the plain NATS protocol. A TCP accept alone
+/// is not enough: the server answers clients before JetStream has recovered its streams.
+fn jetstream_probe(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    if !line.starts_with("INFO ") {
+        bail!("unexpected greeting {line:?}");
+    }
+    stream.write_all(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n\
+          SUB _xenios_probe 1\r\n\
+          PUB $JS.API.INFO _xenios_probe 0\r\n\r\n",
+    )?;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("connection closed");
+        }
+        let header = line.trim_end();
+        if let Some(rest) = header.strip_prefix("MSG ") {
+            let size: usize = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .context("malformed MSG line")?;
+            let mut payload = vec![0; size + 2];
+            reader.read_exact(&mut payload)?;
+            let body = String::from_utf8_lossy(&payload[..size]);
+            if body.contains("\"error\"") {
+                bail!("JetStream not ready: {body}");
+            }
+            return Ok(());
+        }
+        if header == "PING" {
+            stream.write_all(b"PONG\r\n")?;
+        } else if header.starts_with("-ERR") {
+            bail!("server error: {header}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(server: &NatsServer) -> anyhow::Result<()> {
+        jetstream_probe(SocketAddr::from(([127, 0, 0, 1], server.port())))
+    }
+
+    #[test]
+    fn restarts_on_the_same_port_and_store() {
+        let mut nats = NatsServer::start().unwrap();
+        probe(&nats).unwrap();
+        assert!(nats.store_dir().starts_with(std::env::temp_dir()));
+
+        let port = nats.port();
+        nats.stop();
+        assert!(!nats.is_running());
+        assert!(probe(&nats).is_err());
+
+        nats.start_again().unwrap();
+        assert_eq!(nats.port(), port);
+        probe(&nats).unwrap();
+        assert!(
+            nats.start_again().is_err(),
+            "a running server cannot start again"
+        );
+
+        nats.kill();
+        assert!(probe(&nats).is_err());
+        nats.start_again().unwrap();
+        probe(&nats).unwrap();
+    }
+
+    #[test]
+    fn keeps_a_given_store_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("nats");
+        let port = free_port();
+        {
+            let nats = NatsServer::start_in(&store, port).unwrap();
+            assert_eq!(nats.url(), format!("nats://127.0.0.1:{port}"));
+            probe(&nats).unwrap();
+        }
+        assert!(
+            store.join("jetstream").is_dir(),
+            "store outlives the server"
+        );
+        let temp_store = {
+            let nats = NatsServer::start().unwrap();
+            nats.store_dir().to_path_buf()
+        };
+        assert!(!temp_store.exists(), "a temp server removes its dir");
+    }
+}

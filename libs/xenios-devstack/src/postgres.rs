@@ -1,0 +1,349 @@
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sqlx::{Connection, PgConnection};
+use tempfile::TempDir;
+
+use crate::free_port;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The variable naming the admin server on which `test_database_url` creates databases.
+pub const TEST_POSTGRES_URL_VAR: &str = "XENIOS_TEST_POSTGRES_URL";
+
+/// A private PostgreSQL server: its own cluster in a temp dir, its own loopback port, run as a
+/// direct child process so stopping and restarting it (outage tests) is in our hands.
+pub struct PgServer {
+    bindir: PathBuf,
+    dir: TempDir,
+    port: u16,
+    /// Set when we run as root: PostgreSQL refuses to, so the processes run as `postgres`.
+    run_as: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+impl PgServer {
+    /// Creates a fresh cluster (trust auth, superuser `postgres`) and starts it.
+    pub fn start() -> anyhow::Result<PgServer> {
+        let bindir = find_bindir()?;
+        let dir = tempfile::Builder::new().prefix("xenios-pg-").tempdir()?;
+        let run_as = if current_uid()? == 0 {
+            let ids = postgres_user_ids()?;
+            std::os::unix::fs::chown(dir.path(), Some(ids.0), Some(ids.1))
+                .context("handing the temp dir to the postgres user")?;
+            Some(ids)
+        } else {
+            None
+        };
+        let mut server = PgServer {
+            bindir,
+            dir,
+            port: free_port(),
+            run_as,
+            child: None,
+        };
+        server.initdb()?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Fast shutdown (SIGINT: active sessions are rolled back), waiting for the postmaster to
+    /// exit so the port is free and the data dir consistent when this returns.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let signalled = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if signalled {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) => return,
+                    Ok(None) => thread::sleep(POLL_INTERVAL),
+                    Err(_) => break,
+                }
+            }
+        }
+        tracing::warn!(
+            pid = child.id(),
+            "postgres did not stop in time; killing it"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the server again on the same data dir and port, after `stop`.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("postgres on port {} is already running", self.port);
+        }
+        self.spawn()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join(program));
+        // The postgres user may not be allowed into the caller's working directory.
+        cmd.current_dir(self.dir.path());
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn initdb(&self) -> anyhow::Result<()> {
+        let out = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ])
+            .arg("--no-sync")
+            .stdin(Stdio::null())
+            .output()
+            .context("running initdb")?;
+        if !out.status.success() {
+            bail!(
+                "initdb failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            // Throwaway data: durability only costs test time.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off"])
+            // Every test gets its own database and pool; the default 100 is quickly reached.
+            .args(["-c", "max_connections=300"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting postgres")?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("spawned");
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                bail!("postgres exited at start ({status}): {}", self.log_tail());
+            }
+            // pg_isready, unlike a TCP connect, waits out "the database system is starting up".
+            let ready = Command::new(self.bindir.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-t", "1"])
+                .arg("-p")
+                .arg(self.port.to_string())
+                .stdin(Stdio::null())
+                .status()
+                .context("running pg_isready")?;
+            if ready.success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                bail!(
+                    "postgres on port {} not ready after {READY_TIMEOUT:?}: {}",
+                    self.port,
+                    self.log_tail()
+                );
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A fresh, randomly named database on the server named by `XENIOS_TEST_POSTGRES_URL`
+/// (`make test` starts one private server and exports it), so tests never share state.
+pub async fn test_database_url() -> anyhow::Result<String> {
+    let admin = std::env::var(TEST_POSTGRES_URL_VAR).map_err(|_| {
+        anyhow::anyhow!(
+            "{TEST_POSTGRES_URL_VAR} is not set: run the tests with `make test`, which starts a \
+             private PostgreSQL, or export {TEST_POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:PORT/postgres \
+             pointing at a throwaway server"
+        )
+    })?;
+    let name = format!("xenios_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .with_context(|| format!("connecting to {TEST_POSTGRES_URL_VAR}"))?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .context("creating the test database")?;
+    conn.close().await.ok();
+    with_database(&admin, &name)
+}
+
+/// Replaces the database name (the URL path) and keeps any query string.
+fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base
+        .find("://")
+        .map(|i| i + 3)
+        .with_context(|| format!("{TEST_POSTGRES_URL_VAR} is not a URL"))?;
+    let end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{db}", &base[..end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Ok(out)
+}
+
+fn find_bindir() -> anyhow::Result<PathBuf> {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .max_by_key(|(v, _)| *v);
+    if let Some((_, bin)) = newest {
+        return Ok(bin);
+    }
+    let out = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .context("no /usr/lib/postgresql/*/bin and no pg_config: is PostgreSQL installed?")?;
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !out.status.success() || !bin.join("postgres").exists() {
+        bail!("pg_config --bindir gave no directory holding `postgres`");
+    }
+    Ok(bin)
+}
+
+fn current_uid() -> anyhow::Result<u32> {
+    id(&["-u"])
+}
+
+fn postgres_user_ids() -> anyhow::Result<(u32, u32)> {
+    let ids = (id(&["-u", "postgres"]), id(&["-g", "postgres"]));
+    match ids {
+        (Ok(uid), Ok(gid)) => Ok((uid, gid)),
+        _ => bail!(
+            "running as root, and PostgreSQL refuses that: a `postgres` system user is needed"
+        ),
+    }
+}
+
+fn id(args: &[&str]) -> anyhow::Result<u32> {
+    let out = Command::new("id")
+        .args(args)
+        .output()
+        .context("running id")?;
+    if !out.status.success() {
+        bail!("id {} failed", args.join(" "));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn select_one(url: &str) -> Result<i32, sqlx::Error> {
+        let mut conn = PgConnection::connect(url).await?;
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await?;
+        conn.close().await?;
+        Ok(one)
+    }
+
+    #[tokio::test]
+    async fn stops_and_starts_again_on_the_same_port() {
+        let mut pg = PgServer::start().unwrap();
+        assert_eq!(select_one(&pg.url()).await.unwrap(), 1);
+
+        pg.stop();
+        match select_one(&pg.url()).await {
+            Err(sqlx::Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused),
+            other => panic!("expected connection refused, got {other:?}"),
+        }
+
+        let port = pg.port();
+        pg.start_again().unwrap();
+        assert_eq!(pg.port(), port);
+        assert_eq!(select_one(&pg.url()).await.unwrap(), 1);
+    }
+
+    #[test]
+    fn replaces_the_database_name() {
+        let f = |u| with_database(u, "t1").unwrap();
+        assert_eq!(f("postgres://p@h:1/postgres"), "postgres://p@h:1/t1");
+        assert_eq!(f("postgres://p@h:1"), "postgres://p@h:1/t1");
+        assert_eq!(
+            f("postgres://p@h:1/x?sslmode=disable"),
+            "postgres://p@h:1/t1?sslmode=disable"
+        );
+    }
+}

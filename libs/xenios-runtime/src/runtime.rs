@@ -1,0 +1,730 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use xenios_config::{KindSettings, Settings};
+use xenios_contract::envelope::{header, CancelRequest, DeadLetter, JobCommand, JobEvent};
+use xenios_contract::subjects::{
+    consumer_name, events_subject, CANCEL_SUBJECT, CORRELATION_ID_HEADER, JOBS_STREAM,
+};
+use xenios_contract::{JobError, JobId, JobKind, JobStatus};
+use xenios_store::{Outcome, StartAttempt, Store};
+
+use crate::echo::EchoHandler;
+use crate::handler::{Handler, HandlerError, HandlerResult, JobContext};
+use crate::workers;
+
+/// How long publishing a terminal event or a dead letter may wait for the stream.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Delay before a command is offered again when the store could not be reached.
+const STORE_DOWN_DELAY: Duration = Duration::from_secs(2);
+/// In-progress acks go out this often (well inside the consumers' 30 s `ack_wait`).
+const PROGRESS_ACK_EVERY: Duration = Duration::from_secs(10);
+/// Pause before pulling again after the broker failed a pull.
+const PULL_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("no handler for any job kind")]
+    NothingToServe,
+}
+
+/// A consumer process: serves the kinds of its handlers (and `echo`, unless configured off)
+/// from their durable pull consumers until told to stop, then drains.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    binary: String,
+    handlers: HashMap<JobKind, Arc<dyn Handler>>,
+}
+
+/// What every job attempt of this process needs.
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) store: Store,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) jetstream: jetstream::Context,
+    running: Mutex<HashMap<JobId, Arc<Interrupt>>>,
+    pub(crate) in_flight: AtomicU64,
+    /// Fired when the grace period is over: running handlers are interrupted and released.
+    abandon: CancellationToken,
+}
+
+impl Runtime {
+    pub fn new(settings: Settings, store: Store, nats: async_nats::Client, binary: &str) -> Self {
+        let serve_echo = settings.consumer.serve_echo;
+        let runtime = Runtime {
+            shared: Arc::new(Shared {
+                jetstream: jetstream::new(nats.clone()),
+                settings: Arc::new(settings),
+                store,
+                nats,
+                running: Mutex::new(HashMap::new()),
+                in_flight: AtomicU64::new(0),
+                abandon: CancellationToken::new(),
+            }),
+            binary: binary.to_owned(),
+            handlers: HashMap::new(),
+        };
+        if serve_echo {
+            runtime.with_handler(EchoHandler)
+        } else {
+            runtime
+        }
+    }
+
+    pub fn with_handler(mut self, handler: impl Handler) -> Self {
+        self.handlers.insert(handler.kind(), Arc::new(handler));
+        self
+    }
+
+    pub fn kinds(&self) -> Vec<JobKind> {
+        let mut kinds: Vec<JobKind> = self.handlers.keys().copied().collect();
+        kinds.sort_by_key(|k| k.as_str());
+        kinds
+    }
+
+    /// Serves until `shutdown` resolves; then stops pulling, lets running jobs finish within
+    /// `consumer.shutdown_grace_secs`, releases (NAKs) what is still running, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RuntimeError> {
+        if self.handlers.is_empty() {
+            return Err(RuntimeError::NothingToServe);
+        }
+        let kinds = self.kinds();
+        let shared = self.shared;
+        let stop_pulling = CancellationToken::new();
+        let jobs = TaskTracker::new();
+        let background = TaskTracker::new();
+
+        background.spawn(listen_for_cancels(shared.clone(), stop_pulling.clone()));
+        background.spawn(workers::register(
+            shared.clone(),
+            self.binary.clone(),
+            kinds.clone(),
+            stop_pulling.clone(),
+        ));
+        for (kind, handler) in self.handlers {
+            background.spawn(pull_loop(
+                shared.clone(),
+                kind,
+                handler,
+                stop_pulling.clone(),
+                jobs.clone(),
+            ));
+        }
+        tracing::info!(kinds = ?kinds, "consumer runtime started");
+
+        shutdown.await;
+        tracing::info!("stopping: no more pulls; draining running jobs");
+        stop_pulling.cancel();
+        background.close();
+        background.wait().await;
+        jobs.close();
+        let grace = Duration::from_secs(shared.settings.consumer.shutdown_grace_secs);
+        if tokio::time::timeout(grace, jobs.wait()).await.is_err() {
+            tracing::warn!("grace period over: releasing running jobs to other consumers");
+            shared.abandon.cancel();
+            jobs.wait().await;
+        }
+        tracing::info!("drained");
+        Ok(())
+    }
+}
+
+/// Why a running handler was told to stop; the first reason wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Cancelled,
+    TimedOut,
+    Released,
+}
+
+struct Interrupt {
+    token: CancellationToken,
+    reason: OnceLock<Reason>,
+}
+
+impl Interrupt {
+    fn new() -> Self {
+        Interrupt {
+            token: CancellationToken::new(),
+            reason: OnceLock::new(),
+        }
+    }
+
+    fn fire(&self, reason: Reason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+}
+
+async fn listen_for_cancels(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut subscription = loop {
+        match shared.nats.subscribe(CANCEL_SUBJECT).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to cancellations; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(PULL_RETRY_DELAY) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            m = subscription.next() => m,
+            _ = stop.cancelled() => break,
+        };
+        let Some(message) = message else { break };
+        match CancelRequest::from_slice(&message.payload) {
+            Ok(request) => shared.interrupt(request.job_id, Reason::Cancelled),
+            Err(e) => tracing::warn!(error = %e, "ignoring a malformed cancel request"),
+        }
+    }
+    let _ = subscription.unsubscribe().await;
+}
+
+impl Shared {
+    fn interrupt(&self, job_id: JobId, reason: Reason) {
+        let running = self.running.lock().expect("running-jobs lock");
+        if let Some(interrupt) = running.get(&job_id) {
+            tracing::info!(%job_id, ?reason, "interrupting job");
+            interrupt.fire(reason);
+        }
+    }
+
+    fn kind_settings(&self, kind: JobKind) -> KindSettings {
+        self.settings
+            .jobs
+            .kind(kind.as_str())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Delay before try `attempt + 1`, with up to a fifth of jitter so a burst of failures
+    /// does not come back as a burst.
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        let delays = &self.settings.consumer.retry_delays_ms;
+        let index = (attempt.saturating_sub(1) as usize).min(delays.len().saturating_sub(1));
+        let base = delays.get(index).copied().unwrap_or(1000);
+        let jitter = rand::random::<u64>() % (base / 5 + 1);
+        Duration::from_millis(base + jitter)
+    }
+}
+
+async fn get_consumer(
+    js: &jetstream::Context,
+    kind: JobKind,
+) -> Result<PullConsumer, async_nats::Error> {
+    let stream = js.get_stream(JOBS_STREAM).await?;
+    Ok(stream.get_consumer(consumer_name(kind)).await?)
+}
+
+/// Pulls commands of one kind while there are free handler slots, one batch at a time, so a
+/// message is only ever delivered to this process when a slot is waiting for it.
+async fn pull_loop(
+    shared: Arc<Shared>,
+    kind: JobKind,
+    handler: Arc<dyn Handler>,
+    stop: CancellationToken,
+    jobs: TaskTracker,
+) {
+    let concurrency = shared.kind_settings(kind).concurrency;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let expires = Duration::from_millis(shared.settings.consumer.pull_expires_ms.max(100));
+    'connect: while !stop.is_cancelled() {
+        let consumer = match get_consumer(&shared.jetstream, kind).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%kind, error = %e, "consumer not available yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(PULL_RETRY_DELAY) => continue 'connect,
+                    _ = stop.cancelled() => break 'connect,
+                }
+            }
+        };
+        let limits = Arc::new(ConsumerLimits::from_consumer(&consumer, &shared));
+        loop {
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                _ = stop.cancelled() => break 'connect,
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(permits.len())
+                .expires(expires)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(%kind, error = %e, "pull failed; retrying");
+                    tokio::time::sleep(PULL_RETRY_DELAY).await;
+                    continue 'connect;
+                }
+            };
+            // The server ends a pull at `expires`; the client-side bound covers a server
+            // that vanished without saying so.
+            while let Ok(Some(next)) =
+                tokio::time::timeout(expires + Duration::from_secs(2), batch.next()).await
+            {
+                let message = match next {
+                    Ok(message) => message,
+                    Err(e) => {
+                        tracing::debug!(%kind, error = %e, "pull ended");
+                        break;
+                    }
+                };
+                let permit = match permits.pop() {
+                    Some(permit) if !stop.is_cancelled() => permit,
+                    _ => {
+                        // Stopping (or more than asked for): hand it straight to another consumer.
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                let handler = handler.clone();
+                let limits = limits.clone();
+                jobs.spawn(async move {
+                    process(shared, kind, handler, limits, message).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Per-consumer facts read once from the server: how many tries a job gets.
+struct ConsumerLimits {
+    max_attempts: u32,
+}
+
+impl ConsumerLimits {
+    fn from_consumer(consumer: &PullConsumer, shared: &Shared) -> Self {
+        let config = &consumer.cached_info().config;
+        let max_deliver = u32::try_from(config.max_deliver).unwrap_or(0);
+        let configured = shared.settings.consumer.max_attempts.max(1);
+        ConsumerLimits {
+            max_attempts: if max_deliver > 0 {
+                configured.min(max_deliver)
+            } else {
+                configured
+            },
+        }
+    }
+}
+
+async fn process(
+    shared: Arc<Shared>,
+    kind: JobKind,
+    handler: Arc<dyn Handler>,
+    limits: Arc<ConsumerLimits>,
+    message: jetstream::Message,
+) {
+    let (delivered, published) = match message.info() {
+        Ok(info) => (info.delivered, info.published),
+        Err(e) => {
+            tracing::warn!(error = %e, "message without JetStream metadata; dropping");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let command = match JobCommand::from_slice(&message.payload) {
+        Ok(command) => command,
+        Err(e) => {
+            tracing::error!(error = %e, "malformed command; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let correlation_id = header(message.headers.as_ref(), CORRELATION_ID_HEADER)
+        .unwrap_or_default()
+        .to_owned();
+    let span = tracing::info_span!(
+        "job",
+        job_id = %command.job_id,
+        kind = %kind,
+        correlation_id = %correlation_id,
+        attempt = tracing::field::Empty,
+    );
+    let labels = [("kind", kind.as_str())];
+    if delivered <= 1 {
+        let waited = time::OffsetDateTime::now_utc() - published;
+        metrics::histogram!("xenios_job_queue_wait_seconds", &labels)
+            .record(waited.as_seconds_f64().max(0.0));
+    } else {
+        metrics::counter!("xenios_job_redeliveries_total", &labels).increment(1);
+    }
+    let attempt = Attempt {
+        shared,
+        kind,
+        limits,
+        message,
+        command,
+        correlation_id,
+    };
+    attempt.run(handler).instrument(span).await;
+}
+
+/// One delivery of one command, from start to ack.
+struct Attempt {
+    shared: Arc<Shared>,
+    kind: JobKind,
+    limits: Arc<ConsumerLimits>,
+    message: jetstream::Message,
+    command: JobCommand,
+    correlation_id: String,
+}
+
+/// What the runtime does with a finished attempt.
+enum Decision {
+    Succeed(Value),
+    Cancel,
+    Retry(JobError),
+    Fail { error: JobError, dead_letter: bool },
+    Release,
+}
+
+impl Attempt {
+    fn job_id(&self) -> JobId {
+        self.command.job_id
+    }
+
+    async fn run(self, handler: Arc<dyn Handler>) {
+        let store = &self.shared.store;
+        let record = match store.start_attempt(self.job_id()).await {
+            Ok(StartAttempt::Started(record)) => record,
+            Ok(StartAttempt::Finished(record)) => {
+                tracing::debug!(status = %record.status, "job already finished; skipping redelivery");
+                self.ack(AckKind::Ack).await;
+                return;
+            }
+            Ok(StartAttempt::CancelRequested(_)) => {
+                self.settle(Decision::Cancel, 0).await;
+                return;
+            }
+            Ok(StartAttempt::NotFound) => {
+                tracing::warn!("command for a job the store does not hold; terminating it");
+                self.ack(AckKind::Term).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable; offering the command again later");
+                self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
+                return;
+            }
+        };
+        let attempt = u32::try_from(record.attempts).unwrap_or(u32::MAX);
+        tracing::Span::current().record("attempt", attempt);
+        self.publish(&JobEvent::status(
+            JobStatus::Running,
+            attempt,
+            chrono::Utc::now(),
+        ))
+        .await;
+
+        let interrupt = Arc::new(Interrupt::new());
+        if record.cancel_requested {
+            interrupt.fire(Reason::Cancelled);
+        }
+        self.shared
+            .running
+            .lock()
+            .expect("running-jobs lock")
+            .insert(self.job_id(), interrupt.clone());
+        let gauge = metrics::gauge!("xenios_jobs_in_flight", "kind" => self.kind.as_str());
+        gauge.increment(1.0);
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+
+        let context = JobContext {
+            job_id: self.job_id(),
+            kind: self.kind,
+            user_id: self.command.user_id.clone(),
+            input: self.command.input.clone(),
+            attempt,
+            correlation_id: self.correlation_id.clone(),
+            cancel: interrupt.token.clone(),
+            store: self.shared.store.clone(),
+            jetstream: self.shared.jetstream.clone(),
+        };
+        let result = self.supervise(handler.handle(context), &interrupt).await;
+
+        self.shared
+            .running
+            .lock()
+            .expect("running-jobs lock")
+            .remove(&self.job_id());
+        gauge.decrement(1.0);
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        metrics::histogram!("xenios_job_duration_seconds", "kind" => self.kind.as_str())
+            .record(started.elapsed().as_secs_f64());
+
+        let decision = self.decide(result, interrupt.reason.get().copied(), attempt);
+        self.settle(decision, attempt).await;
+    }
+
+    /// Runs the handler under the kind's time limits, keeping the command alive with
+    /// in-progress acks and watching for a cancellation the broadcast may have missed.
+    /// `None` means the handler was abandoned at the hard limit.
+    async fn supervise(
+        &self,
+        work: futures::future::BoxFuture<'_, HandlerResult>,
+        interrupt: &Interrupt,
+    ) -> Option<HandlerResult> {
+        let limits = self.shared.kind_settings(self.kind);
+        let soft = tokio::time::sleep(limits.soft_limit());
+        let hard = tokio::time::sleep(limits.hard_limit());
+        let mut keepalive = tokio::time::interval(PROGRESS_ACK_EVERY);
+        keepalive.tick().await;
+        tokio::pin!(work, soft, hard);
+        let mut soft_fired = false;
+        let abandon = self.shared.abandon.clone();
+        loop {
+            tokio::select! {
+                result = &mut work => return Some(result),
+                _ = &mut soft, if !soft_fired => {
+                    soft_fired = true;
+                    tracing::warn!("soft time limit reached; cancelling the handler");
+                    interrupt.fire(Reason::TimedOut);
+                }
+                _ = &mut hard => {
+                    tracing::error!("hard time limit reached; abandoning the handler");
+                    return None;
+                }
+                _ = abandon.cancelled(), if !interrupt.token.is_cancelled() => {
+                    interrupt.fire(Reason::Released);
+                }
+                _ = keepalive.tick() => {
+                    let _ = self.message.ack_with(AckKind::Progress).await;
+                    if let Ok(Some(job)) = self.shared.store.get_job(self.job_id()).await {
+                        if job.cancel_requested {
+                            interrupt.fire(Reason::Cancelled);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn decide(
+        &self,
+        result: Option<HandlerResult>,
+        reason: Option<Reason>,
+        attempt: u32,
+    ) -> Decision {
+        let timeout = || JobError {
+            code: "timeout".into(),
+            message: "the job exceeded its time limit".into(),
+            retryable: true,
+        };
+        let transient = |error: JobError| {
+            if attempt >= self.limits.max_attempts {
+                Decision::Fail {
+                    error,
+                    dead_letter: true,
+                }
+            } else {
+                Decision::Retry(error)
+            }
+        };
+        match (reason, result) {
+            (Some(Reason::Cancelled), _) => Decision::Cancel,
+            (Some(Reason::Released), Some(Ok(value))) => Decision::Succeed(value),
+            (Some(Reason::Released), _) => Decision::Release,
+            (Some(Reason::TimedOut), _) | (None, None) => transient(timeout()),
+            (None, Some(Ok(value))) => Decision::Succeed(value),
+            (None, Some(Err(HandlerError::Transient(error)))) => transient(error),
+            (None, Some(Err(HandlerError::Permanent(error)))) => Decision::Fail {
+                error,
+                dead_letter: false,
+            },
+        }
+    }
+
+    /// Stores the outcome, tells the watchers, and only then answers the broker.
+    async fn settle(&self, decision: Decision, attempt: u32) {
+        let store = &self.shared.store;
+        let id = self.job_id();
+        let kind = self.kind.as_str();
+        let now = chrono::Utc::now();
+        match decision {
+            Decision::Succeed(value) => {
+                match store
+                    .finish_job(id, Outcome::Succeeded(value.clone()))
+                    .await
+                {
+                    Ok(Some(_)) => {
+                        self.publish_confirmed(&JobEvent::Result(value)).await;
+                        self.publish_confirmed(&JobEvent::status(
+                            JobStatus::Succeeded,
+                            attempt,
+                            now,
+                        ))
+                        .await;
+                        completed(kind, "succeeded");
+                    }
+                    Ok(None) => tracing::info!("job was already finished; result not recorded"),
+                    Err(e) => return self.store_failed(e).await,
+                }
+                self.ack(AckKind::Ack).await;
+            }
+            Decision::Cancel => {
+                match store.finish_job(id, Outcome::Cancelled).await {
+                    Ok(Some(_)) => {
+                        self.publish_confirmed(&JobEvent::status(
+                            JobStatus::Cancelled,
+                            attempt,
+                            now,
+                        ))
+                        .await;
+                        completed(kind, "cancelled");
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.store_failed(e).await,
+                }
+                self.ack(AckKind::Term).await;
+            }
+            Decision::Retry(error) => {
+                let delay = self.shared.retry_delay(attempt);
+                tracing::warn!(code = %error.code, message = %error.message, ?delay, "attempt failed; will retry");
+                match store.retry_job(id, &error).await {
+                    Ok(true) => {
+                        self.publish(&JobEvent::Error(error)).await;
+                        self.publish(&JobEvent::status(JobStatus::Queued, attempt, now))
+                            .await;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return self.store_failed(e).await,
+                }
+                self.ack(AckKind::Nak(Some(delay))).await;
+            }
+            Decision::Fail { error, dead_letter } => {
+                tracing::warn!(code = %error.code, message = %error.message, "job failed");
+                match store.finish_job(id, Outcome::Failed(error.clone())).await {
+                    Ok(Some(_)) => {
+                        if dead_letter {
+                            self.dead_letter(&error, attempt).await;
+                        }
+                        self.publish_confirmed(&JobEvent::Error(error)).await;
+                        self.publish_confirmed(&JobEvent::status(JobStatus::Failed, attempt, now))
+                            .await;
+                        completed(kind, "failed");
+                    }
+                    Ok(None) => {}
+                    Err(e) => return self.store_failed(e).await,
+                }
+                self.ack(AckKind::Term).await;
+            }
+            Decision::Release => {
+                let error = JobError {
+                    code: "released".into(),
+                    message: "the consumer stopped; another one takes over".into(),
+                    retryable: true,
+                };
+                match store.retry_job(id, &error).await {
+                    Ok(_) => {
+                        self.publish(&JobEvent::status(JobStatus::Queued, attempt, now))
+                            .await;
+                    }
+                    Err(e) => return self.store_failed(e).await,
+                }
+                self.ack(AckKind::Nak(None)).await;
+            }
+        }
+    }
+
+    /// The outcome could not be stored, so the broker must keep the command: it comes back.
+    async fn store_failed(&self, e: xenios_store::StoreError) {
+        tracing::error!(error = %e, "cannot store the outcome; the command will be redelivered");
+        self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
+    }
+
+    async fn dead_letter(&self, error: &JobError, attempts: u32) {
+        let letter = DeadLetter {
+            command: self.command.clone(),
+            error: error.clone(),
+            attempts,
+            failed_at: chrono::Utc::now(),
+        };
+        let sent = self
+            .shared
+            .jetstream
+            .publish_with_headers(
+                letter.subject(),
+                letter.headers(&self.correlation_id),
+                letter.to_bytes(),
+            )
+            .await;
+        let confirmed = match sent {
+            Ok(ack) => tokio::time::timeout(PUBLISH_TIMEOUT, ack)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Err(_) => None,
+        };
+        match confirmed {
+            Some(_) => metrics::counter!("xenios_dead_letters_total", "kind" => self.kind.as_str())
+                .increment(1),
+            None => tracing::error!("cannot publish the dead letter"),
+        }
+    }
+
+    async fn ack(&self, kind: AckKind) {
+        if let Err(e) = self.message.ack_with(kind).await {
+            tracing::warn!(error = %e, "cannot answer the broker; the command may be redelivered");
+        }
+    }
+
+    async fn publish(&self, event: &JobEvent) {
+        let subject = events_subject(self.job_id());
+        if let Err(e) = self
+            .shared
+            .jetstream
+            .publish(subject, event.to_bytes())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot publish job event");
+        }
+    }
+
+    /// Publishes and waits for the stream to hold it: terminal events must outlive a crash
+    /// that follows the ack.
+    async fn publish_confirmed(&self, event: &JobEvent) {
+        let subject = events_subject(self.job_id());
+        let result = match self
+            .shared
+            .jetstream
+            .publish(subject, event.to_bytes())
+            .await
+        {
+            Ok(ack) => tokio::time::timeout(PUBLISH_TIMEOUT, ack)
+                .await
+                .map_err(|_| "timed out".to_string())
+                .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "job event not confirmed by the stream");
+        }
+    }
+}
+
+fn completed(kind: &'static str, outcome: &'static str) {
+    metrics::counter!("xenios_jobs_completed_total", "kind" => kind, "outcome" => outcome)
+        .increment(1);
+}

@@ -1,0 +1,272 @@
+//! The only place that knows how values differ between the two databases. Store methods write
+//! one SQL text (`$n` placeholders work in both) with backend-neutral `Arg`s and read rows
+//! through `Row`; here they become uuid/jsonb/timestamptz for PostgreSQL and TEXT for SQLite.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{PgPool, Postgres, Row as _, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+#[derive(Debug)]
+pub(crate) enum Arg {
+    Uuid(Option<Uuid>),
+    Text(Option<String>),
+    Json(Option<Value>),
+    Time(Option<DateTime<Utc>>),
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Bool(bool),
+}
+
+impl From<Uuid> for Arg {
+    fn from(v: Uuid) -> Self {
+        Arg::Uuid(Some(v))
+    }
+}
+impl From<Option<Uuid>> for Arg {
+    fn from(v: Option<Uuid>) -> Self {
+        Arg::Uuid(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(Some(v.to_owned()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(Some(v))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<Value> for Arg {
+    fn from(v: Value) -> Self {
+        Arg::Json(Some(v))
+    }
+}
+impl From<DateTime<Utc>> for Arg {
+    fn from(v: DateTime<Utc>) -> Self {
+        Arg::Time(Some(v))
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<Option<f64>> for Arg {
+    fn from(v: Option<f64>) -> Self {
+        Arg::Real(v)
+    }
+}
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+/// `[a, b, c]` of anything convertible into `Arg`.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$($crate::db::Arg::from($a)),*] };
+}
+pub(crate) use args;
+
+/// Column access that hides the storage types. Object safe, so row mappers are written once.
+pub(crate) trait Row {
+    fn uuid(&self, col: &str) -> Result<Option<Uuid>>;
+    fn text(&self, col: &str) -> Result<Option<String>>;
+    fn json(&self, col: &str) -> Result<Option<Value>>;
+    fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
+    fn int(&self, col: &str) -> Result<Option<i64>>;
+    fn int4(&self, col: &str) -> Result<i32>;
+    fn real(&self, col: &str) -> Result<Option<f64>>;
+    fn boolean(&self, col: &str) -> Result<bool>;
+}
+
+/// A NOT NULL column read through `Row`.
+pub(crate) fn required<T>(col: &str, v: Option<T>) -> Result<T> {
+    v.ok_or_else(|| StoreError::other(format!("column {col} is unexpectedly NULL")))
+}
+
+impl Row for PgRow {
+    fn uuid(&self, col: &str) -> Result<Option<Uuid>> {
+        Ok(self.try_get(col)?)
+    }
+    fn text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn json(&self, col: &str) -> Result<Option<Value>> {
+        Ok(self.try_get(col)?)
+    }
+    fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int4(&self, col: &str) -> Result<i32> {
+        Ok(self.try_get(col)?)
+    }
+    fn real(&self, col: &str) -> Result<Option<f64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn boolean(&self, col: &str) -> Result<bool> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+impl Row for SqliteRow {
+    fn uuid(&self, col: &str) -> Result<Option<Uuid>> {
+        self.text(col)?
+            .map(|s| Uuid::parse_str(&s))
+            .transpose()
+            .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+    }
+    fn text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn json(&self, col: &str) -> Result<Option<Value>> {
+        self.text(col)?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+    }
+    fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        self.text(col)?
+            .map(|s| DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)))
+            .transpose()
+            .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+    }
+    fn int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int4(&self, col: &str) -> Result<i32> {
+        Ok(self.try_get(col)?)
+    }
+    fn real(&self, col: &str) -> Result<Option<f64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn boolean(&self, col: &str) -> Result<bool> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// Fixed width (always six fractional digits), so SQLite's text comparison orders by time.
+pub(crate) fn sqlite_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn bind_pg<'q>(
+    mut q: Query<'q, Postgres, PgArguments>,
+    args: Vec<Arg>,
+) -> Query<'q, Postgres, PgArguments> {
+    for a in args {
+        q = match a {
+            Arg::Uuid(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+            Arg::Json(v) => q.bind(v),
+            Arg::Time(v) => q.bind(v),
+            Arg::Int(v) => q.bind(v),
+            Arg::Real(v) => q.bind(v),
+            Arg::Bool(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+fn bind_sqlite<'q>(
+    mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    args: Vec<Arg>,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated().to_string())),
+            Arg::Text(v) => q.bind(v),
+            Arg::Json(v) => q.bind(v.map(|j| j.to_string())),
+            Arg::Time(v) => q.bind(v.map(sqlite_time)),
+            Arg::Int(v) => q.bind(v),
+            Arg::Real(v) => q.bind(v),
+            Arg::Bool(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+impl Pool {
+    pub(crate) async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        Ok(match self {
+            Pool::Pg(p) => bind_pg(sqlx::query(sql), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Pool::Sqlite(p) => bind_sqlite(sqlx::query(sql), args)
+                .execute(p)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    pub(crate) async fn fetch_optional<T>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&dyn Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        match self {
+            Pool::Pg(p) => bind_pg(sqlx::query(sql), args)
+                .fetch_optional(p)
+                .await?
+                .map(|r| map(&r))
+                .transpose(),
+            Pool::Sqlite(p) => bind_sqlite(sqlx::query(sql), args)
+                .fetch_optional(p)
+                .await?
+                .map(|r| map(&r))
+                .transpose(),
+        }
+    }
+
+    pub(crate) async fn fetch_all<T>(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&dyn Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        match self {
+            Pool::Pg(p) => bind_pg(sqlx::query(sql), args)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| map(r))
+                .collect(),
+            Pool::Sqlite(p) => bind_sqlite(sqlx::query(sql), args)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| map(r))
+                .collect(),
+        }
+    }
+}

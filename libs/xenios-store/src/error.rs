@@ -1,0 +1,89 @@
+use xenios_contract::JobId;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded (connection refused, pool timeout,
+    /// shutdown in progress, lock wait exhausted). Transient: callers answer 503 or retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The request contradicts stored state: a duplicate key, or a status change the job's
+    /// current status does not allow.
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller's input cannot be used (e.g. an unsupported database URL).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// Anything else: a failed migration, a row that does not decode, an unexpected SQL error.
+    #[error("store error: {0}")]
+    Other(#[source] BoxError),
+}
+
+impl StoreError {
+    pub(crate) fn other(msg: impl Into<String>) -> StoreError {
+        StoreError::Other(msg.into().into())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StoreError::Unavailable(e)
+            }
+            E::Database(ref db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_owned())
+            }
+            E::Database(ref db) if is_transient(db.as_ref()) => StoreError::Unavailable(e),
+            other => StoreError::Other(other.into()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        match e {
+            sqlx::migrate::MigrateError::Execute(e) => e.into(),
+            other => StoreError::Other(other.into()),
+        }
+    }
+}
+
+fn is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return is_transient_sqlstate(pg.code());
+    }
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(is_transient_sqlite)
+}
+
+/// Connection exceptions, shutdown in progress, too many connections.
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+/// SQLITE_BUSY and SQLITE_LOCKED after busy_timeout ran out; extended result codes keep the
+/// primary code in their low byte.
+fn is_transient_sqlite(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_transient_codes() {
+        assert!(is_transient_sqlstate("08006"));
+        assert!(is_transient_sqlstate("57P01"));
+        assert!(!is_transient_sqlstate("23505"));
+        assert!(is_transient_sqlite(5));
+        assert!(is_transient_sqlite(517));
+        assert!(!is_transient_sqlite(19));
+    }
+}

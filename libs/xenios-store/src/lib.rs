@@ -1,0 +1,15 @@
+//! The system of record: jobs, the LLM audit trail (`inference_logs`) and the extraction cache,
+//! behind one `Store` handle over PostgreSQL (production, schema `ai_backend` of the shared
+//! database) or SQLite (embedded default). Migrations are embedded from `migrations/`.
+
+mod db;
+mod error;
+mod model;
+mod store;
+
+pub use error::StoreError;
+pub use model::{
+    Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord, NewJob, Outcome,
+    StartAttempt, StoreOptions,
+};
+pub use store::{Result, Store, PG_SCHEMA};

@@ -1,0 +1,191 @@
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// Bounds waiting for a pooled connection, and `ping`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub kind: JobKind,
+    /// None for callers authenticated by API key only.
+    pub user_id: Option<String>,
+    pub input: Value,
+    pub correlation_id: String,
+    /// Unique per user (callers without a user share one namespace).
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub user_id: Option<String>,
+    pub input: Value,
+    pub progress: Option<Progress>,
+    pub result: Option<Value>,
+    /// The final error of a failed job, or the last transient error of a retried one.
+    pub error: Option<JobError>,
+    pub attempts: i32,
+    pub correlation_id: String,
+    pub idempotency_key: Option<String>,
+    pub cancel_requested: bool,
+    pub published_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    New(JobRecord),
+    /// The same user already submitted this idempotency key: this is that job, unchanged.
+    Existing(JobRecord),
+}
+
+impl Created {
+    pub fn job(&self) -> &JobRecord {
+        match self {
+            Created::New(j) | Created::Existing(j) => j,
+        }
+    }
+
+    pub fn into_job(self) -> JobRecord {
+        match self {
+            Created::New(j) | Created::Existing(j) => j,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobQuery {
+    /// None lists every user's jobs (service role).
+    pub user_id: Option<String>,
+    pub kind: Option<JobKind>,
+    pub status: Option<JobStatus>,
+    /// Clamped to 1..=100.
+    pub limit: u32,
+    /// Only jobs older than this one: the previous page's `next_cursor`.
+    pub before: Option<JobId>,
+}
+
+impl Default for JobQuery {
+    fn default() -> Self {
+        JobQuery {
+            user_id: None,
+            kind: None,
+            status: None,
+            limit: 20,
+            before: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Some only when more jobs match after this page.
+    pub next_cursor: Option<JobId>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartAttempt {
+    /// The job was queued, or running (a redelivery after a crashed attempt): it is now
+    /// running with `attempts` counted up.
+    Started(JobRecord),
+    /// The job already has its outcome: ack the command and skip it.
+    Finished(JobRecord),
+    /// Cancellation was requested before this attempt could start: record `Outcome::Cancelled`.
+    CancelRequested(JobRecord),
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded(Value),
+    Failed(JobError),
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Outcome::Succeeded(_) => JobStatus::Succeeded,
+            Outcome::Failed(_) => JobStatus::Failed,
+            Outcome::Cancelled => JobStatus::Cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// It was queued and will never start.
+    Cancelled(JobRecord),
+    /// It is running: `cancel_requested` is set and the consumer must interrupt it.
+    Requested(JobRecord),
+    AlreadyFinished(JobRecord),
+    NotFound,
+}
+
+/// One provider call, successful or not (SPEC §3, LLM gateway).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InferenceLog {
+    pub id: uuid::Uuid,
+    pub created_at: DateTime<Utc>,
+    pub user_id: Option<String>,
+    pub job_id: Option<JobId>,
+    pub task: String,
+    pub model: String,
+    pub provider: String,
+    /// Which try against this model, from 1.
+    pub attempt: i32,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub success: bool,
+    pub error: Option<String>,
+}

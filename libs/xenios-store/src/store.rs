@@ -1,0 +1,581 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, PgPool};
+use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
+
+use crate::db::{args, required, Arg, Pool, Row};
+use crate::error::StoreError;
+use crate::model::*;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The PostgreSQL schema this service owns in the shared (Supabase) database.
+pub const PG_SCHEMA: &str = "ai_backend";
+
+const MAX_PAGE: u32 = 100;
+
+const JOB_COLUMNS: &str = "id, kind, status, user_id, input, progress, result, error, attempts, \
+     correlation_id, idempotency_key, cancel_requested, published_at, created_at, started_at, \
+     finished_at, updated_at";
+
+const LOG_COLUMNS: &str = "id, created_at, user_id, job_id, task, model, provider, attempt, \
+     input_tokens, output_tokens, latency_ms, ttft_ms, cost_usd, success, error";
+
+/// A handle on the database; clones share one connection pool.
+///
+/// Every status change is a single conditional `UPDATE … WHERE status IN (…) RETURNING`, so of
+/// concurrent writers exactly one wins and the others see the state it left.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+    acquire_timeout: Duration,
+}
+
+impl Store {
+    /// `postgres://…`, `postgresql://…`, `sqlite://path` or `sqlite::memory:`. PostgreSQL
+    /// connections work in schema `ai_backend`; a SQLite file and its directory are created if
+    /// missing.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Pool::Pg(connect_pg(url, opts).await?)
+        } else if url.starts_with("sqlite:") {
+            Pool::Sqlite(connect_sqlite(url, opts).await?)
+        } else {
+            // The URL itself is not echoed: it may hold a password.
+            return Err(StoreError::Invalid(
+                "unsupported database URL: expected postgres://, postgresql:// or sqlite://".into(),
+            ));
+        };
+        Ok(Store {
+            pool,
+            acquire_timeout: opts.acquire_timeout,
+        })
+    }
+
+    /// Applies the embedded migrations; running it again is a no-op.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Pg(p) => {
+                ensure_schema(p).await?;
+                sqlx::migrate!("../../migrations/postgres").run(p).await?;
+            }
+            Pool::Sqlite(p) => sqlx::migrate!("../../migrations/sqlite").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// A real round trip, bounded by the acquire timeout even when the server hangs.
+    pub async fn ping(&self) -> Result<()> {
+        tokio::time::timeout(self.acquire_timeout, self.pool.execute("SELECT 1", vec![]))
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Pg(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Pg(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
+        }
+    }
+
+    /// Records a queued job. A second submission with the same user and idempotency key is
+    /// `Existing` (race-safe: the unique index decides). Reusing an existing job id is a
+    /// `Conflict`.
+    pub async fn create_job(&self, new: NewJob) -> Result<Created> {
+        let now = now();
+        let sql = format!(
+            "INSERT INTO jobs (id, kind, status, user_id, input, attempts, correlation_id, \
+             idempotency_key, cancel_requested, created_at, updated_at) \
+             VALUES ($1, $2, 'queued', $3, $4, 0, $5, $6, FALSE, $7, $7) \
+             ON CONFLICT DO NOTHING RETURNING {JOB_COLUMNS}"
+        );
+        let inserted = self
+            .pool
+            .fetch_optional(
+                &sql,
+                args![
+                    new.id,
+                    new.kind.as_str(),
+                    new.user_id.clone(),
+                    new.input,
+                    new.correlation_id,
+                    new.idempotency_key.clone(),
+                    now,
+                ],
+                job_from_row,
+            )
+            .await?;
+        if let Some(job) = inserted {
+            return Ok(Created::New(job));
+        }
+        if let Some(key) = new.idempotency_key {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs \
+                 WHERE coalesce(user_id, '') = $1 AND idempotency_key = $2"
+            );
+            let existing = self
+                .pool
+                .fetch_optional(
+                    &sql,
+                    args![new.user_id.unwrap_or_default(), key],
+                    job_from_row,
+                )
+                .await?;
+            if let Some(job) = existing {
+                return Ok(Created::Existing(job));
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "job {} already exists",
+            new.id
+        )))
+    }
+
+    pub async fn get_job(&self, id: JobId) -> Result<Option<JobRecord>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        self.pool
+            .fetch_optional(&sql, args![id], job_from_row)
+            .await
+    }
+
+    /// Newest first. `next_cursor` is the last job of the page when more jobs match.
+    pub async fn list_jobs(&self, q: &JobQuery) -> Result<JobPage> {
+        let limit = q.limit.clamp(1, MAX_PAGE);
+        let mut conds = Vec::new();
+        let mut args: Vec<Arg> = Vec::new();
+        let mut filter = |cond: &str, arg: Arg| {
+            args.push(arg);
+            conds.push(format!("{cond} ${}", args.len()));
+        };
+        if let Some(user) = &q.user_id {
+            filter("user_id =", user.clone().into());
+        }
+        if let Some(kind) = q.kind {
+            filter("kind =", kind.as_str().into());
+        }
+        if let Some(status) = q.status {
+            filter("status =", status.as_str().into());
+        }
+        if let Some(before) = q.before {
+            filter("id <", before.into());
+        }
+        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs");
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        args.push((i64::from(limit) + 1).into());
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+
+        let mut jobs = self.pool.fetch_all(&sql, args, job_from_row).await?;
+        let next_cursor = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// Records that the command reached the broker.
+    pub async fn mark_published(&self, id: JobId) -> Result<()> {
+        let n = self
+            .pool
+            .execute(
+                "UPDATE jobs SET published_at = $2, updated_at = $2 WHERE id = $1",
+                args![id, now()],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(())
+    }
+
+    /// Queued jobs whose command was last published (or, never published, created) before
+    /// `older_than`, oldest first: the sweeper publishes them again.
+    pub async fn jobs_to_republish(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE status = 'queued' AND coalesce(published_at, created_at) < $1 \
+             ORDER BY created_at LIMIT $2"
+        );
+        self.pool
+            .fetch_all(&sql, args![older_than, i64::from(limit)], job_from_row)
+            .await
+    }
+
+    /// Begins an attempt. Queued and running jobs (a redelivery after a lost attempt) become
+    /// running with `attempts` + 1; nothing changes in the other cases.
+    pub async fn start_attempt(&self, id: JobId) -> Result<StartAttempt> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+             started_at = coalesce(started_at, $2), updated_at = $2 \
+             WHERE id = $1 AND status IN ('queued', 'running') AND NOT cancel_requested \
+             RETURNING {JOB_COLUMNS}"
+        );
+        if let Some(job) = self
+            .pool
+            .fetch_optional(&sql, args![id, now()], job_from_row)
+            .await?
+        {
+            return Ok(StartAttempt::Started(job));
+        }
+        Ok(match self.get_job(id).await? {
+            None => StartAttempt::NotFound,
+            Some(job) if job.status.is_terminal() => StartAttempt::Finished(job),
+            // Not terminal, so the update was refused for cancel_requested alone.
+            Some(job) => StartAttempt::CancelRequested(job),
+        })
+    }
+
+    /// Stores the latest progress of a running job; a no-op once it is no longer running
+    /// (late progress from an interrupted handler is not an error).
+    pub async fn set_progress(&self, id: JobId, p: &Progress) -> Result<()> {
+        let progress = serde_json::to_value(p).map_err(|e| StoreError::Other(e.into()))?;
+        self.pool
+            .execute(
+                "UPDATE jobs SET progress = $3, updated_at = $2 \
+                 WHERE id = $1 AND status = 'running'",
+                args![id, now(), progress],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records the job's outcome, once: `Ok(None)` if it already has one (the first outcome
+    /// wins). Success clears the last transient error. Allowed per `JobStatus::can_become`, plus queued → failed for a command the
+    /// runtime gave up on before it ever started (dead-lettered). Any other transition (e.g.
+    /// queued → succeeded) is `Conflict`; an unknown id is `NotFound`.
+    pub async fn finish_job(&self, id: JobId, outcome: Outcome) -> Result<Option<JobRecord>> {
+        let target = outcome.status();
+        let from = status_list(
+            JobStatus::ALL
+                .into_iter()
+                .filter(|s| s.can_become(target) || dead_letter(*s, target)),
+        );
+        let mut args = args![id, now()];
+        let set = match outcome {
+            Outcome::Succeeded(result) => {
+                args.push(result.into());
+                "status = 'succeeded', result = $3, error = NULL"
+            }
+            Outcome::Failed(err) => {
+                args.push(error_json(&err)?.into());
+                "status = 'failed', error = $3"
+            }
+            Outcome::Cancelled => "status = 'cancelled'",
+        };
+        let sql = format!(
+            "UPDATE jobs SET {set}, finished_at = $2, updated_at = $2 \
+             WHERE id = $1 AND status IN ({from}) RETURNING {JOB_COLUMNS}"
+        );
+        if let Some(job) = self.pool.fetch_optional(&sql, args, job_from_row).await? {
+            return Ok(Some(job));
+        }
+        match self.get_job(id).await? {
+            None => Err(StoreError::NotFound(id)),
+            Some(job) if job.status.is_terminal() => Ok(None),
+            Some(job) => Err(StoreError::Conflict(format!(
+                "job {id} is {} and cannot become {target}",
+                job.status
+            ))),
+        }
+    }
+
+    /// Puts a running job back to queued after a transient failure, keeping `err` as its last
+    /// error. `false` if it was not running. The command stays in the broker (NAK with delay),
+    /// so `published_at` restarts the sweeper's clock instead of inviting a duplicate publish.
+    pub async fn retry_job(&self, id: JobId, err: &JobError) -> Result<bool> {
+        let n = self
+            .pool
+            .execute(
+                "UPDATE jobs SET status = 'queued', error = $3, published_at = $2, \
+                 updated_at = $2 WHERE id = $1 AND status = 'running'",
+                args![id, now(), error_json(err)?],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// A queued job is cancelled at once; a running one gets `cancel_requested` and keeps its
+    /// status until its consumer records the outcome. One statement, so it cannot interleave
+    /// with `start_attempt`.
+    pub async fn cancel_job(&self, id: JobId) -> Result<CancelOutcome> {
+        let sql = format!(
+            "UPDATE jobs SET \
+             status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END, \
+             finished_at = CASE WHEN status = 'queued' THEN $2 ELSE finished_at END, \
+             cancel_requested = CASE WHEN status = 'running' THEN TRUE ELSE cancel_requested END, \
+             updated_at = $2 \
+             WHERE id = $1 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}"
+        );
+        if let Some(job) = self
+            .pool
+            .fetch_optional(&sql, args![id, now()], job_from_row)
+            .await?
+        {
+            return Ok(match job.status {
+                JobStatus::Cancelled => CancelOutcome::Cancelled(job),
+                _ => CancelOutcome::Requested(job),
+            });
+        }
+        Ok(match self.get_job(id).await? {
+            None => CancelOutcome::NotFound,
+            Some(job) => CancelOutcome::AlreadyFinished(job),
+        })
+    }
+
+    /// Every (kind, status) pair that has jobs, with its count.
+    pub async fn count_jobs_by_status(&self) -> Result<Vec<(JobKind, JobStatus, i64)>> {
+        self.pool
+            .fetch_all(
+                "SELECT kind, status, count(*) AS n FROM jobs \
+                 GROUP BY kind, status ORDER BY kind, status",
+                vec![],
+                |r| Ok((kind_of(r)?, status_of(r)?, required("n", r.int("n")?)?)),
+            )
+            .await
+    }
+
+    pub async fn insert_inference_log(&self, log: &InferenceLog) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO inference_logs ({LOG_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        );
+        self.pool
+            .execute(
+                &sql,
+                args![
+                    log.id,
+                    log.created_at,
+                    log.user_id.clone(),
+                    log.job_id,
+                    log.task.as_str(),
+                    log.model.as_str(),
+                    log.provider.as_str(),
+                    i64::from(log.attempt),
+                    log.input_tokens,
+                    log.output_tokens,
+                    log.latency_ms,
+                    log.ttft_ms,
+                    log.cost_usd,
+                    log.success,
+                    log.error.clone(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Oldest first.
+    pub async fn inference_logs_for_job(&self, job_id: JobId) -> Result<Vec<InferenceLog>> {
+        let sql = format!(
+            "SELECT {LOG_COLUMNS} FROM inference_logs WHERE job_id = $1 \
+             ORDER BY created_at, id"
+        );
+        self.pool.fetch_all(&sql, args![job_id], log_from_row).await
+    }
+
+    /// A cached extraction result, counting the hit.
+    pub async fn cached_extraction(&self, cache_key: &str) -> Result<Option<Value>> {
+        self.pool
+            .fetch_optional(
+                "UPDATE extraction_cache SET hits = hits + 1, last_used_at = $2 \
+                 WHERE cache_key = $1 RETURNING result",
+                args![cache_key, now()],
+                |r| required("result", r.json("result")?),
+            )
+            .await
+    }
+
+    /// Stores (or replaces) the result for `cache_key`.
+    pub async fn put_extraction(
+        &self,
+        cache_key: &str,
+        sha256: &str,
+        result: &Value,
+    ) -> Result<()> {
+        self.pool
+            .execute(
+                "INSERT INTO extraction_cache (cache_key, sha256, result, hits, created_at, \
+                 last_used_at) VALUES ($1, $2, $3, 0, $4, $4) \
+                 ON CONFLICT (cache_key) DO UPDATE SET sha256 = excluded.sha256, \
+                 result = excluded.result, created_at = excluded.created_at, \
+                 last_used_at = excluded.last_used_at",
+                args![cache_key, sha256, result.clone(), now()],
+            )
+            .await
+            .map(drop)
+    }
+}
+
+/// Microseconds: what timestamptz keeps, so a value reads back exactly as written on both
+/// backends.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn dead_letter(from: JobStatus, to: JobStatus) -> bool {
+    from == JobStatus::Queued && to == JobStatus::Failed
+}
+
+fn status_list(statuses: impl Iterator<Item = JobStatus>) -> String {
+    statuses
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn error_json(err: &JobError) -> Result<Value> {
+    serde_json::to_value(err).map_err(|e| StoreError::Other(e.into()))
+}
+
+async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<PgPool> {
+    let connect = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(opts.max_connections)
+        .acquire_timeout(opts.acquire_timeout)
+        // A session setting rather than a startup option: it also works through poolers, and
+        // sqlx's own _sqlx_migrations table lands in the schema too.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(format!("SET search_path TO {PG_SCHEMA}").as_str())
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect_with(connect)
+        .await?;
+    Ok(pool)
+}
+
+async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<sqlx::SqlitePool> {
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(opts.acquire_timeout)
+        .foreign_keys(true);
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let mut pool = SqlitePoolOptions::new()
+        .max_connections(opts.max_connections)
+        .acquire_timeout(opts.acquire_timeout);
+    if in_memory {
+        // The database lives only while a connection holds it: keep exactly one, forever.
+        pool = pool
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    } else if let Some(dir) = Path::new(connect.get_filename()).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+    }
+    Ok(pool.connect_with(connect).await?)
+}
+
+/// Creates the schema only when it is missing: on a shared database the role may own its
+/// schema without being allowed to create schemas.
+async fn ensure_schema(pool: &PgPool) -> Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(PG_SCHEMA)
+            .fetch_one(pool)
+            .await?;
+    if !exists {
+        match pool
+            .execute(format!("CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}").as_str())
+            .await
+        {
+            // Another instance created it at the same moment.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kind_of(r: &dyn Row) -> Result<JobKind> {
+    required("kind", r.text("kind")?)?
+        .parse()
+        .map_err(|e| StoreError::Other(Box::new(e)))
+}
+
+fn status_of(r: &dyn Row) -> Result<JobStatus> {
+    required("status", r.text("status")?)?
+        .parse()
+        .map_err(StoreError::other)
+}
+
+fn job_from_row(r: &dyn Row) -> Result<JobRecord> {
+    fn decode<T: serde::de::DeserializeOwned>(col: &str, v: Option<Value>) -> Result<Option<T>> {
+        v.map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+    }
+    Ok(JobRecord {
+        id: required("id", r.uuid("id")?)?,
+        kind: kind_of(r)?,
+        status: status_of(r)?,
+        user_id: r.text("user_id")?,
+        input: required("input", r.json("input")?)?,
+        progress: decode("progress", r.json("progress")?)?,
+        result: r.json("result")?,
+        error: decode("error", r.json("error")?)?,
+        attempts: r.int4("attempts")?,
+        correlation_id: required("correlation_id", r.text("correlation_id")?)?,
+        idempotency_key: r.text("idempotency_key")?,
+        cancel_requested: r.boolean("cancel_requested")?,
+        published_at: r.time("published_at")?,
+        created_at: required("created_at", r.time("created_at")?)?,
+        started_at: r.time("started_at")?,
+        finished_at: r.time("finished_at")?,
+        updated_at: required("updated_at", r.time("updated_at")?)?,
+    })
+}
+
+fn log_from_row(r: &dyn Row) -> Result<InferenceLog> {
+    Ok(InferenceLog {
+        id: required("id", r.uuid("id")?)?,
+        created_at: required("created_at", r.time("created_at")?)?,
+        user_id: r.text("user_id")?,
+        job_id: r.uuid("job_id")?,
+        task: required("task", r.text("task")?)?,
+        model: required("model", r.text("model")?)?,
+        provider: required("provider", r.text("provider")?)?,
+        attempt: r.int4("attempt")?,
+        input_tokens: required("input_tokens", r.int("input_tokens")?)?,
+        output_tokens: required("output_tokens", r.int("output_tokens")?)?,
+        latency_ms: required("latency_ms", r.int("latency_ms")?)?,
+        ttft_ms: r.int("ttft_ms")?,
+        cost_usd: r.real("cost_usd")?,
+        success: r.boolean("success")?,
+        error: r.text("error")?,
+    })
+}

@@ -1,0 +1,732 @@
+//! One contract, two databases: every test is written once against `Store` and instantiated
+//! for SQLite (a temp file) and PostgreSQL (a fresh database from `test_database_url`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tempfile::TempDir;
+use xenios_contract::{new_job_id, JobError, JobKind, JobStatus, Progress};
+use xenios_store::{
+    Backend, CancelOutcome, Created, InferenceLog, JobQuery, JobRecord, NewJob, Outcome,
+    StartAttempt, Store, StoreError, StoreOptions,
+};
+
+/// Keeps the SQLite temp dir alive for as long as the test's store.
+struct Db {
+    store: Store,
+    _dir: Option<TempDir>,
+}
+
+async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that does not exist yet: connect creates it.
+    let url = format!("sqlite://{}/nested/xenios.db", dir.path().display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.migrate().await.unwrap();
+    Db {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Db {
+    let url = xenios_devstack::test_database_url().await.unwrap();
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    store.migrate().await.unwrap();
+    Db { store, _dir: None }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::sqlite().await;
+                    super::$name(db.store.clone()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::postgres().await;
+                    super::$name(db.store.clone()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    migrate_twice_and_ping,
+    create_and_get_round_trip,
+    idempotency_key_returns_the_existing_job,
+    list_newest_first_with_filters_and_cursor,
+    start_attempt_counts_and_skips_finished_jobs,
+    first_outcome_wins,
+    illegal_transitions_are_refused,
+    retry_requeues_a_running_job,
+    cancel_depends_on_status,
+    republish_picks_old_queued_jobs,
+    progress_only_while_running,
+    inference_logs_round_trip,
+    extraction_cache_put_get_upsert,
+    concurrent_writers_have_one_winner,
+    counts_by_kind_and_status,
+);
+
+fn new_job(kind: JobKind, user: Option<&str>) -> NewJob {
+    NewJob {
+        id: new_job_id(),
+        kind,
+        user_id: user.map(str::to_owned),
+        input: json!({"message": "hi", "nested": {"n": [1, 2.5, null, "ü"]}}),
+        correlation_id: "corr-1".into(),
+        idempotency_key: None,
+    }
+}
+
+async fn create(store: &Store, new: NewJob) -> JobRecord {
+    match store.create_job(new).await.unwrap() {
+        Created::New(job) => job,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
+async fn running(store: &Store, kind: JobKind) -> JobRecord {
+    let job = create(store, new_job(kind, Some("u1"))).await;
+    match store.start_attempt(job.id).await.unwrap() {
+        StartAttempt::Started(job) => job,
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+fn transient() -> JobError {
+    JobError {
+        code: "upstream_timeout".into(),
+        message: "provider timed out".into(),
+        retryable: true,
+    }
+}
+
+async fn migrate_twice_and_ping(store: Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+}
+
+async fn create_and_get_round_trip(store: Store) {
+    let before = Utc::now();
+    let new = new_job(JobKind::Extraction, Some("user-a"));
+    let job = create(&store, new.clone()).await;
+    assert_eq!(job.id, new.id);
+    assert_eq!(job.kind, JobKind::Extraction);
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.user_id.as_deref(), Some("user-a"));
+    assert_eq!(job.input, new.input);
+    assert_eq!(job.correlation_id, "corr-1");
+    assert_eq!(job.attempts, 0);
+    assert!(!job.cancel_requested);
+    assert_eq!(
+        (job.progress.clone(), job.result.clone(), job.error.clone()),
+        (None, None, None)
+    );
+    assert_eq!(
+        (job.published_at, job.started_at, job.finished_at),
+        (None, None, None)
+    );
+    assert!(job.created_at >= before - chrono::Duration::milliseconds(1));
+    assert!(job.created_at <= Utc::now());
+    assert_eq!(job.updated_at, job.created_at);
+
+    let got = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        got, job,
+        "read back exactly as written, sub-second timestamps included"
+    );
+    assert!(store.get_job(new_job_id()).await.unwrap().is_none());
+
+    let no_user = create(&store, new_job(JobKind::Echo, None)).await;
+    assert_eq!(
+        store.get_job(no_user.id).await.unwrap().unwrap().user_id,
+        None
+    );
+
+    store.mark_published(job.id).await.unwrap();
+    let published = store.get_job(job.id).await.unwrap().unwrap();
+    assert!(published.published_at.unwrap() >= job.created_at);
+    assert!(published.updated_at >= job.updated_at);
+    assert!(matches!(
+        store.mark_published(new_job_id()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn idempotency_key_returns_the_existing_job(store: Store) {
+    let keyed = |user: Option<&str>| NewJob {
+        idempotency_key: Some("key-1".into()),
+        ..new_job(JobKind::Llm, user)
+    };
+    let first = create(&store, keyed(Some("alice"))).await;
+    match store.create_job(keyed(Some("alice"))).await.unwrap() {
+        Created::Existing(job) => assert_eq!(job, first),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    // Same key, another user: another job.
+    let bob = create(&store, keyed(Some("bob"))).await;
+    assert_ne!(bob.id, first.id);
+    // Callers without a user share one namespace.
+    let anonymous = create(&store, keyed(None)).await;
+    assert!(matches!(
+        store.create_job(keyed(None)).await.unwrap(),
+        Created::Existing(job) if job.id == anonymous.id
+    ));
+    // Without a key nothing is deduplicated, but an id is never reused.
+    let plain = new_job(JobKind::Llm, Some("alice"));
+    create(&store, plain.clone()).await;
+    assert!(matches!(
+        store.create_job(plain).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn list_newest_first_with_filters_and_cursor(store: Store) {
+    let mut alice = Vec::new();
+    for i in 0..5 {
+        let kind = if i % 2 == 0 {
+            JobKind::Echo
+        } else {
+            JobKind::Llm
+        };
+        alice.push(create(&store, new_job(kind, Some("alice"))).await.id);
+    }
+    let bob = create(&store, new_job(JobKind::Echo, Some("bob"))).await.id;
+    alice.reverse(); // newest first
+
+    let q = |limit, before| JobQuery {
+        user_id: Some("alice".into()),
+        limit,
+        before,
+        ..JobQuery::default()
+    };
+    let page = store.list_jobs(&q(2, None)).await.unwrap();
+    assert_eq!(ids(&page.jobs), alice[..2]);
+    assert_eq!(page.next_cursor, Some(alice[1]));
+    let page = store.list_jobs(&q(2, page.next_cursor)).await.unwrap();
+    assert_eq!(ids(&page.jobs), alice[2..4]);
+    assert_eq!(page.next_cursor, Some(alice[3]));
+    let page = store.list_jobs(&q(2, page.next_cursor)).await.unwrap();
+    assert_eq!(ids(&page.jobs), alice[4..]);
+    assert_eq!(page.next_cursor, None);
+    // Exactly a page left: no cursor to an empty page.
+    let page = store.list_jobs(&q(5, None)).await.unwrap();
+    assert_eq!(ids(&page.jobs), alice);
+    assert_eq!(page.next_cursor, None);
+
+    let echo = store
+        .list_jobs(&JobQuery {
+            kind: Some(JobKind::Echo),
+            ..q(100, None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&echo.jobs), [alice[0], alice[2], alice[4]]);
+
+    store.start_attempt(alice[1]).await.unwrap();
+    let running = store
+        .list_jobs(&JobQuery {
+            status: Some(JobStatus::Running),
+            ..q(100, None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&running.jobs), [alice[1]]);
+
+    let everyone = store
+        .list_jobs(&JobQuery {
+            limit: 100,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(everyone.jobs.len(), 6);
+    assert_eq!(everyone.jobs[0].id, bob);
+
+    // The limit is clamped to 1..=100.
+    let one = store.list_jobs(&q(0, None)).await.unwrap();
+    assert_eq!(one.jobs.len(), 1);
+    assert_eq!(one.next_cursor, Some(alice[0]));
+}
+
+fn ids(jobs: &[JobRecord]) -> Vec<uuid::Uuid> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+async fn start_attempt_counts_and_skips_finished_jobs(store: Store) {
+    let job = running(&store, JobKind::Echo).await;
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.attempts, 1);
+    let started_at = job.started_at.unwrap();
+
+    // A redelivery after a crashed attempt: still running, counted again, first start kept.
+    let StartAttempt::Started(again) = store.start_attempt(job.id).await.unwrap() else {
+        panic!("redelivery must start again");
+    };
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.started_at, Some(started_at));
+    assert!(again.updated_at >= job.updated_at);
+
+    store
+        .finish_job(job.id, Outcome::Succeeded(json!({"ok": true})))
+        .await
+        .unwrap()
+        .unwrap();
+    match store.start_attempt(job.id).await.unwrap() {
+        StartAttempt::Finished(done) => {
+            assert_eq!(done.status, JobStatus::Succeeded);
+            assert_eq!(done.attempts, 2, "a skipped redelivery is not an attempt");
+        }
+        other => panic!("expected Finished, got {other:?}"),
+    }
+    assert_eq!(
+        store.start_attempt(new_job_id()).await.unwrap(),
+        StartAttempt::NotFound
+    );
+}
+
+async fn first_outcome_wins(store: Store) {
+    let job = running(&store, JobKind::Llm).await;
+    let done = store
+        .finish_job(job.id, Outcome::Succeeded(json!({"content": "4"})))
+        .await
+        .unwrap()
+        .expect("first outcome is recorded");
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.result, Some(json!({"content": "4"})));
+    assert!(done.finished_at.unwrap() >= done.started_at.unwrap());
+
+    for late in [
+        Outcome::Failed(transient()),
+        Outcome::Cancelled,
+        Outcome::Succeeded(json!(1)),
+    ] {
+        assert_eq!(store.finish_job(job.id, late).await.unwrap(), None);
+    }
+    assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), done);
+
+    let failed = running(&store, JobKind::Llm).await;
+    let err = JobError {
+        code: "invalid_input".into(),
+        message: "no such task".into(),
+        retryable: false,
+    };
+    let rec = store
+        .finish_job(failed.id, Outcome::Failed(err.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (rec.status, rec.error, rec.result),
+        (JobStatus::Failed, Some(err), None)
+    );
+}
+
+/// Contract: an outcome the current status does not allow is `Conflict` (the job is left
+/// untouched); an already recorded outcome is `Ok(None)`; an unknown job is `NotFound`.
+async fn illegal_transitions_are_refused(store: Store) {
+    let queued = create(&store, new_job(JobKind::Echo, Some("u"))).await;
+    assert!(matches!(
+        store
+            .finish_job(queued.id, Outcome::Succeeded(json!({})))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_job(queued.id).await.unwrap().unwrap(), queued);
+    assert!(!store.retry_job(queued.id, &transient()).await.unwrap());
+
+    // queued → failed is allowed: a command dead-lettered before any attempt started.
+    let dead = store
+        .finish_job(queued.id, Outcome::Failed(transient()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.status, JobStatus::Failed);
+    assert!(!store.retry_job(queued.id, &transient()).await.unwrap());
+
+    assert!(matches!(
+        store.finish_job(new_job_id(), Outcome::Cancelled).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn retry_requeues_a_running_job(store: Store) {
+    let job = running(&store, JobKind::Transcription).await;
+    assert!(store.retry_job(job.id, &transient()).await.unwrap());
+    let queued = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.error, Some(transient()));
+    assert_eq!(queued.attempts, 1);
+    assert!(
+        queued.published_at.is_some(),
+        "the NAKed command is still in flight"
+    );
+
+    let StartAttempt::Started(second) = store.start_attempt(job.id).await.unwrap() else {
+        panic!("a retried job starts again");
+    };
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.started_at, job.started_at);
+    let done = store
+        .finish_job(job.id, Outcome::Succeeded(json!({"text": "ok"})))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.error, None, "success clears the last transient error");
+}
+
+async fn cancel_depends_on_status(store: Store) {
+    let queued = create(&store, new_job(JobKind::Echo, Some("u"))).await;
+    match store.cancel_job(queued.id).await.unwrap() {
+        CancelOutcome::Cancelled(job) => {
+            assert_eq!(job.status, JobStatus::Cancelled);
+            assert!(job.finished_at.is_some());
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert!(matches!(
+        store.start_attempt(queued.id).await.unwrap(),
+        StartAttempt::Finished(_)
+    ));
+
+    let run = running(&store, JobKind::Echo).await;
+    match store.cancel_job(run.id).await.unwrap() {
+        CancelOutcome::Requested(job) => {
+            assert_eq!(job.status, JobStatus::Running);
+            assert!(job.cancel_requested);
+            assert_eq!(job.finished_at, None);
+        }
+        other => panic!("expected Requested, got {other:?}"),
+    }
+    // A redelivery of a job whose cancellation is pending does not start it again.
+    assert!(matches!(
+        store.start_attempt(run.id).await.unwrap(),
+        StartAttempt::CancelRequested(job) if job.attempts == 1
+    ));
+    let cancelled = store
+        .finish_job(run.id, Outcome::Cancelled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+
+    assert!(matches!(
+        store.cancel_job(run.id).await.unwrap(),
+        CancelOutcome::AlreadyFinished(job) if job.status == JobStatus::Cancelled
+    ));
+    assert_eq!(
+        store.cancel_job(new_job_id()).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+}
+
+async fn republish_picks_old_queued_jobs(store: Store) {
+    let never_published = create(&store, new_job(JobKind::Echo, None)).await;
+    let published = create(&store, new_job(JobKind::Echo, None)).await;
+    store.mark_published(published.id).await.unwrap();
+    let started = running(&store, JobKind::Echo).await;
+    let cutoff = wait_past(Utc::now()).await;
+    let fresh = create(&store, new_job(JobKind::Echo, None)).await;
+
+    let due = store.jobs_to_republish(cutoff, 100).await.unwrap();
+    assert_eq!(ids(&due), [never_published.id, published.id]);
+    assert!(!ids(&due).contains(&started.id) && !ids(&due).contains(&fresh.id));
+    assert_eq!(store.jobs_to_republish(cutoff, 1).await.unwrap().len(), 1);
+
+    // Republished: not due again until its new publication is old.
+    store.mark_published(never_published.id).await.unwrap();
+    assert_eq!(
+        ids(&store.jobs_to_republish(cutoff, 100).await.unwrap()),
+        [published.id]
+    );
+    let later = wait_past(Utc::now()).await;
+    let due = ids(&store.jobs_to_republish(later, 100).await.unwrap());
+    assert_eq!(due, [never_published.id, published.id, fresh.id]);
+}
+
+/// Returns `t` once the clock has moved past it, so rows written afterwards are newer.
+async fn wait_past(t: DateTime<Utc>) -> DateTime<Utc> {
+    while Utc::now() <= t + chrono::Duration::milliseconds(1) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    t
+}
+
+async fn progress_only_while_running(store: Store) {
+    let progress = Progress {
+        percent: Some(42.5),
+        stage: Some("transcribing".into()),
+        message: Some("chunk 3/7".into()),
+    };
+    let queued = create(&store, new_job(JobKind::Transcription, None)).await;
+    store.set_progress(queued.id, &progress).await.unwrap();
+    assert_eq!(
+        store.get_job(queued.id).await.unwrap().unwrap().progress,
+        None
+    );
+
+    let job = running(&store, JobKind::Transcription).await;
+    store.set_progress(job.id, &progress).await.unwrap();
+    let got = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(got.progress, Some(progress.clone()));
+    assert!(got.updated_at >= job.updated_at);
+
+    store.finish_job(job.id, Outcome::Cancelled).await.unwrap();
+    store
+        .set_progress(job.id, &Progress::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().unwrap().progress,
+        Some(progress)
+    );
+}
+
+async fn inference_logs_round_trip(store: Store) {
+    let job = running(&store, JobKind::Llm).await;
+    let t0 = Utc::now();
+    let first = InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        created_at: t0,
+        user_id: Some("u1".into()),
+        job_id: Some(job.id),
+        task: "chat".into(),
+        model: "anthropic/claude-opus-4-20250514".into(),
+        provider: "openrouter".into(),
+        attempt: 1,
+        input_tokens: 1200,
+        output_tokens: 0,
+        latency_ms: 30_000,
+        ttft_ms: None,
+        cost_usd: None,
+        success: false,
+        error: Some("429 Too Many Requests".into()),
+    };
+    let second = InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        created_at: t0 + chrono::Duration::milliseconds(5),
+        model: "anthropic/claude-sonnet-4-20250514".into(),
+        attempt: 2,
+        output_tokens: 345,
+        latency_ms: 2100,
+        ttft_ms: Some(180),
+        cost_usd: Some(0.012_345),
+        success: true,
+        error: None,
+        ..first.clone()
+    };
+    store.insert_inference_log(&second).await.unwrap();
+    store.insert_inference_log(&first).await.unwrap();
+    let other_job = InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        job_id: None,
+        user_id: None,
+        ..first.clone()
+    };
+    store.insert_inference_log(&other_job).await.unwrap();
+
+    let logs = store.inference_logs_for_job(job.id).await.unwrap();
+    let micros = |mut l: InferenceLog| {
+        l.created_at = chrono::SubsecRound::trunc_subsecs(l.created_at, 6);
+        l
+    };
+    assert_eq!(logs, [micros(first), micros(second)], "oldest first");
+}
+
+async fn extraction_cache_put_get_upsert(store: Store) {
+    let key = "3f2a…:markdown";
+    assert_eq!(store.cached_extraction(key).await.unwrap(), None);
+    let v1 = json!({"content": "# Title", "pages": 3, "cached": false});
+    store.put_extraction(key, "3f2a", &v1).await.unwrap();
+    assert_eq!(store.cached_extraction(key).await.unwrap(), Some(v1));
+    let v2 = json!({"content": "# Title v2", "pages": 4});
+    store.put_extraction(key, "3f2a", &v2).await.unwrap();
+    assert_eq!(store.cached_extraction(key).await.unwrap(), Some(v2));
+    assert_eq!(store.cached_extraction("other").await.unwrap(), None);
+}
+
+async fn concurrent_writers_have_one_winner(store: Store) {
+    const TASKS: i32 = 16;
+    let job = create(&store, new_job(JobKind::Echo, None)).await;
+    let store = Arc::new(store);
+
+    let starts = futures::future::join_all((0..TASKS).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.start_attempt(job.id).await.unwrap() })
+    }))
+    .await;
+    assert!(starts
+        .into_iter()
+        .all(|s| matches!(s.unwrap(), StartAttempt::Started(_))));
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().unwrap().attempts,
+        TASKS,
+        "no attempt lost to a concurrent update"
+    );
+
+    let finishes = futures::future::join_all((0..TASKS).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let outcome = match i % 3 {
+                0 => Outcome::Succeeded(json!({"winner": i})),
+                1 => Outcome::Failed(transient()),
+                _ => Outcome::Cancelled,
+            };
+            store.finish_job(job.id, outcome).await.unwrap()
+        })
+    }))
+    .await;
+    let winners: Vec<JobRecord> = finishes.into_iter().filter_map(|f| f.unwrap()).collect();
+    assert_eq!(winners.len(), 1, "exactly one outcome recorded");
+    assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), winners[0]);
+
+    // Cancel racing with start: the job ends either cancelled before starting or running with
+    // a pending cancellation, never both started and silently cancelled.
+    let raced = create(&store, new_job(JobKind::Echo, None)).await;
+    let (start, cancel) = tokio::join!(store.start_attempt(raced.id), store.cancel_job(raced.id));
+    match (start.unwrap(), cancel.unwrap()) {
+        (StartAttempt::Started(_), CancelOutcome::Requested(_))
+        | (StartAttempt::Finished(_), CancelOutcome::Cancelled(_)) => {}
+        other => panic!("inconsistent race outcome {other:?}"),
+    }
+}
+
+async fn counts_by_kind_and_status(store: Store) {
+    create(&store, new_job(JobKind::Echo, None)).await;
+    create(&store, new_job(JobKind::Echo, None)).await;
+    running(&store, JobKind::Llm).await;
+    let counts = store.count_jobs_by_status().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (JobKind::Echo, JobStatus::Queued, 2),
+            (JobKind::Llm, JobStatus::Running, 1),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn postgres_tables_live_in_schema_ai_backend() {
+    let url = xenios_devstack::test_database_url().await.unwrap();
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.close().await;
+
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema') \
+         ORDER BY table_name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let in_schema = |t: &str| tables.contains(&("ai_backend".into(), t.into()));
+    for t in [
+        "_sqlx_migrations",
+        "extraction_cache",
+        "inference_logs",
+        "jobs",
+    ] {
+        assert!(in_schema(t), "{t} not in ai_backend: {tables:?}");
+    }
+    assert!(
+        tables.iter().all(|(schema, _)| schema == "ai_backend"),
+        "nothing outside ai_backend: {tables:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_and_bad_urls() {
+    let store = Store::connect("sqlite::memory:", &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let job = create(&store, new_job(JobKind::Echo, None)).await;
+    assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), job);
+
+    let err = Store::connect("mysql://root:secret@db/x", &StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)));
+    assert!(!err.to_string().contains("secret"));
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    let port = xenios_devstack::free_port();
+    let opts = StoreOptions {
+        acquire_timeout: Duration::from_millis(500),
+        ..StoreOptions::default()
+    };
+    let err = Store::connect(&format!("postgres://postgres@127.0.0.1:{port}/x"), &opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn postgres_outage_is_unavailable_then_recovers() {
+    let mut pg = tokio::task::spawn_blocking(xenios_devstack::PgServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let opts = StoreOptions {
+        acquire_timeout: Duration::from_secs(1),
+        ..StoreOptions::default()
+    };
+    let store = Store::connect(&pg.url(), &opts).await.unwrap();
+    store.migrate().await.unwrap();
+    let job = create(&store, new_job(JobKind::Echo, None)).await;
+
+    let mut pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.get_job(job.id).await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start_again().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    store.ping().await.unwrap();
+    assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), job);
+    store.close().await;
+    drop(pg);
+}

@@ -1,0 +1,63 @@
+//! One place that sets up logs and metrics for a process. Libraries only emit (`tracing`
+//! macros, `metrics` macros); binaries call [`init`] once.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+use xenios_config::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("configuration error: LOG_LEVEL (log.level): {0}")]
+    LogLevel(String),
+}
+
+/// Pretty logs in development, JSON lines in staging and production. Safe to call more than
+/// once (tests start many applications in one process): later calls keep the first setup.
+pub fn init_logging(settings: &Settings) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_new(&settings.log.level)
+        .map_err(|e| TelemetryError::LogLevel(e.to_string()))?;
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if settings.environment.is_production()
+        || settings.environment == xenios_config::Environment::Staging
+    {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
+            .try_init()
+    } else {
+        registry.with(fmt::layer().with_target(false)).try_init()
+    };
+    // Already initialised by an earlier caller in this process: that setup stands.
+    let _ = result;
+    Ok(())
+}
+
+/// Latency buckets, in seconds, from sub-millisecond API answers to long transcriptions.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0,
+];
+
+/// The process's Prometheus recorder, installed on first use; `/metrics` renders it.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (a test binary embedding several
+            // services); the handle still renders what this recorder would have held.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,531 @@
+//! The HTTP foundation: health, readiness against real dependencies, errors, authentication,
+//! correlation ids, metrics, OpenAPI, CORS and rate limits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn health_routes_answer_without_credentials() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    for (path, status) in [("/health", "healthy"), ("/health/live", "alive")] {
+        let response = stack.http.get(stack.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], status);
+    }
+    let ready: Value = stack
+        .http
+        .get(stack.url("/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "database": "ok", "nats": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_nats_going_down_and_coming_back() {
+    let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let ready_url = stack.url("/health/ready");
+    let http = stack.http.clone();
+    let probe = move || {
+        let http = http.clone();
+        let url = ready_url.clone();
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    assert_eq!(probe().await.0, 200);
+
+    stack.nats.stop();
+    let started = std::time::Instant::now();
+    let mut down = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        let (status, body) = probe().await;
+        if status == 503 {
+            down = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = down.expect("503 within 5 s of NATS stopping");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["database"], "ok");
+    assert!(
+        body["nats"].as_str().unwrap().starts_with("error"),
+        "{body}"
+    );
+
+    stack.nats.start_again().unwrap();
+    eventually(Duration::from_secs(15), || {
+        let probe = probe.clone();
+        async move { probe().await.0 == 200 }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn readiness_names_a_database_that_is_down() {
+    let mut pg = xenios_devstack::PgServer::start().unwrap();
+    let nats = xenios_devstack::NatsServer::start().unwrap();
+    let settings = settings(&nats.url(), &pg.url(), &[]);
+    let store = xenios_cli::connect_store(&settings).await.unwrap();
+    let client = xenios_cli::connect_nats(&settings, "test").await.unwrap();
+    let app = xenios_api::Application::build(settings, store, client)
+        .await
+        .unwrap();
+    let url = format!("http://{}/health/ready", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(10), || {
+        let http = http.clone();
+        let url = url.clone();
+        async move { http.get(&url).send().await.unwrap().status() == 200 }
+    })
+    .await;
+
+    pg.stop();
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["database"].as_str().unwrap().starts_with("error"),
+        "{body}"
+    );
+    assert_eq!(body["nats"], "ok");
+
+    pg.start_again().unwrap();
+    eventually(Duration::from_secs(15), || {
+        let http = http.clone();
+        let url = url.clone();
+        async move { http.get(&url).send().await.unwrap().status() == 200 }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn errors_have_one_shape_and_carry_the_correlation_id() {
+    let stack = Stack::start_with(Db::Sqlite, &[("api.body_limit_bytes", "2048")], 0).await;
+
+    // Unknown route.
+    let response = stack.get("/api/v1/nope").send().await.unwrap();
+    error_body(response, 404, "not_found").await;
+
+    // Malformed JSON → 400.
+    let response = stack
+        .post("/api/v1/jobs")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 400, "invalid_input").await;
+
+    // Wrong content type → 415.
+    let response = stack
+        .post("/api/v1/jobs")
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 415, "unsupported_media_type").await;
+
+    // Body too large → 413.
+    let big = "x".repeat(10_000);
+    let response = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": big}}))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 413, "payload_too_large").await;
+
+    // Well-formed but invalid → 422 with field details.
+    let response = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "video", "input": {}}))
+        .send()
+        .await
+        .unwrap();
+    let body = error_body(response, 422, "invalid_input").await;
+    assert_eq!(body["error"]["details"][0]["field"], "kind");
+    let response = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"delay_ms": 5}}))
+        .send()
+        .await
+        .unwrap();
+    let body = error_body(response, 422, "invalid_input").await;
+    assert_eq!(body["error"]["details"][0]["field"], "input.message");
+
+    // No credentials → 401.
+    let response = stack
+        .http
+        .get(stack.url("/api/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 401, "unauthorized").await;
+
+    // The caller's correlation id is echoed and is the error's request_id.
+    let response = stack
+        .get("/api/v1/nope")
+        .header("X-Correlation-ID", "req-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-correlation-id"], "req-abc-123");
+    let body = error_body(response, 404, "not_found").await;
+    assert_eq!(body["error"]["request_id"], "req-abc-123");
+
+    // A made-up one when the caller sends none, and an unsafe one is replaced.
+    let response = stack.http.get(stack.url("/health")).send().await.unwrap();
+    assert!(!response.headers()["x-correlation-id"].is_empty());
+    let response = stack
+        .http
+        .get(stack.url("/health"))
+        .header("X-Correlation-ID", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(response.headers()["x-correlation-id"], "bad id with spaces");
+}
+
+#[tokio::test]
+async fn api_keys_and_user_tokens() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let status = stack.url("/api/v1/status");
+    let me = stack.url("/api/v1/me");
+
+    let r = stack.http.get(&status).send().await.unwrap();
+    error_body(r, 401, "unauthorized").await;
+    let r = stack
+        .http
+        .get(&status)
+        .header("X-API-Key", "wrong-key-0000000000")
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+    for key in [API_KEY, OTHER_API_KEY] {
+        let r = stack
+            .http
+            .get(&status)
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "rotated key {key}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["service"], "xenios-api");
+        assert_eq!(body["queues"].as_array().unwrap().len(), 4);
+    }
+
+    // A user route with a key but no token.
+    let r = stack
+        .http
+        .get(&me)
+        .header("X-API-Key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+    // A token but no key.
+    let r = stack
+        .http
+        .get(&me)
+        .bearer_auth(stack.token(USER))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+    // Both.
+    let r = stack.get("/api/v1/me").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["user_id"], USER);
+    assert_eq!(body["role"], "authenticated");
+    assert_eq!(body["service_role"], false);
+
+    // Bad tokens.
+    let expired = xenios_auth::mint_hs256(
+        JWT_SECRET,
+        USER,
+        "authenticated",
+        None,
+        "authenticated",
+        Duration::ZERO,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let wrong_audience = xenios_auth::mint_hs256(
+        JWT_SECRET,
+        USER,
+        "authenticated",
+        None,
+        "anon",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let wrong_secret = xenios_auth::mint_hs256(
+        "another-secret-0123456789abcdef",
+        USER,
+        "authenticated",
+        None,
+        "authenticated",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let none_alg = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&format!(
+            r#"{{"sub":"{USER}","aud":"authenticated","exp":9999999999,"role":"service_role"}}"#
+        ))
+    );
+    for (name, token) in [
+        ("wrong audience", wrong_audience),
+        ("wrong secret", wrong_secret),
+        ("alg none", none_alg),
+        ("garbage", "not.a.token".to_owned()),
+    ] {
+        let r = stack
+            .http
+            .get(&me)
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{name}");
+        error_body(r, 401, "unauthorized").await;
+    }
+    // Expired beyond the leeway is refused too (leeway 30 s: mint one that expired long ago).
+    let _ = expired;
+    let long_expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": USER, "aud": "authenticated", "role": "authenticated", "exp": 1_000_000_000}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let r = stack
+        .http
+        .get(&me)
+        .header("X-API-Key", API_KEY)
+        .bearer_auth(long_expired)
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test]
+async fn users_see_only_their_own_jobs_and_service_role_sees_all() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let id = stack.submit("echo", json!({"message": "mine"})).await;
+    let theirs = stack
+        .authed(
+            stack.http.get(stack.url(&format!("/api/v1/jobs/{id}"))),
+            OTHER_USER,
+        )
+        .send()
+        .await
+        .unwrap();
+    error_body(theirs, 404, "not_found").await;
+    let service = stack
+        .http
+        .get(stack.url(&format!("/api/v1/jobs/{id}")))
+        .header("X-API-Key", API_KEY)
+        .bearer_auth(token_for(OTHER_USER, "service_role"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(service.status(), 200);
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let stack = Stack::start_with(
+        Db::Sqlite,
+        &[
+            ("rate_limit.jobs.per_second", "1"),
+            ("rate_limit.jobs.burst", "2"),
+        ],
+        0,
+    )
+    .await;
+    let mut codes = Vec::new();
+    let mut limited = None;
+    for i in 0..4 {
+        let r = stack
+            .post("/api/v1/jobs")
+            .json(&json!({"kind": "echo", "input": {"message": i}}))
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.unwrap_or_else(|| panic!("no 429 in {codes:?}"));
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    error_body(r, 429, "rate_limited").await;
+    // Another user has a bucket of their own.
+    let r = stack
+        .authed(stack.http.post(stack.url("/api/v1/jobs")), OTHER_USER)
+        .json(&json!({"kind": "echo", "input": {"message": "other"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn metrics_openapi_docs_and_cors() {
+    let stack = Stack::start_with(
+        Db::Sqlite,
+        &[("api.cors_origins", "https://app.xenios.example")],
+        0,
+    )
+    .await;
+    stack.http.get(stack.url("/health")).send().await.unwrap();
+    stack
+        .get("/api/v1/jobs/00000000-0000-7000-8000-000000000000")
+        .send()
+        .await
+        .unwrap();
+    let metrics = stack
+        .http
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"xenios_http_requests_total{method="GET",route="/health",status="200"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"route="/api/v1/jobs/{id}",status="404""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("xenios_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    let api: Value = stack
+        .http
+        .get(stack.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/health",
+        "/health/ready",
+        "/api/v1/status",
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/events",
+        "/api/v1/jobs/{id}/cancel",
+    ] {
+        assert!(
+            api["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI description"
+        );
+    }
+    let docs = stack.http.get(stack.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+
+    let preflight = stack
+        .http
+        .request(reqwest::Method::OPTIONS, stack.url("/api/v1/jobs"))
+        .header("Origin", "https://app.xenios.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "x-api-key,authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.xenios.example"
+    );
+    let foreign = stack
+        .http
+        .get(stack.url("/health"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
+#[tokio::test]
+async fn production_hides_docs_and_refuses_to_start_without_a_key() {
+    let nats = xenios_devstack::NatsServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let env: std::collections::HashMap<String, String> =
+        [("ENVIRONMENT".to_string(), "production".to_string())].into();
+    let err =
+        xenios_config::Settings::load_from(Some(std::path::Path::new("/dev/null")), &env, &vec![])
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("XENIOS_BACKEND_API_KEY"), "{err}");
+
+    let settings = settings(&nats.url(), &db, &[("environment", "production")]);
+    let store = xenios_cli::connect_store(&settings).await.unwrap();
+    let client = xenios_cli::connect_nats(&settings, "t").await.unwrap();
+    let app = xenios_api::Application::build(settings, store, client)
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    let docs = reqwest::get(format!("{base}/docs")).await.unwrap();
+    assert_eq!(docs.status(), 404);
+    assert_eq!(
+        reqwest::get(format!("{base}/openapi.json"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -1,0 +1,356 @@
+//! Test harness: the real application on port 0 against a private nats-server and a fresh
+//! database, and a client that speaks to it like the web app does.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use xenios_config::{Overrides, Settings};
+use xenios_devstack::NatsServer;
+use xenios_store::Store;
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const OTHER_API_KEY: &str = "test-api-key-rotated-987654321";
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
+pub const USER: &str = "11111111-1111-4111-8111-111111111111";
+pub const OTHER_USER: &str = "22222222-2222-4222-8222-222222222222";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Stack {
+    pub nats: NatsServer,
+    pub db_url: String,
+    pub settings: Settings,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub nats_client: async_nats::Client,
+    stop_api: CancellationToken,
+    api_task: Option<JoinHandle<()>>,
+    workers: Vec<(CancellationToken, JoinHandle<()>)>,
+    _dir: tempfile::TempDir,
+}
+
+/// Test settings; `extra` overrides (key, value) pairs on top.
+pub fn settings(nats_url: &str, db_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut overrides: Overrides = vec![
+        ("api.addr".into(), "127.0.0.1:0".into()),
+        ("api.keys".into(), format!("{API_KEY},{OTHER_API_KEY}")),
+        ("auth.jwt_secret".into(), JWT_SECRET.into()),
+        ("nats.url".into(), nats_url.into()),
+        ("database.url".into(), db_url.into()),
+        ("database.acquire_timeout_ms".into(), "1500".into()),
+        ("consumer.metrics_addr".into(), "127.0.0.1:0".into()),
+        ("consumer.retry_delays_ms".into(), "50,100,200".into()),
+        ("consumer.shutdown_grace_secs".into(), "5".into()),
+        ("consumer.heartbeat_secs".into(), "1".into()),
+        ("consumer.pull_expires_ms".into(), "500".into()),
+        ("log.level".into(), "warn".into()),
+    ];
+    overrides.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Settings::load_from(Some(Path::new("/dev/null")), &HashMap::new(), &overrides)
+        .expect("test settings are valid")
+}
+
+pub async fn database_url(db: Db, dir: &Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}", dir.join("xenios.db").display()),
+        Db::Postgres => xenios_devstack::test_database_url()
+            .await
+            .expect("a PostgreSQL test database (run `make test`)"),
+    }
+}
+
+impl Stack {
+    /// API and one in-process consumer runtime.
+    pub async fn start(db: Db) -> Stack {
+        Stack::start_with(db, &[], 1).await
+    }
+
+    pub async fn start_with(db: Db, extra: &[(&str, &str)], workers: usize) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start().expect("nats-server starts");
+        let db_url = database_url(db, dir.path()).await;
+        let settings = settings(&nats.url(), &db_url, extra);
+        let store = xenios_cli::connect_store(&settings).await.expect("store");
+        let nats_client = xenios_cli::connect_nats(&settings, "test")
+            .await
+            .expect("nats");
+        let mut stack = Stack {
+            base: String::new(),
+            http: reqwest::Client::new(),
+            stop_api: CancellationToken::new(),
+            api_task: None,
+            workers: Vec::new(),
+            store,
+            nats_client,
+            nats,
+            db_url,
+            settings,
+            _dir: dir,
+        };
+        stack.wait_for_streams().await;
+        stack.start_api().await;
+        for _ in 0..workers {
+            stack.start_worker().await;
+        }
+        stack
+    }
+
+    async fn wait_for_streams(&self) {
+        let js = async_nats::jetstream::new(self.nats_client.clone());
+        let desired = xenios_cli::stream_settings(&self.settings);
+        eventually(Duration::from_secs(20), || {
+            let js = js.clone();
+            let desired = desired.clone();
+            async move {
+                matches!(xenios_contract::streams::check(&js, &desired).await, Ok(d) if d.is_empty())
+            }
+        })
+        .await;
+    }
+
+    pub async fn start_api(&mut self) {
+        let app = xenios_api::Application::build(
+            self.settings.clone(),
+            self.store.clone(),
+            self.nats_client.clone(),
+        )
+        .await
+        .expect("api builds");
+        self.base = format!("http://{}", app.local_addr());
+        let stop = CancellationToken::new();
+        self.stop_api = stop.clone();
+        self.api_task = Some(tokio::spawn(async move {
+            app.run(async move { stop.cancelled().await })
+                .await
+                .unwrap();
+        }));
+    }
+
+    /// Another consumer runtime in this process (its own NATS connection).
+    pub async fn start_worker(&mut self) {
+        let client = xenios_cli::connect_nats(&self.settings, "test-worker")
+            .await
+            .unwrap();
+        let runtime = xenios_runtime::Runtime::new(
+            self.settings.clone(),
+            self.store.clone(),
+            client,
+            "test-worker",
+        );
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            runtime
+                .run(async move { stopped.cancelled().await })
+                .await
+                .unwrap();
+        });
+        self.workers.push((stop, task));
+    }
+
+    /// Stops every in-process consumer gracefully.
+    pub async fn stop_workers(&mut self) {
+        for (stop, task) in self.workers.drain(..) {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        token_for(user, "authenticated")
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.get(self.url(path)), USER)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.authed(self.http.post(self.url(path)), USER)
+    }
+
+    pub fn authed(&self, request: reqwest::RequestBuilder, user: &str) -> reqwest::RequestBuilder {
+        request
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(self.token(user))
+    }
+
+    /// Submits a job and returns its id (asserting 202).
+    pub async fn submit(&self, kind: &str, input: Value) -> String {
+        let response = self
+            .post("/api/v1/jobs")
+            .json(&json!({"kind": kind, "input": input}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "{body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let response = self
+            .get(&format!("/api/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Polls the job until its status is one of `statuses`.
+    pub async fn wait_for(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if statuses.contains(&job["status"].as_str().unwrap_or_default()) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {} after {within:?}: {job}",
+                job["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Reads the job's SSE stream to its end (or `within`).
+    pub async fn events(
+        &self,
+        id: &str,
+        last_event_id: Option<&str>,
+        within: Duration,
+    ) -> Vec<Sse> {
+        let mut request = self.get(&format!("/api/v1/jobs/{id}/events"));
+        if let Some(last) = last_event_id {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        read_sse(response, within).await
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_api.cancel();
+        for (stop, _) in &self.workers {
+            stop.cancel();
+        }
+    }
+}
+
+pub fn token_for(user: &str, role: &str) -> String {
+    xenios_auth::mint_hs256(
+        JWT_SECRET,
+        user,
+        role,
+        Some("user@example.com"),
+        "authenticated",
+        Duration::from_secs(600),
+    )
+    .unwrap()
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl Sse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// Parses an SSE response until the server ends it or `within` passes.
+pub async fn read_sse(response: reqwest::Response, within: Duration) -> Vec<Sse> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut current = Sse::default();
+    let mut body = response.bytes_stream();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find('\n') {
+            let line = buffer[..end].trim_end_matches('\r').to_owned();
+            buffer.drain(..=end);
+            if line.is_empty() {
+                if current.event.is_some() || !current.data.is_empty() {
+                    events.push(std::mem::take(&mut current));
+                }
+            } else if let Some(v) = line.strip_prefix("id:") {
+                current.id = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                current.event = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !current.data.is_empty() {
+                    current.data.push('\n');
+                }
+                current.data.push_str(v.trim_start());
+            }
+        }
+    }
+    events
+}
+
+/// Waits until `check` holds, failing the test after `within`.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts the SPEC error body and returns it.
+pub async fn error_body(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert!(response.headers().contains_key("x-correlation-id"));
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["error"]["request_id"].as_str().is_some(), "{body}");
+    assert!(body["error"].get("details").is_some(), "{body}");
+    body
+}
