@@ -13,7 +13,7 @@ use axum::response::sse::Event as SseEvent;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use xenios_contract::envelope::JobEvent;
+use xenios_contract::envelope::{header, JobEvent};
 use xenios_contract::subjects::{events_subject, job_of_events_subject, EVENTS_STREAM};
 use xenios_contract::{JobId, JobStatus};
 use xenios_store::{JobRecord, Store};
@@ -174,7 +174,7 @@ impl History {
     ) -> Result<Option<StoredEvent>, async_nats::Error> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
         let subject = events_subject(job_id);
-        loop {
+        {
             let message = match self
                 .stream
                 .direct_get_next_for_subject(&subject, Some(after + 1))
@@ -184,11 +184,8 @@ impl History {
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            let seq = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Sequence"))
-                .and_then(|v| v.as_str().parse::<u64>().ok())
+            let seq = header(message.headers.as_ref(), "Nats-Sequence")
+                .and_then(|v| v.parse::<u64>().ok())
                 .ok_or("direct get answer without Nats-Sequence")?;
             match JobEvent::from_slice(&message.payload) {
                 Ok(event) => {

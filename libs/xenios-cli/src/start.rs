@@ -176,7 +176,11 @@ pub fn runtime_for(
 }
 
 /// `xenios worker` and the consumer binaries: consumers plus their metrics/health server.
-pub async fn serve_worker(settings: Settings, binary: &str, kinds: &[JobKind]) -> anyhow::Result<()> {
+pub async fn serve_worker(
+    settings: Settings,
+    binary: &str,
+    kinds: &[JobKind],
+) -> anyhow::Result<()> {
     let store = connect_store(&settings).await?;
     let nats = connect_nats(&settings, binary).await?;
     let runtime = runtime_for(&settings, &store, &nats, binary, kinds)?;

@@ -1,0 +1,685 @@
+//! The job pipeline end to end: HTTP in, JetStream, consumers, store, SSE out — with real
+//! nats-server, real databases and, where a crash matters, real processes.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use xenios_contract::envelope::{DeadLetter, JobCommand};
+use xenios_contract::subjects::{DLQ_STREAM, JOBS_STREAM};
+use xenios_contract::JobKind;
+
+async fn lifecycle(db: Db) {
+    let stack = Stack::start(db).await;
+    let response = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": {"hello": "world"}, "progress_steps": 3, "delay_ms": 150}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    let id = body["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/api/v1/jobs/{id}"));
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["kind"], "echo");
+    assert_eq!(body["links"]["events"], format!("/api/v1/jobs/{id}/events"));
+
+    let events = stack.events(&id, None, Duration::from_secs(20)).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["status", "status", "progress", "progress", "progress", "result", "status"],
+        "{events:?}"
+    );
+    let statuses: Vec<Value> = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("status"))
+        .map(|e| e.json()["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [json!("queued"), json!("running"), json!("succeeded")]
+    );
+    assert_eq!(events[4].json()["percent"], 100.0);
+    assert_eq!(events[5].json(), json!({"message": {"hello": "world"}}));
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|e| e.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+
+    let job = stack.job(&id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["result"], json!({"message": {"hello": "world"}}));
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["user_id"], USER);
+    assert!(job["started_at"].is_string() && job["finished_at"].is_string());
+    assert_eq!(job["progress"]["percent"], 100.0);
+
+    // Resuming after the third event gives exactly the later ones.
+    let resumed = stack
+        .events(&id, events[2].id.as_deref(), Duration::from_secs(10))
+        .await;
+    let resumed_ids: Vec<&str> = resumed.iter().map(|e| e.id.as_deref().unwrap()).collect();
+    let expected: Vec<&str> = events[3..]
+        .iter()
+        .map(|e| e.id.as_deref().unwrap())
+        .collect();
+    assert_eq!(resumed_ids, expected);
+
+    // A client arriving after the end gets the whole story replayed.
+    let replay = stack.events(&id, None, Duration::from_secs(10)).await;
+    assert_eq!(replay.len(), events.len());
+    assert_eq!(replay.last().unwrap().json()["status"], "succeeded");
+
+    // The list shows it, newest first, with a working cursor.
+    let second = stack.submit("echo", json!({"message": 2})).await;
+    let page: Value = stack
+        .get("/api/v1/jobs?limit=1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"][0]["id"], second);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page: Value = stack
+        .get(&format!("/api/v1/jobs?limit=1&cursor={cursor}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"][0]["id"], id);
+    let filtered: Value = stack
+        .get("/api/v1/jobs?status=succeeded&kind=echo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(filtered["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["status"] == "succeeded"));
+    let bad = stack
+        .get("/api/v1/jobs?status=sleeping")
+        .send()
+        .await
+        .unwrap();
+    error_body(bad, 422, "invalid_input").await;
+
+    let metrics = stack
+        .http
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "xenios_jobs_submitted_total",
+        "xenios_jobs_completed_total",
+        "xenios_job_duration_seconds",
+        "xenios_job_queue_wait_seconds",
+        "xenios_jobs_in_flight",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+}
+
+#[tokio::test]
+async fn echo_lifecycle_on_sqlite() {
+    lifecycle(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn echo_lifecycle_on_postgres() {
+    lifecycle(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn idempotency_key_and_duplicate_commands_run_once() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let submit = |user: &'static str| {
+        stack
+            .authed(stack.http.post(stack.url("/api/v1/jobs")), user)
+            .header("Idempotency-Key", "order-42")
+            .json(&json!({"kind": "echo", "input": {"message": "once"}}))
+            .send()
+    };
+    let first = submit(USER).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = submit(USER).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["job_id"], again["job_id"]);
+    let other = submit(OTHER_USER).await.unwrap();
+    assert_eq!(other.status(), 202);
+    let other: Value = other.json().await.unwrap();
+    assert_ne!(other["job_id"], first["job_id"]);
+
+    let id = first["job_id"].as_str().unwrap();
+    stack
+        .wait_for(id, &["succeeded"], Duration::from_secs(20))
+        .await;
+
+    // The same command published again (same Nats-Msg-Id) is dropped or skipped.
+    let job = stack
+        .store
+        .get_job(id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let command = JobCommand {
+        job_id: job.id,
+        kind: JobKind::Echo,
+        user_id: job.user_id.clone(),
+        input: job.input.clone(),
+        submitted_at: job.created_at,
+    };
+    let js = jetstream::new(stack.nats_client.clone());
+    for _ in 0..3 {
+        let ack = js
+            .publish_with_headers(
+                command.subject(),
+                command.headers("dup"),
+                command.to_bytes(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(ack.duplicate, "the duplicate window drops it");
+    }
+    // Even past the window, a command for a finished job is acked and skipped.
+    let mut headers = command.headers("late");
+    headers.insert("Nats-Msg-Id", format!("{}-late", job.id).as_str());
+    js.publish_with_headers(command.subject(), headers, command.to_bytes())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream(JOBS_STREAM).await.unwrap();
+            stream.info().await.unwrap().state.messages == 0
+        }
+    })
+    .await;
+    let job = stack.job(id).await;
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["status"], "succeeded");
+
+    // A bad key is refused.
+    let long = "k".repeat(300);
+    let r = stack
+        .post("/api/v1/jobs")
+        .header("Idempotency-Key", long)
+        .json(&json!({"kind": "echo", "input": {"message": 1}}))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 422, "invalid_input").await;
+}
+
+#[tokio::test]
+async fn cancel_queued_running_and_finished_jobs() {
+    let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    // No consumer yet: the job stays queued, and a cancelled queued job never starts.
+    let queued = stack.submit("echo", json!({"message": "never"})).await;
+    let r = stack
+        .post(&format!("/api/v1/jobs/{queued}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled");
+    stack.start_worker().await;
+    let done = stack.submit("echo", json!({"message": "after"})).await;
+    stack
+        .wait_for(&done, &["succeeded"], Duration::from_secs(20))
+        .await;
+    let job = stack.job(&queued).await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(job["attempts"], 0, "a cancelled queued job never runs");
+    let events = stack.events(&queued, None, Duration::from_secs(10)).await;
+    assert_eq!(events.last().unwrap().json()["status"], "cancelled");
+
+    // A running job is interrupted.
+    let running = stack
+        .submit(
+            "echo",
+            json!({"message": "long", "delay_ms": 60000, "progress_steps": 60}),
+        )
+        .await;
+    stack
+        .wait_for(&running, &["running"], Duration::from_secs(20))
+        .await;
+    let r = stack
+        .post(&format!("/api/v1/jobs/{running}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job = stack
+        .wait_for(&running, &["cancelled"], Duration::from_secs(10))
+        .await;
+    assert_eq!(job["attempts"], 1);
+
+    // Finished jobs cannot be cancelled.
+    let r = stack
+        .post(&format!("/api/v1/jobs/{done}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 409, "conflict").await;
+    let r = stack
+        .post(&format!("/api/v1/jobs/{queued}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 409, "conflict").await;
+    let r = stack
+        .post("/api/v1/jobs/00000000-0000-7000-8000-000000000000/cancel")
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 404, "not_found").await;
+}
+
+async fn dead_letters(stack: &Stack) -> Vec<DeadLetter> {
+    let js = jetstream::new(stack.nats_client.clone());
+    let stream = js.get_stream(DLQ_STREAM).await.unwrap();
+    let mut letters = Vec::new();
+    let mut seq = 0;
+    while let Ok(message) = stream
+        .direct_get_next_for_subject("dlq.jobs.>", Some(seq + 1))
+        .await
+    {
+        seq = xenios_contract::envelope::header(message.headers.as_ref(), "Nats-Sequence")
+            .unwrap()
+            .parse()
+            .unwrap();
+        letters.push(DeadLetter::from_slice(&message.payload).unwrap());
+    }
+    letters
+}
+
+#[tokio::test]
+async fn failures_retry_dead_letter_and_time_out() {
+    let stack = Stack::start_with(
+        Db::Sqlite,
+        &[
+            ("jobs.echo.soft_limit_secs", "1"),
+            ("jobs.echo.hard_limit_secs", "3"),
+        ],
+        1,
+    )
+    .await;
+
+    // Transient twice, then fine: retried with backoff and succeeds on the third try.
+    let flaky = stack
+        .submit(
+            "echo",
+            json!({"message": "flaky", "fail": "transient", "fail_attempts": 2}),
+        )
+        .await;
+    let job = stack
+        .wait_for(&flaky, &["succeeded", "failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3);
+    let events = stack.events(&flaky, None, Duration::from_secs(10)).await;
+    let errors = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("error"))
+        .count();
+    assert_eq!(errors, 2, "each failed try is reported: {events:?}");
+
+    // Permanent: not retried.
+    let broken = stack
+        .submit("echo", json!({"message": "no", "fail": "permanent"}))
+        .await;
+    let job = stack
+        .wait_for(&broken, &["failed"], Duration::from_secs(20))
+        .await;
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["error"]["code"], "echo_permanent");
+    assert_eq!(job["error"]["retryable"], false);
+
+    // Always transient: five tries, then failed with a dead letter.
+    let hopeless = stack
+        .submit("echo", json!({"message": "never", "fail": "transient"}))
+        .await;
+    let job = stack
+        .wait_for(&hopeless, &["failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(job["attempts"], 5);
+    assert_eq!(job["error"]["code"], "echo_transient");
+    let letters = dead_letters(&stack).await;
+    let letter = letters
+        .iter()
+        .find(|l| l.command.job_id.to_string() == hopeless)
+        .expect("a dead letter for the job");
+    assert_eq!(letter.error.code, "echo_transient");
+    assert_eq!(letter.attempts, 5);
+    assert!(letters
+        .iter()
+        .all(|l| l.command.job_id.to_string() != broken));
+
+    // Past the soft limit the attempt fails as `timeout`.
+    let slow = stack
+        .authed(stack.http.post(stack.url("/api/v1/jobs")), USER)
+        .json(&json!({"kind": "echo", "input": {"message": "slow", "delay_ms": 20000}}))
+        .send()
+        .await
+        .unwrap();
+    let slow: Value = slow.json().await.unwrap();
+    let slow = slow["job_id"].as_str().unwrap();
+    let events = stack.events(slow, None, Duration::from_secs(8)).await;
+    let first_error = events
+        .iter()
+        .find(|e| e.event.as_deref() == Some("error"))
+        .unwrap_or_else(|| panic!("a timeout error event: {events:?}"));
+    assert_eq!(first_error.json()["code"], "timeout");
+    let metrics = stack
+        .http
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("xenios_dead_letters_total"), "{metrics}");
+    assert!(
+        metrics.contains("xenios_job_redeliveries_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_publishes_a_recorded_but_unpublished_job() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let id = xenios_contract::new_job_id();
+    stack
+        .store
+        .create_job(xenios_store::NewJob {
+            id,
+            kind: JobKind::Echo,
+            user_id: Some(USER.into()),
+            input: json!({"message": "swept"}),
+            correlation_id: "sweep-test".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    // Recorded, never published: nothing happens until the sweeper runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.job(&id.to_string()).await["status"], "queued");
+    let js = jetstream::new(stack.nats_client.clone());
+    let published = xenios_runtime::sweeper::sweep_once(&stack.store, &js, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(published, 1);
+    let job = stack
+        .wait_for(&id.to_string(), &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(job["result"], json!({"message": "swept"}));
+    assert_eq!(job["correlation_id"], "sweep-test");
+    // Finished jobs are not swept again.
+    assert_eq!(
+        xenios_runtime::sweeper::sweep_once(&stack.store, &js, Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_jobs_survive_a_broker_restart() {
+    let mut stack = Stack::start_with(Db::Sqlite, &[("consumer.sweeper_delay_secs", "2")], 2).await;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(
+            stack
+                .submit("echo", json!({"message": i, "delay_ms": 300}))
+                .await,
+        );
+    }
+    stack.nats.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.nats.start_again().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sweeper = xenios_cli::spawn_sweeper(
+        &stack.settings,
+        &stack.store,
+        &stack.nats_client,
+        stop.clone(),
+    );
+    for id in &ids {
+        let job = stack
+            .wait_for(id, &["succeeded", "failed"], Duration::from_secs(90))
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    stop.cancel();
+    let _ = sweeper.await;
+}
+
+#[tokio::test]
+async fn a_database_outage_refuses_submissions_and_publishes_nothing() {
+    let mut pg = xenios_devstack::PgServer::start().unwrap();
+    let nats = xenios_devstack::NatsServer::start().unwrap();
+    let settings = settings(&nats.url(), &pg.url(), &[]);
+    let store = xenios_cli::connect_store(&settings).await.unwrap();
+    let client = xenios_cli::connect_nats(&settings, "test").await.unwrap();
+    let js = jetstream::new(client.clone());
+    let desired = xenios_cli::stream_settings(&settings);
+    eventually(Duration::from_secs(20), || {
+        let js = js.clone();
+        let desired = desired.clone();
+        async move {
+            matches!(xenios_contract::streams::check(&js, &desired).await, Ok(d) if d.is_empty())
+        }
+    })
+    .await;
+    let runtime =
+        xenios_runtime::Runtime::new(settings.clone(), store.clone(), client.clone(), "t");
+    tokio::spawn(runtime.run(std::future::pending()));
+    let app = xenios_api::Application::build(settings, store, client.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    let http = reqwest::Client::new();
+    let submit = || {
+        http.post(format!("{base}/api/v1/jobs"))
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(token_for(USER, "authenticated"))
+            .json(&json!({"kind": "echo", "input": {"message": "db"}}))
+            .send()
+    };
+    assert_eq!(submit().await.unwrap().status(), 202);
+    let mut stream = js.get_stream(JOBS_STREAM).await.unwrap();
+    let before = stream.info().await.unwrap().state.last_sequence;
+
+    pg.stop();
+    let r = submit().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    error_body(r, 503, "unavailable").await;
+    assert_eq!(
+        stream.info().await.unwrap().state.last_sequence,
+        before,
+        "nothing published"
+    );
+
+    pg.start_again().unwrap();
+    let mut accepted = None;
+    for _ in 0..100 {
+        let r = submit().await.unwrap();
+        if r.status() == 202 {
+            accepted = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let accepted = accepted.expect("submissions work again after the database returns");
+    let id = accepted["job_id"].as_str().unwrap();
+    let url = format!("{base}/api/v1/jobs/{id}");
+    eventually(Duration::from_secs(20), || {
+        let request = http
+            .get(&url)
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(token_for(USER, "authenticated"));
+        async move {
+            let job: Value = request.send().await.unwrap().json().await.unwrap();
+            job["status"] == "succeeded"
+        }
+    })
+    .await;
+}
+
+/// A `xenios worker` process against the stack's NATS and database.
+fn worker_process(stack: &Stack) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_xenios"))
+        .args(["worker", "--kind", "echo", "--config", "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &stack.db_url)
+        .env("NATS_URL", stack.nats.url())
+        .env("XENIOS_METRICS_ADDR", "127.0.0.1:0")
+        .env("XENIOS__CONSUMER__RETRY_DELAYS_MS", "50,100")
+        .env("XENIOS__CONSUMER__SHUTDOWN_GRACE_SECS", "10")
+        .env("XENIOS__CONSUMER__PULL_EXPIRES_MS", "500")
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("xenios worker starts")
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "process did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_killed_mid_job_is_replaced_and_the_job_finishes_once() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let mut first = worker_process(&stack);
+    let id = stack
+        .submit(
+            "echo",
+            json!({"message": "survivor", "delay_ms": 3000, "progress_steps": 3}),
+        )
+        .await;
+    stack
+        .wait_for(&id, &["running"], Duration::from_secs(30))
+        .await;
+    signal(&first, "KILL");
+    wait_exit(&mut first, Duration::from_secs(10)).await;
+
+    let mut second = worker_process(&stack);
+    // Redelivery comes after the consumer's ack_wait (30 s).
+    let job = stack
+        .wait_for(&id, &["succeeded", "failed"], Duration::from_secs(75))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2);
+    let events = stack.events(&id, None, Duration::from_secs(10)).await;
+    let terminal = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("status"))
+        .filter(|e| {
+            ["succeeded", "failed", "cancelled"].contains(&e.json()["status"].as_str().unwrap())
+        })
+        .count();
+    assert_eq!(terminal, 1, "{events:?}");
+    signal(&second, "TERM");
+    assert!(wait_exit(&mut second, Duration::from_secs(20))
+        .await
+        .success());
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let mut worker = worker_process(&stack);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(
+            stack
+                .submit("echo", json!({"message": i, "delay_ms": 1500}))
+                .await,
+        );
+    }
+    for id in &ids {
+        stack
+            .wait_for(id, &["running", "succeeded"], Duration::from_secs(30))
+            .await;
+    }
+    signal(&worker, "TERM");
+    let status = wait_exit(&mut worker, Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status:?}");
+    for id in &ids {
+        let job = stack.job(id).await;
+        assert_eq!(
+            job["status"], "succeeded",
+            "finished within the grace period: {job}"
+        );
+    }
+    // The worker deregistered itself.
+    let js = jetstream::new(stack.nats_client.clone());
+    let kv = js.get_key_value("WORKERS").await.unwrap();
+    let keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test]
+async fn workers_register_and_status_shows_the_queues() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let status_url = stack.url("/api/v1/status");
+    eventually(Duration::from_secs(10), || {
+        let request = stack.http.get(&status_url).header("X-API-Key", API_KEY);
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["queues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["kind"] == "echo" && q["consumers_online"] == 1)
+        }
+    })
+    .await;
+}
