@@ -94,6 +94,35 @@ pub async fn connect_nats(settings: &Settings, name: &str) -> anyhow::Result<asy
     Ok(client)
 }
 
+/// A consumer binary (`xenios-llm`, `xenios-extractor`, `xenios-transcriber`): load
+/// configuration, then serve `kinds` (plus `echo` unless `consumer.serve_echo` is off) until
+/// SIGTERM, with `/metrics` and `/health/*` on `consumer.metrics_addr`.
+pub async fn consumer_main(binary: &str, kinds: &[JobKind], config: Option<PathBuf>) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = xenios_telemetry::init_logging(&settings) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let mut kinds = kinds.to_vec();
+    if settings.consumer.serve_echo && !kinds.contains(&JobKind::Echo) {
+        kinds.push(JobKind::Echo);
+    }
+    match serve_worker(settings, binary, &kinds).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{binary}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `xenios-api`: load configuration, connect, serve until SIGTERM.
 pub async fn api_main(config: Option<PathBuf>) -> ExitCode {
     let settings = match Settings::load(config.as_deref()) {
