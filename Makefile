@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test test-only lint fmt bench
+.PHONY: run test lint fmt bench
 
 ## The whole stack, embedded default: SQLite under data/ and a nats-server it starts itself.
 run:
@@ -12,10 +12,13 @@ run:
 	target/debug/xenios dev
 
 ## Every test in the workspace against private nats-server and PostgreSQL instances.
+## The OpenAI SDK test runs the official `openai` package from .venv (made when missing).
 test:
-	@scripts/ensure-deps.sh nats postgres
+	@scripts/ensure-deps.sh nats postgres python
+	@scripts/ensure-venv.sh >/dev/null
 	$(CARGO) build -p xenios-devstack --bin with-postgres
-	target/debug/with-postgres -- $(CARGO) test --workspace --no-fail-fast
+	XENIOS_TEST_PYTHON=$(CURDIR)/.venv/bin/python \
+	  target/debug/with-postgres -- $(CARGO) test --workspace --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -23,3 +26,7 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Release build vs the Celery baseline, side by side (see scripts/bench.sh; ~10 min).
+bench:
+	scripts/bench.sh $(N) $(C) $(RUNS)

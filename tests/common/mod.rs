@@ -138,17 +138,15 @@ impl Stack {
         }));
     }
 
-    /// Another consumer runtime in this process (its own NATS connection).
+    /// Another consumer runtime in this process (its own NATS connection), serving every
+    /// kind this build knows, as `xenios dev` does.
     pub async fn start_worker(&mut self) {
         let client = xenios_cli::connect_nats(&self.settings, "test-worker")
             .await
             .unwrap();
-        let runtime = xenios_runtime::Runtime::new(
-            self.settings.clone(),
-            self.store.clone(),
-            client,
-            "test-worker",
-        );
+        let runtime =
+            xenios_cli::runtime_for(&self.settings, &self.store, &client, "test-worker", &[])
+                .expect("the consumer runtime builds");
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {

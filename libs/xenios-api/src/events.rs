@@ -23,7 +23,7 @@ use xenios_store::{JobRecord, Store};
 const CLIENT_BUFFER: usize = 1024;
 /// How long a client waits for the terminal event of a job the store already shows finished
 /// before it is told the outcome from the store instead (events past retention).
-const TERMINAL_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const TERMINAL_GRACE: Duration = Duration::from_secs(3);
 /// Bound on one job's replayed history, so a runaway job cannot hold a relay forever.
 const MAX_REPLAYED: usize = 100_000;
 
@@ -62,6 +62,18 @@ impl EventHub {
         senders.retain(|tx| tx.try_send(event.clone()).is_ok());
         if senders.is_empty() {
             subscribers.remove(&job_id);
+        }
+    }
+
+    /// Drops the job's closed subscriptions: a job with no further events would otherwise
+    /// keep them forever.
+    fn forget_closed(&self, job_id: JobId) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        if let Some(senders) = subscribers.get_mut(&job_id) {
+            senders.retain(|tx| !tx.is_closed());
+            if senders.is_empty() {
+                subscribers.remove(&job_id);
+            }
         }
     }
 
@@ -174,39 +186,30 @@ impl History {
     ) -> Result<Option<StoredEvent>, async_nats::Error> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
         let subject = events_subject(job_id);
+        let message = match self
+            .stream
+            .direct_get_next_for_subject(&subject, Some(after + 1))
+            .await
         {
-            let message = match self
-                .stream
-                .direct_get_next_for_subject(&subject, Some(after + 1))
-                .await
-            {
-                Ok(message) => message,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let seq = header(message.headers.as_ref(), "Nats-Sequence")
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or("direct get answer without Nats-Sequence")?;
-            match JobEvent::from_slice(&message.payload) {
-                Ok(event) => {
-                    return Ok(Some(StoredEvent {
-                        seq,
-                        event: Arc::new(event),
-                    }))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, seq, "skipping a malformed stored event");
-                    return Ok(Some(StoredEvent {
-                        seq,
-                        event: Arc::new(JobEvent::Error(xenios_contract::JobError {
-                            code: "malformed_event".into(),
-                            message: "an event of this job could not be read".into(),
-                            retryable: false,
-                        })),
-                    }));
-                }
-            }
-        }
+            Ok(message) => message,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let seq = header(message.headers.as_ref(), "Nats-Sequence")
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or("direct get answer without Nats-Sequence")?;
+        let event = JobEvent::from_slice(&message.payload).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, seq, "skipping a malformed stored event");
+            JobEvent::Error(xenios_contract::JobError {
+                code: "malformed_event".into(),
+                message: "an event of this job could not be read".into(),
+                retryable: false,
+            })
+        });
+        Ok(Some(StoredEvent {
+            seq,
+            event: Arc::new(event),
+        }))
     }
 }
 
@@ -240,12 +243,12 @@ impl Relay {
     pub async fn run(
         self,
         job: JobRecord,
-        mut after: u64,
+        after: u64,
         tx: mpsc::Sender<Result<SseEvent, Infallible>>,
     ) {
         let gauge = metrics::gauge!("xenios_sse_clients");
         gauge.increment(1.0);
-        let outcome = self.relay(&job, &mut after, &tx).await;
+        let outcome = self.relay(&job, after, &tx).await;
         gauge.decrement(1.0);
         if let Err(e) = outcome {
             tracing::warn!(error = %e, job_id = %job.id, "event relay failed");
@@ -260,65 +263,49 @@ impl Relay {
     async fn relay(
         &self,
         job: &JobRecord,
-        after: &mut u64,
+        after: u64,
         tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
     ) -> Result<(), async_nats::Error> {
-        let history = History::open(&self.js).await?;
+        let mut feed = JobFeed::replay(self.hub.clone(), self.js.clone(), job.id, after);
+        let mut finished: Option<JobRecord> = None;
+        let mut deadline = None;
+        let mut replayed = 0;
         loop {
-            // Subscribe before reading history: whatever is stored after the read arrives live.
-            let mut live = self.hub.subscribe(job.id);
-            let mut replayed = 0;
-            while let Some(stored) = history.next(job.id, *after).await? {
-                *after = stored.seq;
-                if tx
-                    .send(Ok(sse(stored.seq.to_string(), &stored.event)))
-                    .await
-                    .is_err()
-                {
+            let item = tokio::select! {
+                item = feed.next() => item?,
+                _ = tx.closed() => return Ok(()),
+                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = sleep_until(deadline) => {
+                    let current = finished.as_ref().expect("deadline only with a finished job");
+                    send_outcome_from_store(current, feed.after(), tx).await;
                     return Ok(());
                 }
-                if stored.event.is_terminal() {
-                    return Ok(());
-                }
-                replayed += 1;
-                if replayed >= MAX_REPLAYED {
-                    return Ok(());
-                }
-            }
-            let finished = match self.store.get_job(job.id).await {
-                Ok(Some(current)) if current.status.is_terminal() => Some(current),
-                _ => None,
             };
-            let deadline = finished
-                .as_ref()
-                .map(|_| tokio::time::Instant::now() + TERMINAL_GRACE);
-            loop {
-                let next = tokio::select! {
-                    next = live.recv() => next,
-                    _ = tx.closed() => return Ok(()),
-                    _ = self.shutdown.cancelled() => return Ok(()),
-                    _ = sleep_until(deadline) => {
-                        let current = finished.as_ref().expect("deadline only with a finished job");
-                        send_outcome_from_store(current, *after, tx).await;
-                        return Ok(());
-                    }
-                };
-                let Some(stored) = next else {
-                    // Lagged, or the follower restarted: read history again from `after`.
-                    break;
-                };
-                if stored.seq <= *after {
+            let stored = match item {
+                FeedItem::Event(stored) => stored,
+                FeedItem::CaughtUp => {
+                    replayed = 0;
+                    finished = match self.store.get_job(job.id).await {
+                        Ok(Some(current)) if current.status.is_terminal() => Some(current),
+                        _ => None,
+                    };
+                    deadline = finished
+                        .as_ref()
+                        .map(|_| tokio::time::Instant::now() + TERMINAL_GRACE);
                     continue;
                 }
-                *after = stored.seq;
-                if tx
-                    .send(Ok(sse(stored.seq.to_string(), &stored.event)))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                if stored.event.is_terminal() {
+            };
+            if tx
+                .send(Ok(sse(stored.seq.to_string(), &stored.event)))
+                .await
+                .is_err()
+                || stored.event.is_terminal()
+            {
+                return Ok(());
+            }
+            if feed.is_replaying() {
+                replayed += 1;
+                if replayed >= MAX_REPLAYED {
                     return Ok(());
                 }
             }
@@ -326,7 +313,109 @@ impl Relay {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+impl Drop for JobFeed {
+    fn drop(&mut self) {
+        self.live.close();
+        self.hub.forget_closed(self.job_id);
+    }
+}
+
+/// What a [`JobFeed`] yields.
+#[derive(Debug)]
+pub enum FeedItem {
+    Event(StoredEvent),
+    /// Every stored event up to now has been yielded; live ones follow. Comes at the start
+    /// of a replaying feed and after every resynchronisation.
+    CaughtUp,
+}
+
+/// A job's events in stream order: the stored history after a sequence, then live events
+/// from the hub, with no gap and no duplicate between the two. A subscriber that lagged, or
+/// whose follower restarted, reads the history again from the last event it yielded.
+pub struct JobFeed {
+    hub: EventHub,
+    js: jetstream::Context,
+    history: Option<History>,
+    job_id: JobId,
+    after: u64,
+    live: mpsc::Receiver<StoredEvent>,
+    replaying: bool,
+}
+
+impl JobFeed {
+    /// Everything stored after `after`, then live events.
+    pub fn replay(hub: EventHub, js: jetstream::Context, job_id: JobId, after: u64) -> JobFeed {
+        // Subscribed before the history is read: whatever is stored after the read arrives
+        // live.
+        JobFeed::new(hub, js, job_id, after, true)
+    }
+
+    /// Live events only, for a job nothing has been published about yet: made before the
+    /// job is published, it misses nothing and costs no history read.
+    pub fn live(hub: EventHub, js: jetstream::Context, job_id: JobId) -> JobFeed {
+        JobFeed::new(hub, js, job_id, 0, false)
+    }
+
+    fn new(
+        hub: EventHub,
+        js: jetstream::Context,
+        job_id: JobId,
+        after: u64,
+        replaying: bool,
+    ) -> JobFeed {
+        JobFeed {
+            live: hub.subscribe(job_id),
+            hub,
+            js,
+            history: None,
+            job_id,
+            after,
+            replaying,
+        }
+    }
+
+    /// The stream sequence of the last event yielded.
+    pub fn after(&self) -> u64 {
+        self.after
+    }
+
+    /// Whether the feed is reading stored history (rather than waiting for live events).
+    pub fn is_replaying(&self) -> bool {
+        self.replaying
+    }
+
+    /// The next event. Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self) -> Result<FeedItem, async_nats::Error> {
+        loop {
+            if self.replaying {
+                if self.history.is_none() {
+                    self.history = Some(History::open(&self.js).await?);
+                }
+                let history = self.history.as_ref().expect("opened above");
+                if let Some(stored) = history.next(self.job_id, self.after).await? {
+                    self.after = stored.seq;
+                    return Ok(FeedItem::Event(stored));
+                }
+                self.replaying = false;
+                return Ok(FeedItem::CaughtUp);
+            }
+            match self.live.recv().await {
+                Some(stored) if stored.seq <= self.after => continue,
+                Some(stored) => {
+                    self.after = stored.seq;
+                    return Ok(FeedItem::Event(stored));
+                }
+                None => {
+                    // Lagged, or the follower restarted: read history again from `after`.
+                    self.live = self.hub.subscribe(self.job_id);
+                    self.replaying = true;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -366,6 +455,21 @@ async fn send_outcome_from_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_subscriptions_are_forgotten() {
+        let hub = EventHub::default();
+        let job = xenios_contract::new_job_id();
+        let mut gone = hub.subscribe(job);
+        let kept = hub.subscribe(job);
+        gone.close();
+        hub.forget_closed(job);
+        assert_eq!(hub.clients(), 1);
+        drop(kept);
+        hub.forget_closed(job);
+        assert_eq!(hub.clients(), 0);
+        assert!(hub.subscribers.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn last_event_id_parsing() {

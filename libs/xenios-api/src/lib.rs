@@ -173,8 +173,20 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::jobs::get_job))
         .routes(routes!(routes::jobs::cancel_job))
         .routes(routes!(routes::jobs::job_events))
+        .routes(routes!(routes::llm::complete))
+        .routes(routes!(routes::llm::stream))
         .route_layer(middleware::from_fn(correlation::expose_matched_path))
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
+        .layer(DefaultBodyLimit::max(settings.api.body_limit_bytes));
+
+    // OpenAI-compatible: its own authentication (the SDKs' bearer key) and error shape.
+    let openai = OpenApiRouter::new()
+        .routes(routes!(routes::openai::chat_completions))
+        .route_layer(middleware::from_fn(correlation::expose_matched_path))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::openai::auth,
+        ))
         .layer(DefaultBodyLimit::max(settings.api.body_limit_bytes));
 
     let public = OpenApiRouter::new()
@@ -187,6 +199,7 @@ pub fn router(state: AppState) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(public)
         .merge(api_v1)
+        .merge(openai)
         .split_for_parts();
     let api = Arc::new(api);
 
@@ -228,6 +241,11 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("last-event-id"),
             correlation::HEADER,
         ])
-        .expose_headers([correlation::HEADER, header::LOCATION, header::RETRY_AFTER])
+        .expose_headers([
+            correlation::HEADER,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            routes::llm::JOB_ID_HEADER,
+        ])
         .max_age(Duration::from_secs(600))
 }

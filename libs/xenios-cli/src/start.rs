@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -179,7 +180,7 @@ pub fn spawn_sweeper(
 
 /// The job kinds this build has handlers for.
 pub fn known_kinds() -> Vec<JobKind> {
-    vec![JobKind::Echo]
+    vec![JobKind::Echo, JobKind::Llm]
 }
 
 /// A consumer runtime serving `kinds` (all known kinds when empty).
@@ -200,7 +201,18 @@ pub fn runtime_for(
     }
     let mut settings = settings.clone();
     settings.consumer.serve_echo = wanted.contains(&JobKind::Echo);
-    let runtime = Runtime::new(settings, store.clone(), nats.clone(), binary);
+    // Built before anything is served, so a bad routing table stops the start.
+    let llm = match wanted.contains(&JobKind::Llm) {
+        true => Some(
+            xenios_llm::LlmGateway::new(&settings.llm, &settings.providers)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        false => None,
+    };
+    let mut runtime = Runtime::new(settings, store.clone(), nats.clone(), binary);
+    if let Some(gateway) = llm {
+        runtime = runtime.with_handler(xenios_llm::LlmHandler::new(Arc::new(gateway)));
+    }
     Ok(runtime)
 }
 

@@ -226,7 +226,7 @@ async fn get_consumer(
     kind: JobKind,
 ) -> Result<PullConsumer, async_nats::Error> {
     let stream = js.get_stream(JOBS_STREAM).await?;
-    Ok(stream.get_consumer(consumer_name(kind)).await?)
+    stream.get_consumer(consumer_name(kind)).await
 }
 
 /// Pulls commands of one kind while there are free handler slots, one batch at a time, so a
@@ -558,7 +558,7 @@ impl Attempt {
 
     /// Stores the outcome, tells the watchers, and only then answers the broker.
     async fn settle(&self, decision: Decision, attempt: u32) {
-        let store = &self.shared.store;
+        let store = &OwnedOutcome(&self.shared.store);
         let id = self.job_id();
         let kind = self.kind.as_str();
         let now = chrono::Utc::now();
@@ -721,6 +721,35 @@ impl Attempt {
         if let Err(e) = result {
             tracing::warn!(error = %e, "job event not confirmed by the stream");
         }
+    }
+}
+
+/// The store as `settle` sees it: a transition the job's current state refuses (another
+/// delivery of the same command already moved it on) is "not ours to record", like a job that
+/// already finished, rather than a failure to retry.
+struct OwnedOutcome<'a>(&'a Store);
+
+impl OwnedOutcome<'_> {
+    async fn finish_job(
+        &self,
+        id: JobId,
+        outcome: Outcome,
+    ) -> Result<Option<xenios_store::JobRecord>, xenios_store::StoreError> {
+        match self.0.finish_job(id, outcome).await {
+            Err(xenios_store::StoreError::Conflict(reason)) => {
+                tracing::warn!(%reason, "outcome not recorded: the job moved on");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    async fn retry_job(
+        &self,
+        id: JobId,
+        error: &JobError,
+    ) -> Result<bool, xenios_store::StoreError> {
+        self.0.retry_job(id, error).await
     }
 }
 

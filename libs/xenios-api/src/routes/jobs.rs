@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use xenios_contract::envelope::{CancelRequest, JobCommand, JobEvent};
 use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT};
-use xenios_contract::{JobError, JobKind, JobStatus, Progress};
+use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, Outcome};
 
 use crate::auth::User;
@@ -140,17 +140,7 @@ pub async fn submit(
         .map_err(|e: xenios_contract::UnknownJobKind| {
             ApiError::invalid_field("kind", e.to_string())
         })?;
-    let input_size = serde_json::to_vec(&body.input)
-        .map(|v| v.len())
-        .unwrap_or(0);
-    if input_size > state.settings.jobs.max_input_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "input is {input_size} bytes; the limit is {}",
-            state.settings.jobs.max_input_bytes
-        )));
-    }
-    xenios_contract::inputs::validate(kind, &body.input)
-        .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+    check_input(&state, kind, &body.input)?;
     let idempotency_key = match headers.get("idempotency-key") {
         Some(value) => {
             let key = value
@@ -168,31 +158,61 @@ pub async fn submit(
         None => None,
     };
 
-    let created = state
-        .store
-        .create_job(NewJob {
+    let created = enqueue(
+        &state,
+        NewJob {
             id: xenios_contract::new_job_id(),
             kind,
             user_id: Some(user.user.user_id.clone()),
             input: body.input,
             correlation_id: correlation_id.clone(),
             idempotency_key,
-        })
-        .await?;
-    let job = match created {
-        Created::Existing(job) => {
-            return Ok((StatusCode::OK, located(&job), axum::Json(submitted(&job))).into_response())
-        }
-        Created::New(job) => job,
-    };
-    metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
-    publish(&state, &job).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        located(&job),
-        axum::Json(submitted(&job)),
+        },
     )
-        .into_response())
+    .await?;
+    let (status, job) = match created {
+        Created::Existing(job) => (StatusCode::OK, job),
+        Created::New(job) => (StatusCode::ACCEPTED, job),
+    };
+    Ok((status, located(&job), axum::Json(submitted(&job))).into_response())
+}
+
+/// Checks a job's input for its kind, within the size limit. An `llm` task must be one the
+/// routing table names (the API and the consumers share `llm.tasks`).
+pub(crate) fn check_input(state: &AppState, kind: JobKind, input: &Value) -> Result<(), ApiError> {
+    let input_size = serde_json::to_vec(input).map(|v| v.len()).unwrap_or(0);
+    if input_size > state.settings.jobs.max_input_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "input is {input_size} bytes; the limit is {}",
+            state.settings.jobs.max_input_bytes
+        )));
+    }
+    xenios_contract::inputs::validate(kind, input)
+        .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+    if kind == JobKind::Llm {
+        let task = input["task"].as_str().unwrap_or_default();
+        let tasks = &state.settings.llm.tasks;
+        if !tasks.contains_key(task) {
+            let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
+            return Err(ApiError::invalid_field(
+                "input.task",
+                format!("unknown task `{task}` (known: {})", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Records a checked job, then publishes it: the one way a job enters the system. A job its
+/// idempotency key already made is returned as it is, not published again.
+pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, ApiError> {
+    let kind = new.kind;
+    let created = state.store.create_job(new).await?;
+    if let Created::New(job) = &created {
+        metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
+        publish(state, job).await?;
+    }
+    Ok(created)
 }
 
 fn located(job: &JobRecord) -> [(header::HeaderName, HeaderValue); 1] {
@@ -236,7 +256,18 @@ async fn publish(state: &AppState, job: &JobRecord) -> Result<(), ApiError> {
             message: "the queue is full; submit again later".into(),
             retryable: true,
         };
-        let _ = state.store.finish_job(job.id, Outcome::Failed(error)).await;
+        if let Ok(Some(failed)) = state
+            .store
+            .finish_job(job.id, Outcome::Failed(error.clone()))
+            .await
+        {
+            let attempt = u32::try_from(failed.attempts).unwrap_or(0);
+            let _ = js
+                .publish(events_subject(job.id), JobEvent::Error(error).to_bytes())
+                .await;
+            let status = JobEvent::status(JobStatus::Failed, attempt, Utc::now());
+            let _ = js.publish(events_subject(job.id), status.to_bytes()).await;
+        }
         return Err(ApiError::Unavailable {
             message: format!("the {} queue is full", job.kind),
             retry_after: Some(Duration::from_secs(5)),
@@ -377,29 +408,9 @@ pub async fn cancel_job(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     visible_job(&state, &user, id).await?;
-    let status = match state.store.cancel_job(id).await? {
-        CancelOutcome::Cancelled(job) => {
-            let attempt = u32::try_from(job.attempts).unwrap_or(0);
-            let event = JobEvent::status(JobStatus::Cancelled, attempt, Utc::now());
-            if let Ok(ack) = state
-                .jetstream
-                .publish(events_subject(id), event.to_bytes())
-                .await
-            {
-                let _ = tokio::time::timeout(PUBLISH_TIMEOUT, ack).await;
-            }
-            metrics::counter!("xenios_jobs_completed_total", "kind" => job.kind.as_str(), "outcome" => "cancelled").increment(1);
-            "cancelled"
-        }
-        CancelOutcome::Requested(_) => {
-            let request = CancelRequest { job_id: id };
-            state
-                .nats
-                .publish(CANCEL_SUBJECT, request.to_bytes())
-                .await
-                .map_err(|e| ApiError::unavailable(format!("cannot reach the consumers: {e}")))?;
-            "cancelling"
-        }
+    let status = match cancel(&state, id).await? {
+        CancelOutcome::Cancelled(_) => "cancelled",
+        CancelOutcome::Requested(_) => "cancelling",
         CancelOutcome::AlreadyFinished(job) => {
             return Err(ApiError::Conflict(format!(
                 "the job is already {}",
@@ -413,6 +424,36 @@ pub async fn cancel_job(
         axum::Json(CancelAccepted { job_id: id, status }),
     )
         .into_response())
+}
+
+/// Cancels a job: a queued one is finished as cancelled here and never starts; for a running
+/// one the cancellation is recorded and its consumer told on `ctl.jobs.cancel`.
+pub(crate) async fn cancel(state: &AppState, id: JobId) -> Result<CancelOutcome, ApiError> {
+    let outcome = state.store.cancel_job(id).await?;
+    match &outcome {
+        CancelOutcome::Cancelled(job) => {
+            let attempt = u32::try_from(job.attempts).unwrap_or(0);
+            let event = JobEvent::status(JobStatus::Cancelled, attempt, Utc::now());
+            if let Ok(ack) = state
+                .jetstream
+                .publish(events_subject(id), event.to_bytes())
+                .await
+            {
+                let _ = tokio::time::timeout(PUBLISH_TIMEOUT, ack).await;
+            }
+            metrics::counter!("xenios_jobs_completed_total", "kind" => job.kind.as_str(), "outcome" => "cancelled").increment(1);
+        }
+        CancelOutcome::Requested(_) => {
+            let request = CancelRequest { job_id: id };
+            state
+                .nats
+                .publish(CANCEL_SUBJECT, request.to_bytes())
+                .await
+                .map_err(|e| ApiError::unavailable(format!("cannot reach the consumers: {e}")))?;
+        }
+        CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound => {}
+    }
+    Ok(outcome)
 }
 
 /// The job's events as Server-Sent Events: `status`, `progress`, `token`, `result`, `error`,

@@ -1,5 +1,7 @@
 pub mod docs;
 pub mod health;
 pub mod jobs;
+pub mod llm;
 pub mod me;
+pub mod openai;
 pub mod status;

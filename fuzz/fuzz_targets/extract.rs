@@ -1,0 +1,15 @@
+#![no_main]
+
+//! The public entry point: sniff, then the extractor of whatever the bytes look like.
+
+use libfuzzer_sys::fuzz_target;
+use xenios_extract::{extract, ExtractOptions};
+
+fuzz_target!(|data: &[u8]| {
+    let opts = ExtractOptions {
+        max_decompressed_bytes: 16 << 20,
+        max_output_chars: 1 << 20,
+        ..ExtractOptions::default()
+    };
+    let _ = extract(data, &opts);
+});

@@ -1,0 +1,464 @@
+//! The LLM gateway routes (SPEC §3): a request becomes an `llm` job on `jobs.llm`, like any
+//! other job (recorded, limited, retried, audited), and the route follows the job's events
+//! to its end: whole for `complete`, token by token for `stream`. A request that goes away
+//! before the end cancels its job, so the provider call beneath it stops.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+use utoipa::ToSchema;
+use xenios_contract::envelope::JobEvent;
+use xenios_contract::{JobError, JobId, JobKind, JobStatus};
+use xenios_store::NewJob;
+
+use crate::auth::User;
+use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::events::{sleep_until, FeedItem, JobFeed, TERMINAL_GRACE};
+use crate::rate_limit::RouteGroup;
+use crate::routes::jobs::{cancel, check_input, enqueue, CorrelationIdExt};
+use crate::state::AppState;
+
+/// Names the job a gateway answer came from, for `GET /api/v1/jobs/{id}` and the audit.
+pub const JOB_ID_HEADER: HeaderName = HeaderName::from_static("x-job-id");
+
+/// The body of `/api/v1/llm/complete` and `/api/v1/llm/stream`: the `llm` job input.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmBody {
+    /// A task of the routing table (`llm.tasks`): session_summary, insight_generation, chat,
+    /// intent_classification, entity_extraction, or one configuration adds.
+    task: String,
+    messages: Vec<LlmMessage>,
+    /// `{"type":"json_schema","json_schema":{"name","schema"}}`, `{"type":"json_object"}` or
+    /// `{"type":"text"}`; a JSON answer is validated and returned as `parsed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    response_format: Option<Value>,
+    /// Overrides the task's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    /// Overrides the task's value (0 to 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LlmMessage {
+    /// system, user or assistant.
+    role: String,
+    content: String,
+}
+
+impl LlmBody {
+    fn into_input(self, stream: bool) -> Value {
+        let mut input = serde_json::to_value(self).unwrap_or_default();
+        input["stream"] = stream.into();
+        input
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct LlmUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// The `llm` job result.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LlmAnswer {
+    pub content: String,
+    /// The model that answered, as the routing table names it.
+    pub model: String,
+    /// The answer came from a fallback candidate.
+    pub fallback_used: bool,
+    pub usage: LlmUsage,
+    pub latency_ms: u64,
+    /// Estimated (price table) or reported by the provider; null when unknown.
+    pub cost_usd: Option<f64>,
+    /// The validated JSON value, when a JSON `response_format` was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parsed: Option<Value>,
+}
+
+impl LlmAnswer {
+    pub fn from_result(result: Value) -> Result<LlmAnswer, ApiError> {
+        serde_json::from_value(result)
+            .map_err(|e| ApiError::internal(format!("an llm job result does not parse: {e}")))
+    }
+}
+
+/// The `done` event of `/api/v1/llm/stream`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamDone {
+    model: String,
+    fallback_used: bool,
+    usage: LlmUsage,
+    latency_ms: u64,
+    cost_usd: Option<f64>,
+}
+
+/// Runs an LLM request through `jobs.llm` and answers with the whole result.
+#[utoipa::path(post, path = "/api/v1/llm/complete", tag = "llm",
+    security(("api_key" = [], "bearer" = [])),
+    request_body = LlmBody,
+    responses(
+        (status = 200, body = LlmAnswer, description = "the answer; `X-Job-Id` names its job"),
+        (status = 400, body = ErrorBody, description = "the provider refused the request"),
+        (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the job was cancelled"),
+        (status = 422, body = ErrorBody, description = "bad input, unknown task, or an answer that never matched the schema"),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "providers unavailable, queue full, or no answer in time"),
+    ))]
+pub async fn complete(
+    State(state): State<AppState>,
+    user: User,
+    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    ApiJson(body): ApiJson<LlmBody>,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .check(RouteGroup::Llm, &user.caller.subject())?;
+    let mut call = LlmCall::start(
+        &state,
+        Some(user.user.user_id.clone()),
+        correlation_id,
+        body.into_input(false),
+    )
+    .await?;
+    let headers = job_header(call.job_id);
+    let answer = match call.finish().await {
+        Ok(result) => LlmAnswer::from_result(result)?,
+        Err(error) => return Ok((headers, job_failure(&error)).into_response()),
+    };
+    Ok((headers, axum::Json(answer)).into_response())
+}
+
+/// Runs an LLM request through `jobs.llm` and streams its answer as Server-Sent Events:
+/// `token` `{"text"}` as each arrives, then `done` (or `error` `{"code","message","retryable"}`).
+#[utoipa::path(post, path = "/api/v1/llm/stream", tag = "llm",
+    security(("api_key" = [], "bearer" = [])),
+    request_body = LlmBody,
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+         description = "`token` events, then `done` (StreamDone) or `error`; `X-Job-Id` names the job"),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+pub async fn stream(
+    State(state): State<AppState>,
+    user: User,
+    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    ApiJson(body): ApiJson<LlmBody>,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .check(RouteGroup::Llm, &user.caller.subject())?;
+    let call = LlmCall::start(
+        &state,
+        Some(user.user.user_id.clone()),
+        correlation_id,
+        body.into_input(true),
+    )
+    .await?;
+    let job_id = call.job_id;
+    let events = futures::stream::unfold(Some(call), |call| async move {
+        let mut call = call?;
+        let event = match call.next().await {
+            Update::Token(text) => {
+                let event = JobEvent::token(text);
+                return Some((sse(event.event_type(), event.sse_data()), Some(call)));
+            }
+            Update::Done(result) => match LlmAnswer::from_result(result) {
+                Ok(a) => sse(
+                    "done",
+                    json_text(&StreamDone {
+                        model: a.model,
+                        fallback_used: a.fallback_used,
+                        usage: a.usage,
+                        latency_ms: a.latency_ms,
+                        cost_usd: a.cost_usd,
+                    }),
+                ),
+                Err(e) => sse("error", json_text(&internal_error(&e))),
+            },
+            Update::Failed(error) => sse("error", json_text(&error)),
+        };
+        Some((event, None))
+    });
+    Ok((job_header(job_id), sse_response(&state, events)).into_response())
+}
+
+fn sse(event: &str, data: String) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().event(event).data(data))
+}
+
+fn json_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn internal_error(e: &ApiError) -> JobError {
+    tracing::error!(error = %e, "cannot relay an llm result");
+    JobError {
+        code: "internal".into(),
+        message: "internal error".into(),
+        retryable: false,
+    }
+}
+
+/// An SSE response that counts in `xenios_sse_clients` while it is open and flushes each
+/// event as it is produced.
+pub(crate) fn sse_response<S>(state: &AppState, events: S) -> impl IntoResponse
+where
+    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+{
+    let client = SseClient::new();
+    let events = futures::StreamExt::map(events, move |event| {
+        let _ = &client;
+        event
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(
+        state.settings.api.sse_keepalive_secs.max(1),
+    )))
+}
+
+struct SseClient(metrics::Gauge);
+
+impl SseClient {
+    fn new() -> Self {
+        let gauge = metrics::gauge!("xenios_sse_clients");
+        gauge.increment(1.0);
+        SseClient(gauge)
+    }
+}
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+pub(crate) fn job_header(job_id: JobId) -> [(HeaderName, HeaderValue); 1] {
+    let value = HeaderValue::from_str(&job_id.to_string()).expect("a uuid is a header value");
+    [(JOB_ID_HEADER, value)]
+}
+
+/// A failed `llm` job as an HTTP error.
+pub(crate) fn job_failure(error: &JobError) -> ApiError {
+    let message = error.message.clone();
+    match error.code.as_str() {
+        "invalid_input" => ApiError::invalid(message),
+        "schema_validation_failed" => ApiError::InvalidInput {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            message,
+            details: None,
+        },
+        "cancelled" => ApiError::Conflict(message),
+        "timeout" | "provider_error" | "queue_full" | "unavailable" => ApiError::Unavailable {
+            message,
+            retry_after: Some(Duration::from_secs(1)),
+        },
+        code => ApiError::internal(format!("llm job failed: {code}: {message}")),
+    }
+}
+
+/// What happened next to a followed `llm` job.
+pub(crate) enum Update {
+    Token(String),
+    /// The job's result.
+    Done(Value),
+    Failed(JobError),
+}
+
+/// An `llm` job this request started and follows to its end. Dropped before the end (the
+/// client went away, the wait ran out), it cancels the job, which stops the provider call.
+pub(crate) struct LlmCall {
+    pub job_id: JobId,
+    state: AppState,
+    feed: JobFeed,
+    deadline: Instant,
+    /// Set once the store shows the job finished: past it, the outcome comes from the store.
+    grace: Option<Instant>,
+    last_error: Option<JobError>,
+    streamed: bool,
+    finished: bool,
+}
+
+impl LlmCall {
+    /// Checks, records and publishes an `llm` job. The feed exists before the job is
+    /// published, so no event of it can be missed.
+    pub async fn start(
+        state: &AppState,
+        user_id: Option<String>,
+        correlation_id: String,
+        input: Value,
+    ) -> Result<LlmCall, ApiError> {
+        check_input(state, JobKind::Llm, &input)?;
+        let job_id = xenios_contract::new_job_id();
+        let feed = JobFeed::live(state.hub.clone(), state.jetstream.clone(), job_id);
+        enqueue(
+            state,
+            NewJob {
+                id: job_id,
+                kind: JobKind::Llm,
+                user_id,
+                input,
+                correlation_id,
+                idempotency_key: None,
+            },
+        )
+        .await?;
+        Ok(LlmCall {
+            job_id,
+            state: state.clone(),
+            feed,
+            // A job gets no longer than its hard limit to run.
+            deadline: Instant::now() + state.settings.jobs.llm.hard_limit(),
+            grace: None,
+            last_error: None,
+            streamed: false,
+            finished: false,
+        })
+    }
+
+    /// The result, skipping tokens.
+    pub async fn finish(&mut self) -> Result<Value, JobError> {
+        loop {
+            match self.next().await {
+                Update::Token(_) => {}
+                Update::Done(result) => return Ok(result),
+                Update::Failed(error) => return Err(error),
+            }
+        }
+    }
+
+    /// The next token, or how the job ended. After `Done` or `Failed` there is nothing more.
+    pub async fn next(&mut self) -> Update {
+        loop {
+            let item = tokio::select! {
+                item = self.feed.next() => item,
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    return Update::Failed(JobError {
+                        code: "timeout".into(),
+                        message: "no answer within the llm job's time limit".into(),
+                        retryable: true,
+                    });
+                }
+                _ = sleep_until(self.grace) => return self.outcome_from_store().await,
+            };
+            let stored = match item {
+                Ok(FeedItem::Event(stored)) => stored,
+                Ok(FeedItem::CaughtUp) => {
+                    if let Ok(Some(job)) = self.state.store.get_job(self.job_id).await {
+                        if job.status.is_terminal() && self.grace.is_none() {
+                            self.grace = Some(Instant::now() + TERMINAL_GRACE);
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, job_id = %self.job_id, "cannot follow an llm job");
+                    return Update::Failed(JobError {
+                        code: "unavailable".into(),
+                        message: "the job's events are unavailable right now".into(),
+                        retryable: true,
+                    });
+                }
+            };
+            match &*stored.event {
+                JobEvent::Token(token) => {
+                    self.streamed = true;
+                    return Update::Token(token.text.clone());
+                }
+                JobEvent::Result(result) => {
+                    self.finished = true;
+                    return Update::Done(result.clone());
+                }
+                // A later try would start the answer again, which a client that has part of
+                // it cannot take: the job is cancelled (on drop) and the client told.
+                JobEvent::Error(error) if self.streamed => return Update::Failed(error.clone()),
+                JobEvent::Error(error) => self.last_error = Some(error.clone()),
+                JobEvent::Status(change) => match change.status {
+                    JobStatus::Failed => {
+                        self.finished = true;
+                        return Update::Failed(self.last_error.take().unwrap_or_else(|| {
+                            JobError {
+                                code: "internal".into(),
+                                message: "the job failed".into(),
+                                retryable: false,
+                            }
+                        }));
+                    }
+                    JobStatus::Cancelled => {
+                        self.finished = true;
+                        return Update::Failed(cancelled());
+                    }
+                    // The result comes before this; without it, the store has it.
+                    JobStatus::Succeeded => return self.outcome_from_store().await,
+                    JobStatus::Queued | JobStatus::Running => {}
+                },
+                JobEvent::Progress(_) => {}
+            }
+        }
+    }
+
+    /// The outcome of a job the store shows finished, for when its events are missing.
+    async fn outcome_from_store(&mut self) -> Update {
+        let job = match self.state.store.get_job(self.job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) | Err(_) => {
+                return Update::Failed(JobError {
+                    code: "unavailable".into(),
+                    message: "the job's outcome cannot be read right now".into(),
+                    retryable: true,
+                })
+            }
+        };
+        self.finished = job.status.is_terminal();
+        match (job.status, job.result, job.error) {
+            (JobStatus::Succeeded, Some(result), _) => Update::Done(result),
+            (JobStatus::Cancelled, _, _) => Update::Failed(cancelled()),
+            (_, _, Some(error)) => Update::Failed(error),
+            (status, _, None) => Update::Failed(JobError {
+                code: "internal".into(),
+                message: format!("the job is {status} without an outcome"),
+                retryable: false,
+            }),
+        }
+    }
+}
+
+impl Drop for LlmCall {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (state, job_id) = (self.state.clone(), self.job_id);
+        runtime.spawn(async move {
+            match cancel(&state, job_id).await {
+                Ok(_) => tracing::info!(%job_id, "llm request ended early; job cancelled"),
+                Err(e) => tracing::warn!(%job_id, error = %e, "cannot cancel an abandoned llm job"),
+            }
+        });
+    }
+}
+
+fn cancelled() -> JobError {
+    JobError {
+        code: "cancelled".into(),
+        message: "the job was cancelled".into(),
+        retryable: false,
+    }
+}

@@ -1,0 +1,446 @@
+//! `POST /v1/chat/completions`, OpenAI-compatible, so the official OpenAI SDKs work against the
+//! gateway. `model` names a task (`chat`, or `xenios/chat`); the request runs as an `llm` job
+//! exactly like `/api/v1/llm/*`. Errors have OpenAI's shape,
+//! `{"error":{"message","type","param","code"}}`.
+//!
+//! Credentials, as the SDKs can send them: either `Authorization: Bearer <API key>` alone (what
+//! an SDK sends with `api_key=<API key>`: a service call, with no user), or `X-API-Key: <API
+//! key>` with `Authorization: Bearer <user JWT>` as on `/api/v1/*` (the SDK's `api_key` is then
+//! the JWT and `X-API-Key` a default header): the job belongs to that user.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::auth::{Caller, API_KEY_HEADER};
+use crate::error::ApiError;
+use crate::rate_limit::RouteGroup;
+use crate::routes::jobs::CorrelationIdExt;
+use crate::routes::llm::{job_failure, job_header, sse_response, LlmAnswer, LlmCall, Update};
+use crate::state::AppState;
+
+/// `model` may name a task with this prefix, as model ids of a gateway usually are.
+const MODEL_PREFIX: &str = "xenios/";
+
+/// An [`ApiError`] in OpenAI's error shape; status and `Retry-After` stay the same.
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError);
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        OpenAiError(e)
+    }
+}
+
+impl From<JsonRejection> for OpenAiError {
+    fn from(rejection: JsonRejection) -> Self {
+        OpenAiError(rejection.into())
+    }
+}
+
+impl From<xenios_auth::AuthError> for OpenAiError {
+    fn from(e: xenios_auth::AuthError) -> Self {
+        OpenAiError(e.into())
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    message: String,
+    /// invalid_request_error, authentication_error, permission_error, not_found_error,
+    /// rate_limit_error or server_error.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The request field at fault, if one is.
+    param: Option<String>,
+    /// The code of the `/api/v1` error body: invalid_input, unauthorized, rate_limited, …
+    code: &'static str,
+}
+
+impl OpenAiError {
+    fn body(&self) -> OpenAiErrorBody {
+        let e = &self.0;
+        let kind = match e.status().as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            500.. => "server_error",
+            _ => "invalid_request_error",
+        };
+        let param = match e {
+            ApiError::InvalidInput {
+                details: Some(details),
+                ..
+            } => details[0]["field"].as_str().map(|field| {
+                // The job input's fields, as this request names them.
+                match field.strip_prefix("input.").unwrap_or(field) {
+                    "task" => "model".to_owned(),
+                    other => other.to_owned(),
+                }
+            }),
+            _ => None,
+        };
+        OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: e.to_string(),
+                kind,
+                param,
+                code: e.code(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(self.body()).into_response().into_body();
+        // The `/api/v1` response carries the status, `Retry-After` and the logging.
+        let (mut parts, _) = self.0.into_response().into_parts();
+        parts.headers.remove(CONTENT_LENGTH);
+        Response::from_parts(parts, body)
+    }
+}
+
+/// `Json` whose rejections are [`OpenAiError`]s.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(OpenAiError))]
+pub struct OpenAiJson<T>(pub T);
+
+/// Authenticates `/v1/*` requests (see the module description) and applies the per-key limit.
+pub async fn auth(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, OpenAiError> {
+    let headers = req.headers();
+    let authorization = match headers.get(AUTHORIZATION) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            OpenAiError(ApiError::Unauthorized(
+                "malformed Authorization header".into(),
+            ))
+        })?),
+        None => None,
+    };
+    let caller = match headers.get(API_KEY_HEADER) {
+        Some(key) => {
+            let key = state.auth.check_api_key(key.to_str().ok())?;
+            let user = match authorization {
+                Some(value) => Some(state.auth.verify_bearer(Some(value)).await?),
+                None => None,
+            };
+            Caller { key, user }
+        }
+        None => {
+            let key = authorization
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, key)| key.trim());
+            Caller {
+                key: state.auth.check_api_key(key)?,
+                user: None,
+            }
+        }
+    };
+    state
+        .limits
+        .check(RouteGroup::PerKey, &caller.key.to_string())?;
+    if let Some(user) = &caller.user {
+        tracing::Span::current().record("user_id", user.user_id.as_str());
+    }
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// An OpenAI chat completion request. Fields this gateway does not use (top_p, stop, seed,
+/// user, stream_options, …) are accepted and ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// A task of the routing table (`chat`), or `xenios/<task>`.
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<u32>,
+    /// OpenAI's newer name for `max_tokens`; wins over it.
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f64>,
+    #[schema(value_type = Option<Object>)]
+    response_format: Option<Value>,
+    /// Only 1.
+    n: Option<u32>,
+    /// Not supported: a request with tools is refused.
+    #[schema(value_type = Option<Object>)]
+    tools: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChatMessage {
+    /// system (or developer), user or assistant.
+    role: String,
+    /// Text, or a list of `{"type":"text","text"}` parts.
+    #[schema(value_type = Object)]
+    #[serde(default)]
+    content: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatCompletion {
+    /// `chatcmpl-<job id>`.
+    id: String,
+    object: &'static str,
+    created: i64,
+    /// The model that answered.
+    model: String,
+    choices: Vec<Choice>,
+    usage: CompletionUsage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Choice {
+    index: u32,
+    message: AssistantMessage,
+    finish_reason: &'static str,
+    #[schema(value_type = Option<Object>)]
+    logprobs: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssistantMessage {
+    role: &'static str,
+    content: String,
+    refusal: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct CompletionUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl From<&LlmAnswer> for CompletionUsage {
+    fn from(answer: &LlmAnswer) -> Self {
+        let (input, output) = (answer.usage.input_tokens, answer.usage.output_tokens);
+        CompletionUsage {
+            prompt_tokens: input,
+            completion_tokens: output,
+            total_tokens: input + output,
+        }
+    }
+}
+
+impl ChatCompletionRequest {
+    /// The `llm` job input this request asks for.
+    fn into_input(self, tasks: &xenios_config::LlmSettings) -> Result<Value, ApiError> {
+        let invalid = |field: &str, message: String| ApiError::InvalidInput {
+            status: StatusCode::BAD_REQUEST,
+            details: Some(json!([{ "field": field, "message": message }])),
+            message: format!("{field}: {message}"),
+        };
+        let task = self.model.strip_prefix(MODEL_PREFIX).unwrap_or(&self.model);
+        if !tasks.tasks.contains_key(task) {
+            let known: Vec<&str> = tasks.tasks.keys().map(String::as_str).collect();
+            return Err(invalid(
+                "model",
+                format!(
+                    "unknown model `{}`; models are the tasks: {}",
+                    self.model,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(invalid("n", "only one choice is supported".into()));
+        }
+        if self
+            .tools
+            .as_ref()
+            .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            return Err(invalid("tools", "tools are not supported".into()));
+        }
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(invalid(
+                        &format!("messages[{i}].role"),
+                        format!("`{other}` is not supported (system, developer, user, assistant)"),
+                    ))
+                }
+            };
+            let content = text_of(&m.content).ok_or_else(|| {
+                invalid(
+                    &format!("messages[{i}].content"),
+                    "only text content is supported".into(),
+                )
+            })?;
+            messages.push(json!({ "role": role, "content": content }));
+        }
+        let mut input = json!({
+            "task": task,
+            "messages": messages,
+            "stream": self.stream,
+        });
+        if let Some(max) = self.max_completion_tokens.or(self.max_tokens) {
+            input["max_tokens"] = max.into();
+        }
+        if let Some(t) = self.temperature {
+            input["temperature"] = t.into();
+        }
+        if let Some(rf) = self.response_format {
+            input["response_format"] = rf;
+        }
+        Ok(input)
+    }
+}
+
+/// A message's text: a string, or the concatenated text parts of a part list.
+fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::Null => Some(String::new()),
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match p["type"].as_str() {
+                Some("text") => p["text"].as_str(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|texts| texts.concat()),
+        _ => None,
+    }
+}
+
+/// OpenAI-compatible chat completions, whole or streamed (`stream: true`: `chat.completion.chunk`
+/// events, the last with `finish_reason` and `usage`, then `data: [DONE]`).
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    security(("bearer" = []), ("api_key" = [], "bearer" = [])),
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, body = ChatCompletion,
+         description = "the completion, or with `stream: true` a `text/event-stream` of chunks"),
+        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
+        (status = 409, body = OpenAiErrorBody), (status = 422, body = OpenAiErrorBody),
+        (status = 429, body = OpenAiErrorBody), (status = 503, body = OpenAiErrorBody),
+    ))]
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    OpenAiJson(body): OpenAiJson<ChatCompletionRequest>,
+) -> Result<Response, OpenAiError> {
+    state.limits.check(RouteGroup::Llm, &caller.subject())?;
+    let stream = body.stream;
+    let requested = body.model.clone();
+    let input = body.into_input(&state.settings.llm)?;
+    let user_id = caller.user.as_ref().map(|u| u.user_id.clone());
+    let mut call = LlmCall::start(&state, user_id, correlation_id, input).await?;
+    let job_id = call.job_id;
+    let id = format!("chatcmpl-{job_id}");
+    let created = Utc::now().timestamp();
+    if !stream {
+        let answer = match call.finish().await {
+            Ok(result) => LlmAnswer::from_result(result)?,
+            Err(error) => {
+                let error = OpenAiError(job_failure(&error));
+                return Ok((job_header(job_id), error).into_response());
+            }
+        };
+        let completion = ChatCompletion {
+            id,
+            object: "chat.completion",
+            created,
+            model: answer.model.clone(),
+            usage: CompletionUsage::from(&answer),
+            choices: vec![Choice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: answer.content,
+                    refusal: None,
+                },
+                finish_reason: "stop",
+                logprobs: None,
+            }],
+        };
+        return Ok((job_header(job_id), axum::Json(completion)).into_response());
+    }
+
+    let chunk = move |model: &str, delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    let events = futures::stream::unfold(Phase::Start(call), move |phase| {
+        let chunk = chunk.clone();
+        let requested = requested.clone();
+        async move {
+            let (data, next) = match phase {
+                Phase::Start(call) => (
+                    chunk(
+                        &requested,
+                        json!({"role": "assistant", "content": ""}),
+                        None,
+                    ),
+                    Phase::Running(call),
+                ),
+                Phase::Running(mut call) => match call.next().await {
+                    Update::Token(text) => (
+                        chunk(&requested, json!({ "content": text }), None),
+                        Phase::Running(call),
+                    ),
+                    Update::Done(result) => match LlmAnswer::from_result(result) {
+                        Ok(answer) => {
+                            let mut last = chunk(&answer.model, json!({}), Some("stop"));
+                            last["usage"] = json!(CompletionUsage::from(&answer));
+                            (last, Phase::Finished)
+                        }
+                        Err(e) => (json!(OpenAiError(e).body()), Phase::Over),
+                    },
+                    Update::Failed(error) => {
+                        (json!(OpenAiError(job_failure(&error)).body()), Phase::Over)
+                    }
+                },
+                Phase::Finished => return Some((data_event("[DONE]".into()), Phase::Over)),
+                Phase::Over => return None,
+            };
+            Some((data_event(data.to_string()), next))
+        }
+    });
+    Ok((job_header(job_id), sse_response(&state, events)).into_response())
+}
+
+enum Phase {
+    Start(LlmCall),
+    Running(LlmCall),
+    /// The last chunk is out; `[DONE]` follows.
+    Finished,
+    Over,
+}
+
+fn data_event(data: String) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().data(data))
+}

@@ -1,0 +1,200 @@
+//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, HTML,
+//! CSV, Markdown and plain text become Markdown or plain text, with the format told from
+//! the bytes ([`sniff`]), never from a name or a header.
+//!
+//! [`extract`] is synchronous and CPU-bound (run it on a blocking thread). Every input
+//! is hostile until read: zip parts are held to a decompression budget and a compression
+//! ratio while they inflate, PDF streams to the same budget, output to a character limit,
+//! and all loops to the deadline. No input makes it panic: PDF parsing, the part most
+//! exposed, runs under `catch_unwind` (which needs the default `panic = "unwind"`).
+//!
+//! [`DoclingClient`] sends what has no text layer (`ocr_required`) to docling-serve.
+
+mod blocks;
+mod delimited;
+mod docling;
+mod docx;
+mod error;
+mod html;
+mod limits;
+mod ooxml;
+mod pdf;
+mod sniff;
+mod text;
+mod xlsx;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use docling::DoclingClient;
+pub use error::ExtractError;
+pub use sniff::sniff;
+
+/// A document format this library reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentFormat {
+    Pdf,
+    Docx,
+    Xlsx,
+    Html,
+    Csv,
+    Markdown,
+    Text,
+}
+
+impl DocumentFormat {
+    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `html`, `csv`,
+    /// `markdown` or `text`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentFormat::Pdf => "pdf",
+            DocumentFormat::Docx => "docx",
+            DocumentFormat::Xlsx => "xlsx",
+            DocumentFormat::Html => "html",
+            DocumentFormat::Csv => "csv",
+            DocumentFormat::Markdown => "markdown",
+            DocumentFormat::Text => "text",
+        }
+    }
+
+    /// The media type, as a files upload would record it.
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            DocumentFormat::Pdf => "application/pdf",
+            DocumentFormat::Docx => {
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            }
+            DocumentFormat::Xlsx => {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
+            DocumentFormat::Html => "text/html",
+            DocumentFormat::Csv => "text/csv",
+            DocumentFormat::Markdown => "text/markdown",
+            DocumentFormat::Text => "text/plain",
+        }
+    }
+
+    /// The usual file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            DocumentFormat::Markdown => "md",
+            DocumentFormat::Text => "txt",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for DocumentFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `output` of an extraction job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Markdown,
+    Text,
+}
+
+/// Limits and choices for one extraction.
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    pub output: OutputFormat,
+    /// A PDF with more pages fails with `too_large` before any page is read.
+    pub max_pages: u32,
+    /// Decompressed bytes allowed in total across the parts of a DOCX or XLSX, and for
+    /// each PDF stream.
+    pub max_decompressed_bytes: u64,
+    /// Largest decompressed-to-compressed ratio of a zip part past its first MiB.
+    pub max_compression_ratio: u32,
+    /// Extracted text longer than this fails with `too_large`.
+    pub max_output_chars: usize,
+    /// When to give up with `timeout`.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            output: OutputFormat::Markdown,
+            max_pages: 2000,
+            max_decompressed_bytes: 256 * 1024 * 1024,
+            max_compression_ratio: 100,
+            max_output_chars: 20_000_000,
+            deadline: None,
+        }
+    }
+}
+
+/// The result of an extraction job, less `sha256` and `cached`, which the consumer adds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extracted {
+    pub content: String,
+    /// `markdown` or `text`, as asked.
+    pub format: OutputFormat,
+    /// Pages of a PDF; `None` for formats without pages.
+    pub pages: Option<u32>,
+    pub title: Option<String>,
+    /// Always `source_format`; then what the format offers cheaply: `author`, `sheets`
+    /// (XLSX), `rows`/`columns`/`delimiter` (CSV), `language` (HTML), `pdf_version`.
+    pub metadata: Map<String, Value>,
+}
+
+impl Extracted {
+    pub(crate) fn new(content: String, format: OutputFormat, source: DocumentFormat) -> Self {
+        let mut metadata = Map::new();
+        metadata.insert(
+            "source_format".into(),
+            Value::String(source.as_str().into()),
+        );
+        Extracted {
+            content,
+            format,
+            pages: None,
+            title: None,
+            metadata,
+        }
+    }
+}
+
+/// Extracts the text of `bytes`, whose format is sniffed from the bytes themselves.
+pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
+    let format = sniff(bytes).ok_or_else(|| {
+        ExtractError::UnsupportedFormat(
+            "not a PDF, DOCX, XLSX, HTML, CSV, Markdown or text document".into(),
+        )
+    })?;
+    extract_as(bytes, format, opts)
+}
+
+/// Extracts the text of `bytes` read as `format`, whatever [`sniff`] would say.
+pub fn extract_as(
+    bytes: &[u8],
+    format: DocumentFormat,
+    opts: &ExtractOptions,
+) -> Result<Extracted, ExtractError> {
+    let mut cx = limits::Ctx::new(opts);
+    cx.clock.check()?;
+    let run = || match format {
+        DocumentFormat::Pdf => pdf::extract(bytes, &mut cx),
+        DocumentFormat::Docx => docx::extract(bytes, &mut cx),
+        DocumentFormat::Xlsx => xlsx::extract(bytes, &mut cx),
+        DocumentFormat::Html => html::extract(bytes, &mut cx),
+        DocumentFormat::Csv => delimited::extract(bytes, &mut cx),
+        DocumentFormat::Markdown | DocumentFormat::Text => text::extract(bytes, format, &mut cx),
+    };
+    // The extractors do not panic by design; this is the backstop the "never panic"
+    // promise rests on should a dependency do so on some input.
+    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
+        Err(ExtractError::corrupt(format!(
+            "the {format} document could not be parsed"
+        )))
+    })
+}

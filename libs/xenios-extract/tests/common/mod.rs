@@ -1,0 +1,443 @@
+//! Real documents built at test time: OOXML packages written with the zip crate, and
+//! PDFs written object by object with a correct cross-reference table.
+#![allow(dead_code)]
+
+use std::io::Write;
+
+use zip::write::SimpleFileOptions;
+
+pub const W_NS: &str = "http://schemas.openxmlformats.org/wordprocessingml/2006/main";
+pub const R_NS: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+const PKG_REL: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
+
+/// A zip with the given parts, deflated.
+pub fn zip_parts(parts: &[(&str, &str)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, body) in parts {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(body.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+fn content_types(main_part: &str, main_type: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/{main_part}" ContentType="{main_type}"/></Types>"#
+    )
+}
+
+fn root_rels(main_part: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="{PKG_REL}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="{main_part}"/><Relationship Id="rId2" Type="{PKG_REL}/metadata/core-properties" Target="docProps/core.xml"/></Relationships>"#
+    )
+}
+
+pub fn core_xml(title: &str, creator: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>{title}</dc:title><dc:creator>{creator}</dc:creator></cp:coreProperties>"#
+    )
+}
+
+/// A DOCX whose `w:body` holds `body`, with heading styles, a bullet list (numId 1), a
+/// numbered list (numId 2) and the external hyperlink `rIdLink`.
+pub fn docx(body: &str) -> Vec<u8> {
+    let document = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="{W_NS}" xmlns:r="{R_NS}" xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"><w:body>{body}<w:sectPr/></w:body></w:document>"#
+    );
+    let styles = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:styles xmlns:w="{W_NS}"><w:latentStyles><w:lsdException w:name="heading 1"/></w:latentStyles><w:style w:type="paragraph" w:styleId="Normal"><w:name w:val="Normal"/></w:style><w:style w:type="paragraph" w:styleId="Title"><w:name w:val="Title"/><w:basedOn w:val="Normal"/></w:style><w:style w:type="paragraph" w:styleId="Heading1"><w:name w:val="heading 1"/><w:basedOn w:val="Normal"/><w:pPr><w:outlineLvl w:val="0"/></w:pPr></w:style><w:style w:type="paragraph" w:styleId="Heading2"><w:name w:val="heading 2"/><w:basedOn w:val="Normal"/></w:style><w:style w:type="paragraph" w:styleId="MyHeading"><w:name w:val="My heading"/><w:basedOn w:val="Heading2"/></w:style><w:style w:type="paragraph" w:styleId="ListBullet"><w:name w:val="List Bullet"/><w:pPr><w:numPr><w:numId w:val="1"/></w:numPr></w:pPr></w:style></w:styles>"#
+    );
+    let numbering = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:numbering xmlns:w="{W_NS}"><w:abstractNum w:abstractNumId="0"><w:lvl w:ilvl="0"><w:start w:val="1"/><w:numFmt w:val="bullet"/><w:lvlText w:val="•"/></w:lvl><w:lvl w:ilvl="1"><w:start w:val="1"/><w:numFmt w:val="bullet"/></w:lvl></w:abstractNum><w:abstractNum w:abstractNumId="1"><w:lvl w:ilvl="0"><w:start w:val="1"/><w:numFmt w:val="decimal"/><w:lvlText w:val="%1."/></w:lvl></w:abstractNum><w:num w:numId="1"><w:abstractNumId w:val="0"/></w:num><w:num w:numId="2"><w:abstractNumId w:val="1"/><w:lvlOverride w:ilvl="0"><w:lvl w:ilvl="0"><w:numFmt w:val="bullet"/></w:lvl></w:lvlOverride></w:num></w:numbering>"#
+    );
+    let document_rels = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="{PKG_REL}"><Relationship Id="rId1" Type="{REL}/styles" Target="styles.xml"/><Relationship Id="rId2" Type="{REL}/numbering" Target="numbering.xml"/><Relationship Id="rIdLink" Type="{REL}/hyperlink" Target="https://example.com/spec" TargetMode="External"/></Relationships>"#
+    );
+    zip_parts(&[
+        (
+            "[Content_Types].xml",
+            &content_types(
+                "word/document.xml",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+            ),
+        ),
+        ("_rels/.rels", &root_rels("word/document.xml")),
+        ("word/document.xml", &document),
+        ("word/_rels/document.xml.rels", &document_rels),
+        ("word/styles.xml", &styles),
+        ("word/numbering.xml", &numbering),
+        (
+            "docProps/core.xml",
+            &core_xml("Quarterly Report", "Ada Lovelace"),
+        ),
+    ])
+}
+
+/// `<w:p>` with an optional style and list numbering, of plain runs.
+pub fn para(style: Option<&str>, num: Option<(u32, u32)>, text: &str) -> String {
+    let mut ppr = String::new();
+    if let Some(style) = style {
+        ppr.push_str(&format!(r#"<w:pStyle w:val="{style}"/>"#));
+    }
+    if let Some((num_id, ilvl)) = num {
+        ppr.push_str(&format!(
+            r#"<w:numPr><w:ilvl w:val="{ilvl}"/><w:numId w:val="{num_id}"/></w:numPr>"#
+        ));
+    }
+    format!(
+        r#"<w:p><w:pPr>{ppr}<w:rPr><w:b/></w:rPr></w:pPr>{}</w:p>"#,
+        run(text, "")
+    )
+}
+
+/// `<w:r>` with run properties `rpr` (e.g. `<w:b/>`).
+pub fn run(text: &str, rpr: &str) -> String {
+    format!(r#"<w:r><w:rPr>{rpr}</w:rPr><w:t xml:space="preserve">{text}</w:t></w:r>"#)
+}
+
+/// An XLSX with `sheets` (name, sheetData inner XML), the shared strings, and a style
+/// table whose format 1 is a date.
+pub fn xlsx(sheets: &[(&str, &str)], shared: &[&str]) -> Vec<u8> {
+    let main_ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    let mut sheet_list = String::new();
+    let mut rels = String::new();
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for (i, (name, data)) in sheets.iter().enumerate() {
+        let n = i + 1;
+        sheet_list.push_str(&format!(
+            r#"<sheet name="{name}" sheetId="{n}" r:id="rId{n}"/>"#
+        ));
+        rels.push_str(&format!(
+            r#"<Relationship Id="rId{n}" Type="{REL}/worksheet" Target="worksheets/sheet{n}.xml"/>"#
+        ));
+        parts.push((
+            format!("xl/worksheets/sheet{n}.xml"),
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<worksheet xmlns="{main_ns}" xmlns:r="{R_NS}"><sheetData>{data}</sheetData></worksheet>"#
+            ),
+        ));
+    }
+    rels.push_str(&format!(
+        r#"<Relationship Id="rIdS" Type="{REL}/sharedStrings" Target="sharedStrings.xml"/><Relationship Id="rIdT" Type="{REL}/styles" Target="/xl/styles.xml"/>"#
+    ));
+    let strings: String = shared
+        .iter()
+        .map(|s| {
+            if let Some((a, b)) = s.split_once('|') {
+                // Rich text: two runs, and a phonetic guide that is not content.
+                format!("<si><r><t>{a}</t></r><r><rPr><b/></rPr><t>{b}</t></r><rPh><t>ignored</t></rPh></si>")
+            } else {
+                format!("<si><t>{s}</t></si>")
+            }
+        })
+        .collect();
+    let workbook = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<workbook xmlns="{main_ns}" xmlns:r="{R_NS}"><workbookPr/><sheets>{sheet_list}</sheets></workbook>"#
+    );
+    let styles = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<styleSheet xmlns="{main_ns}"><numFmts count="1"><numFmt numFmtId="164" formatCode="yyyy\-mm\-dd"/></numFmts><cellStyleXfs count="1"><xf numFmtId="14"/></cellStyleXfs><cellXfs count="3"><xf numFmtId="0"/><xf numFmtId="14"/><xf numFmtId="164"/></cellXfs></styleSheet>"#
+    );
+    let mut all: Vec<(String, String)> = vec![
+        (
+            "[Content_Types].xml".into(),
+            content_types(
+                "xl/workbook.xml",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+            ),
+        ),
+        ("_rels/.rels".into(), root_rels("xl/workbook.xml")),
+        ("xl/workbook.xml".into(), workbook),
+        (
+            "xl/_rels/workbook.xml.rels".into(),
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><Relationships xmlns="{PKG_REL}">{rels}</Relationships>"#
+            ),
+        ),
+        (
+            "xl/sharedStrings.xml".into(),
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="{main_ns}">{strings}</sst>"#
+            ),
+        ),
+        ("xl/styles.xml".into(), styles),
+        (
+            "docProps/core.xml".into(),
+            core_xml("Sales 2024", "Grace Hopper"),
+        ),
+    ];
+    all.extend(parts);
+    let refs: Vec<(&str, &str)> = all.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    zip_parts(&refs)
+}
+
+/// What a PDF page shows.
+pub enum Page {
+    /// Lines of text, one `Tj` each, 16 points apart.
+    Lines(Vec<String>),
+    /// A raw content stream using font `/F1` (Helvetica).
+    Content(String),
+    /// A full-page image and no text, like a scan.
+    Image,
+}
+
+/// Writes a PDF object by object, recording offsets for the cross-reference table.
+pub struct PdfWriter {
+    out: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+impl PdfWriter {
+    pub fn new() -> Self {
+        PdfWriter {
+            out: b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n".to_vec(),
+            offsets: Vec::new(),
+        }
+    }
+
+    /// Reserves the next object number.
+    pub fn reserve(&mut self) -> usize {
+        self.offsets.push(0);
+        self.offsets.len()
+    }
+
+    pub fn object(&mut self, id: usize, body: &[u8]) {
+        self.offsets[id - 1] = self.out.len();
+        self.out
+            .extend_from_slice(format!("{id} 0 obj\n").as_bytes());
+        self.out.extend_from_slice(body);
+        self.out.extend_from_slice(b"\nendobj\n");
+    }
+
+    pub fn stream(&mut self, id: usize, dict: &str, data: &[u8]) {
+        let mut body = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\nendstream");
+        self.object(id, &body);
+    }
+
+    pub fn finish(mut self, root: usize, info: Option<usize>) -> Vec<u8> {
+        let xref = self.out.len();
+        let n = self.offsets.len() + 1;
+        self.out
+            .extend_from_slice(format!("xref\n0 {n}\n0000000000 65535 f \n").as_bytes());
+        for offset in &self.offsets {
+            self.out
+                .extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+        }
+        let info = info.map(|i| format!(" /Info {i} 0 R")).unwrap_or_default();
+        self.out.extend_from_slice(
+            format!("trailer\n<< /Size {n} /Root {root} 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n")
+                .as_bytes(),
+        );
+        self.out
+    }
+}
+
+/// Escapes a PDF literal string.
+pub fn pdf_string(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('(', "\\(")
+        .replace(')', "\\)")
+}
+
+/// A PDF of `pages` (Letter size), text in Helvetica, with `/Title` in its Info dictionary.
+pub fn pdf(pages: &[Page], title: Option<&str>) -> Vec<u8> {
+    pdf_with(pages, title, |w, content| {
+        let id = w.reserve();
+        w.stream(id, "", content.as_bytes());
+        id
+    })
+}
+
+/// Like [`pdf`], with `stream` writing each page's content stream object (to compress it).
+pub fn pdf_with(
+    pages: &[Page],
+    title: Option<&str>,
+    mut stream: impl FnMut(&mut PdfWriter, &str) -> usize,
+) -> Vec<u8> {
+    let mut w = PdfWriter::new();
+    let catalog = w.reserve();
+    let pages_id = w.reserve();
+    let font = w.reserve();
+    w.object(
+        font,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    );
+    let image = w.reserve();
+    w.stream(image, "/Type /XObject /Subtype /Image /Width 1 /Height 1 /ColorSpace /DeviceGray /BitsPerComponent 8", &[0x80]);
+    let mut kids = Vec::new();
+    for page in pages {
+        let content = match page {
+            Page::Lines(lines) => {
+                let mut c = String::from("BT /F1 12 Tf 72 720 Td 16 TL\n");
+                for (i, line) in lines.iter().enumerate() {
+                    if i > 0 {
+                        c.push_str("T* ");
+                    }
+                    c.push_str(&format!("({}) Tj\n", pdf_string(line)));
+                }
+                c.push_str("ET");
+                c
+            }
+            Page::Content(c) => c.clone(),
+            Page::Image => "q 612 0 0 792 0 0 cm /Im1 Do Q".to_owned(),
+        };
+        let content_id = stream(&mut w, &content);
+        let page_id = w.reserve();
+        w.object(
+            page_id,
+            format!(
+                "<< /Type /Page /Parent {pages_id} 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 {font} 0 R >> /XObject << /Im1 {image} 0 R >> >> /Contents {content_id} 0 R >>"
+            )
+            .as_bytes(),
+        );
+        kids.push(format!("{page_id} 0 R"));
+    }
+    w.object(
+        pages_id,
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {} >>",
+            kids.join(" "),
+            kids.len()
+        )
+        .as_bytes(),
+    );
+    w.object(
+        catalog,
+        format!("<< /Type /Catalog /Pages {pages_id} 0 R >>").as_bytes(),
+    );
+    let info = title.map(|t| {
+        let id = w.reserve();
+        w.object(
+            id,
+            format!("<< /Title ({}) /Author (Test Suite) >>", pdf_string(t)).as_bytes(),
+        );
+        id
+    });
+    w.finish(catalog, info)
+}
+
+/// A raw-deflate stream of `megabytes` MiB of zeros, built from one compressed MiB
+/// repeated: each copy ends on a full flush, so copies concatenate into one valid stream
+/// without compressing the whole.
+pub fn deflated_zeros(megabytes: usize) -> Vec<u8> {
+    let mut compress = flate2::Compress::new(flate2::Compression::best(), false);
+    let input = vec![0u8; 1 << 20];
+    let mut segment = Vec::with_capacity(4096);
+    compress
+        .compress_vec(&input, &mut segment, flate2::FlushCompress::Full)
+        .unwrap();
+    assert_eq!(
+        compress.total_in(),
+        input.len() as u64,
+        "one call compresses the MiB"
+    );
+    let mut out = Vec::with_capacity(segment.len() * megabytes + 2);
+    for _ in 0..megabytes {
+        out.extend_from_slice(&segment);
+    }
+    // An empty final block with fixed Huffman codes ends the stream.
+    out.extend_from_slice(&[0x03, 0x00]);
+    out
+}
+
+/// A zlib wrapper around a raw deflate stream (PDF's FlateDecode), with a dummy checksum
+/// that decoders stop before reaching when they hit a limit.
+pub fn zlib_wrap(raw: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x78, 0x9C];
+    out.extend_from_slice(raw);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift).
+pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+/// A zip written by hand so an entry can carry any compressed data and declare any size:
+/// `parts` are stored as they are, then `name` holds the raw deflate `data` declaring
+/// `declared` bytes (and a CRC that readers stopping early never check).
+pub fn zip_with_raw_entry(
+    parts: &[(&str, &str)],
+    name: &str,
+    data: &[u8],
+    declared: u32,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    let mut count = 0u16;
+    let mut add = |out: &mut Vec<u8>, name: &str, method: u16, crc: u32, data: &[u8], size: u32| {
+        let offset = out.len() as u32;
+        let header = |sig: u32, central: bool| {
+            let mut h = Vec::new();
+            h.extend_from_slice(&sig.to_le_bytes());
+            if central {
+                h.extend_from_slice(&20u16.to_le_bytes());
+            }
+            h.extend_from_slice(&20u16.to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes());
+            h.extend_from_slice(&method.to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes());
+            h.extend_from_slice(&0x21u16.to_le_bytes());
+            h.extend_from_slice(&crc.to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&size.to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes());
+            if central {
+                h.extend_from_slice(&[0; 6]);
+                h.extend_from_slice(&0u32.to_le_bytes());
+                h.extend_from_slice(&offset.to_le_bytes());
+            }
+            h.extend_from_slice(name.as_bytes());
+            h
+        };
+        out.extend_from_slice(&header(0x0403_4b50, false));
+        out.extend_from_slice(data);
+        central.extend_from_slice(&header(0x0201_4b50, true));
+        count += 1;
+    };
+    for (part, body) in parts {
+        let mut crc = flate2::Crc::new();
+        crc.update(body.as_bytes());
+        add(
+            &mut out,
+            part,
+            0,
+            crc.sum(),
+            body.as_bytes(),
+            body.len() as u32,
+        );
+    }
+    add(&mut out, name, 8, 0xDEAD_BEEF, data, declared);
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}

@@ -1,0 +1,314 @@
+//! Each format, built at test time with known text, through `extract`.
+
+mod common;
+
+use common::{docx, para, run, xlsx};
+use serde_json::json;
+use xenios_extract::{extract, sniff, DocumentFormat, ExtractOptions, OutputFormat};
+
+fn markdown() -> ExtractOptions {
+    ExtractOptions::default()
+}
+
+fn text() -> ExtractOptions {
+    ExtractOptions {
+        output: OutputFormat::Text,
+        ..ExtractOptions::default()
+    }
+}
+
+fn report_docx() -> Vec<u8> {
+    let body = [
+        para(Some("Title"), None, "Quarterly Report"),
+        para(Some("Heading1"), None, "Introduction"),
+        format!(
+            "<w:p>{}{}{}{}{}</w:p>",
+            run("Revenue grew ", ""),
+            run("12%", "<w:b/>"),
+            run(" in ", ""),
+            run("Q3", "<w:i/>"),
+            run(".", "<w:b w:val=\"false\"/>"),
+        ),
+        para(None, Some((1, 0)), "First point"),
+        para(None, Some((1, 1)), "Nested point"),
+        para(Some("ListBullet"), None, "Second point"),
+        para(None, Some((2, 0)), "Step one"),
+        para(None, Some((2, 0)), "Step two"),
+        para(Some("MyHeading"), None, "Details"),
+        format!(
+            "<w:tbl><w:tblPr/><w:tr><w:tc>{}</w:tc><w:tc>{}</w:tc></w:tr><w:tr><w:tc>{}</w:tc><w:tc>{}</w:tc></w:tr><w:tr><w:tc>{}{}</w:tc><w:tc>{}</w:tc></w:tr></w:tbl>",
+            para(None, None, "Name"),
+            para(None, None, "Value"),
+            para(None, None, "Alpha"),
+            para(None, None, "1"),
+            para(None, None, "Beta | Gamma"),
+            para(None, None, "second line"),
+            para(None, None, "2"),
+        ),
+        format!(
+            r#"<w:p>{}<w:hyperlink r:id="rIdLink">{}</w:hyperlink>{}</w:p>"#,
+            run("See the ", ""),
+            run("spec", ""),
+            run(".", ""),
+        ),
+        // A text box: Word writes it twice, as DrawingML and as a VML fallback.
+        format!(
+            "<w:p><w:r><mc:AlternateContent><mc:Choice Requires=\"wps\"><w:drawing><w:txbxContent>{}</w:txbxContent></w:drawing></mc:Choice><mc:Fallback><w:pict><w:txbxContent>{}</w:txbxContent></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>",
+            para(None, None, "Box text"),
+            para(None, None, "Box text"),
+        ),
+        format!(
+            "<w:p><w:pPr><w:pPrChange w:id=\"2\"><w:pPr><w:pStyle w:val=\"Heading1\"/></w:pPr></w:pPrChange></w:pPr>{}<w:del w:id=\"1\"><w:r><w:delText>REMOVED</w:delText></w:r></w:del>{}</w:p>",
+            run("Kept", ""),
+            run(" &amp; tabbed<w:tab/>end", ""),
+        ),
+    ]
+    .concat();
+    docx(&body)
+}
+
+#[test]
+fn docx_becomes_markdown_with_structure() {
+    let bytes = report_docx();
+    assert_eq!(sniff(&bytes), Some(DocumentFormat::Docx));
+    let out = extract(&bytes, &markdown()).unwrap();
+    let expected = "\
+# Quarterly Report
+
+# Introduction
+
+Revenue grew **12%** in *Q3*.
+
+- First point
+    - Nested point
+- Second point
+
+1. Step one
+2. Step two
+
+## Details
+
+| Name | Value |
+| --- | --- |
+| Alpha | 1 |
+| Beta \\| Gamma<br>second line | 2 |
+
+See the [spec](https://example.com/spec).
+
+Box text
+
+Kept & tabbed\tend";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.format, OutputFormat::Markdown);
+    assert_eq!(out.title.as_deref(), Some("Quarterly Report"));
+    assert_eq!(out.pages, None);
+    assert_eq!(out.metadata["source_format"], "docx");
+    assert_eq!(out.metadata["author"], "Ada Lovelace");
+}
+
+#[test]
+fn docx_as_text_has_no_markup() {
+    let out = extract(&report_docx(), &text()).unwrap();
+    assert_eq!(out.format, OutputFormat::Text);
+    assert!(out
+        .content
+        .starts_with("Quarterly Report\n\nIntroduction\n\nRevenue grew 12% in Q3."));
+    assert!(out
+        .content
+        .contains("Name\tValue\nAlpha\t1\nBeta | Gamma second line\t2"));
+    assert!(out.content.contains("See the spec."));
+    for markup in ["**", "# ", "](", "| ---"] {
+        assert!(
+            !out.content.contains(markup),
+            "{markup} in {:?}",
+            out.content
+        );
+    }
+}
+
+fn sales_xlsx() -> Vec<u8> {
+    let sales = r#"<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c><c r="C1" t="s"><v>2</v></c></row><row r="2"><c r="A2" t="s"><v>3</v></c><c r="B2"><v>1250.5</v></c><c r="C2" s="1"><v>45292</v></c></row><row r="3"><c r="A3" t="inlineStr"><is><t>South &amp; East</t></is></c><c r="B3"><v>0.30000000000000004</v></c><c r="C3" t="b"><v>1</v></c></row><row r="4"><c r="A4" t="s"><v>4</v></c><c r="B4" t="str"><f>B2*2</f><v>2501</v></c><c r="C4" s="2"><v>45292.5</v></c></row>"#;
+    let notes = r#"<row r="1"><c r="A1" t="s"><v>5</v></c></row><row r="3"><c r="C3" t="e"><v>#DIV/0!</v></c></row>"#;
+    xlsx(
+        &[("Sales", sales), ("Notes", notes)],
+        &["Region", "Revenue", "Date", "North", "We|st", "Note"],
+    )
+}
+
+#[test]
+fn xlsx_sheets_become_tables() {
+    let bytes = sales_xlsx();
+    assert_eq!(sniff(&bytes), Some(DocumentFormat::Xlsx));
+    let out = extract(&bytes, &markdown()).unwrap();
+    let expected = "\
+## Sales
+
+| Region | Revenue | Date |
+| --- | --- | --- |
+| North | 1250.5 | 2024-01-01 |
+| South & East | 0.3 | TRUE |
+| West | 2501 | 2024-01-01 12:00:00 |
+
+## Notes
+
+| Note |  |  |
+| --- | --- | --- |
+|  |  | #DIV/0! |";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Sales 2024"));
+    assert_eq!(out.metadata["sheets"], json!(["Sales", "Notes"]));
+    assert_eq!(out.metadata["author"], "Grace Hopper");
+
+    let plain = extract(&bytes, &text()).unwrap();
+    assert!(plain
+        .content
+        .starts_with("Sales\n\nRegion\tRevenue\tDate\nNorth\t1250.5\t2024-01-01\n"));
+}
+
+const PAGE: &str = r##"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Test  Page</title><meta name="author" content="Jane Doe">
+<style>p { color: red }</style><script>var s = "<p>not text</p>"; if (a < b) {}</script></head>
+<body><noscript>Enable JavaScript</noscript>
+<nav><a href="#top">Skip</a></nav>
+<h1>Main   Heading</h1>
+<p>Hello <b>bold</b> and <em> italic </em> with a <a href="https://example.com/x">link</a>.
+<p>Second paragraph, unclosed
+<ul><li>One<li>Two<ul><li>Two-A</li></ul></li></ul>
+<ol start="3"><li>Three</li><li>Four</li></ol>
+<table><caption>Totals</caption><tr><th>Col A</th><th>Col B</th></tr><tr><td>1</td><td>2 | 3</td></tr><tr><td colspan="2">wide</td></tr></table>
+<pre>line 1
+  line 2 &lt;tag&gt;</pre>
+<blockquote>Quoted words</blockquote>
+<p>Caf&eacute; &amp; more&nbsp;text<br>next line</p>
+<svg><text>vector label</text></svg>
+<template><p>template text</p></template>
+</body></html>"##;
+
+#[test]
+fn html_becomes_markdown() {
+    assert_eq!(sniff(PAGE.as_bytes()), Some(DocumentFormat::Html));
+    let out = extract(PAGE.as_bytes(), &markdown()).unwrap();
+    let expected = "\
+Skip
+
+# Main Heading
+
+Hello **bold** and *italic* with a [link](https://example.com/x).
+
+Second paragraph, unclosed
+
+- One
+- Two
+    - Two-A
+
+3. Three
+4. Four
+
+Totals
+
+| Col A | Col B |
+| --- | --- |
+| 1 | 2 \\| 3 |
+| wide |  |
+
+```
+line 1
+  line 2 <tag>
+```
+
+> Quoted words
+
+Café & more text
+next line";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Test Page"));
+    assert_eq!(out.metadata["author"], "Jane Doe");
+    assert_eq!(out.metadata["language"], "en");
+    assert_eq!(out.metadata["source_format"], "html");
+}
+
+#[test]
+fn html_as_text_drops_markup_and_hidden_content() {
+    let out = extract(PAGE.as_bytes(), &text()).unwrap();
+    assert!(out
+        .content
+        .contains("Main Heading\n\nHello bold and italic with a link."));
+    assert!(out.content.contains("Col A\tCol B\n1\t2 | 3"));
+    for hidden in [
+        "not text",
+        "color",
+        "Enable JavaScript",
+        "vector label",
+        "template text",
+    ] {
+        assert!(
+            !out.content.contains(hidden),
+            "{hidden} leaked into {:?}",
+            out.content
+        );
+    }
+}
+
+#[test]
+fn html_in_a_legacy_charset_is_decoded() {
+    let page = b"<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=windows-1251\"></head><body><p>\xcf\xf0\xe8\xe2\xe5\xf2</p></body></html>";
+    let out = extract(page, &markdown()).unwrap();
+    assert_eq!(out.content, "Привет");
+}
+
+#[test]
+fn csv_becomes_a_table() {
+    let csv = "name,age,city\nAlice,30,\"New York, NY\"\nBob,25,Paris\n";
+    assert_eq!(sniff(csv.as_bytes()), Some(DocumentFormat::Csv));
+    let out = extract(csv.as_bytes(), &markdown()).unwrap();
+    assert_eq!(
+        out.content,
+        "| name | age | city |\n| --- | --- | --- |\n| Alice | 30 | New York, NY |\n| Bob | 25 | Paris |"
+    );
+    assert_eq!(out.metadata["rows"], 3);
+    assert_eq!(out.metadata["columns"], 3);
+    assert_eq!(out.metadata["delimiter"], ",");
+
+    let plain = extract(csv.as_bytes(), &text()).unwrap();
+    assert_eq!(
+        plain.content,
+        "name\tage\tcity\nAlice\t30\tNew York, NY\nBob\t25\tParis"
+    );
+
+    let semicolons = "a;b\n1;2,5\n3;4\n";
+    let out = extract(semicolons.as_bytes(), &markdown()).unwrap();
+    assert_eq!(
+        out.content,
+        "| a | b |\n| --- | --- |\n| 1 | 2,5 |\n| 3 | 4 |"
+    );
+}
+
+#[test]
+fn text_and_markdown_pass_through() {
+    let md = "# Notes\r\n\r\nSome *text* here.\r\n";
+    assert_eq!(sniff(md.as_bytes()), Some(DocumentFormat::Markdown));
+    let out = extract(md.as_bytes(), &markdown()).unwrap();
+    assert_eq!(out.content, "# Notes\n\nSome *text* here.");
+    assert_eq!(out.title.as_deref(), Some("Notes"));
+    assert_eq!(out.metadata["source_format"], "markdown");
+
+    let plain = "Dear reader,\nthis is plain text.\n";
+    assert_eq!(sniff(plain.as_bytes()), Some(DocumentFormat::Text));
+    let out = extract(plain.as_bytes(), &text()).unwrap();
+    assert_eq!(out.content, "Dear reader,\nthis is plain text.");
+    assert_eq!(out.title, None);
+    assert_eq!(out.metadata["source_format"], "text");
+
+    let latin1 = b"Gr\xfc\xdfe aus K\xf6ln";
+    assert_eq!(extract(latin1, &text()).unwrap().content, "Grüße aus Köln");
+}
+
+#[test]
+fn result_serializes_in_the_job_result_shape() {
+    let out = extract(b"# T\n\nbody", &markdown()).unwrap();
+    let value = serde_json::to_value(&out).unwrap();
+    assert_eq!(value["format"], "markdown");
+    assert_eq!(value["title"], "T");
+    assert_eq!(value["pages"], serde_json::Value::Null);
+    assert_eq!(value["metadata"]["source_format"], "markdown");
+}

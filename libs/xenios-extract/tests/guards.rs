@@ -1,0 +1,215 @@
+//! Hostile and oversized input: every failure is a clear error with a stable code, fast.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{deflated_zeros, docx, noise, para, zip_parts, zip_with_raw_entry};
+use xenios_extract::{extract, extract_as, sniff, DocumentFormat, ExtractOptions};
+
+const CONTENT_TYPES: &str = r#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#;
+
+/// A DOCX whose `word/document.xml` is 300 MiB of zeros in about 300 KiB, declaring
+/// `declared` bytes.
+fn zip_bomb(declared: u32) -> Vec<u8> {
+    zip_with_raw_entry(
+        &[("[Content_Types].xml", CONTENT_TYPES)],
+        "word/document.xml",
+        &deflated_zeros(300),
+        declared,
+    )
+}
+
+#[test]
+fn zip_bomb_declaring_its_size_is_refused_before_inflating() {
+    let bytes = zip_bomb(300 << 20);
+    assert!(
+        bytes.len() < 1 << 20,
+        "the bomb itself is small: {}",
+        bytes.len()
+    );
+    assert_eq!(sniff(&bytes), Some(DocumentFormat::Docx));
+    let started = Instant::now();
+    let err = extract(&bytes, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("word/document.xml"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn zip_bomb_lying_about_its_size_is_stopped_while_inflating() {
+    // Declares 10 MiB: under the budget, and a plausible ratio for its compressed size.
+    let bytes = zip_bomb(10 << 20);
+    let started = Instant::now();
+    let err = extract(&bytes, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("compression ratio"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn zip_parts_share_one_decompression_budget() {
+    let filler: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "<w:p><w:r><w:t>Paragraph {i}: lorem ipsum {}</w:t></w:r></w:p>",
+                i * 7919 % 10_007
+            )
+        })
+        .collect();
+    let bytes = docx(&filler);
+    let opts = ExtractOptions {
+        max_decompressed_bytes: 256 * 1024,
+        ..ExtractOptions::default()
+    };
+    let err = extract(&bytes, &opts).unwrap_err();
+    assert_eq!(err.code(), "too_large");
+    assert!(extract(&bytes, &ExtractOptions::default()).is_ok());
+}
+
+#[test]
+fn damaged_zip_parts_are_corrupt() {
+    let mut bytes = docx(&para(None, None, "Hello"));
+    // Flip bytes in the middle of the archive, inside some compressed part.
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x5A;
+    }
+    let err = extract_as(&bytes, DocumentFormat::Docx, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document", "{err}");
+
+    let not_ooxml = zip_parts(&[
+        ("[Content_Types].xml", CONTENT_TYPES),
+        ("word/other.xml", "<x/>"),
+    ]);
+    assert_eq!(sniff(&not_ooxml), None);
+    assert_eq!(
+        extract(&not_ooxml, &ExtractOptions::default())
+            .unwrap_err()
+            .code(),
+        "unsupported_format"
+    );
+    let err = extract_as(&not_ooxml, DocumentFormat::Docx, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document");
+}
+
+#[test]
+fn random_bytes_are_an_unsupported_format() {
+    for seed in 1..20 {
+        let bytes = noise(4096, seed);
+        let err = extract(&bytes, &ExtractOptions::default()).unwrap_err();
+        assert_eq!(err.code(), "unsupported_format");
+    }
+    assert_eq!(
+        extract(b"", &ExtractOptions::default()).unwrap_err().code(),
+        "unsupported_format"
+    );
+}
+
+#[test]
+fn random_bytes_read_as_each_format_never_panic() {
+    let formats = [
+        DocumentFormat::Pdf,
+        DocumentFormat::Docx,
+        DocumentFormat::Xlsx,
+        DocumentFormat::Html,
+        DocumentFormat::Csv,
+        DocumentFormat::Markdown,
+        DocumentFormat::Text,
+    ];
+    for seed in 1..50 {
+        let bytes = noise(2048, seed);
+        for format in formats {
+            // Text formats read anything; the others must fail cleanly.
+            let _ = extract_as(&bytes, format, &ExtractOptions::default());
+        }
+    }
+}
+
+#[test]
+fn a_passed_deadline_is_a_timeout() {
+    let opts = ExtractOptions {
+        deadline: Some(Instant::now()),
+        ..ExtractOptions::default()
+    };
+    let err = extract(b"plain text", &opts).unwrap_err();
+    assert_eq!(err.code(), "timeout");
+
+    // A deadline reached midway stops a long extraction.
+    let csv = "a,b,c\n".repeat(2_000_000);
+    let opts = ExtractOptions {
+        deadline: Some(Instant::now() + Duration::from_millis(50)),
+        ..ExtractOptions::default()
+    };
+    let started = Instant::now();
+    assert_eq!(
+        extract(csv.as_bytes(), &opts).unwrap_err().code(),
+        "timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn output_limit_is_too_large() {
+    let opts = ExtractOptions {
+        max_output_chars: 100,
+        ..ExtractOptions::default()
+    };
+    let long = "word ".repeat(1000);
+    assert_eq!(
+        extract(long.as_bytes(), &opts).unwrap_err().code(),
+        "too_large"
+    );
+    let html = format!("<html><body><p>{long}</p></body></html>");
+    assert_eq!(
+        extract(html.as_bytes(), &opts).unwrap_err().code(),
+        "too_large"
+    );
+    assert!(extract(b"short", &opts).is_ok());
+}
+
+#[test]
+fn sparse_sheet_costs_output_not_memory() {
+    // One cell in A and one in XFD on each of many rows: a huge grid if materialised.
+    let mut rows = String::new();
+    for r in 1..=5000 {
+        rows.push_str(&format!(
+            r#"<row r="{r}"><c r="A{r}" t="inlineStr"><is><t>a</t></is></c><c r="XFD{r}" t="inlineStr"><is><t>z</t></is></c></row>"#
+        ));
+    }
+    let bytes = common::xlsx(&[("Wide", &rows)], &[]);
+    let started = Instant::now();
+    let err = extract(&bytes, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn deeply_nested_markup_is_fine() {
+    let html = format!(
+        "{}deep{}",
+        "<div><b>".repeat(50_000),
+        "</b></div>".repeat(50_000)
+    );
+    let out = extract(html.as_bytes(), &ExtractOptions::default()).unwrap();
+    assert!(out.content.contains("deep"));
+
+    let xml_body = format!(
+        "{}{}",
+        "<w:sdt><w:sdtContent>".repeat(20_000),
+        "</w:sdtContent></w:sdt>".repeat(20_000)
+    );
+    let bytes = docx(&format!("{xml_body}{}", para(None, None, "after")));
+    assert!(extract(&bytes, &ExtractOptions::default())
+        .unwrap()
+        .content
+        .contains("after"));
+
+    let cell = |inner: &str| format!("<w:tbl><w:tr><w:tc>{inner}</w:tc></w:tr></w:tbl>");
+    let mut tables = para(None, None, "innermost");
+    for _ in 0..5_000 {
+        tables = cell(&tables);
+    }
+    let out = extract(&docx(&tables), &ExtractOptions::default()).unwrap();
+    assert_eq!(out.content, "| innermost |\n| --- |");
+}

@@ -1,0 +1,178 @@
+//! The `llm` job kind: a job's input goes through the [`LlmGateway`]; streamed tokens leave on
+//! the job's events as they arrive, and every provider call is written to `inference_logs`.
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use xenios_contract::inputs::{parse_llm, LlmInput};
+use xenios_contract::{JobId, JobKind};
+use xenios_runtime::{Handler, HandlerError, HandlerResult, JobContext};
+use xenios_store::{InferenceLog, Store};
+
+use crate::{
+    CallObserver, CallRecord, LlmError, LlmGateway, LlmRequest, LlmResult, Message, Role,
+    StreamEvent,
+};
+
+/// Serves `jobs.llm`. One per process: the gateway holds the providers' connection pool.
+pub struct LlmHandler {
+    gateway: Arc<LlmGateway>,
+}
+
+impl LlmHandler {
+    pub fn new(gateway: Arc<LlmGateway>) -> Self {
+        LlmHandler { gateway }
+    }
+}
+
+impl Handler for LlmHandler {
+    fn kind(&self) -> JobKind {
+        JobKind::Llm
+    }
+
+    fn handle(&self, job: JobContext) -> BoxFuture<'_, HandlerResult> {
+        Box::pin(async move {
+            let input = parse_llm(&job.input)
+                .map_err(|e| HandlerError::permanent("invalid_input", e.to_string()))?;
+            let stream = input.stream;
+            let request = request(input)?;
+            let (observer, writer) = AuditLog::start(job.store().clone(), &job);
+            let outcome = if stream {
+                self.stream(&job, request, &observer).await
+            } else {
+                self.gateway
+                    .complete(request, &observer, job.cancel.clone())
+                    .await
+            };
+            // The writer ends once the observer (its only sender) is gone and every record of
+            // this attempt is stored.
+            drop(observer);
+            let _ = writer.await;
+            match outcome {
+                Ok(result) => serde_json::to_value(result)
+                    .map_err(|e| HandlerError::permanent("internal", e.to_string())),
+                Err(e) => Err(failure(e)),
+            }
+        })
+    }
+}
+
+impl LlmHandler {
+    /// Publishes each token the moment the gateway yields it: nothing is held back here.
+    async fn stream(
+        &self,
+        job: &JobContext,
+        request: LlmRequest,
+        observer: &AuditLog,
+    ) -> Result<LlmResult, LlmError> {
+        let mut stream = self.gateway.stream(request, observer, job.cancel.clone());
+        while let Some(item) = stream.next().await {
+            match item? {
+                StreamEvent::Token(text) => job.token(&text).await,
+                StreamEvent::Done(result) => return Ok(result),
+            }
+        }
+        Err(LlmError::Config(
+            "the stream ended without a result".to_owned(),
+        ))
+    }
+}
+
+fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
+    let messages = input
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(HandlerError::permanent(
+                        "invalid_input",
+                        format!("input.messages[{i}].role: `{other}` is not a role"),
+                    ))
+                }
+            };
+            Ok(Message::new(role, m.content))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LlmRequest {
+        task: input.task,
+        messages,
+        response_format: input.response_format,
+        max_tokens: input.max_tokens,
+        temperature: input.temperature,
+    })
+}
+
+/// The job's failure as the runtime takes it: retried later only if the gateway says so.
+fn failure(e: LlmError) -> HandlerError {
+    let message = e.to_string();
+    match e {
+        // The runtime knows why it interrupted the job (cancel, time limit, shutdown) and
+        // decides on its own; this only ends the attempt.
+        LlmError::Cancelled => HandlerError::transient("cancelled", message),
+        e if e.retryable() => HandlerError::transient(e.code(), message),
+        e => HandlerError::permanent(e.code(), message),
+    }
+}
+
+/// Writes call records to `inference_logs` off the request's path: the observer only hands
+/// each record to a writer task. The channel is unbounded because a request makes at most
+/// candidates × tries × re-asks calls, a handful.
+struct AuditLog {
+    records: mpsc::UnboundedSender<CallRecord>,
+}
+
+impl AuditLog {
+    /// The writer is spawned, so rows already handed over are written even if the attempt is
+    /// abandoned; it finishes when the `AuditLog` is dropped and its queue is empty.
+    fn start(store: Store, job: &JobContext) -> (AuditLog, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<CallRecord>();
+        let user_id = job.user_id.clone();
+        let job_id: JobId = job.job_id;
+        let writer = tokio::spawn(async move {
+            while let Some(record) = rx.recv().await {
+                let log = row(&record, user_id.clone(), job_id);
+                if let Err(e) = store.insert_inference_log(&log).await {
+                    tracing::warn!(error = %e, attempt = record.attempt, "cannot write an inference log");
+                }
+            }
+        });
+        (AuditLog { records: tx }, writer)
+    }
+}
+
+impl CallObserver for AuditLog {
+    fn on_call(&self, record: &CallRecord) {
+        let _ = self.records.send(record.clone());
+    }
+}
+
+fn row(record: &CallRecord, user_id: Option<String>, job_id: JobId) -> InferenceLog {
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        created_at: chrono::Utc::now(),
+        user_id,
+        job_id: Some(job_id),
+        task: record.task.clone(),
+        model: record.model.clone(),
+        provider: record.provider.clone(),
+        attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
+        input_tokens: int(record.input_tokens),
+        output_tokens: int(record.output_tokens),
+        latency_ms: int(record.latency_ms),
+        ttft_ms: record.ttft_ms.map(int),
+        cost_usd: record.cost_usd,
+        success: record.success,
+        // The table has no status column; the provider's answer is part of what went wrong.
+        error: record.error.as_ref().map(|e| match record.status {
+            Some(status) => format!("HTTP {status}: {e}"),
+            None => e.clone(),
+        }),
+    }
+}

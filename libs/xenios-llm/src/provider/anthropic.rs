@@ -1,0 +1,130 @@
+//! Anthropic's Messages API: the system prompt apart, strictly alternating turns, and a
+//! stream of typed events.
+use serde_json::{json, Value};
+
+use super::{error_text, CallSpec, Parsed, Step};
+use crate::sse::SseEvent;
+use crate::{Role, Usage};
+
+/// Anthropic accepts temperatures up to 1.
+const MAX_TEMPERATURE: f64 = 1.0;
+
+pub(super) fn body(spec: &CallSpec<'_>) -> Value {
+    let system: Vec<&str> = spec
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .chain(spec.instruction)
+        .collect();
+    // Consecutive messages of one role become one turn.
+    let mut turns: Vec<(Role, String)> = Vec::new();
+    for m in spec.messages.iter().filter(|m| m.role != Role::System) {
+        match turns.last_mut() {
+            Some((role, text)) if *role == m.role => {
+                text.push_str("\n\n");
+                text.push_str(&m.content);
+            }
+            _ => turns.push((m.role, m.content.clone())),
+        }
+    }
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role.as_str(), "content": content}))
+        .collect();
+    let mut body = json!({
+        "model": spec.model,
+        "max_tokens": spec.max_tokens,
+        "messages": messages,
+        "temperature": spec.temperature.min(MAX_TEMPERATURE),
+    });
+    if !system.is_empty() {
+        body["system"] = system.join("\n\n").into();
+    }
+    if spec.stream {
+        body["stream"] = true.into();
+    }
+    body
+}
+
+/// Input tokens count cache writes and reads too: they are billed.
+fn absorb(usage: &mut Usage, wire: &Value) {
+    let field = |name| wire.get(name).and_then(Value::as_u64);
+    if let Some(input) = field("input_tokens") {
+        usage.input_tokens = input
+            + field("cache_creation_input_tokens").unwrap_or(0)
+            + field("cache_read_input_tokens").unwrap_or(0);
+    }
+    // Cumulative in `message_delta`, so it replaces.
+    if let Some(output) = field("output_tokens") {
+        usage.output_tokens = output;
+    }
+}
+
+pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    if let Some(error) = v.get("error") {
+        return Err(error_text(error));
+    }
+    let blocks = v
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or("the answer has no content")?;
+    let content = blocks
+        .iter()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+        .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .collect();
+    let mut usage = Usage::default();
+    if let Some(wire) = v.get("usage") {
+        absorb(&mut usage, wire);
+    }
+    Ok(Parsed {
+        content,
+        usage,
+        cost_usd: None,
+    })
+}
+
+/// `message_start`, `content_block_start`, `content_block_delta`…, `content_block_stop`,
+/// `message_delta` (usage), `message_stop`; `ping` and `error` anywhere.
+#[derive(Default)]
+pub(super) struct Decoder {
+    pub usage: Usage,
+}
+
+impl Decoder {
+    pub fn feed(&mut self, event: &SseEvent) -> Result<Step, String> {
+        let v: Value = serde_json::from_str(&event.data)
+            .map_err(|e| format!("unreadable stream event: {e}"))?;
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or_default();
+        Ok(match kind {
+            "message_start" => {
+                if let Some(wire) = v.pointer("/message/usage") {
+                    absorb(&mut self.usage, wire);
+                }
+                Step::Skip
+            }
+            "content_block_delta"
+                if v.pointer("/delta/type").and_then(Value::as_str) == Some("text_delta") =>
+            {
+                let text = v.pointer("/delta/text").and_then(Value::as_str);
+                Step::Text(text.unwrap_or_default().to_owned())
+            }
+            "message_delta" => {
+                if let Some(wire) = v.get("usage") {
+                    absorb(&mut self.usage, wire);
+                }
+                Step::Skip
+            }
+            "message_stop" => Step::Done,
+            "error" => return Err(error_text(v.get("error").unwrap_or(&v))),
+            // ping, block boundaries, thinking and tool deltas, event types added later.
+            _ => Step::Skip,
+        })
+    }
+}

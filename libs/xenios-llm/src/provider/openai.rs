@@ -1,0 +1,140 @@
+//! OpenAI chat completions, as OpenAI, OpenRouter, vLLM, Ollama and llama.cpp serve them.
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{error_text, CallSpec, Parsed, Step};
+use crate::sse::SseEvent;
+use crate::Usage;
+
+pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool) -> Value {
+    let messages: Vec<Value> = spec
+        .messages
+        .iter()
+        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    let mut body = json!({
+        "model": spec.model,
+        "messages": messages,
+        "temperature": spec.temperature,
+        "max_tokens": spec.max_tokens,
+    });
+    if let Some(rf) = spec.response_format {
+        body["response_format"] = rf.clone();
+    }
+    if spec.stream {
+        body["stream"] = true.into();
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    if ask_usage {
+        body["usage"] = json!({"include": true});
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    /// OpenRouter's, in USD.
+    cost: Option<f64>,
+}
+
+impl WireUsage {
+    fn usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.prompt_tokens,
+            output_tokens: self.completion_tokens,
+        }
+    }
+}
+
+pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
+    #[derive(Deserialize)]
+    struct Completion {
+        #[serde(default)]
+        choices: Vec<Choice>,
+        usage: Option<WireUsage>,
+        error: Option<Value>,
+    }
+    #[derive(Deserialize)]
+    struct Choice {
+        message: ChoiceMessage,
+    }
+    #[derive(Deserialize)]
+    struct ChoiceMessage {
+        content: Option<String>,
+    }
+    let completion: Completion =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    // OpenRouter reports some upstream failures with status 200.
+    if let Some(error) = completion.error {
+        return Err(error_text(&error));
+    }
+    let choice = completion
+        .choices
+        .into_iter()
+        .next()
+        .ok_or("the answer has no choices")?;
+    Ok(Parsed {
+        content: choice.message.content.unwrap_or_default(),
+        usage: completion
+            .usage
+            .as_ref()
+            .map(WireUsage::usage)
+            .unwrap_or_default(),
+        cost_usd: completion.usage.and_then(|u| u.cost),
+    })
+}
+
+/// `data: {chunk}` … `data: [DONE]`; the usage arrives in a last chunk without choices.
+#[derive(Default)]
+pub(super) struct Decoder {
+    pub usage: Usage,
+    pub cost: Option<f64>,
+    /// A choice carried a `finish_reason`.
+    pub finished: bool,
+}
+
+impl Decoder {
+    pub fn feed(&mut self, event: &SseEvent) -> Result<Step, String> {
+        #[derive(Deserialize)]
+        struct Chunk {
+            #[serde(default)]
+            choices: Vec<ChunkChoice>,
+            usage: Option<WireUsage>,
+            error: Option<Value>,
+        }
+        #[derive(Deserialize)]
+        struct ChunkChoice {
+            delta: Option<Delta>,
+            finish_reason: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Delta {
+            content: Option<String>,
+        }
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            return Ok(Step::Done);
+        }
+        let chunk: Chunk =
+            serde_json::from_str(data).map_err(|e| format!("unreadable stream chunk: {e}"))?;
+        if let Some(error) = chunk.error {
+            return Err(error_text(&error));
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = usage.usage();
+            self.cost = usage.cost.or(self.cost);
+        }
+        let Some(choice) = chunk.choices.into_iter().next() else {
+            return Ok(Step::Skip);
+        };
+        self.finished |= choice.finish_reason.is_some();
+        Ok(choice
+            .delta
+            .and_then(|d| d.content)
+            .map_or(Step::Skip, Step::Text))
+    }
+}

@@ -1,0 +1,135 @@
+//! What callers hand in and get back.
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Message {
+            role,
+            content: content.into(),
+        }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Message::new(Role::System, content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Message::new(Role::User, content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Message::new(Role::Assistant, content)
+    }
+}
+
+/// The `llm` job input (SPEC §3): deserialize it straight from the command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmRequest {
+    pub task: String,
+    pub messages: Vec<Message>,
+    /// `{"type":"json_schema","json_schema":{"name","schema",…}}`, `{"type":"json_object"}` or
+    /// `{"type":"text"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    /// Overrides the task's value, within `llm.max_tokens_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Overrides the task's value, within 0..=2 (Anthropic is sent at most 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+}
+
+/// The `llm` job result (SPEC §3), plus the provider that answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmResult {
+    pub content: String,
+    /// The model id as the routing table names it.
+    pub model: String,
+    pub provider: String,
+    /// The answer came from a candidate after the first.
+    pub fallback_used: bool,
+    /// Summed over every answered call of the request (JSON-schema re-asks included).
+    pub usage: Usage,
+    pub latency_ms: u64,
+    /// Summed like `usage`; `None` when no call had a known price.
+    pub cost_usd: Option<f64>,
+    /// The validated JSON value, when a JSON `response_format` was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parsed: Option<Value>,
+}
+
+/// An item of [`crate::LlmStream`]: text as it arrives, then the result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Token(String),
+    Done(LlmResult),
+}
+
+/// One provider call (one try), for the audit log (`inference_logs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRecord {
+    pub task: String,
+    pub provider: String,
+    /// The model id as the routing table names it.
+    pub model: String,
+    /// 1 for the first call of a request, counting every retry, fallback and re-ask.
+    pub attempt: u32,
+    pub streaming: bool,
+    /// The provider's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub latency_ms: u64,
+    /// Streamed calls that produced text only.
+    pub ttft_ms: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub success: bool,
+    pub error: Option<String>,
+}
+
+/// Told about every provider call as soon as it ends. Called inline: keep it quick (hand the
+/// record to a channel or a buffered writer).
+pub trait CallObserver: Send + Sync {
+    fn on_call(&self, record: &CallRecord);
+}
+
+impl<F: Fn(&CallRecord) + Send + Sync> CallObserver for F {
+    fn on_call(&self, record: &CallRecord) {
+        self(record)
+    }
+}

@@ -1,0 +1,345 @@
+//! Each provider's wire format, whole and streamed, against a stub speaking it.
+mod support;
+
+use futures::StreamExt;
+use serde_json::json;
+use support::*;
+use tokio_util::sync::CancellationToken;
+use xenios_config::{ProviderSettings, ProvidersSettings};
+use xenios_llm::{LlmError, LlmGateway, LlmResult, LlmStream, Message, StreamEvent, Usage};
+
+/// Every token, then the result.
+async fn collect(mut stream: LlmStream<'_>) -> (Vec<String>, Result<LlmResult, LlmError>) {
+    let mut tokens = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(StreamEvent::Token(t)) => tokens.push(t),
+            Ok(StreamEvent::Done(result)) => {
+                assert!(stream.next().await.is_none(), "nothing after Done");
+                return (tokens, Ok(result));
+            }
+            Err(e) => {
+                assert!(stream.next().await.is_none(), "nothing after an error");
+                return (tokens, Err(e));
+            }
+        }
+    }
+    panic!("the stream ended without a result");
+}
+
+fn header(seen: &Seen, name: &str) -> Option<String> {
+    seen.headers
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn openrouter_complete_sends_its_headers_and_uses_its_reported_cost() {
+    let stub = Stub::start().await;
+    let mut llm = settings(vec![(
+        "summary",
+        task(&["anthropic/claude-opus-4-20250514"]),
+    )]);
+    llm.openrouter_referer = Some("https://app.example".into());
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "anthropic/claude-opus-4-20250514";
+    stub.push(model, openrouter_text(model, "Hello.", 12, 3, 0.0042));
+
+    let calls = Calls::default();
+    let result = gateway
+        .complete(request("summary"), &calls, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(result.content, "Hello.");
+    assert_eq!(result.model, model);
+    assert_eq!(result.provider, "openrouter");
+    assert!(!result.fallback_used);
+    assert_eq!(
+        result.usage,
+        Usage {
+            input_tokens: 12,
+            output_tokens: 3
+        }
+    );
+    assert_eq!(result.cost_usd, Some(0.0042));
+    assert_eq!(result.parsed, None);
+
+    let seen = &stub.seen(model)[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(
+        header(seen, "authorization").as_deref(),
+        Some("Bearer or-key")
+    );
+    assert_eq!(
+        header(seen, "http-referer").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(header(seen, "x-title").as_deref(), Some("Xenios"));
+    assert_eq!(
+        seen.body,
+        json!({
+            "model": model,
+            "messages": [{"role": "system", "content": "You are terse."},
+                         {"role": "user", "content": "Say hello."}],
+            "temperature": 0.2,
+            "max_tokens": 100,
+            "usage": {"include": true},
+        })
+    );
+
+    let records = calls.all();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (r.task.as_str(), r.provider.as_str(), r.model.as_str()),
+        ("summary", "openrouter", model)
+    );
+    assert_eq!(
+        (r.attempt, r.status, r.success, r.streaming),
+        (1, Some(200), true, false)
+    );
+    assert_eq!(
+        (r.input_tokens, r.output_tokens, r.cost_usd),
+        (12, 3, Some(0.0042))
+    );
+    assert_eq!(r.ttft_ms, None);
+    assert_eq!(r.error, None);
+}
+
+#[tokio::test]
+async fn openrouter_stream_yields_each_token_then_the_result() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![(
+        "chat",
+        task(&["openrouter:anthropic/claude-opus-4-20250514"]),
+    )]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "anthropic/claude-opus-4-20250514";
+    stub.push(
+        model,
+        openai_stream(model, &["Hel", "lo", " there", "."], 20, 4, Some(0.001)),
+    );
+
+    let calls = Calls::default();
+    let (tokens, result) =
+        collect(gateway.stream(request("chat"), &calls, CancellationToken::new())).await;
+    let result = result.unwrap();
+
+    assert_eq!(tokens, ["Hel", "lo", " there", "."]);
+    assert_eq!(result.content, "Hello there.");
+    assert_eq!(
+        result.usage,
+        Usage {
+            input_tokens: 20,
+            output_tokens: 4
+        }
+    );
+    assert_eq!(result.cost_usd, Some(0.001));
+    let body = &stub.seen(model)[0].body;
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"], json!({"include_usage": true}));
+    let r = &calls.all()[0];
+    assert!(r.success && r.streaming);
+    assert!(r.ttft_ms.is_some() && r.ttft_ms <= Some(r.latency_ms));
+    assert_eq!((r.input_tokens, r.output_tokens), (20, 4));
+}
+
+#[tokio::test]
+async fn openai_compatible_complete_and_stream_drop_the_openai_prefix_and_price_by_table() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![("intent", task(&["openai:openai/gpt-4o-mini"]))]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    stub.push(
+        "gpt-4o-mini",
+        openai_text("gpt-4o-mini", "greeting", 1000, 10),
+    );
+    stub.push(
+        "gpt-4o-mini",
+        openai_stream("gpt-4o-mini", &["greet", "ing"], 1000, 10, None),
+    );
+
+    let calls = Calls::default();
+    let whole = gateway
+        .complete(request("intent"), &calls, CancellationToken::new())
+        .await
+        .unwrap();
+    let (tokens, streamed) =
+        collect(gateway.stream(request("intent"), &calls, CancellationToken::new())).await;
+    let streamed = streamed.unwrap();
+
+    // gpt-4o-mini lists at $0.15 in / $0.60 out per million tokens.
+    let cost = (1000.0 * 0.15 + 10.0 * 0.6) / 1e6;
+    for result in [&whole, &streamed] {
+        assert_eq!(result.content, "greeting");
+        assert_eq!(result.model, "openai/gpt-4o-mini");
+        assert_eq!(result.provider, "openai");
+        assert!((result.cost_usd.unwrap() - cost).abs() < 1e-12);
+    }
+    assert_eq!(tokens, ["greet", "ing"]);
+    let seen = stub.seen("gpt-4o-mini");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        header(&seen[0], "authorization").as_deref(),
+        Some("Bearer oa-key")
+    );
+    assert_eq!(header(&seen[0], "x-title"), None);
+    assert_eq!(seen[0].body.get("usage"), None);
+    assert_eq!(seen[1].body["stream"], true);
+    assert_eq!(calls.all().len(), 2);
+}
+
+#[tokio::test]
+async fn a_local_openai_compatible_server_needs_no_key() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![(
+        "chat",
+        task(&["vllm:meta-llama/Llama-3.1-8B-Instruct"]),
+    )]);
+    let providers = ProvidersSettings {
+        extra: [(
+            "vllm".to_owned(),
+            ProviderSettings {
+                api_key: None,
+                base_url: Some(format!("{}/v1", stub.url)),
+            },
+        )]
+        .into(),
+        ..ProvidersSettings::default()
+    };
+    let gateway = LlmGateway::new(&llm, &providers).unwrap();
+    let model = "meta-llama/Llama-3.1-8B-Instruct";
+    stub.push(model, openai_text(model, "hi", 5, 1));
+
+    let result = gateway
+        .complete(request("chat"), &Calls::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (result.content.as_str(), result.provider.as_str()),
+        ("hi", "vllm")
+    );
+    assert_eq!(result.cost_usd, None, "no price known");
+    assert_eq!(header(&stub.seen(model)[0], "authorization"), None);
+}
+
+#[tokio::test]
+async fn anthropic_complete_splits_out_the_system_prompt_and_merges_turns() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![(
+        "summary",
+        task(&["anthropic:anthropic/claude-sonnet-4-20250514"]),
+    )]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "claude-sonnet-4-20250514";
+    stub.push(model, anthropic_text(model, "A summary.", 2000, 100));
+
+    let mut req = request("summary");
+    req.messages.push(Message::user("Be brief."));
+    req.messages.push(Message::system("Use British spelling."));
+    req.temperature = Some(1.5);
+    req.max_tokens = Some(321);
+    let calls = Calls::default();
+    let result = gateway
+        .complete(req, &calls, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(result.content, "A summary.");
+    assert_eq!(result.model, "anthropic/claude-sonnet-4-20250514");
+    assert_eq!(result.provider, "anthropic");
+    assert_eq!(
+        result.usage,
+        Usage {
+            input_tokens: 2000,
+            output_tokens: 100
+        }
+    );
+    // Sonnet 4 lists at $3 in / $15 out per million tokens.
+    assert!((result.cost_usd.unwrap() - (2000.0 * 3.0 + 100.0 * 15.0) / 1e6).abs() < 1e-12);
+
+    let seen = &stub.seen(model)[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(header(seen, "x-api-key").as_deref(), Some("an-key"));
+    assert_eq!(
+        header(seen, "anthropic-version").as_deref(),
+        Some("2023-06-01")
+    );
+    assert_eq!(header(seen, "authorization"), None);
+    assert_eq!(
+        seen.body,
+        json!({
+            "model": model,
+            "max_tokens": 321,
+            "system": "You are terse.\n\nUse British spelling.",
+            "messages": [{"role": "user", "content": "Say hello.\n\nBe brief."}],
+            "temperature": 1.0,
+        })
+    );
+    assert_eq!(calls.all()[0].cost_usd, result.cost_usd);
+}
+
+#[tokio::test]
+async fn anthropic_stream_reads_its_event_types() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![("chat", task(&["anthropic:claude-opus-4-20250514"]))]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "claude-opus-4-20250514";
+    stub.push(
+        model,
+        anthropic_stream(model, &["Once", " upon", " a time"], 50, 7),
+    );
+
+    let calls = Calls::default();
+    let (tokens, result) =
+        collect(gateway.stream(request("chat"), &calls, CancellationToken::new())).await;
+    let result = result.unwrap();
+
+    assert_eq!(tokens, ["Once", " upon", " a time"]);
+    assert_eq!(result.content, "Once upon a time");
+    assert_eq!(
+        result.usage,
+        Usage {
+            input_tokens: 50,
+            output_tokens: 7
+        }
+    );
+    assert_eq!(stub.seen(model)[0].body["stream"], true);
+    let r = &calls.all()[0];
+    assert!(r.ttft_ms.is_some());
+    assert!((r.cost_usd.unwrap() - (50.0 * 15.0 + 7.0 * 75.0) / 1e6).abs() < 1e-12);
+}
+
+#[tokio::test]
+async fn an_anthropic_error_event_before_text_is_retried() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![("chat", task(&["anthropic:claude-opus-4-20250514"]))]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "claude-opus-4-20250514";
+    let mut overloaded = anthropic_stream_start(model, &[], 50);
+    overloaded.push(Piece::Raw(
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".into(),
+    ));
+    stub.push(model, Script::Sse(overloaded));
+    stub.push(
+        model,
+        anthropic_error(529, "overloaded_error", "Overloaded"),
+    );
+    stub.push(model, anthropic_stream(model, &["ok"], 50, 1));
+
+    let calls = Calls::default();
+    let (tokens, result) =
+        collect(gateway.stream(request("chat"), &calls, CancellationToken::new())).await;
+    assert_eq!(result.unwrap().content, "ok");
+    assert_eq!(tokens, ["ok"]);
+    let records = calls.all();
+    assert_eq!(records.len(), 3);
+    assert!(records[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("overloaded_error: Overloaded"));
+    assert_eq!(records[0].input_tokens, 50, "usage so far is recorded");
+    assert_eq!(records[1].status, Some(529));
+    assert!(records[2].success);
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# `make bench`: the release build driven end to end with echo jobs over HTTP, side by side
+# with the Celery + Redis baseline, with the same load generator on this machine.
+#
+#   scripts/bench.sh [N] [C] [RUNS]     defaults: 3000 32 3
+#
+# For each database (SQLite, PostgreSQL) and each run: a private nats-server, `xenios-api`
+# and one `xenios worker` as separate release processes; loadgen submits N echo jobs C at a
+# time and observes completion (1) over each job's SSE stream and (2) by polling every 20 ms
+# like the baseline. Peak RSS of the API and the worker is sampled from /proc. Then the
+# baseline (../shared/bench/peers/celery) and the raw JetStream ceiling. Figures land in
+# bench/results/<date>/ (JSON from loadgen, plus summary.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+N=${1:-3000} C=${2:-32} RUNS=${3:-3}
+shared=$(cd "$root/../shared/bench" && pwd)
+tools=$root/target/bench-tools
+out=$root/bench/results/$(date +%Y-%m-%d-%H%M)
+mkdir -p "$tools" "$out"
+
+scripts/ensure-deps.sh nats postgres python
+cargo build -q -p xenios-devstack --bin with-postgres
+# PostgreSQL runs need a private server: re-enter under one.
+if [ -z "${XENIOS_TEST_POSTGRES_URL:-}" ]; then
+  exec "$root/target/debug/with-postgres" -- "$0" "$N" "$C" "$RUNS"
+fi
+# The shared instruments are read-only: build and run copies of them.
+[ -d "$tools/bench" ] || cp -r "$shared" "$tools/bench"
+(cd "$tools/bench/loadgen" && cargo build --release -q)
+(cd "$tools/bench/jetstream-limit" && cargo build --release -q)
+loadgen=$tools/bench/loadgen/target/release/loadgen
+cargo build --release -q --bin xenios --bin xenios-api -p xenios
+bin=$root/target/release
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# Peak RSS (KiB) of a process, sampled every 100 ms until the file $2 exists.
+sample_rss() {
+  local pid=$1 stop=$2 peak=0 rss
+  while [ ! -e "$stop" ]; do
+    rss=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+    sleep 0.1
+  done
+  echo "$peak"
+}
+
+# CPU seconds (user + system) a process has used so far.
+cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+run_stack() { # db_kind run_index
+  local db=$1 i=$2 dir port api_port metrics_port db_url key secret token api worker
+  dir=$(mktemp -d)
+  port=$(free_port); api_port=$(free_port); metrics_port=$(free_port)
+  nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
+  local nats=$!
+  pids+=($nats)
+  if [ "$db" = sqlite ]; then
+    db_url="sqlite://$dir/xenios.db"
+  else
+    local name="bench_${i}_$RANDOM"
+    psql "$XENIOS_TEST_POSTGRES_URL" -qc "CREATE DATABASE $name" >/dev/null
+    db_url="${XENIOS_TEST_POSTGRES_URL%/*}/$name"
+  fi
+  key=bench-api-key-0123456789
+  secret=bench-jwt-secret-0123456789abcdef
+  export DATABASE_URL=$db_url NATS_URL=nats://127.0.0.1:$port XENIOS_BACKEND_API_KEY=$key \
+    SUPABASE_JWT_SECRET=$secret XENIOS_API_ADDR=127.0.0.1:$api_port \
+    XENIOS_METRICS_ADDR=127.0.0.1:$metrics_port LOG_LEVEL=warn \
+    XENIOS__RATE_LIMIT__ENABLED=false XENIOS__DATABASE__MAX_CONNECTIONS=16
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  "$bin/xenios" migrate --config /dev/null >/dev/null
+  "$bin/xenios-api" --config /dev/null >"$dir/api.log" 2>&1 &
+  api=$!; pids+=($api)
+  "$bin/xenios" worker --kind echo --config /dev/null >"$dir/worker.log" 2>&1 &
+  worker=$!; pids+=($worker)
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/health/ready" >/dev/null && break; sleep 0.1; done
+  token=$("$bin/xenios" token --config /dev/null --user 00000000-0000-4000-8000-0000000000b1)
+  local base="http://127.0.0.1:$api_port/api/v1"
+  local common=(--url "$base/jobs" -H "X-API-Key: $key" -H "Authorization: Bearer $token"
+    --body '{"kind":"echo","input":{"message":"hello {{i}}"}}' -n "$N" -c "$C")
+  # Warm-up: connections, prepared statements, page cache.
+  "$loadgen" jobs "${common[@]}" -n 200 --sse-url "$base/jobs/{id}/events" >/dev/null
+  for mode in sse poll; do
+    rm -f "$dir/stop"
+    sample_rss "$api" "$dir/stop" >"$dir/api.rss" &
+    local s1=$!
+    sample_rss "$worker" "$dir/stop" >"$dir/worker.rss" &
+    local s2=$!
+    local cpu0="$(cpu_s "$api") $(cpu_s "$worker") $(cpu_s "$nats")"
+    if [ "$mode" = sse ]; then
+      "$loadgen" jobs "${common[@]}" --sse-url "$base/jobs/{id}/events" --json "$out/$db-$mode-$i.json" >"$out/$db-$mode-$i.txt"
+    else
+      "$loadgen" jobs "${common[@]}" --status-url "$base/jobs/{id}" --poll-ms 20 --json "$out/$db-$mode-$i.json" >"$out/$db-$mode-$i.txt"
+    fi
+    touch "$dir/stop"; wait "$s1" "$s2"
+    local cpu1="$(cpu_s "$api") $(cpu_s "$worker") $(cpu_s "$nats")"
+    echo "{\"api_rss_kib\": $(cat "$dir/api.rss"), \"worker_rss_kib\": $(cat "$dir/worker.rss")," \
+      "\"cpu_s\": $(python3 -c "a='$cpu0'.split(); b='$cpu1'.split(); import json; print(json.dumps({k: round(float(y)-float(x),2) for k,x,y in zip(['api','worker','nats'],a,b)}))")}" \
+      >"$out/$db-$mode-$i.rss.json"
+  done
+  kill "$api" "$worker" 2>/dev/null || true
+  wait "$api" "$worker" 2>/dev/null || true
+  kill "${pids[0]}" 2>/dev/null || true
+  pids=()
+  rm -rf "$dir"
+}
+
+# BENCH_ONLY=sqlite|postgres|celery narrows a run while investigating.
+only=${BENCH_ONLY:-}
+for i in $(seq "$RUNS"); do
+  if [ -z "$only" ] || [ "$only" = sqlite ]; then
+    echo "== run $i: xenios (SQLite)"
+    run_stack sqlite "$i"
+  fi
+  if [ -z "$only" ] || [ "$only" = postgres ]; then
+    echo "== run $i: xenios (PostgreSQL)"
+    run_stack postgres "$i"
+  fi
+  if [ -z "$only" ] || [ "$only" = celery ]; then
+    echo "== run $i: Celery + Redis baseline"
+    bash "$tools/bench/peers/celery/run.sh" "$N" "$C" >"$out/celery-$i.txt" 2>&1 || true
+  fi
+done
+echo "== JetStream alone"
+port=$(free_port); dir=$(mktemp -d)
+nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir" >/dev/null 2>&1 & pids+=($!)
+sleep 0.5
+"$tools/bench/jetstream-limit/target/release/jetstream-limit" "nats://127.0.0.1:$port" 200000 >"$out/jetstream-limit.txt" 2>&1 || true
+python3 scripts/bench_summary.py "$out" | tee "$out/summary.md"

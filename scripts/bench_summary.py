@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Medians of `make bench` runs, side by side with the Celery baseline, as Markdown."""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+out = sys.argv[1]
+
+
+def load(path):
+    text = open(path).read()
+    start = text.find("{")
+    return json.JSONDecoder().raw_decode(text[start:])[0] if start >= 0 else None
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+rows = []
+baseline_tp = []
+baseline_rss = []
+baseline = {"e2e_p50": [], "e2e_p99": [], "submit_p50": [], "submit_p99": []}
+for path in sorted(glob.glob(os.path.join(out, "celery-*.txt"))):
+    data = load(path)
+    if not data:
+        continue
+    baseline_tp.append(data["throughput_per_s"])
+    baseline["e2e_p50"].append(data["end_to_end"]["p50_ms"])
+    baseline["e2e_p99"].append(data["end_to_end"]["p99_ms"])
+    baseline["submit_p50"].append(data["submit"]["p50_ms"])
+    baseline["submit_p99"].append(data["submit"]["p99_ms"])
+    rss = [int(m.group(1)) for m in re.finditer(r"^\s+(\d+)\s", open(path).read(), re.M)]
+    if rss:
+        baseline_rss.append(sum(rss) / 1024)
+
+b_tp = med(baseline_tp)
+print(f"# make bench — {os.path.basename(out)}\n")
+print("Medians over runs; every run side by side on this machine (2 cores), same loadgen, "
+      "N and C as given. RSS = peak resident set while under load.\n")
+print("| system | completion seen by | jobs/s | × baseline | submit p50 / p99 ms | "
+      "end-to-end p50 / p99 ms | RSS MB (API + worker) | runs |")
+print("|---|---|---|---|---|---|---|---|")
+print(f"| Celery + Redis + FastAPI | polling 20 ms | {b_tp:.0f} | 1.0 | "
+      f"{med(baseline['submit_p50']):.1f} / {med(baseline['submit_p99']):.1f} | "
+      f"{med(baseline['e2e_p50']):.1f} / {med(baseline['e2e_p99']):.1f} | "
+      f"{med(baseline_rss):.0f} (all processes) | {len(baseline_tp)} |")
+for db in ("sqlite", "postgres"):
+    for mode, label in (("sse", "SSE stream"), ("poll", "polling 20 ms")):
+        runs = sorted(glob.glob(os.path.join(out, f"{db}-{mode}-*.json")))
+        runs = [r for r in runs if not r.endswith(".rss.json")]
+        data = [json.load(open(r)) for r in runs]
+        if not data:
+            continue
+        rss = [json.load(open(r.replace(".json", ".rss.json"))) for r in runs]
+        tp = med([d["throughput_per_s"] for d in data])
+        total_rss = med([(r["api_rss_kib"] + r["worker_rss_kib"]) / 1024 for r in rss])
+        api_rss = med([r["api_rss_kib"] / 1024 for r in rss])
+        worker_rss = med([r["worker_rss_kib"] / 1024 for r in rss])
+        failures = sum(d["failures"] for d in data)
+        print(f"| xenios ({db}) | {label} | {tp:.0f} | {tp / b_tp:.1f} | "
+              f"{med([d['submit']['p50_ms'] for d in data]):.2f} / {med([d['submit']['p99_ms'] for d in data]):.2f} | "
+              f"{med([d['end_to_end']['p50_ms'] for d in data]):.2f} / {med([d['end_to_end']['p99_ms'] for d in data]):.2f} | "
+              f"{total_rss:.0f} ({api_rss:.0f} + {worker_rss:.0f}) | {len(data)}"
+              f"{'' if failures == 0 else f', {failures} failures'} |")
+print("\nCPU seconds used during the measured phase (median per run): where the time goes.\n")
+print("| system | completion seen by | API | worker | nats-server | CPU ms per job |")
+print("|---|---|---|---|---|---|")
+for db in ("sqlite", "postgres"):
+    for mode in ("sse", "poll"):
+        runs = [r for r in sorted(glob.glob(os.path.join(out, f"{db}-{mode}-*.rss.json")))]
+        cpu = [json.load(open(r)).get("cpu_s") for r in runs]
+        cpu = [c for c in cpu if c]
+        if not cpu:
+            continue
+        n = [json.load(open(r.replace(".rss.json", ".json")))["completed"] for r in runs]
+        per_job = med([sum(c.values()) * 1000 / max(k, 1) for c, k in zip(cpu, n)])
+        print(f"| xenios ({db}) | {mode} | {med([c['api'] for c in cpu]):.1f} | "
+              f"{med([c['worker'] for c in cpu]):.1f} | {med([c['nats'] for c in cpu]):.1f} | {per_job:.2f} |")
+limit = os.path.join(out, "jetstream-limit.txt")
+if os.path.exists(limit):
+    print("\nJetStream alone (`jetstream-limit`, same machine):\n")
+    print("```")
+    print(open(limit).read().strip())
+    print("```")

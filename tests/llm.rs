@@ -1,0 +1,1296 @@
+//! The LLM gateway end to end: HTTP → API → `jobs.llm` → the LLM consumer → a provider → the
+//! job's events → API → HTTP. The providers are stub servers in this file speaking OpenAI's
+//! and Anthropic's real wire formats (chunk JSON, `data: [DONE]`, Anthropic's event names),
+//! scripted per request, that see every request and notice a client that goes away.
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+// ---- The provider stub ----
+
+/// What the stub answers to one request.
+enum Script {
+    Json {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Value,
+    },
+    /// An event-stream body, one chunk per piece, flushed as it is written.
+    Sse(Vec<Piece>),
+}
+
+enum Piece {
+    Raw(String),
+    /// The connection breaks here, in the middle of the body.
+    Break,
+    /// Nothing more is written until the test says so.
+    WaitFor(Arc<Notify>),
+    /// Nothing more is ever written; the stub waits for the client to close the connection.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    model: String,
+    /// Lower-case names.
+    headers: HashMap<String, String>,
+    body: Value,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct StubShared {
+    scripts: Mutex<HashMap<String, VecDeque<Script>>>,
+    seen: Mutex<Vec<Seen>>,
+    /// Answers whose client closed the connection before they were complete.
+    abandoned: AtomicUsize,
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 answering `POST /v1/chat/completions` and
+/// `POST /v1/messages` from scripts queued per model.
+struct Stub {
+    url: String,
+    shared: Arc<StubShared>,
+}
+
+impl Stub {
+    async fn start() -> Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(StubShared::default());
+        let serving = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(answer(conn, serving.clone()));
+            }
+        });
+        Stub { url, shared }
+    }
+
+    /// Queues the next answer to a request for `model` (as sent upstream).
+    fn push(&self, model: &str, script: Script) {
+        self.shared
+            .scripts
+            .lock()
+            .unwrap()
+            .entry(model.to_owned())
+            .or_default()
+            .push_back(script);
+    }
+
+    fn seen(&self, model: &str) -> Vec<Seen> {
+        let seen = self.shared.seen.lock().unwrap();
+        seen.iter().filter(|s| s.model == model).cloned().collect()
+    }
+
+    fn abandoned(&self) -> usize {
+        self.shared.abandoned.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request (head and `Content-Length` body); `None` if the client left.
+async fn read_request(conn: &mut TcpStream) -> Option<(String, HashMap<String, String>, Value)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = conn.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let path = lines.next()?.split(' ').nth(1)?.to_owned();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = buffer[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = conn.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((
+        path,
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ))
+}
+
+async fn answer(mut conn: TcpStream, shared: Arc<StubShared>) {
+    let Some((path, headers, body)) = read_request(&mut conn).await else {
+        return;
+    };
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    shared.seen.lock().unwrap().push(Seen {
+        path,
+        model: model.clone(),
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let script = shared
+        .scripts
+        .lock()
+        .unwrap()
+        .get_mut(&model)
+        .and_then(VecDeque::pop_front);
+    let script = script.unwrap_or_else(|| Script::Json {
+        status: 418,
+        headers: vec![],
+        body: json!({"error": format!("no answer scripted for model `{model}`")}),
+    });
+    match script {
+        Script::Json {
+            status,
+            headers,
+            body,
+        } => {
+            let body = body.to_string();
+            let mut head = format!(
+                "HTTP/1.1 {status} Scripted\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n",
+                body.len()
+            );
+            for (name, value) in headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            let _ = conn.write_all(format!("{head}\r\n{body}").as_bytes()).await;
+        }
+        Script::Sse(pieces) => {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                        transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+            if conn.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            for piece in pieces {
+                match piece {
+                    Piece::Raw(text) => {
+                        let chunk = format!("{:x}\r\n{text}\r\n", text.len());
+                        if conn.write_all(chunk.as_bytes()).await.is_err() {
+                            shared.abandoned.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                    Piece::Break => return,
+                    Piece::WaitFor(go) => go.notified().await,
+                    Piece::Hang => {
+                        // A read ends (EOF or reset) only when the client closes the connection.
+                        let mut byte = [0u8; 1];
+                        let _ = conn.read(&mut byte).await;
+                        shared.abandoned.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+            let _ = conn.write_all(b"0\r\n\r\n").await;
+        }
+    }
+    let _ = conn.shutdown().await;
+}
+
+// ---- Answers in the providers' real formats ----
+
+fn openai_text(model: &str, text: &str, input: u64, output: u64) -> Script {
+    Script::Json {
+        status: 200,
+        headers: vec![],
+        body: json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": input, "completion_tokens": output,
+                      "total_tokens": input + output}
+        }),
+    }
+}
+
+fn openai_error(status: u16, message: &str) -> Script {
+    Script::Json {
+        status,
+        headers: vec![],
+        body: json!({"error": {"message": message, "type": "invalid_request_error",
+                               "param": null, "code": null}}),
+    }
+}
+
+fn data(v: Value) -> Piece {
+    Piece::Raw(format!("data: {v}\n\n"))
+}
+
+fn openai_chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
+    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+           "model": model,
+           "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+}
+
+/// The role chunk and one content chunk per piece.
+fn openai_tokens(model: &str, pieces: &[&str]) -> Vec<Piece> {
+    let mut out = vec![data(openai_chunk(
+        model,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    ))];
+    out.extend(
+        pieces
+            .iter()
+            .map(|p| data(openai_chunk(model, json!({"content": p}), None))),
+    );
+    out
+}
+
+/// The end of a streamed OpenAI answer: finish chunk, usage chunk, `[DONE]`.
+fn openai_end(model: &str, input: u64, output: u64) -> Vec<Piece> {
+    vec![
+        data(openai_chunk(model, json!({}), Some("stop"))),
+        data(
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                    "created": 1_700_000_000, "model": model, "choices": [],
+                    "usage": {"prompt_tokens": input, "completion_tokens": output,
+                              "total_tokens": input + output}}),
+        ),
+        Piece::Raw("data: [DONE]\n\n".into()),
+    ]
+}
+
+fn openai_stream(model: &str, pieces: &[&str], input: u64, output: u64) -> Script {
+    let mut out = openai_tokens(model, pieces);
+    out.extend(openai_end(model, input, output));
+    Script::Sse(out)
+}
+
+fn anthropic_text(model: &str, text: &str, input: u64, output: u64) -> Script {
+    Script::Json {
+        status: 200,
+        headers: vec![],
+        body: json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": input, "output_tokens": output}
+        }),
+    }
+}
+
+fn event(name: &str, v: Value) -> Piece {
+    Piece::Raw(format!("event: {name}\ndata: {v}\n\n"))
+}
+
+/// `message_start`, `content_block_start`, `ping`, one `text_delta` per piece.
+fn anthropic_tokens(model: &str, pieces: &[&str], input: u64) -> Vec<Piece> {
+    let mut out = vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": "msg_01", "type": "message", "role": "assistant", "model": model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": input, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "text", "text": ""}}),
+        ),
+        event("ping", json!({"type": "ping"})),
+    ];
+    out.extend(pieces.iter().map(|p| {
+        event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": p}}),
+        )
+    }));
+    out
+}
+
+fn anthropic_end(output: u64) -> Vec<Piece> {
+    vec![
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        event(
+            "message_delta",
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                   "usage": {"output_tokens": output}}),
+        ),
+        event("message_stop", json!({"type": "message_stop"})),
+    ]
+}
+
+fn anthropic_stream(model: &str, pieces: &[&str], input: u64, output: u64) -> Script {
+    let mut out = anthropic_tokens(model, pieces, input);
+    out.extend(anthropic_end(output));
+    Script::Sse(out)
+}
+
+// ---- The stack and its routing ----
+
+/// A task served by `candidates` (`provider:model`), retried quickly.
+struct Task<'a> {
+    name: &'a str,
+    candidates: &'a str,
+    retries: u32,
+    streaming: bool,
+}
+
+impl<'a> Task<'a> {
+    fn new(name: &'a str, candidates: &'a str) -> Self {
+        Task {
+            name,
+            candidates,
+            retries: 2,
+            streaming: false,
+        }
+    }
+}
+
+/// A stack whose providers are all the stub, with `tasks` in its routing table.
+async fn stack_with(db: Db, stub: &Stub, tasks: &[Task<'_>], extra: &[(&str, &str)]) -> Stack {
+    let mut overrides: Vec<(String, String)> = vec![
+        (
+            "providers.openai.base_url".into(),
+            format!("{}/v1", stub.url),
+        ),
+        ("providers.openai.api_key".into(), "oa-test-key".into()),
+        ("providers.anthropic.base_url".into(), stub.url.clone()),
+        ("providers.anthropic.api_key".into(), "an-test-key".into()),
+        (
+            "providers.openrouter.base_url".into(),
+            format!("{}/v1", stub.url),
+        ),
+        ("providers.openrouter.api_key".into(), "or-test-key".into()),
+        ("llm.retry.initial_backoff_ms".into(), "10".into()),
+        ("llm.retry.max_backoff_ms".into(), "40".into()),
+        ("llm.retry.max_retry_after_ms".into(), "5000".into()),
+    ];
+    for task in tasks {
+        let key = |k: &str| format!("llm.tasks.{}.{k}", task.name);
+        overrides.push((key("candidates"), task.candidates.into()));
+        overrides.push((key("retries"), task.retries.to_string()));
+        overrides.push((key("streaming"), task.streaming.to_string()));
+        overrides.push((key("timeout_ms"), "5000".into()));
+        overrides.push((key("max_tokens"), "200".into()));
+    }
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Stack::start_with(db, &pairs, 1).await
+}
+
+fn ask(task: &str) -> Value {
+    json!({"task": task, "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Say hello."}
+    ]})
+}
+
+fn job_id_of(response: &reqwest::Response) -> String {
+    response.headers()["x-job-id"].to_str().unwrap().to_owned()
+}
+
+async fn complete(stack: &Stack, body: Value) -> (u16, String, Value) {
+    let response = stack
+        .post("/api/v1/llm/complete")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let job = response
+        .headers()
+        .get("x-job-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, job, response.json().await.unwrap())
+}
+
+/// Reads Server-Sent Events one at a time, as they arrive.
+struct SseReader {
+    body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
+    buffer: String,
+}
+
+impl SseReader {
+    fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        SseReader {
+            body: response
+                .bytes_stream()
+                .map(|chunk| chunk.map(|b| b.to_vec()))
+                .boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (keep-alive comments skipped); `None` at the end of the stream.
+    async fn next(&mut self) -> Option<Sse> {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Sse::default();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event.event = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !event.data.is_empty() {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if event.event.is_some() || !event.data.is_empty() {
+                    return Some(event);
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Some(Err(_))) | Ok(None) => return None,
+                Err(_) => panic!("no event within {WITHIN:?}; so far: {:?}", self.buffer),
+            }
+        }
+    }
+
+    async fn rest(mut self) -> Vec<Sse> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+async fn open_stream(stack: &Stack, body: Value) -> (String, SseReader) {
+    let response = stack
+        .post("/api/v1/llm/stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (job_id_of(&response), SseReader::new(response))
+}
+
+fn tokens(events: &[Sse]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("token"))
+        .map(|e| e.json()["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn last_named<'a>(events: &'a [Sse], name: &str) -> &'a Sse {
+    events
+        .iter()
+        .rfind(|e| e.event.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no `{name}` event in {events:?}"))
+}
+
+/// Waits for the first token, lets the stub go on, and reads the rest: a token buffered
+/// anywhere on the way would never arrive before the stub is let go, and the test would fail.
+async fn stream_in_two_halves(stack: &Stack, task: &str, go: &Notify) -> (String, Vec<Sse>) {
+    let (job_id, mut reader) = open_stream(stack, ask(task)).await;
+    let first = loop {
+        let event = reader.next().await.expect("a first token");
+        if event.event.as_deref() == Some("token") {
+            break event;
+        }
+    };
+    go.notify_one();
+    let mut events = vec![first];
+    events.extend(reader.rest().await);
+    (job_id, events)
+}
+
+async fn metrics(stack: &Stack) -> String {
+    stack
+        .http
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+// ---- Each provider, whole and streamed ----
+
+#[tokio::test]
+async fn openai_compatible_provider_complete_and_stream() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("oa_task", "openai:gpt-oa")],
+        &[
+            ("llm.prices.gpt-oa.input_per_mtok", "2"),
+            ("llm.prices.gpt-oa.output_per_mtok", "10"),
+        ],
+    )
+    .await;
+    stub.push("gpt-oa", openai_text("gpt-oa", "Hello there.", 12, 3));
+    let (status, job_id, answer) = complete(&stack, ask("oa_task")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], "Hello there.");
+    assert_eq!(answer["model"], "gpt-oa");
+    assert_eq!(answer["fallback_used"], false);
+    assert_eq!(
+        answer["usage"],
+        json!({"input_tokens": 12, "output_tokens": 3})
+    );
+    assert!(answer["latency_ms"].is_u64());
+    let cost = answer["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (12.0 * 2.0 + 3.0 * 10.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    assert!(answer.get("parsed").is_none(), "{answer}");
+    let seen = &stub.seen("gpt-oa")[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.headers["authorization"], "Bearer oa-test-key");
+    assert_eq!(seen.body["messages"][1]["content"], "Say hello.");
+    let job = stack.job(&job_id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["result"]["content"], "Hello there.");
+
+    let go = Arc::new(Notify::new());
+    let mut pieces = openai_tokens("gpt-oa", &["Hel"]);
+    pieces.push(Piece::WaitFor(go.clone()));
+    pieces.extend(
+        openai_tokens("gpt-oa", &["lo", " world"])
+            .into_iter()
+            .skip(1),
+    );
+    pieces.extend(openai_end("gpt-oa", 7, 3));
+    stub.push("gpt-oa", Script::Sse(pieces));
+    let (job_id, events) = stream_in_two_halves(&stack, "oa_task", &go).await;
+    assert_eq!(tokens(&events), ["Hel", "lo", " world"]);
+    let done = last_named(&events, "done").json();
+    assert_eq!(done["model"], "gpt-oa");
+    assert_eq!(done["fallback_used"], false);
+    assert_eq!(
+        done["usage"],
+        json!({"input_tokens": 7, "output_tokens": 3})
+    );
+    assert!(
+        done["latency_ms"].is_u64() && done["cost_usd"].is_f64(),
+        "{done}"
+    );
+    assert_eq!(events.last().unwrap().event.as_deref(), Some("done"));
+    assert_eq!(stub.seen("gpt-oa")[1].body["stream"], true);
+    let job = stack.wait_for(&job_id, &["succeeded"], WITHIN).await;
+    assert_eq!(job["result"]["content"], "Hello world");
+    // The job's own event stream carried the same tokens.
+    let relayed = stack.events(&job_id, None, WITHIN).await;
+    assert_eq!(tokens(&relayed), ["Hel", "lo", " world"]);
+
+    // SPEC §6: the library's LLM metrics, on /metrics.
+    let text = metrics(&stack).await;
+    for line in [
+        r#"xenios_llm_requests_total{task="oa_task",model="gpt-oa",outcome="success"} 2"#,
+        r#"xenios_llm_tokens_total{task="oa_task",model="gpt-oa",direction="input"} 19"#,
+        r#"xenios_llm_tokens_total{task="oa_task",model="gpt-oa",direction="output"} 6"#,
+        r#"xenios_llm_time_to_first_token_seconds_count{task="oa_task",model="gpt-oa"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}`");
+    }
+    assert!(
+        text.contains(r#"xenios_llm_cost_usd_total{task="oa_task",model="gpt-oa"}"#),
+        "no cost metric"
+    );
+    assert!(text.contains(r#"xenios_jobs_submitted_total{kind="llm"}"#));
+}
+
+#[tokio::test]
+async fn anthropic_provider_complete_and_stream() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("an_task", "anthropic:claude-an")],
+        &[],
+    )
+    .await;
+    stub.push(
+        "claude-an",
+        anthropic_text("claude-an", "Hi from Claude.", 20, 5),
+    );
+    let (status, _, answer) = complete(&stack, ask("an_task")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], "Hi from Claude.");
+    assert_eq!(answer["model"], "claude-an");
+    assert_eq!(
+        answer["usage"],
+        json!({"input_tokens": 20, "output_tokens": 5})
+    );
+    let seen = &stub.seen("claude-an")[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.headers["x-api-key"], "an-test-key");
+    assert!(seen.headers.contains_key("anthropic-version"));
+    assert_eq!(seen.body["system"], "You are terse.");
+
+    let go = Arc::new(Notify::new());
+    let mut pieces = anthropic_tokens("claude-an", &["Hel"], 9);
+    pieces.push(Piece::WaitFor(go.clone()));
+    pieces.extend(
+        anthropic_tokens("claude-an", &["lo"], 9)
+            .into_iter()
+            .skip(3),
+    );
+    pieces.extend(anthropic_end(4));
+    stub.push("claude-an", Script::Sse(pieces));
+    let (job_id, events) = stream_in_two_halves(&stack, "an_task", &go).await;
+    assert_eq!(tokens(&events), ["Hel", "lo"]);
+    let done = last_named(&events, "done").json();
+    assert_eq!(done["model"], "claude-an");
+    assert_eq!(
+        done["usage"],
+        json!({"input_tokens": 9, "output_tokens": 4})
+    );
+    let job = stack.wait_for(&job_id, &["succeeded"], WITHIN).await;
+    assert_eq!(job["result"]["content"], "Hello");
+}
+
+#[tokio::test]
+async fn openrouter_provider_complete_and_stream() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("or_task", "openrouter:vendor/model-or")],
+        &[],
+    )
+    .await;
+    let model = "vendor/model-or";
+    stub.push(model, openai_text(model, "Routed.", 4, 2));
+    let (status, _, answer) = complete(&stack, ask("or_task")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], "Routed.");
+    assert_eq!(answer["model"], model);
+    let seen = &stub.seen(model)[0];
+    assert_eq!(seen.headers["authorization"], "Bearer or-test-key");
+    assert_eq!(seen.headers["x-title"], "Xenios");
+
+    stub.push(model, openai_stream(model, &["Rou", "ted"], 4, 2));
+    let (_, reader) = open_stream(&stack, ask("or_task")).await;
+    let events = reader.rest().await;
+    assert_eq!(tokens(&events), ["Rou", "ted"]);
+    assert_eq!(last_named(&events, "done").json()["model"], model);
+}
+
+// ---- Failures, fallback and the audit log ----
+
+/// `task` differs per database: the metrics are counted per process.
+async fn fallback_after_503s_logs_every_try(db: Db, task: &str) {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        db,
+        &stub,
+        &[Task::new(task, "openai:gpt-down,anthropic:claude-up")],
+        &[
+            ("llm.prices.claude-up.input_per_mtok", "3"),
+            ("llm.prices.claude-up.output_per_mtok", "15"),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        stub.push("gpt-down", openai_error(503, "upstream overloaded"));
+    }
+    stub.push(
+        "claude-up",
+        anthropic_text("claude-up", "From the backup.", 100, 10),
+    );
+
+    let (status, job_id, answer) = complete(&stack, ask(task)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], "From the backup.");
+    assert_eq!(answer["fallback_used"], true);
+    assert_eq!(answer["model"], "claude-up");
+    assert_eq!(
+        stub.seen("gpt-down").len(),
+        3,
+        "the first try and two retries"
+    );
+
+    let logs = stack
+        .store
+        .inference_logs_for_job(job_id.parse().unwrap())
+        .await
+        .unwrap();
+    let summary: Vec<_> = logs
+        .iter()
+        .map(|l| (l.attempt, l.provider.as_str(), l.model.as_str(), l.success))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "openai", "gpt-down", false),
+            (2, "openai", "gpt-down", false),
+            (3, "openai", "gpt-down", false),
+            (4, "anthropic", "claude-up", true),
+        ],
+        "{db:?}"
+    );
+    for log in &logs {
+        assert_eq!(log.user_id.as_deref(), Some(USER));
+        assert_eq!(log.job_id.unwrap().to_string(), job_id);
+        assert_eq!(log.task, task);
+        assert!(log.latency_ms >= 0);
+        assert_eq!(log.ttft_ms, None, "a whole answer has no first token");
+    }
+    let error = logs[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("HTTP 503") && error.contains("upstream overloaded"),
+        "{error}"
+    );
+    assert_eq!((logs[0].input_tokens, logs[0].output_tokens), (0, 0));
+    let ok = &logs[3];
+    assert_eq!(
+        (ok.input_tokens, ok.output_tokens, ok.error.as_deref()),
+        (100, 10, None)
+    );
+    let cost = ok.cost_usd.unwrap();
+    assert!(
+        (cost - (100.0 * 3.0 + 10.0 * 15.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+
+    // Streamed calls record their time to first token.
+    stub.push("gpt-down", openai_stream("gpt-down", &["a", "b"], 3, 2));
+    let (job_id, reader) = open_stream(&stack, ask(task)).await;
+    assert_eq!(tokens(&reader.rest().await), ["a", "b"]);
+    let logs = stack
+        .store
+        .inference_logs_for_job(job_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1);
+    assert!(logs[0].success && logs[0].ttft_ms.is_some(), "{logs:?}");
+    assert_eq!((logs[0].input_tokens, logs[0].output_tokens), (3, 2));
+
+    let text = metrics(&stack).await;
+    for line in [
+        format!(r#"xenios_llm_fallbacks_total{{task="{task}"}} 1"#),
+        format!(
+            r#"xenios_llm_requests_total{{task="{task}",model="gpt-down",outcome="server_error"}} 3"#
+        ),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}`");
+    }
+}
+
+#[tokio::test]
+async fn fallback_after_503s_logs_every_try_sqlite() {
+    fallback_after_503s_logs_every_try(Db::Sqlite, "fb_sqlite").await;
+}
+
+#[tokio::test]
+async fn fallback_after_503s_logs_every_try_postgres() {
+    fallback_after_503s_logs_every_try(Db::Postgres, "fb_postgres").await;
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_honoured() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new(
+            "ra_task",
+            "openai:gpt-busy,anthropic:claude-never",
+        )],
+        &[],
+    )
+    .await;
+    stub.push(
+        "gpt-busy",
+        Script::Json {
+            status: 429,
+            headers: vec![("retry-after", "1".into())],
+            body: json!({"error": {"message": "slow down", "type": "rate_limit_error"}}),
+        },
+    );
+    stub.push("gpt-busy", openai_text("gpt-busy", "Patience pays.", 3, 3));
+
+    let (status, _, answer) = complete(&stack, ask("ra_task")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], "Patience pays.");
+    assert_eq!(answer["fallback_used"], false);
+    let seen = stub.seen("gpt-busy");
+    let waited = seen[1].at - seen[0].at;
+    // The backoff alone is at most 40 ms here.
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    assert!(stub.seen("claude-never").is_empty());
+}
+
+#[tokio::test]
+async fn a_400_is_not_retried_nor_sent_to_the_fallback() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new(
+            "bad_task",
+            "openai:gpt-strict,anthropic:claude-never",
+        )],
+        &[],
+    )
+    .await;
+    stub.push("gpt-strict", openai_error(400, "messages: too long"));
+
+    let response = stack
+        .post("/api/v1/llm/complete")
+        .json(&ask("bad_task"))
+        .send()
+        .await
+        .unwrap();
+    let job_id = job_id_of(&response);
+    let body = error_body(response, 400, "invalid_input").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too long"),
+        "{body}"
+    );
+    assert_eq!(stub.seen("gpt-strict").len(), 1);
+    assert!(stub.seen("claude-never").is_empty());
+    let job = stack.job(&job_id).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["attempts"], 1, "a permanent failure is not retried");
+    assert_eq!(job["error"]["code"], "invalid_input");
+    let logs = stack
+        .store
+        .inference_logs_for_job(job_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1);
+    assert!(!logs[0].success);
+}
+
+#[tokio::test]
+async fn unknown_tasks_and_bad_inputs_are_refused() {
+    let stub = Stub::start().await;
+    let stack = stack_with(Db::Sqlite, &stub, &[], &[]).await;
+    let response = stack
+        .post("/api/v1/llm/complete")
+        .json(&ask("no_such_task"))
+        .send()
+        .await
+        .unwrap();
+    let body = error_body(response, 422, "invalid_input").await;
+    assert_eq!(body["error"]["details"][0]["field"], "input.task", "{body}");
+    let response = stack
+        .post("/api/v1/llm/stream")
+        .json(&json!({"task": "chat", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 422, "invalid_input").await;
+    // A user route: the API key alone is not enough.
+    let response = stack
+        .http
+        .post(stack.url("/api/v1/llm/complete"))
+        .header("X-API-Key", API_KEY)
+        .json(&ask("chat"))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 401, "unauthorized").await;
+
+    // A routing table naming an unknown provider stops a consumer at start, naming the key.
+    let mut settings = stack.settings.clone();
+    settings.llm.tasks.get_mut("chat").unwrap().candidates =
+        vec![xenios_config::Candidate::parse("nosuch:model")];
+    let error = xenios_cli::runtime_for(&settings, &stack.store, &stack.nats_client, "t", &[])
+        .err()
+        .expect("a bad routing table is refused");
+    assert!(error.to_string().contains("llm.tasks.chat"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stream_falls_back_before_its_first_token_but_not_after() {
+    let stub = Stub::start().await;
+    let mut before = Task::new("early_task", "openai:gpt-early,anthropic:claude-rescue");
+    before.retries = 0;
+    let mut after = Task::new("late_task", "openai:gpt-late,anthropic:claude-never");
+    after.retries = 0;
+    let stack = stack_with(Db::Sqlite, &stub, &[before, after], &[]).await;
+
+    // Broken after the role chunk: no text yet, so the next candidate answers.
+    let mut pieces = openai_tokens("gpt-early", &[]);
+    pieces.push(Piece::Break);
+    stub.push("gpt-early", Script::Sse(pieces));
+    stub.push(
+        "claude-rescue",
+        anthropic_stream("claude-rescue", &["Saved", "!"], 5, 2),
+    );
+    let (job_id, reader) = open_stream(&stack, ask("early_task")).await;
+    let events = reader.rest().await;
+    assert_eq!(tokens(&events), ["Saved", "!"]);
+    let done = last_named(&events, "done").json();
+    assert_eq!(done["fallback_used"], true);
+    assert_eq!(done["model"], "claude-rescue");
+    stack.wait_for(&job_id, &["succeeded"], WITHIN).await;
+
+    // Broken after text: the client has part of an answer, so no other candidate is asked
+    // and the stream ends with an error.
+    let mut pieces = openai_tokens("gpt-late", &["Half an"]);
+    pieces.push(Piece::Break);
+    stub.push("gpt-late", Script::Sse(pieces));
+    let (job_id, reader) = open_stream(&stack, ask("late_task")).await;
+    let events = reader.rest().await;
+    assert_eq!(tokens(&events), ["Half an"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"), "{events:?}");
+    assert_eq!(last.json()["code"], "provider_error");
+    assert!(stub.seen("claude-never").is_empty());
+    let job = stack.wait_for(&job_id, &["failed"], WITHIN).await;
+    assert_eq!(job["attempts"], 1, "{job}");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_provider_call() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("slow_task", "openai:gpt-slow")],
+        &[],
+    )
+    .await;
+    let mut pieces = openai_tokens("gpt-slow", &["Once upon"]);
+    pieces.push(Piece::Hang);
+    stub.push("gpt-slow", Script::Sse(pieces));
+
+    let (job_id, mut reader) = open_stream(&stack, ask("slow_task")).await;
+    let first = loop {
+        let event = reader.next().await.expect("a token");
+        if event.event.as_deref() == Some("token") {
+            break event;
+        }
+    };
+    assert_eq!(first.json()["text"], "Once upon");
+    assert_eq!(stub.abandoned(), 0);
+    drop(reader);
+
+    eventually(WITHIN, || async { stub.abandoned() == 1 }).await;
+    let job = stack.wait_for(&job_id, &["cancelled"], WITHIN).await;
+    assert_eq!(job["status"], "cancelled");
+    let logs = stack
+        .store
+        .inference_logs_for_job(job_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(!logs[0].success);
+    assert_eq!(logs[0].error.as_deref(), Some("cancelled"));
+}
+
+#[tokio::test]
+async fn a_json_schema_answer_is_asked_again_with_feedback() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("json_task", "openai:gpt-json")],
+        &[],
+    )
+    .await;
+    stub.push(
+        "gpt-json",
+        openai_text("gpt-json", r#"{"name": 42}"#, 10, 4),
+    );
+    stub.push(
+        "gpt-json",
+        openai_text(
+            "gpt-json",
+            "Here you go:\n```json\n{\"name\": \"Ada\", \"age\": 36}\n```",
+            30,
+            9,
+        ),
+    );
+    let mut body = ask("json_task");
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {
+        "name": "person",
+        "schema": {"type": "object", "required": ["name", "age"],
+                   "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
+    }});
+
+    let (status, job_id, answer) = complete(&stack, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["parsed"], json!({"name": "Ada", "age": 36}));
+    assert_eq!(
+        answer["usage"],
+        json!({"input_tokens": 40, "output_tokens": 13})
+    );
+    let seen = stub.seen("gpt-json");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body["response_format"]["type"], "json_schema");
+    let messages = seen[1].body["messages"].as_array().unwrap();
+    let n = messages.len();
+    assert_eq!(messages[n - 2]["role"], "assistant");
+    assert_eq!(messages[n - 2]["content"], r#"{"name": 42}"#);
+    assert_eq!(messages[n - 1]["role"], "user");
+    let feedback = messages[n - 1]["content"].as_str().unwrap();
+    assert!(feedback.contains("not accepted"), "{feedback}");
+    let logs = stack
+        .store
+        .inference_logs_for_job(job_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), 2, "one row per call");
+}
+
+// ---- The OpenAI-compatible route ----
+
+#[tokio::test]
+async fn chat_completions_speaks_openai_shapes() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("oc_task", "openai:gpt-oc")],
+        &[],
+    )
+    .await;
+    let url = stack.url("/v1/chat/completions");
+    let messages = json!([{"role": "user", "content": "Hi"}]);
+
+    stub.push("gpt-oc", openai_text("gpt-oc", "Hello!", 3, 2));
+    let response = stack
+        .http
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": "xenios/oc_task", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello!");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+    );
+    let job_id = body["id"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("chatcmpl-")
+        .unwrap();
+    let job = stack
+        .store
+        .get_job(job_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.user_id, None, "an API-key call has no user");
+
+    stub.push("gpt-oc", openai_stream("gpt-oc", &["Hel", "lo"], 3, 2));
+    let response = stack
+        .http
+        .post(&url)
+        .header("X-API-Key", API_KEY)
+        .bearer_auth(stack.token(USER))
+        .json(&json!({"model": "oc_task", "messages": messages, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let job_id = job_id_of(&response);
+    let events = SseReader::new(response).rest().await;
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(*data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["usage"]["total_tokens"], 5);
+    let job = stack
+        .store
+        .get_job(job_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        job.user_id.as_deref(),
+        Some(USER),
+        "the bearer JWT names the user"
+    );
+
+    // OpenAI's error shape.
+    let response = stack
+        .http
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": "gpt-4o", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(body["error"]["param"], "model");
+    assert_eq!(body["error"]["code"], "invalid_input");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("oc_task"));
+    for request in [
+        stack.http.post(&url),
+        stack.http.post(&url).bearer_auth("not-the-key-0123456789"),
+    ] {
+        let response = request
+            .json(&json!({"model": "oc_task", "messages": messages}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let response = stack
+        .http
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+}
+
+/// The Python the SDK test runs: `XENIOS_TEST_PYTHON` (set by `make test`), else the
+/// repository's `.venv` that `make test` (or `scripts/ensure-venv.sh`) made. Never skipped:
+/// without it the test fails and says how to get it.
+fn sdk_python() -> PathBuf {
+    let python = std::env::var_os("XENIOS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let works = std::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        works,
+        "the OpenAI SDK test needs a Python with the `openai` package: run `make test`, or \
+         `scripts/ensure-venv.sh` and set XENIOS_TEST_PYTHON to the path it prints \
+         (tried {})",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_works_against_chat_completions() {
+    let python = sdk_python();
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("sdk", "openai:gpt-sdk")],
+        &[],
+    )
+    .await;
+    stub.push(
+        "gpt-sdk",
+        openai_text("gpt-sdk", "Hello from the stub.", 11, 5),
+    );
+    stub.push(
+        "gpt-sdk",
+        openai_stream("gpt-sdk", &["Str", "eam", "ed."], 8, 3),
+    );
+    stub.push("gpt-sdk", openai_text("gpt-sdk", "Yours.", 2, 1));
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(&stack.base)
+        .arg(API_KEY)
+        .arg(stack.token(USER))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the SDK script failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let complete = &report["complete"];
+    assert_eq!(complete["content"], "Hello from the stub.", "{report}");
+    assert_eq!(complete["object"], "chat.completion");
+    assert_eq!(complete["finish_reason"], "stop");
+    assert_eq!(complete["usage"]["prompt_tokens"], 11);
+    assert_eq!(complete["usage"]["completion_tokens"], 5);
+
+    let stream = &report["stream"];
+    assert_eq!(stream["deltas"], json!(["Str", "eam", "ed."]), "{report}");
+    assert_eq!(stream["finish_reason"], "stop");
+    assert_eq!(stream["usage"]["total_tokens"], 11);
+    assert_eq!(stream["objects"], json!(["chat.completion.chunk"]));
+    assert_eq!(
+        stream["ids"].as_array().unwrap().len(),
+        1,
+        "one id per stream"
+    );
+
+    let user = &report["user"];
+    assert_eq!(user["content"], "Yours.");
+    let job_id = user["id"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("chatcmpl-")
+        .unwrap();
+    assert_eq!(stack.job(job_id).await["user_id"], USER);
+
+    assert_eq!(report["unknown_model"]["status"], 400, "{report}");
+    assert_eq!(report["unknown_model"]["code"], "invalid_input");
+    assert_eq!(report["unknown_model"]["param"], "model");
+    assert_eq!(report["bad_key"]["status"], 401, "{report}");
+    assert_eq!(report["bad_key"]["type"], "authentication_error");
+    assert_eq!(stub.seen("gpt-sdk").len(), 3);
+}

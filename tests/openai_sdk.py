@@ -1,0 +1,93 @@
+"""Drives the gateway's /v1/chat/completions with the official OpenAI Python SDK, as a real
+client does: a whole answer and a streamed one with the API key as the SDK's key, a user call
+(`X-API-Key` header, the user's JWT as the SDK's key), and two errors. Run by tests/llm.rs.
+
+Usage: openai_sdk.py BASE_URL API_KEY USER_JWT   (prints a JSON report on stdout)
+"""
+import json
+import sys
+
+import openai
+from openai import OpenAI
+
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hello."},
+]
+
+
+def main() -> None:
+    base, key, jwt = sys.argv[1:4]
+    url = f"{base}/v1"
+    report = {}
+    # No SDK retries: every request is one the test scripted.
+    service = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=30)
+
+    done = service.chat.completions.create(model="xenios/sdk", messages=MESSAGES)
+    report["complete"] = {
+        "id": done.id,
+        "object": done.object,
+        "model": done.model,
+        "content": done.choices[0].message.content,
+        "finish_reason": done.choices[0].finish_reason,
+        "usage": done.usage.model_dump(),
+    }
+
+    chunks = list(
+        service.chat.completions.create(
+            model="sdk",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    last = chunks[-1]
+    report["stream"] = {
+        "deltas": [
+            c.choices[0].delta.content
+            for c in chunks
+            if c.choices and c.choices[0].delta.content
+        ],
+        "finish_reason": last.choices[0].finish_reason,
+        "usage": last.usage.model_dump() if last.usage else None,
+        "objects": sorted({c.object for c in chunks}),
+        "ids": sorted({c.id for c in chunks}),
+    }
+
+    user = OpenAI(
+        base_url=url,
+        api_key=jwt,
+        default_headers={"X-API-Key": key},
+        max_retries=0,
+        timeout=30,
+    )
+    mine = user.chat.completions.create(
+        model="sdk",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    )
+    report["user"] = {"id": mine.id, "content": mine.choices[0].message.content}
+
+    try:
+        service.chat.completions.create(model="no-such-task", messages=MESSAGES)
+        report["unknown_model"] = "no error"
+    except openai.BadRequestError as e:
+        report["unknown_model"] = {
+            "status": e.status_code,
+            "code": e.code,
+            "type": e.type,
+            "param": e.param,
+        }
+
+    try:
+        OpenAI(
+            base_url=url, api_key="not-the-key-0123456789", max_retries=0
+        ).chat.completions.create(model="sdk", messages=MESSAGES)
+        report["bad_key"] = "no error"
+    except openai.AuthenticationError as e:
+        report["bad_key"] = {"status": e.status_code, "code": e.code, "type": e.type}
+
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
