@@ -568,6 +568,7 @@ fn worker_process(stack: &Stack) -> Child {
         .env("XENIOS__CONSUMER__RETRY_DELAYS_MS", "50,100")
         .env("XENIOS__CONSUMER__SHUTDOWN_GRACE_SECS", "10")
         .env("XENIOS__CONSUMER__PULL_EXPIRES_MS", "500")
+        .env("XENIOS__CONSUMER__LEASE_SECS", "6")
         .env("LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

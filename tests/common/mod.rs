@@ -54,6 +54,7 @@ pub fn settings(nats_url: &str, db_url: &str, extra: &[(&str, &str)]) -> Setting
         ("consumer.shutdown_grace_secs".into(), "5".into()),
         ("consumer.heartbeat_secs".into(), "1".into()),
         ("consumer.pull_expires_ms".into(), "500".into()),
+        ("consumer.lease_secs".into(), "6".into()),
         ("log.level".into(), "warn".into()),
     ];
     overrides.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));

@@ -168,13 +168,14 @@ impl EventHub {
 
 /// Reads a job's stored events after `after` from `JOB_EVENTS`, oldest first.
 pub struct History {
-    stream: jetstream::stream::Stream,
+    stream: jetstream::stream::Stream<()>,
 }
 
 impl History {
+    /// Costs no round trip: direct gets need only the stream's name.
     pub async fn open(js: &jetstream::Context) -> Result<History, async_nats::Error> {
         Ok(History {
-            stream: js.get_stream(EVENTS_STREAM).await?,
+            stream: js.get_stream_no_info(EVENTS_STREAM).await?,
         })
     }
 
@@ -285,6 +286,11 @@ impl Relay {
                 FeedItem::Event(stored) => stored,
                 FeedItem::CaughtUp => {
                     replayed = 0;
+                    // A job still running when the client came will announce its end live;
+                    // only one that had already finished may have outlived its events.
+                    if !job.status.is_terminal() {
+                        continue;
+                    }
                     finished = match self.store.get_job(job.id).await {
                         Ok(Some(current)) if current.status.is_terminal() => Some(current),
                         _ => None,

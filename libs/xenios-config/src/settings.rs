@@ -242,6 +242,10 @@ pub struct ConsumerSettings {
     pub max_attempts: u32,
     /// How long one pull request waits for work before it is renewed.
     pub pull_expires_ms: u64,
+    /// A running job is held by its consumer for this long past the last renewal (renewed
+    /// three times per lease); another delivery of its command meanwhile waits instead of
+    /// running it twice.
+    pub lease_secs: u64,
 }
 
 impl Default for ConsumerSettings {
@@ -256,6 +260,7 @@ impl Default for ConsumerSettings {
             retry_delays_ms: vec![1000, 5000, 15000, 30000],
             max_attempts: 5,
             pull_expires_ms: 2000,
+            lease_secs: 45,
         }
     }
 }

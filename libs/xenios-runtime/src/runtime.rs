@@ -27,7 +27,8 @@ use crate::workers;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Delay before a command is offered again when the store could not be reached.
 const STORE_DOWN_DELAY: Duration = Duration::from_secs(2);
-/// In-progress acks go out this often (well inside the consumers' 30 s `ack_wait`).
+/// In-progress acks and lease renewals go out at most this far apart (well inside the
+/// consumers' 30 s `ack_wait`), and three times per lease at least.
 const PROGRESS_ACK_EVERY: Duration = Duration::from_secs(10);
 /// Pause before pulling again after the broker failed a pull.
 const PULL_RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -202,6 +203,11 @@ impl Shared {
         }
     }
 
+    /// How long a running job stays ours without a renewal (see `Store::renew_lease`).
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.settings.consumer.lease_secs.max(1))
+    }
+
     fn kind_settings(&self, kind: JobKind) -> KindSettings {
         self.settings
             .jobs
@@ -225,7 +231,7 @@ async fn get_consumer(
     js: &jetstream::Context,
     kind: JobKind,
 ) -> Result<PullConsumer, async_nats::Error> {
-    let stream = js.get_stream(JOBS_STREAM).await?;
+    let stream = js.get_stream_no_info(JOBS_STREAM).await?;
     stream.get_consumer(consumer_name(kind)).await
 }
 
@@ -406,7 +412,8 @@ impl Attempt {
 
     async fn run(self, handler: Arc<dyn Handler>) {
         let store = &self.shared.store;
-        let record = match store.start_attempt(self.job_id()).await {
+        let lease = self.shared.lease();
+        let record = match store.start_attempt_with_lease(self.job_id(), lease).await {
             Ok(StartAttempt::Started(record)) => record,
             Ok(StartAttempt::Finished(record)) => {
                 tracing::debug!(status = %record.status, "job already finished; skipping redelivery");
@@ -415,6 +422,11 @@ impl Attempt {
             }
             Ok(StartAttempt::CancelRequested(_)) => {
                 self.settle(Decision::Cancel, 0).await;
+                return;
+            }
+            Ok(StartAttempt::Busy(_)) => {
+                tracing::info!("another consumer holds the job; offering this copy again later");
+                self.ack(AckKind::Nak(Some(lease))).await;
                 return;
             }
             Ok(StartAttempt::NotFound) => {
@@ -489,7 +501,7 @@ impl Attempt {
         let limits = self.shared.kind_settings(self.kind);
         let soft = tokio::time::sleep(limits.soft_limit());
         let hard = tokio::time::sleep(limits.hard_limit());
-        let mut keepalive = tokio::time::interval(PROGRESS_ACK_EVERY);
+        let mut keepalive = tokio::time::interval(PROGRESS_ACK_EVERY.min(self.shared.lease() / 3));
         keepalive.tick().await;
         tokio::pin!(work, soft, hard);
         let mut soft_fired = false;
@@ -511,10 +523,8 @@ impl Attempt {
                 }
                 _ = keepalive.tick() => {
                     let _ = self.message.ack_with(AckKind::Progress).await;
-                    if let Ok(Some(job)) = self.shared.store.get_job(self.job_id()).await {
-                        if job.cancel_requested {
-                            interrupt.fire(Reason::Cancelled);
-                        }
+                    if let Ok(Some(true)) = self.shared.store.renew_lease(self.job_id()).await {
+                        interrupt.fire(Reason::Cancelled);
                     }
                 }
             }
@@ -569,12 +579,10 @@ impl Attempt {
                     .await
                 {
                     Ok(Some(_)) => {
-                        self.publish_confirmed(&JobEvent::Result(value)).await;
-                        self.publish_confirmed(&JobEvent::status(
-                            JobStatus::Succeeded,
-                            attempt,
-                            now,
-                        ))
+                        self.publish_confirmed(&[
+                            JobEvent::Result(value),
+                            JobEvent::status(JobStatus::Succeeded, attempt, now),
+                        ])
                         .await;
                         completed(kind, "succeeded");
                     }
@@ -586,11 +594,11 @@ impl Attempt {
             Decision::Cancel => {
                 match store.finish_job(id, Outcome::Cancelled).await {
                     Ok(Some(_)) => {
-                        self.publish_confirmed(&JobEvent::status(
+                        self.publish_confirmed(&[JobEvent::status(
                             JobStatus::Cancelled,
                             attempt,
                             now,
-                        ))
+                        )])
                         .await;
                         completed(kind, "cancelled");
                     }
@@ -620,9 +628,11 @@ impl Attempt {
                         if dead_letter {
                             self.dead_letter(&error, attempt).await;
                         }
-                        self.publish_confirmed(&JobEvent::Error(error)).await;
-                        self.publish_confirmed(&JobEvent::status(JobStatus::Failed, attempt, now))
-                            .await;
+                        self.publish_confirmed(&[
+                            JobEvent::Error(error),
+                            JobEvent::status(JobStatus::Failed, attempt, now),
+                        ])
+                        .await;
                         completed(kind, "failed");
                     }
                     Ok(None) => {}
@@ -702,24 +712,31 @@ impl Attempt {
         }
     }
 
-    /// Publishes and waits for the stream to hold it: terminal events must outlive a crash
-    /// that follows the ack.
-    async fn publish_confirmed(&self, event: &JobEvent) {
+    /// Publishes in order and waits for the stream to hold every one: terminal events must
+    /// outlive a crash that follows the ack. The acks are awaited together, not one by one.
+    async fn publish_confirmed(&self, events: &[JobEvent]) {
         let subject = events_subject(self.job_id());
-        let result = match self
-            .shared
-            .jetstream
-            .publish(subject, event.to_bytes())
-            .await
-        {
-            Ok(ack) => tokio::time::timeout(PUBLISH_TIMEOUT, ack)
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            match self
+                .shared
+                .jetstream
+                .publish(subject.clone(), event.to_bytes())
                 .await
-                .map_err(|_| "timed out".to_string())
-                .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "job event not confirmed by the stream");
+            {
+                Ok(ack) => acks.push(std::future::IntoFuture::into_future(ack)),
+                Err(e) => tracing::warn!(error = %e, "cannot publish job event"),
+            }
+        }
+        let confirmed =
+            tokio::time::timeout(PUBLISH_TIMEOUT, futures::future::join_all(acks)).await;
+        match confirmed {
+            Ok(results) => {
+                for e in results.into_iter().filter_map(Result::err) {
+                    tracing::warn!(error = %e, "job event not confirmed by the stream");
+                }
+            }
+            Err(_) => tracing::warn!("job events not confirmed by the stream in time"),
         }
     }
 }

@@ -139,6 +139,9 @@ pub enum StartAttempt {
     Finished(JobRecord),
     /// Cancellation was requested before this attempt could start: record `Outcome::Cancelled`.
     CancelRequested(JobRecord),
+    /// Another holder is running the job and renewed its lease recently: offer this delivery
+    /// again later.
+    Busy(JobRecord),
     NotFound,
 }
 

@@ -226,15 +226,35 @@ impl Store {
     /// Begins an attempt. Queued and running jobs (a redelivery after a lost attempt) become
     /// running with `attempts` + 1; nothing changes in the other cases.
     pub async fn start_attempt(&self, id: JobId) -> Result<StartAttempt> {
+        self.start_attempt_with_lease(id, Duration::ZERO).await
+    }
+
+    /// Like [`Store::start_attempt`], but a running job whose holder renewed its lease
+    /// ([`Store::renew_lease`]) within `lease` is `Busy`: another delivery of its command (a
+    /// republished copy, or a redelivery while the holder was cut off from the broker) must
+    /// not run it a second time at once. A lease older than that means the holder is gone.
+    pub async fn start_attempt_with_lease(
+        &self,
+        id: JobId,
+        lease: Duration,
+    ) -> Result<StartAttempt> {
+        let now = now();
+        // Without a lease every running job is taken over, however recently it was touched.
+        let stale_before = if lease.is_zero() {
+            chrono::TimeZone::with_ymd_and_hms(&Utc, 9999, 12, 31, 0, 0, 0).unwrap()
+        } else {
+            now - chrono::Duration::from_std(lease).unwrap_or_default()
+        };
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
              started_at = coalesce(started_at, $2), updated_at = $2 \
-             WHERE id = $1 AND status IN ('queued', 'running') AND NOT cancel_requested \
+             WHERE id = $1 AND NOT cancel_requested \
+             AND (status = 'queued' OR (status = 'running' AND updated_at <= $3)) \
              RETURNING {JOB_COLUMNS}"
         );
         if let Some(job) = self
             .pool
-            .fetch_optional(&sql, args![id, now()], job_from_row)
+            .fetch_optional(&sql, args![id, now, stale_before], job_from_row)
             .await?
         {
             return Ok(StartAttempt::Started(job));
@@ -242,9 +262,26 @@ impl Store {
         Ok(match self.get_job(id).await? {
             None => StartAttempt::NotFound,
             Some(job) if job.status.is_terminal() => StartAttempt::Finished(job),
-            // Not terminal, so the update was refused for cancel_requested alone.
-            Some(job) => StartAttempt::CancelRequested(job),
+            Some(job) if job.cancel_requested => StartAttempt::CancelRequested(job),
+            Some(job) => StartAttempt::Busy(job),
         })
+    }
+
+    /// Renews the lease of a running job (its `updated_at`) and tells whether cancellation
+    /// was requested meanwhile; `None` once the job is no longer running.
+    pub async fn renew_lease(&self, id: JobId) -> Result<Option<bool>> {
+        let job = self
+            .pool
+            .fetch_optional(
+                &format!(
+                    "UPDATE jobs SET updated_at = $2 WHERE id = $1 AND status = 'running' \
+                     RETURNING {JOB_COLUMNS}"
+                ),
+                args![id, now()],
+                job_from_row,
+            )
+            .await?;
+        Ok(job.map(|j| j.cancel_requested))
     }
 
     /// Stores the latest progress of a running job; a no-op once it is no longer running

@@ -75,6 +75,7 @@ contract!(
     idempotency_key_returns_the_existing_job,
     list_newest_first_with_filters_and_cursor,
     start_attempt_counts_and_skips_finished_jobs,
+    a_held_lease_makes_other_deliveries_wait,
     first_outcome_wins,
     illegal_transitions_are_refused,
     retry_requeues_a_running_job,
@@ -304,6 +305,49 @@ async fn start_attempt_counts_and_skips_finished_jobs(store: Store) {
         store.start_attempt(new_job_id()).await.unwrap(),
         StartAttempt::NotFound
     );
+}
+
+async fn a_held_lease_makes_other_deliveries_wait(store: Store) {
+    let job = running(&store, JobKind::Echo).await;
+    let lease = std::time::Duration::from_secs(60);
+    // Held: a second delivery must wait, and nothing changes.
+    match store.start_attempt_with_lease(job.id, lease).await.unwrap() {
+        StartAttempt::Busy(held) => assert_eq!(held.attempts, 1),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    assert_eq!(store.renew_lease(job.id).await.unwrap(), Some(false));
+    // A cancel request shows in the renewal.
+    store.cancel_job(job.id).await.unwrap();
+    assert_eq!(store.renew_lease(job.id).await.unwrap(), Some(true));
+
+    // A lease nobody renewed within the window is taken over.
+    let other = running(&store, JobKind::Echo).await;
+    let StartAttempt::Started(taken) = store
+        .start_attempt_with_lease(other.id, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("an expired lease is taken over");
+    };
+    assert_eq!(taken.attempts, 2);
+    // Queued jobs start whatever the lease.
+    let queued = store
+        .create_job(new_job(JobKind::Echo, None))
+        .await
+        .unwrap()
+        .into_job();
+    assert!(matches!(
+        store
+            .start_attempt_with_lease(queued.id, lease)
+            .await
+            .unwrap(),
+        StartAttempt::Started(_)
+    ));
+    store
+        .finish_job(queued.id, Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.renew_lease(queued.id).await.unwrap(), None);
 }
 
 async fn first_outcome_wins(store: Store) {
