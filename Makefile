@@ -17,8 +17,12 @@ test:
 	@scripts/ensure-deps.sh nats postgres python
 	@scripts/ensure-venv.sh >/dev/null
 	$(CARGO) build -p xenios-devstack --bin with-postgres
-	XENIOS_TEST_PYTHON=$(CURDIR)/.venv/bin/python \
-	  target/debug/with-postgres -- $(CARGO) test --workspace --no-fail-fast
+	@set -o pipefail; XENIOS_TEST_PYTHON=$(CURDIR)/.venv/bin/python \
+	  target/debug/with-postgres -- $(CARGO) test --workspace --all-targets --no-fail-fast 2>&1 \
+	  | tee target/test.log; status=$$?; \
+	  awk '/^test result:/ { passed += $$4; failed += $$6 } \
+	    END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log; \
+	  exit $$status
 
 lint:
 	$(CARGO) fmt --all -- --check
