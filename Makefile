@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt bench
+.PHONY: run test lint fmt bench fuzz
 
 ## The whole stack, embedded default: SQLite under data/ and a nats-server it starts itself.
 run:
@@ -34,3 +34,15 @@ fmt:
 ## Release build vs the Celery baseline, side by side (see scripts/bench.sh; ~10 min).
 bench:
 	scripts/bench.sh $(N) $(C) $(RUNS)
+
+## Every fuzz target in fuzz/ for FUZZ_SECONDS each, seeds included (needs nightly and
+## cargo-fuzz; not part of `make test`). Crashes land in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@set -e; for t in $$($(CARGO) +nightly fuzz list); do \
+	  dict=""; case $$t in docx*|xlsx*|extract) dict="-dict=fuzz/dicts/ooxml.dict";; esac; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
+	  mkdir -p fuzz/corpus/$$t fuzz/seeds/$$t; \
+	  $(CARGO) +nightly fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) $$dict; \
+	done

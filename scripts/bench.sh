@@ -72,7 +72,7 @@ run_stack() { # db_kind run_index
   export DATABASE_URL=$db_url NATS_URL=nats://127.0.0.1:$port XENIOS_BACKEND_API_KEY=$key \
     SUPABASE_JWT_SECRET=$secret XENIOS_API_ADDR=127.0.0.1:$api_port \
     XENIOS_METRICS_ADDR=127.0.0.1:$metrics_port LOG_LEVEL=warn \
-    XENIOS__RATE_LIMIT__ENABLED=false XENIOS__DATABASE__MAX_CONNECTIONS=16
+    XENIOS__RATE_LIMIT__ENABLED=false XENIOS__DATABASE__MAX_CONNECTIONS=${BENCH_DB_CONNECTIONS:-16}
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   "$bin/xenios" migrate --config /dev/null >/dev/null
   "$bin/xenios-api" --config /dev/null >"$dir/api.log" 2>&1 &

@@ -179,6 +179,15 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
         .layer(DefaultBodyLimit::max(settings.api.body_limit_bytes));
 
+    // Uploads: authenticated like the rest of /api/v1, with a body limit of their own.
+    let files = OpenApiRouter::new()
+        .routes(routes!(routes::files::upload))
+        .route_layer(middleware::from_fn(correlation::expose_matched_path))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
+        .layer(DefaultBodyLimit::max(files_body_limit(
+            settings.files.max_bytes,
+        )));
+
     // OpenAI-compatible: its own authentication (the SDKs' bearer key) and error shape.
     let openai = OpenApiRouter::new()
         .routes(routes!(routes::openai::chat_completions))
@@ -199,6 +208,7 @@ pub fn router(state: AppState) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(public)
         .merge(api_v1)
+        .merge(files)
         .merge(openai)
         .split_for_parts();
     let api = Arc::new(api);
@@ -223,6 +233,12 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(cors(&settings.api.cors_origins))
         .layer(middleware::from_fn(correlation::layer))
+}
+
+/// The file itself plus room for the multipart framing; the upload counts the file's own
+/// bytes against `files.max_bytes`.
+fn files_body_limit(max_bytes: u64) -> usize {
+    usize::try_from(max_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

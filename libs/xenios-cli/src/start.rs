@@ -180,7 +180,12 @@ pub fn spawn_sweeper(
 
 /// The job kinds this build has handlers for.
 pub fn known_kinds() -> Vec<JobKind> {
-    vec![JobKind::Echo, JobKind::Llm]
+    vec![
+        JobKind::Echo,
+        JobKind::Llm,
+        JobKind::Extraction,
+        JobKind::Transcription,
+    ]
 }
 
 /// A consumer runtime serving `kinds` (all known kinds when empty).
@@ -209,9 +214,41 @@ pub fn runtime_for(
         ),
         false => None,
     };
+    let extraction = match wanted.contains(&JobKind::Extraction) {
+        true => Some(
+            xenios_documents::ExtractionHandler::new(&settings)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        false => None,
+    };
+    // A consumer asked for transcription by name needs a provider to start; one serving
+    // every kind (`xenios dev`) starts without and fails those jobs saying why.
+    let transcription = match wanted.contains(&JobKind::Transcription) {
+        true if kinds.is_empty() => {
+            let handler = xenios_documents::TranscriptionHandler::lenient(&settings)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if !handler.is_configured() {
+                tracing::warn!(
+                    "no transcription provider configured: transcription jobs will fail"
+                );
+            }
+            Some(handler)
+        }
+        true => Some(
+            xenios_documents::TranscriptionHandler::new(&settings)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        false => None,
+    };
     let mut runtime = Runtime::new(settings, store.clone(), nats.clone(), binary);
     if let Some(gateway) = llm {
         runtime = runtime.with_handler(xenios_llm::LlmHandler::new(Arc::new(gateway)));
+    }
+    if let Some(handler) = extraction {
+        runtime = runtime.with_handler(handler);
+    }
+    if let Some(handler) = transcription {
+        runtime = runtime.with_handler(handler);
     }
     Ok(runtime)
 }

@@ -141,6 +141,7 @@ pub async fn submit(
             ApiError::invalid_field("kind", e.to_string())
         })?;
     check_input(&state, kind, &body.input)?;
+    check_source(&state, &user, kind, &body.input).await?;
     let idempotency_key = match headers.get("idempotency-key") {
         Some(value) => {
             let key = value
@@ -198,6 +199,49 @@ pub(crate) fn check_input(state: &AppState, kind: JobKind, input: &Value) -> Res
                 "input.task",
                 format!("unknown task `{task}` (known: {})", known.join(", ")),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The `url` or `file_id` of an `extraction` or `transcription` input: a URL the fetch policy
+/// refuses is a `400`, a file that does not exist (or is another user's) a `422`.
+pub(crate) async fn check_source(
+    state: &AppState,
+    user: &User,
+    kind: JobKind,
+    input: &Value,
+) -> Result<(), ApiError> {
+    if !matches!(kind, JobKind::Extraction | JobKind::Transcription) {
+        return Ok(());
+    }
+    if let Some(url) = input["url"].as_str() {
+        let policy = xenios_fetch::FetchPolicy::from(&state.settings.fetch);
+        if let Err(e) = xenios_fetch::check_url(url, &policy).await {
+            // A name that does not resolve now may later; the consumer's fetch decides.
+            if let Some(refusal) = e.refusal() {
+                let message = refusal.to_string();
+                return Err(ApiError::InvalidInput {
+                    status: StatusCode::BAD_REQUEST,
+                    details: Some(
+                        serde_json::json!([{ "field": "input.url", "message": message }]),
+                    ),
+                    message: format!("input.url: {message}"),
+                });
+            }
+        }
+    }
+    if let Some(file_id) = input["file_id"].as_str() {
+        use async_nats::jetstream::object_store::InfoErrorKind;
+        let bucket = crate::routes::files::files_bucket(state).await?;
+        let missing = || ApiError::invalid_field("input.file_id", format!("no file `{file_id}`"));
+        let info = bucket.info(file_id).await.map_err(|e| match e.kind() {
+            InfoErrorKind::NotFound | InfoErrorKind::InvalidName => missing(),
+            _ => ApiError::unavailable(format!("the file store is unavailable: {e}")),
+        })?;
+        let owner = info.metadata.get("user_id");
+        if owner.is_some_and(|o| *o != user.user.user_id) && !user.user.is_service_role() {
+            return Err(missing());
         }
     }
     Ok(())

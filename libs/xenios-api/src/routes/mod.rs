@@ -1,4 +1,5 @@
 pub mod docs;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod llm;

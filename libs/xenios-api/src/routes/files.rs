@@ -1,0 +1,285 @@
+//! File intake (SPEC §3 "Files"): a multipart upload streamed into the `FILES` object store,
+//! hashed and counted on the way, never held whole in memory. The content type is sniffed
+//! from the first bytes; what the client declares is ignored.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::io::StreamReader;
+use utoipa::ToSchema;
+use xenios_contract::subjects::FILES_BUCKET;
+
+use crate::auth::User;
+use crate::error::{ApiError, ErrorBody};
+use crate::rate_limit::RouteGroup;
+use crate::state::AppState;
+
+/// Enough of a file to tell its format: the text heuristics look at 64 KiB, and an office
+/// document names its main part in the first local headers of the zip.
+const SNIFF_BYTES: usize = 64 * 1024;
+const MAX_FILENAME: usize = 255;
+/// Object metadata keys the consumers read (`xenios-documents` names the same ones).
+const FILENAME_KEY: &str = "filename";
+const OWNER_KEY: &str = "user_id";
+const CONTENT_TYPE_KEY: &str = "content_type";
+
+/// The multipart request body of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The file; its content type is sniffed from the bytes.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// A stored upload: name it as `file_id` in an `extraction` or `transcription` job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    pub file_id: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    pub size: u64,
+    /// Sniffed from the bytes: a document or audio type, else `application/octet-stream`.
+    pub content_type: String,
+    pub filename: Option<String>,
+}
+
+/// Upload a file (multipart field `file`) for later jobs. Kept for the files TTL.
+#[utoipa::path(post, path = "/api/v1/files", tag = "files",
+    security(("api_key" = [], "bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, body = Uploaded, description = "stored"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody, description = "larger than `files.max_bytes`"),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+pub async fn upload(
+    State(state): State<AppState>,
+    user: User,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .check(RouteGroup::Jobs, &user.caller.subject())?;
+    let mut multipart = multipart.map_err(|_| {
+        ApiError::UnsupportedMediaType(
+            "expected `Content-Type: multipart/form-data` with a `file` field".into(),
+        )
+    })?;
+    let limit = state.settings.files.max_bytes;
+    let mut field = loop {
+        match multipart.next_field().await.map_err(multipart_error)? {
+            Some(field) if field.name() == Some("file") => break field,
+            Some(_) => continue,
+            None => {
+                return Err(ApiError::invalid_field(
+                    "file",
+                    "the multipart body has no `file` field",
+                ))
+            }
+        }
+    };
+    let filename = field.file_name().and_then(clean_filename);
+
+    let mut upload = Upload::new(limit);
+    let head = upload.read_head(&mut field).await?;
+    let content_type = sniff(&head).to_owned();
+
+    let bucket = files_bucket(&state).await?;
+    let file_id = uuid::Uuid::now_v7().to_string();
+    let mut metadata = HashMap::from([
+        (OWNER_KEY.to_owned(), user.user.user_id.clone()),
+        (CONTENT_TYPE_KEY.to_owned(), content_type.clone()),
+    ]);
+    if let Some(name) = &filename {
+        metadata.insert(FILENAME_KEY.to_owned(), name.clone());
+    }
+    let meta = ObjectMetadata {
+        name: file_id.clone(),
+        metadata,
+        ..Default::default()
+    };
+    upload.head = Some(head);
+    let mut reader = StreamReader::new(UploadStream {
+        upload,
+        field: &mut field,
+    });
+    let stored = bucket.put(meta, &mut reader).await;
+    let upload = reader.into_inner().upload;
+    // The stream ends early (as if complete) on a broken or oversized body, so the object
+    // store never leaves orphaned chunks behind: what it stored is deleted as a whole.
+    let failure = match (stored, upload.stop) {
+        (Ok(_), None) => None,
+        (_, Some(stop)) => Some(stop),
+        (Err(e), None) => Some(ApiError::unavailable(format!(
+            "the file cannot be stored: {e}"
+        ))),
+    };
+    if let Some(error) = failure {
+        if let Err(e) = bucket.delete(&file_id).await {
+            tracing::debug!(error = %e, "no partial upload to delete");
+        }
+        return Err(error);
+    }
+    let body = Uploaded {
+        file_id,
+        sha256: hex::encode(upload.hasher.finalize()),
+        size: upload.size,
+        content_type,
+        filename,
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+pub(crate) async fn files_bucket(state: &AppState) -> Result<ObjectStore, ApiError> {
+    state
+        .jetstream
+        .get_object_store(FILES_BUCKET)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the file store is unavailable: {e}")))
+}
+
+/// The media type of a file whose first bytes are `head`.
+fn sniff(head: &[u8]) -> &'static str {
+    if let Some(format) = xenios_extract::sniff(head) {
+        return format.mime_type();
+    }
+    if let Some(format) = xenios_transcribe::sniff_audio(head) {
+        return format.mime_type();
+    }
+    // The zip's directory is at its end; the local headers at its start name the parts.
+    if head.starts_with(b"PK\x03\x04") {
+        let has = |name: &[u8]| head.windows(name.len()).any(|w| w == name);
+        if has(b"[Content_Types].xml") && has(b"word/") {
+            return xenios_extract::DocumentFormat::Docx.mime_type();
+        }
+        if has(b"[Content_Types].xml") && has(b"xl/") {
+            return xenios_extract::DocumentFormat::Xlsx.mime_type();
+        }
+        return "application/zip";
+    }
+    "application/octet-stream"
+}
+
+/// The last path component, without control characters, at most 255 characters.
+fn clean_filename(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = base
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_FILENAME)
+        .collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_owned())
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(e.body_text())
+    } else {
+        ApiError::invalid(format!("unreadable multipart body: {}", e.body_text()))
+    }
+}
+
+/// What has gone through so far.
+struct Upload {
+    hasher: Sha256,
+    size: u64,
+    limit: u64,
+    /// Sniffed before the object is created, then sent first.
+    head: Option<Bytes>,
+    /// Why the stream ended before the body did.
+    stop: Option<ApiError>,
+}
+
+impl Upload {
+    fn new(limit: u64) -> Upload {
+        Upload {
+            hasher: Sha256::new(),
+            size: 0,
+            limit,
+            head: None,
+            stop: None,
+        }
+    }
+
+    /// Counts and hashes a chunk; false (with `stop` set) once past the limit.
+    fn take(&mut self, chunk: &[u8]) -> bool {
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            self.stop = Some(ApiError::PayloadTooLarge(format!(
+                "the file exceeds the limit of {} bytes",
+                self.limit
+            )));
+            return false;
+        }
+        self.hasher.update(chunk);
+        true
+    }
+
+    async fn read_head(&mut self, field: &mut Field<'_>) -> Result<Bytes, ApiError> {
+        let mut head = BytesMut::new();
+        while head.len() < SNIFF_BYTES {
+            match field.chunk().await.map_err(multipart_error)? {
+                Some(chunk) => {
+                    if !self.take(&chunk) {
+                        return Err(self.stop.take().unwrap_or_else(|| {
+                            ApiError::PayloadTooLarge("the file is too large".into())
+                        }));
+                    }
+                    head.extend_from_slice(&chunk);
+                }
+                None => break,
+            }
+        }
+        Ok(head.freeze())
+    }
+}
+
+/// The upload's bytes for the object store: the head, then the rest of the field. A body
+/// that breaks or passes the limit ends the stream, with the reason kept in `stop`.
+struct UploadStream<'f, 'a> {
+    upload: Upload,
+    field: &'f mut Field<'a>,
+}
+
+impl Stream for UploadStream<'_, '_> {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(head) = this.upload.head.take() {
+            if !head.is_empty() {
+                return Poll::Ready(Some(Ok(head)));
+            }
+        }
+        if this.upload.stop.is_some() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut *this.field).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Ok(chunk))) => match this.upload.take(&chunk) {
+                true => Poll::Ready(Some(Ok(chunk))),
+                false => Poll::Ready(None),
+            },
+            Poll::Ready(Some(Err(e))) => {
+                this.upload.stop = Some(multipart_error(e));
+                Poll::Ready(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! Files, extraction and transcription end to end: multipart upload → the `FILES` object
+//! store → a job → the extraction or transcription consumer → the result, with real
+//! documents built at test time, a local HTTP server for `url` inputs and a Deepgram stub
+//! speaking Deepgram's real response shape.
+mod common;
+
+#[path = "../libs/xenios-extract/tests/common/mod.rs"]
+mod docs;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use common::*;
+use docs::{deflated_zeros, docx, para, pdf, xlsx, zip_with_raw_entry, Page};
+use serde_json::{json, Value};
+
+const WITHIN: Duration = Duration::from_secs(30);
+const MAX_FILE: usize = 1_000_000;
+/// The `url`-input server listens here, the one host the stacks allow-list: 127.0.0.1
+/// itself stays refused.
+const SERVED_HOST: &str = "127.0.0.2";
+
+async fn stack(extra: &[(&str, &str)]) -> Stack {
+    let mut pairs = vec![
+        ("files.max_bytes", MAX_FILE.to_string()),
+        ("fetch.allow_hosts", SERVED_HOST.to_owned()),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Stack::start_with(Db::Postgres, &refs, 1).await
+}
+
+async fn upload(stack: &Stack, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        // Declared wrongly on purpose: the API sniffs.
+        .mime_str("application/x-whatever")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("note", "ignored")
+        .part("file", part);
+    stack
+        .post("/api/v1/files")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn upload_ok(stack: &Stack, name: &str, bytes: Vec<u8>) -> Value {
+    let response = upload(stack, name, bytes).await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+async fn extract_file(stack: &Stack, file_id: &str) -> Value {
+    let id = stack
+        .submit(
+            "extraction",
+            json!({"file_id": file_id, "output": "markdown"}),
+        )
+        .await;
+    stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await
+}
+
+fn succeeded(job: &Value) -> &Value {
+    assert_eq!(job["status"], "succeeded", "{job}");
+    &job["result"]
+}
+
+fn failed_with(job: &Value, code: &str) {
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], code, "{job}");
+    assert_eq!(job["error"]["retryable"], false, "{job}");
+}
+
+fn sample_docx() -> Vec<u8> {
+    docx(
+        &[
+            para(Some("Heading1"), None, "Quarterly results"),
+            para(None, None, "Revenue grew in every region."),
+            para(None, Some((1, 0)), "North up twelve percent"),
+        ]
+        .concat(),
+    )
+}
+
+fn sample_pdf() -> Vec<u8> {
+    pdf(
+        &[
+            Page::Lines(vec!["Session notes page one".into()]),
+            Page::Lines(vec!["Follow-up on page two".into()]),
+        ],
+        Some("Coaching Session"),
+    )
+}
+
+#[tokio::test]
+async fn uploaded_documents_are_extracted_and_cached() {
+    let stack = stack(&[]).await;
+    let sheet = r#"<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c></row><row r="2"><c r="A2" t="s"><v>2</v></c><c r="B2"><v>42</v></c></row>"#;
+    let cases: Vec<(&str, Vec<u8>, &str, &[&str])> = vec![
+        (
+            "report.docx",
+            sample_docx(),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            &["# Quarterly results", "Revenue grew in every region.", "North up twelve percent"],
+        ),
+        ("notes.pdf", sample_pdf(), "application/pdf", &["Session notes page one", "Follow-up on page two"]),
+        (
+            "page.html",
+            b"<!DOCTYPE html><html><head><title>Welcome page</title><style>p{color:red}</style><script>var secret = 1;</script></head><body><h1>Hello reader</h1><p>First paragraph.</p></body></html>".to_vec(),
+            "text/html",
+            &["# Hello reader", "First paragraph."],
+        ),
+        ("data.csv", b"name,score\nalice,10\nbob,7\n".to_vec(), "text/csv", &["alice", "bob", "score"]),
+        (
+            "sales.xlsx",
+            xlsx(&[("Q1", sheet)], &["region", "total", "Europe"]),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            &["region", "Europe", "42"],
+        ),
+    ];
+    for (name, bytes, content_type, expected) in cases {
+        let size = bytes.len();
+        let uploaded = upload_ok(&stack, name, bytes).await;
+        assert_eq!(uploaded["content_type"], content_type, "{name}: {uploaded}");
+        assert_eq!(uploaded["size"], size, "{name}");
+        assert_eq!(uploaded["filename"], name);
+        let sha = uploaded["sha256"].as_str().unwrap().to_owned();
+        assert_eq!(sha.len(), 64);
+        let file_id = uploaded["file_id"].as_str().unwrap();
+
+        let job = extract_file(&stack, file_id).await;
+        let result = succeeded(&job);
+        let content = result["content"].as_str().unwrap();
+        for text in expected {
+            assert!(
+                content.contains(text),
+                "{name}: `{text}` not in {content:?}"
+            );
+        }
+        assert_eq!(result["format"], "markdown");
+        assert_eq!(result["sha256"], sha.as_str(), "{name}");
+        assert_eq!(result["cached"], false, "{name}");
+        if name.ends_with(".pdf") {
+            assert_eq!(result["pages"], 2);
+            assert_eq!(result["title"], "Coaching Session");
+        }
+        if name.ends_with(".html") {
+            assert!(!content.contains("secret"), "{content}");
+            assert!(!content.contains("color"), "{content}");
+        }
+
+        // The same file again: the cache answers.
+        let again = extract_file(&stack, file_id).await;
+        let cached = succeeded(&again);
+        assert_eq!(cached["cached"], true, "{name}");
+        assert_eq!(cached["content"], result["content"]);
+        assert_eq!(cached["sha256"], sha.as_str());
+    }
+
+    // Another output is another cache entry.
+    let uploaded = upload_ok(&stack, "report.docx", sample_docx()).await;
+    let id = stack
+        .submit(
+            "extraction",
+            json!({"file_id": uploaded["file_id"], "output": "text"}),
+        )
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    let result = succeeded(&job);
+    assert_eq!(result["format"], "text");
+    assert_eq!(result["cached"], false);
+    assert!(!result["content"].as_str().unwrap().contains('#'));
+
+    // Progress was reported on the way.
+    let events = stack.events(&id, None, WITHIN).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.as_deref() == Some("progress")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_documents_fail_with_their_code_and_the_consumer_stays_up() {
+    let stack = stack(&[]).await;
+
+    let mut corrupt = sample_pdf();
+    let cut = corrupt.len() / 3;
+    corrupt.truncate(cut);
+    corrupt.extend_from_slice(b"garbage that is not a PDF object \x00\x01\x02");
+    let corrupt = upload_ok(&stack, "broken.pdf", corrupt).await;
+    assert_eq!(corrupt["content_type"], "application/pdf");
+    failed_with(
+        &extract_file(&stack, corrupt["file_id"].as_str().unwrap()).await,
+        "corrupt_document",
+    );
+
+    // 300 MiB of zeros in a few hundred KiB, declaring all of it.
+    let bomb = zip_with_raw_entry(
+        &[(
+            "[Content_Types].xml",
+            r#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#,
+        )],
+        "word/document.xml",
+        &deflated_zeros(300),
+        300 << 20,
+    );
+    assert!(bomb.len() < MAX_FILE);
+    let bomb = upload_ok(&stack, "bomb.docx", bomb).await;
+    failed_with(
+        &extract_file(&stack, bomb["file_id"].as_str().unwrap()).await,
+        "too_large",
+    );
+
+    let binary: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let unsupported = upload_ok(&stack, "blob.bin", binary).await;
+    assert_eq!(unsupported["content_type"], "application/octet-stream");
+    failed_with(
+        &extract_file(&stack, unsupported["file_id"].as_str().unwrap()).await,
+        "unsupported_format",
+    );
+
+    // The consumer is still serving.
+    let good = upload_ok(&stack, "report.docx", sample_docx()).await;
+    let job = extract_file(&stack, good["file_id"].as_str().unwrap()).await;
+    assert!(succeeded(&job)["content"]
+        .as_str()
+        .unwrap()
+        .contains("Quarterly results"));
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_and_unknown_files_are_refused() {
+    let stack = stack(&[]).await;
+    let response = upload(&stack, "big.txt", vec![b'a'; MAX_FILE + 100_000]).await;
+    error_body(response, 413, "payload_too_large").await;
+
+    let response = upload(&stack, "exact.txt", vec![b'a'; MAX_FILE]).await;
+    assert_eq!(response.status(), 201);
+
+    // A multipart body without a `file` field, and a body that is not multipart.
+    let form = reqwest::multipart::Form::new().text("other", "x");
+    let response = stack
+        .post("/api/v1/files")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 422, "invalid_input").await;
+    let response = stack
+        .post("/api/v1/files")
+        .json(&json!({"file": "x"}))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 415, "unsupported_media_type").await;
+
+    let openapi: Value = stack
+        .http
+        .get(stack.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(openapi["paths"]["/api/v1/files"]["post"].is_object());
+
+    // No API key, no upload.
+    let response = stack
+        .http
+        .post(stack.url("/api/v1/files"))
+        .multipart(reqwest::multipart::Form::new().text("file", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    for kind in ["extraction", "transcription"] {
+        let response = stack
+            .post("/api/v1/jobs")
+            .json(&json!({"kind": kind, "input": {"file_id": "0197a0b0-no-such-file"}}))
+            .send()
+            .await
+            .unwrap();
+        error_body(response, 422, "invalid_input").await;
+    }
+
+    // Another user's upload is not there for this one.
+    let uploaded = upload_ok(&stack, "report.docx", sample_docx()).await;
+    let response = stack
+        .authed(stack.http.post(stack.url("/api/v1/jobs")), OTHER_USER)
+        .json(&json!({"kind": "extraction", "input": {"file_id": uploaded["file_id"]}}))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 422, "invalid_input").await;
+}
+
+#[tokio::test]
+async fn urls_to_private_addresses_are_refused_at_submission() {
+    let stack = stack(&[]).await;
+    for url in [
+        "http://127.0.0.1:9/doc.pdf",
+        "http://10.1.2.3/doc.pdf",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:8080/doc.pdf",
+        "http://[::1]/doc.pdf",
+        "http://0x7f.1/doc.pdf",
+    ] {
+        for kind in ["extraction", "transcription"] {
+            let response = stack
+                .post("/api/v1/jobs")
+                .json(&json!({"kind": kind, "input": {"url": url}}))
+                .send()
+                .await
+                .unwrap();
+            let body = error_body(response, 400, "invalid_input").await;
+            assert_eq!(body["error"]["details"][0]["field"], "input.url", "{body}");
+        }
+    }
+    let jobs: Value = stack
+        .get("/api/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+}
+
+/// A local file server on the allow-listed address: `/doc.html` and a redirect to a
+/// private address that is not allow-listed.
+async fn file_server() -> String {
+    let app = Router::new()
+        .route(
+            "/files/doc.html",
+            get(|| async {
+                (
+                    [("content-type", "text/html")],
+                    "<html><head><title>Fetched</title></head><body><h2>Fetched over HTTP</h2><p>From the allow-listed host.</p></body></html>",
+                )
+            }),
+        )
+        .route(
+            "/redirect",
+            get(|| async { (axum::http::StatusCode::FOUND, [("location", "http://10.0.0.1/doc.html")]) }),
+        );
+    let listener = tokio::net::TcpListener::bind((SERVED_HOST, 0))
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn allow_listed_urls_are_fetched_and_extracted() {
+    let stack = stack(&[]).await;
+    let base = file_server().await;
+    let id = stack
+        .submit(
+            "extraction",
+            json!({"url": format!("{base}/files/doc.html")}),
+        )
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    let result = succeeded(&job);
+    assert!(
+        result["content"]
+            .as_str()
+            .unwrap()
+            .contains("## Fetched over HTTP"),
+        "{result}"
+    );
+    assert_eq!(result["title"], "Fetched");
+    assert_eq!(result["cached"], false);
+
+    // A redirect from the allowed host to a private one is refused when followed.
+    let id = stack
+        .submit("extraction", json!({"url": format!("{base}/redirect")}))
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    failed_with(&job, "url_refused");
+}
+
+#[derive(Default)]
+struct Heard {
+    query: Option<String>,
+    authorization: Option<String>,
+    body_len: usize,
+}
+
+fn deepgram_answer() -> Value {
+    let word = |w: &str, p: &str, start: f64, end: f64, speaker: u32| {
+        json!({"word": w, "start": start, "end": end, "confidence": 0.98,
+               "speaker": speaker, "speaker_confidence": 0.7, "punctuated_word": p})
+    };
+    let words = vec![
+        word("hello", "Hello", 0.08, 0.4, 0),
+        word("coach", "coach.", 0.4, 0.9, 0),
+        word("hi", "Hi", 1.5, 1.7, 1),
+        word("there", "there.", 1.7, 2.1, 1),
+    ];
+    json!({
+        "metadata": {
+            "transaction_key": "deprecated",
+            "request_id": "5b0a8cbc-2e8e-4b4e-9d3a-0c1e8f6f1a77",
+            "sha256": "3d8d1b0c8e5f4e7a9c3e2f1d0b9a8c7e6f5d4c3b2a1908f7e6d5c4b3a2918070",
+            "created": "2024-05-01T10:00:00.000Z",
+            "duration": 2.5,
+            "channels": 1,
+            "models": ["c0d1a568-ce81-4fea-97e7-bd45cb1fdf3c"],
+            "model_info": {"c0d1a568-ce81-4fea-97e7-bd45cb1fdf3c":
+                {"name": "2-general-nova", "version": "2024-01-09.29447", "arch": "nova-2"}}
+        },
+        "results": {
+            "channels": [{
+                "alternatives": [{
+                    "transcript": "Hello coach. Hi there.",
+                    "confidence": 0.99,
+                    "words": words
+                }],
+                "detected_language": "en",
+                "language_confidence": 0.98
+            }],
+            "utterances": [
+                {"start": 0.08, "end": 0.9, "confidence": 0.97, "channel": 0,
+                 "transcript": "Hello coach.", "words": words[..2],
+                 "speaker": 0, "id": "0f4c2f2e-3b8a-4d49-8d0b-1a2b3c4d5e6f"},
+                {"start": 1.5, "end": 2.1, "confidence": 0.95, "channel": 0,
+                 "transcript": "Hi there.", "words": words[2..],
+                 "speaker": 1, "id": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"}
+            ]
+        }
+    })
+}
+
+/// A 16-bit mono PCM WAV of `seconds` of silence.
+fn wav(seconds: f64) -> Vec<u8> {
+    let rate = 8000u32;
+    let data_len = (seconds * f64::from(rate)) as u32 * 2;
+    let mut b = Vec::with_capacity(44 + data_len as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    b.resize(b.len() + data_len as usize, 0);
+    b
+}
+
+#[tokio::test]
+async fn transcription_goes_through_deepgram_and_comes_back_normalised() {
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let app = Router::new()
+        .route(
+            "/v1/listen",
+            post(
+                |State(heard): State<Arc<Mutex<Heard>>>,
+                 RawQuery(query): RawQuery,
+                 headers: HeaderMap,
+                 body: Bytes| async move {
+                    let mut h = heard.lock().unwrap();
+                    h.query = query;
+                    h.authorization = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    h.body_len = body.len();
+                    axum::Json(deepgram_answer())
+                },
+            ),
+        )
+        .with_state(heard.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deepgram = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let stack = stack(&[
+        ("providers.deepgram.base_url", &deepgram),
+        ("providers.deepgram.api_key", "dg-test-key"),
+    ])
+    .await;
+    let audio = wav(2.5);
+    let audio_len = audio.len();
+    let uploaded = upload_ok(&stack, "session.wav", audio).await;
+    assert_eq!(uploaded["content_type"], "audio/wav");
+    let id = stack
+        .submit(
+            "transcription",
+            json!({"file_id": uploaded["file_id"], "diarize": true}),
+        )
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    let result = succeeded(&job);
+    assert_eq!(
+        result,
+        &json!({
+            "text": "Hello coach. Hi there.",
+            "segments": [
+                {"start": 0.08, "end": 0.9, "text": "Hello coach.", "speaker": 0},
+                {"start": 1.5, "end": 2.1, "text": "Hi there.", "speaker": 1}
+            ],
+            "language": "en",
+            "duration_s": 2.5,
+            "provider": "deepgram",
+            "model": "nova-2"
+        })
+    );
+    {
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.authorization.as_deref(), Some("Token dg-test-key"));
+        assert_eq!(heard.body_len, audio_len);
+        let query = heard.query.clone().unwrap_or_default();
+        assert!(query.contains("diarize=true"), "{query}");
+        assert!(query.contains("utterances=true"), "{query}");
+    }
+
+    // Not audio: a permanent failure naming the format.
+    let text = upload_ok(&stack, "notes.txt", b"just some text".to_vec()).await;
+    let id = stack
+        .submit("transcription", json!({"file_id": text["file_id"]}))
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    failed_with(&job, "unsupported_format");
+}
+
+/// A stub answering every POST to `path` with `answers` in turn (the last one repeated),
+/// counting the requests.
+async fn scripted(path: &'static str, answers: Vec<(u16, Value)>) -> (String, Arc<Mutex<usize>>) {
+    let calls = Arc::new(Mutex::new(0usize));
+    let seen = calls.clone();
+    let app = Router::new().route(
+        path,
+        post(move |_body: Bytes| {
+            let calls = seen.clone();
+            let answers = answers.clone();
+            async move {
+                let n = {
+                    let mut calls = calls.lock().unwrap();
+                    *calls += 1;
+                    *calls
+                };
+                let (status, body) = answers[(n - 1).min(answers.len() - 1)].clone();
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    axum::Json(body),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, calls)
+}
+
+#[tokio::test]
+async fn scanned_pdfs_need_ocr_and_go_to_docling_when_configured() {
+    let scan = pdf(&[Page::Image, Page::Image], None);
+
+    let stack_without = stack(&[]).await;
+    let uploaded = upload_ok(&stack_without, "scan.pdf", scan.clone()).await;
+    failed_with(
+        &extract_file(&stack_without, uploaded["file_id"].as_str().unwrap()).await,
+        "ocr_required",
+    );
+    drop(stack_without);
+
+    // docling-serve's answer to `POST /v1/convert/file`.
+    let answer = json!({
+        "document": {
+            "filename": "scan.pdf",
+            "md_content": "## Scanned heading\n\nText recognised by OCR.",
+            "json_content": null, "html_content": null, "text_content": null, "doctags_content": null
+        },
+        "status": "success",
+        "errors": [],
+        "processing_time": 1.25,
+        "timings": {}
+    });
+    let (docling, calls) = scripted("/v1/convert/file", vec![(200, answer)]).await;
+    let stack = stack(&[("providers.docling_url", &docling)]).await;
+    let uploaded = upload_ok(&stack, "scan.pdf", scan).await;
+    let job = extract_file(&stack, uploaded["file_id"].as_str().unwrap()).await;
+    let result = succeeded(&job);
+    assert!(
+        result["content"]
+            .as_str()
+            .unwrap()
+            .contains("Text recognised by OCR."),
+        "{result}"
+    );
+    assert_eq!(result["cached"], false);
+    assert_eq!(*calls.lock().unwrap(), 1);
+
+    // Cached: docling is not asked again.
+    let job = extract_file(&stack, uploaded["file_id"].as_str().unwrap()).await;
+    assert_eq!(succeeded(&job)["cached"], true);
+    assert_eq!(*calls.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
+    let verbose_json = json!({
+        "task": "transcribe",
+        "language": "english",
+        "duration": 2.5,
+        "text": " Hello coach. Hi there.",
+        "segments": [
+            {"id": 0, "seek": 0, "start": 0.0, "end": 1.2, "text": " Hello coach.",
+             "tokens": [50364, 2425, 6560, 13, 50424], "temperature": 0.0,
+             "avg_logprob": -0.21, "compression_ratio": 1.05, "no_speech_prob": 0.01},
+            {"id": 1, "seek": 0, "start": 1.2, "end": 2.5, "text": " Hi there.",
+             "tokens": [50424, 2421, 456, 13, 50489], "temperature": 0.0,
+             "avg_logprob": -0.25, "compression_ratio": 1.05, "no_speech_prob": 0.02}
+        ]
+    });
+    let overloaded = json!({"error": {"message": "model overloaded", "type": "server_error"}});
+    let (whisper, calls) = scripted(
+        "/v1/audio/transcriptions",
+        vec![(503, overloaded), (200, verbose_json)],
+    )
+    .await;
+    let stack = stack(&[
+        ("providers.openai.base_url", &format!("{whisper}/v1")),
+        ("providers.openai.api_key", "sk-local"),
+    ])
+    .await;
+    let uploaded = upload_ok(&stack, "session.wav", wav(2.5)).await;
+    let id = stack
+        .submit("transcription", json!({"file_id": uploaded["file_id"]}))
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    assert_eq!(
+        succeeded(&job),
+        &json!({
+            "text": "Hello coach. Hi there.",
+            "segments": [
+                {"start": 0.0, "end": 1.2, "text": "Hello coach."},
+                {"start": 1.2, "end": 2.5, "text": "Hi there."}
+            ],
+            "language": "en",
+            "duration_s": 2.5,
+            "provider": "openai",
+            "model": "whisper-1"
+        })
+    );
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(*calls.lock().unwrap(), 2);
+}
