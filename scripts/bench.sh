@@ -19,7 +19,7 @@ tools=$root/target/bench-tools
 out=$root/bench/results/$(date +%Y-%m-%d-%H%M)
 mkdir -p "$tools" "$out"
 
-scripts/ensure-deps.sh nats postgres python
+scripts/ensure-deps.sh nats postgres python wrk
 cargo build -q -p xenios-devstack --bin with-postgres
 # PostgreSQL runs need a private server: re-enter under one.
 if [ -z "${XENIOS_TEST_POSTGRES_URL:-}" ]; then
@@ -81,6 +81,10 @@ run_stack() { # db_kind run_index
   worker=$!; pids+=($worker)
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/health/ready" >/dev/null && break; sleep 0.1; done
   token=$("$bin/xenios" token --config /dev/null --user 00000000-0000-4000-8000-0000000000b1)
+  awk '/^VmRSS/{print $2}' "/proc/$api/status" >"$out/$db-idle-rss-$i.txt"
+  if command -v wrk >/dev/null; then
+    wrk -t1 -c32 -d10s --latency "http://127.0.0.1:$api_port/health" >"$out/$db-health-$i.txt" 2>&1 || true
+  fi
   local base="http://127.0.0.1:$api_port/api/v1"
   local common=(--url "$base/jobs" -H "X-API-Key: $key" -H "Authorization: Bearer $token"
     --body '{"kind":"echo","input":{"message":"hello {{i}}"}}' -n "$N" -c "$C")

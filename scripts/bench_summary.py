@@ -81,6 +81,21 @@ for db in ("sqlite", "postgres"):
         per_job = med([sum(c.values()) * 1000 / max(k, 1) for c, k in zip(cpu, n)])
         print(f"| xenios ({db}) | {mode} | {med([c['api'] for c in cpu]):.1f} | "
               f"{med([c['worker'] for c in cpu]):.1f} | {med([c['nats'] for c in cpu]):.1f} | {per_job:.2f} |")
+idle = [int(open(p).read().strip() or 0) / 1024 for p in glob.glob(os.path.join(out, "*-idle-rss-*.txt"))]
+health = []
+for path in glob.glob(os.path.join(out, "*-health-*.txt")):
+    text = open(path).read()
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)", text, re.M)
+    if rps and p99:
+        scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+        health.append((float(rps.group(1)), float(p99.group(1)) * scale))
+if idle:
+    print(f"\nIdle RSS of `xenios-api` after start: median {med(idle):.1f} MB over {len(idle)} starts.")
+if health:
+    print(f"`GET /health` with wrk (1 thread, 32 connections, 10 s, separate process): median "
+          f"{med([h[0] for h in health]):.0f} requests/s, p99 {med([h[1] for h in health]):.2f} ms "
+          f"over {len(health)} runs.")
 limit = os.path.join(out, "jetstream-limit.txt")
 if os.path.exists(limit):
     print("\nJetStream alone (`jetstream-limit`, same machine):\n")

@@ -9,6 +9,7 @@ for what in "$@"; do
     nats) command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server) ;;
     postgres) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
     python) python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv) ;;
+    wrk) command -v wrk >/dev/null || need+=(wrk) ;;
     *) echo "ensure-deps: unknown dependency $what" >&2; exit 2 ;;
   esac
 done

@@ -557,8 +557,33 @@ async fn a_database_outage_refuses_submissions_and_publishes_nothing() {
 }
 
 /// A `xenios worker` process against the stack's NATS and database.
-fn worker_process(stack: &Stack) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_xenios"))
+/// A child process that is killed if the test ends (or panics) while it still runs.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn worker_process(stack: &Stack) -> Reaped {
+    let child = Command::new(env!("CARGO_BIN_EXE_xenios"))
         .args(["worker", "--kind", "echo", "--config", "/dev/null"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -573,7 +598,8 @@ fn worker_process(stack: &Stack) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("xenios worker starts")
+        .expect("xenios worker starts");
+    Reaped(child)
 }
 
 fn signal(child: &Child, name: &str) {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{middleware, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -116,7 +117,14 @@ impl Application {
             tracing::info!("shutting down: draining requests");
             stop.cancel();
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // Events are small writes in quick succession: without TCP_NODELAY, Nagle's algorithm
+        // holds each one back until the client's delayed ACK (~40 ms) arrives.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(signal);
         let stopped = state.shutdown.clone();
         let result = tokio::select! {
             result = serve => result,
