@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt bench fuzz
+.PHONY: run test lint fmt bench bench-llm fuzz
 
 ## The whole stack, embedded default: SQLite under data/ and a nats-server it starts itself.
 run:
@@ -46,3 +46,7 @@ fuzz:
 	  $(CARGO) +nightly fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) $$dict; \
 	done
+
+## LLM token streaming through the whole path vs straight to mock-llm and the FastAPI relay.
+bench-llm:
+	scripts/bench-llm.sh $(N) $(C) $(RUNS)
