@@ -529,3 +529,99 @@ async fn production_hides_docs_and_refuses_to_start_without_a_key() {
         200
     );
 }
+
+/// ES256 tokens checked against a JWKS the test serves, through the whole HTTP stack: a known
+/// key is accepted, a token from a key the JWKS only learns later is accepted after a refetch,
+/// and an HS256 token forged with the public key is refused.
+#[tokio::test]
+async fn es256_tokens_via_jwks_and_refetch_on_unknown_kid() {
+    use std::sync::{Arc, Mutex};
+
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("libs/xenios-auth/tests/fixtures");
+    let read = |name: &str| std::fs::read(fixtures.join(name)).unwrap();
+    let jwk = |name: &str| -> Value { serde_json::from_slice(&read(name)).unwrap() };
+    let served = Arc::new(Mutex::new(json!({"keys": [jwk("ec1.jwk.json")]})));
+    let fetches = Arc::new(Mutex::new(0u32));
+    let app = {
+        let (served, fetches) = (served.clone(), fetches.clone());
+        axum::Router::new().route(
+            "/auth/v1/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (served, fetches) = (served.clone(), fetches.clone());
+                async move {
+                    *fetches.lock().unwrap() += 1;
+                    axum::Json(served.lock().unwrap().clone())
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let supabase = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let stack = Stack::start_with(
+        Db::Sqlite,
+        &[
+            ("auth.supabase_url", supabase.as_str()),
+            ("auth.jwks_min_refetch_secs", "0"),
+        ],
+        0,
+    )
+    .await;
+    let sign = |pem: &str, kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        jsonwebtoken::encode(
+            &header,
+            &json!({"sub": USER, "aud": "authenticated", "role": "authenticated", "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_ec_pem(&read(pem)).unwrap(),
+        )
+        .unwrap()
+    };
+    let me = |token: String| {
+        stack
+            .http
+            .get(stack.url("/api/v1/me"))
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(token)
+            .send()
+    };
+
+    let r = me(sign("ec1.pem", "ec-key-1")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["user_id"], USER);
+
+    // A key the JWKS does not have yet: refused; once published, the unknown kid makes the
+    // verifier fetch the set again and the same token passes.
+    let kid2 = jwk("ec2.jwk.json")["kid"].as_str().unwrap().to_owned();
+    let token2 = sign("ec2.pem", &kid2);
+    error_body(me(token2.clone()).await.unwrap(), 401, "unauthorized").await;
+    let before = *fetches.lock().unwrap();
+    served.lock().unwrap()["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(jwk("ec2.jwk.json"));
+    assert_eq!(me(token2).await.unwrap().status(), 200);
+    assert!(
+        *fetches.lock().unwrap() > before,
+        "the unknown kid caused a refetch"
+    );
+
+    // Algorithm confusion: HS256 signed with the EC public key material is refused.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("ec-key-1".into());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &json!({"sub": USER, "aud": "authenticated", "role": "service_role", "exp": 9_999_999_999u64}),
+        &jsonwebtoken::EncodingKey::from_secret(&read("ec1.jwk.json")),
+    )
+    .unwrap();
+    error_body(me(forged).await.unwrap(), 401, "unauthorized").await;
+}

@@ -247,11 +247,22 @@ async fn pull_loop(
     let concurrency = shared.kind_settings(kind).concurrency;
     let slots = Arc::new(Semaphore::new(concurrency));
     let expires = Duration::from_millis(shared.settings.consumer.pull_expires_ms.max(100));
+    // At start the streams are usually being applied concurrently: only a consumer that stays
+    // missing for a few seconds is worth a warning.
+    let mut misses = 0u32;
     'connect: while !stop.is_cancelled() {
         let consumer = match get_consumer(&shared.jetstream, kind).await {
-            Ok(c) => c,
+            Ok(c) => {
+                misses = 0;
+                c
+            }
             Err(e) => {
-                tracing::warn!(%kind, error = %e, "consumer not available yet; retrying");
+                misses += 1;
+                if misses > 6 {
+                    tracing::warn!(%kind, error = %e, "consumer not available yet; retrying");
+                } else {
+                    tracing::debug!(%kind, error = %e, "consumer not available yet; retrying");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(PULL_RETRY_DELAY) => continue 'connect,
                     _ = stop.cancelled() => break 'connect,
