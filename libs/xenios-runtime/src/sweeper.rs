@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
-use xenios_contract::envelope::JobCommand;
 use xenios_store::Store;
 
 /// Jobs re-published per sweep at most; the next sweep takes the rest.
@@ -56,13 +55,7 @@ pub async fn sweep_once(
     let jobs = store.jobs_to_republish(older_than, BATCH).await?;
     let mut published = 0;
     for job in jobs {
-        let command = JobCommand {
-            job_id: job.id,
-            kind: job.kind,
-            user_id: job.user_id.clone(),
-            input: job.input.clone(),
-            submitted_at: job.created_at,
-        };
+        let command = job.command();
         let ack = jetstream
             .publish_with_headers(
                 command.subject(),

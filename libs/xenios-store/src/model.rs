@@ -85,6 +85,19 @@ pub enum Created {
     Existing(JobRecord),
 }
 
+impl JobRecord {
+    /// The command that asks a consumer to run this job, as the API and the sweeper publish it.
+    pub fn command(&self) -> xenios_contract::JobCommand {
+        xenios_contract::JobCommand {
+            job_id: self.id,
+            kind: self.kind,
+            user_id: self.user_id.clone(),
+            input: self.input.clone(),
+            submitted_at: self.created_at,
+        }
+    }
+}
+
 impl Created {
     pub fn job(&self) -> &JobRecord {
         match self {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use xenios_contract::envelope::{CancelRequest, JobCommand, JobEvent};
+use xenios_contract::envelope::{CancelRequest, JobEvent};
 use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, Outcome};
@@ -272,13 +272,7 @@ async fn publish(state: &AppState, job: &JobRecord) -> Result<(), ApiError> {
     let queued = JobEvent::status(JobStatus::Queued, 0, job.created_at);
     // Same connection as the command, so it is stored before any event of the consumer.
     let _ = js.publish(events_subject(job.id), queued.to_bytes()).await;
-    let command = JobCommand {
-        job_id: job.id,
-        kind: job.kind,
-        user_id: job.user_id.clone(),
-        input: job.input.clone(),
-        submitted_at: job.created_at,
-    };
+    let command = job.command();
     let sent = js
         .publish_with_headers(
             command.subject(),

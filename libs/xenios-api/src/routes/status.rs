@@ -50,7 +50,7 @@ pub async fn status(
         .await
         .map_err(|_| ApiError::unavailable("NATS did not answer in time"))??;
     let mut queues = Vec::new();
-    let mut stream = state
+    let stream = state
         .jetstream
         .get_stream(xenios_contract::subjects::JOBS_STREAM)
         .await
@@ -75,7 +75,6 @@ pub async fn status(
             consumers_online: online.get(kind.as_str()).copied().unwrap_or(0),
         });
     }
-    let _ = &mut stream;
     Ok(Json(ServiceStatus {
         service: "xenios-api",
         version: env!("CARGO_PKG_VERSION"),
