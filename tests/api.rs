@@ -81,13 +81,7 @@ async fn readiness_names_a_database_that_is_down() {
     let mut pg = xenios_devstack::PgServer::start().unwrap();
     let nats = xenios_devstack::NatsServer::start().unwrap();
     let settings = settings(&nats.url(), &pg.url(), &[]);
-    let store = xenios_cli::connect_store(&settings).await.unwrap();
-    let client = xenios_cli::connect_nats(&settings, "test").await.unwrap();
-    let app = xenios_api::Application::build(settings, store, client)
-        .await
-        .unwrap();
-    let url = format!("http://{}/health/ready", app.local_addr());
-    tokio::spawn(app.run(std::future::pending()));
+    let url = format!("{}/health/ready", serve_api(&settings).await);
     let http = reqwest::Client::new();
     eventually(Duration::from_secs(10), || {
         let http = http.clone();
@@ -512,13 +506,7 @@ async fn production_hides_docs_and_refuses_to_start_without_a_key() {
     assert!(err.contains("XENIOS_BACKEND_API_KEY"), "{err}");
 
     let settings = settings(&nats.url(), &db, &[("environment", "production")]);
-    let store = xenios_cli::connect_store(&settings).await.unwrap();
-    let client = xenios_cli::connect_nats(&settings, "t").await.unwrap();
-    let app = xenios_api::Application::build(settings, store, client)
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run(std::future::pending()));
+    let base = serve_api(&settings).await;
     let docs = reqwest::get(format!("{base}/docs")).await.unwrap();
     assert_eq!(docs.status(), 404);
     assert_eq!(

@@ -63,6 +63,20 @@ pub fn settings(nats_url: &str, db_url: &str, extra: &[(&str, &str)]) -> Setting
         .expect("test settings are valid")
 }
 
+/// The API alone on its own connections, for tests that control the services themselves
+/// (stopping a database, production settings). Returns its base URL; it serves until the
+/// test ends.
+pub async fn serve_api(settings: &Settings) -> String {
+    let store = xenios_cli::connect_store(settings).await.unwrap();
+    let client = xenios_cli::connect_nats(settings, "test").await.unwrap();
+    let app = xenios_api::Application::build(settings.clone(), store, client)
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    base
+}
+
 pub async fn database_url(db: Db, dir: &Path) -> String {
     match db {
         Db::Sqlite => format!("sqlite://{}", dir.join("xenios.db").display()),
