@@ -21,9 +21,25 @@ pub fn current() -> Option<String> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
-/// The request's correlation id, as an extractor-friendly extension.
+/// The request's correlation id: an extension set by [`layer`], and an extractor for handlers.
 #[derive(Debug, Clone)]
 pub struct CorrelationId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // Outside `layer` (a router used without it) a fresh id still correlates the job.
+        Ok(parts
+            .extensions
+            .get::<CorrelationId>()
+            .cloned()
+            .unwrap_or_else(|| CorrelationId(uuid::Uuid::new_v4().to_string())))
+    }
+}
 
 fn acceptable(value: &HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?;

@@ -127,7 +127,7 @@ fn submitted(job: &JobRecord) -> Submitted {
 pub async fn submit(
     State(state): State<AppState>,
     user: User,
-    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    CorrelationId(correlation_id): CorrelationId,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SubmitJob>,
 ) -> Result<Response, ApiError> {
@@ -324,26 +324,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The correlation id as an extractor.
-pub struct CorrelationIdExt(pub String);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CorrelationIdExt {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(CorrelationIdExt(
-            parts
-                .extensions
-                .get::<CorrelationId>()
-                .map(|c| c.0.clone())
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        ))
-    }
 }
 
 /// Loads a job the user may see; someone else's job is "not found".

@@ -20,10 +20,11 @@ use xenios_contract::{JobError, JobId, JobKind, JobStatus};
 use xenios_store::NewJob;
 
 use crate::auth::User;
+use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::events::{sleep_until, FeedItem, JobFeed, TERMINAL_GRACE};
 use crate::rate_limit::RouteGroup;
-use crate::routes::jobs::{cancel, check_input, enqueue, CorrelationIdExt};
+use crate::routes::jobs::{cancel, check_input, enqueue};
 use crate::state::AppState;
 
 /// Names the job a gateway answer came from, for `GET /api/v1/jobs/{id}` and the audit.
@@ -122,7 +123,7 @@ pub struct StreamDone {
 pub async fn complete(
     State(state): State<AppState>,
     user: User,
-    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    CorrelationId(correlation_id): CorrelationId,
     ApiJson(body): ApiJson<LlmBody>,
 ) -> Result<Response, ApiError> {
     state
@@ -157,7 +158,7 @@ pub async fn complete(
 pub async fn stream(
     State(state): State<AppState>,
     user: User,
-    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    CorrelationId(correlation_id): CorrelationId,
     ApiJson(body): ApiJson<LlmBody>,
 ) -> Result<Response, ApiError> {
     state

@@ -24,9 +24,9 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::auth::{Caller, API_KEY_HEADER};
+use crate::correlation::CorrelationId;
 use crate::error::ApiError;
 use crate::rate_limit::RouteGroup;
-use crate::routes::jobs::CorrelationIdExt;
 use crate::routes::llm::{job_failure, job_header, sse_response, LlmAnswer, LlmCall, Update};
 use crate::state::AppState;
 
@@ -347,7 +347,7 @@ fn text_of(content: &Value) -> Option<String> {
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    CorrelationIdExt(correlation_id): CorrelationIdExt,
+    CorrelationId(correlation_id): CorrelationId,
     OpenAiJson(body): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, OpenAiError> {
     state.limits.check(RouteGroup::Llm, &caller.subject())?;
