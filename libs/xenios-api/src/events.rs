@@ -31,64 +31,169 @@ const MAX_REPLAYED: usize = 100_000;
 pub struct StoredEvent {
     pub seq: u64,
     pub event: Arc<JobEvent>,
+    /// Payload bytes, for the hub's memory bound.
+    pub size: usize,
 }
 
-type Subscribers = HashMap<JobId, Vec<mpsc::Sender<StoredEvent>>>;
+/// How many recently submitted jobs keep their events in memory, and how many bytes of
+/// event payload all of them together may hold. A job past either bound is read from the
+/// stream instead.
+const RECENT_JOBS: usize = 4096;
+const RECENT_BYTES: usize = 4 << 20;
+/// A job with more events than this (an LLM stream's tokens) stops being kept.
+const RECENT_EVENTS_PER_JOB: usize = 64;
+
+struct Recent {
+    owner: Option<String>,
+    events: Vec<StoredEvent>,
+}
+
+#[derive(Default)]
+struct HubState {
+    subscribers: HashMap<JobId, Vec<mpsc::Sender<StoredEvent>>>,
+    /// Jobs this instance submitted while its follower ran, with every event since, so that
+    /// a client that asks for a job's events moments after submitting it costs no reads.
+    recent: HashMap<JobId, Recent>,
+    /// `recent` in submission order, for eviction.
+    recent_order: std::collections::VecDeque<JobId>,
+    recent_bytes: usize,
+    /// The follower is delivering every event stored since it started.
+    following: bool,
+}
+
+impl HubState {
+    fn forget_recent(&mut self, job_id: JobId) {
+        if let Some(recent) = self.recent.remove(&job_id) {
+            self.recent_bytes -= recent.events.iter().map(|e| e.size).sum::<usize>();
+        }
+    }
+
+    fn evict_recent(&mut self) {
+        while self.recent.len() > RECENT_JOBS || self.recent_bytes > RECENT_BYTES {
+            let Some(oldest) = self.recent_order.pop_front() else {
+                break;
+            };
+            self.forget_recent(oldest);
+        }
+        // Ids of jobs already forgotten for size would otherwise pile up in the order.
+        if self.recent_order.len() > 2 * RECENT_JOBS {
+            let recent = &self.recent;
+            self.recent_order.retain(|id| recent.contains_key(id));
+        }
+    }
+}
 
 /// Fans live events out to the SSE clients of this instance.
 #[derive(Clone, Default)]
 pub struct EventHub {
-    subscribers: Arc<Mutex<Subscribers>>,
+    state: Arc<Mutex<HubState>>,
+}
+
+/// What a new subscriber starts from.
+pub enum Start {
+    /// The hub holds the job's whole history: these events (after the asked sequence), then
+    /// live ones, with no gap and no duplicate.
+    Known(Vec<StoredEvent>),
+    /// The history must be read from the stream.
+    Unknown,
 }
 
 impl EventHub {
-    pub fn subscribe(&self, job_id: JobId) -> mpsc::Receiver<StoredEvent> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().expect("hub lock")
+    }
+
+    /// Subscribes to `job_id`'s live events and, if the hub knows the job's whole history,
+    /// returns the part of it after `after`, taken atomically with the subscription.
+    pub fn subscribe_after(
+        &self,
+        job_id: JobId,
+        after: u64,
+    ) -> (mpsc::Receiver<StoredEvent>, Start) {
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-        self.subscribers
-            .lock()
-            .expect("hub lock")
-            .entry(job_id)
-            .or_default()
-            .push(tx);
-        rx
+        let mut state = self.lock();
+        state.subscribers.entry(job_id).or_default().push(tx);
+        let start = match state.recent.get(&job_id) {
+            Some(recent) => Start::Known(
+                recent
+                    .events
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .cloned()
+                    .collect(),
+            ),
+            None => Start::Unknown,
+        };
+        (rx, start)
+    }
+
+    /// Starts keeping the events of a job this instance is about to publish for the first
+    /// time. Only while the follower runs: then it will deliver every one of them.
+    pub fn track_new_job(&self, job_id: JobId, owner: Option<String>) {
+        let mut state = self.lock();
+        if !state.following {
+            return;
+        }
+        let events = Vec::new();
+        state.recent.insert(job_id, Recent { owner, events });
+        state.recent_order.push_back(job_id);
+        state.evict_recent();
     }
 
     fn dispatch(&self, job_id: JobId, event: StoredEvent) {
-        let mut subscribers = self.subscribers.lock().expect("hub lock");
-        let Some(senders) = subscribers.get_mut(&job_id) else {
+        let mut state = self.lock();
+        if let Some(recent) = state.recent.get_mut(&job_id) {
+            if recent.events.len() < RECENT_EVENTS_PER_JOB {
+                let size = event.size;
+                recent.events.push(event.clone());
+                state.recent_bytes += size;
+                state.evict_recent();
+            } else {
+                state.forget_recent(job_id);
+            }
+        }
+        let Some(senders) = state.subscribers.get_mut(&job_id) else {
             return;
         };
         // A closed or full sender is dropped: its client resynchronises from the stream.
         senders.retain(|tx| tx.try_send(event.clone()).is_ok());
         if senders.is_empty() {
-            subscribers.remove(&job_id);
+            state.subscribers.remove(&job_id);
         }
     }
 
     /// Drops the job's closed subscriptions: a job with no further events would otherwise
     /// keep them forever.
     fn forget_closed(&self, job_id: JobId) {
-        let mut subscribers = self.subscribers.lock().expect("hub lock");
-        if let Some(senders) = subscribers.get_mut(&job_id) {
+        let mut state = self.lock();
+        if let Some(senders) = state.subscribers.get_mut(&job_id) {
             senders.retain(|tx| !tx.is_closed());
             if senders.is_empty() {
-                subscribers.remove(&job_id);
+                state.subscribers.remove(&job_id);
             }
         }
     }
 
-    /// Every client resynchronises from the stream (after the follower had to start over).
-    fn resync_all(&self) {
-        self.subscribers.lock().expect("hub lock").clear();
+    /// Every client resynchronises from the stream, and nothing kept is trusted any more
+    /// (the follower had to start over, or is about to). `following` says whether the
+    /// follower now delivers everything stored from here on.
+    fn resync_all(&self, following: bool) {
+        let mut state = self.lock();
+        state.subscribers.clear();
+        state.recent.clear();
+        state.recent_order.clear();
+        state.recent_bytes = 0;
+        state.following = following;
+    }
+
+    /// The owner of a job this instance submitted and still keeps; `None` if it does not
+    /// know the job.
+    pub fn known_owner(&self, job_id: JobId) -> Option<Option<String>> {
+        self.lock().recent.get(&job_id).map(|r| r.owner.clone())
     }
 
     pub fn clients(&self) -> usize {
-        self.subscribers
-            .lock()
-            .expect("hub lock")
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.lock().subscribers.values().map(Vec::len).sum()
     }
 
     /// Follows `events.>` until `stop`, re-creating the ordered consumer whenever it fails.
@@ -111,7 +216,7 @@ impl EventHub {
                 }
             }
             first = false;
-            self.resync_all();
+            self.resync_all(false);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                 _ = stop.cancelled() => return,
@@ -136,7 +241,7 @@ impl EventHub {
             .await?;
         let mut messages = consumer.messages().await?;
         // Clients that subscribed before this follower existed may have missed events.
-        self.resync_all();
+        self.resync_all(true);
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
@@ -158,6 +263,7 @@ impl EventHub {
                     StoredEvent {
                         seq,
                         event: Arc::new(event),
+                        size: message.payload.len(),
                     },
                 ),
                 Err(e) => tracing::warn!(error = %e, seq, "malformed job event"),
@@ -210,6 +316,7 @@ impl History {
         Ok(Some(StoredEvent {
             seq,
             event: Arc::new(event),
+            size: message.payload.len(),
         }))
     }
 }
@@ -241,18 +348,20 @@ pub struct Relay {
 impl Relay {
     /// Sends a job's events to `tx` from after `after` until its terminal status: history
     /// from the stream first, then live events, with no gap and no duplicate between the two.
+    /// `finished`: the job was already finished when the client came.
     pub async fn run(
         self,
-        job: JobRecord,
+        job_id: JobId,
+        finished: bool,
         after: u64,
         tx: mpsc::Sender<Result<SseEvent, Infallible>>,
     ) {
         let gauge = metrics::gauge!("xenios_sse_clients");
         gauge.increment(1.0);
-        let outcome = self.relay(&job, after, &tx).await;
+        let outcome = self.relay(job_id, finished, after, &tx).await;
         gauge.decrement(1.0);
         if let Err(e) = outcome {
-            tracing::warn!(error = %e, job_id = %job.id, "event relay failed");
+            tracing::warn!(error = %e, %job_id, "event relay failed");
             let _ = tx
                 .send(Ok(SseEvent::default().event("error").data(
                     r#"{"code":"unavailable","message":"events are unavailable right now","retryable":true}"#,
@@ -263,11 +372,12 @@ impl Relay {
 
     async fn relay(
         &self,
-        job: &JobRecord,
+        job_id: JobId,
+        finished_at_start: bool,
         after: u64,
         tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
     ) -> Result<(), async_nats::Error> {
-        let mut feed = JobFeed::replay(self.hub.clone(), self.js.clone(), job.id, after);
+        let mut feed = JobFeed::replay(self.hub.clone(), self.js.clone(), job_id, after);
         let mut finished: Option<JobRecord> = None;
         let mut deadline = None;
         let mut replayed = 0;
@@ -288,10 +398,10 @@ impl Relay {
                     replayed = 0;
                     // A job still running when the client came will announce its end live;
                     // only one that had already finished may have outlived its events.
-                    if !job.status.is_terminal() {
+                    if !finished_at_start {
                         continue;
                     }
-                    finished = match self.store.get_job(job.id).await {
+                    finished = match self.store.get_job(job_id).await {
                         Ok(Some(current)) if current.status.is_terminal() => Some(current),
                         _ => None,
                     };
@@ -346,6 +456,8 @@ pub struct JobFeed {
     after: u64,
     live: mpsc::Receiver<StoredEvent>,
     replaying: bool,
+    /// While replaying: the history the hub held, read instead of the stream's.
+    known: Option<std::collections::VecDeque<StoredEvent>>,
 }
 
 impl JobFeed {
@@ -369,14 +481,16 @@ impl JobFeed {
         after: u64,
         replaying: bool,
     ) -> JobFeed {
+        let (live, known) = subscribe(&hub, job_id, after);
         JobFeed {
-            live: hub.subscribe(job_id),
+            live,
             hub,
             js,
             history: None,
             job_id,
             after,
             replaying,
+            known,
         }
     }
 
@@ -394,6 +508,15 @@ impl JobFeed {
     pub async fn next(&mut self) -> Result<FeedItem, async_nats::Error> {
         loop {
             if self.replaying {
+                if let Some(known) = &mut self.known {
+                    if let Some(stored) = known.pop_front() {
+                        self.after = stored.seq;
+                        return Ok(FeedItem::Event(stored));
+                    }
+                    self.known = None;
+                    self.replaying = false;
+                    return Ok(FeedItem::CaughtUp);
+                }
                 if self.history.is_none() {
                     self.history = Some(History::open(&self.js).await?);
                 }
@@ -413,11 +536,26 @@ impl JobFeed {
                 }
                 None => {
                     // Lagged, or the follower restarted: read history again from `after`.
-                    self.live = self.hub.subscribe(self.job_id);
+                    (self.live, self.known) = subscribe(&self.hub, self.job_id, self.after);
                     self.replaying = true;
                 }
             }
         }
+    }
+}
+
+/// A subscription to `job_id`, with its history after `after` when the hub holds it.
+fn subscribe(
+    hub: &EventHub,
+    job_id: JobId,
+    after: u64,
+) -> (
+    mpsc::Receiver<StoredEvent>,
+    Option<std::collections::VecDeque<StoredEvent>>,
+) {
+    match hub.subscribe_after(job_id, after) {
+        (live, Start::Known(events)) => (live, Some(events.into())),
+        (live, Start::Unknown) => (live, None),
     }
 }
 
@@ -466,15 +604,78 @@ mod tests {
     fn closed_subscriptions_are_forgotten() {
         let hub = EventHub::default();
         let job = xenios_contract::new_job_id();
-        let mut gone = hub.subscribe(job);
-        let kept = hub.subscribe(job);
+        let (mut gone, _) = hub.subscribe_after(job, 0);
+        let (kept, _) = hub.subscribe_after(job, 0);
         gone.close();
         hub.forget_closed(job);
         assert_eq!(hub.clients(), 1);
         drop(kept);
         hub.forget_closed(job);
         assert_eq!(hub.clients(), 0);
-        assert!(hub.subscribers.lock().unwrap().is_empty());
+        assert!(hub.lock().subscribers.is_empty());
+    }
+
+    fn stored(seq: u64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            event: Arc::new(JobEvent::status(JobStatus::Running, 1, chrono::Utc::now())),
+            size: 100,
+        }
+    }
+
+    fn known_seqs(start: Start) -> Option<Vec<u64>> {
+        match start {
+            Start::Known(events) => Some(events.iter().map(|e| e.seq).collect()),
+            Start::Unknown => None,
+        }
+    }
+
+    #[test]
+    fn history_of_jobs_submitted_here_is_kept_while_following() {
+        let hub = EventHub::default();
+        let job = xenios_contract::new_job_id();
+        // No follower yet: nothing it would deliver can be trusted to be complete.
+        hub.track_new_job(job, None);
+        assert!(known_seqs(hub.subscribe_after(job, 0).1).is_none());
+
+        hub.resync_all(true);
+        hub.track_new_job(job, Some("u1".into()));
+        hub.dispatch(job, stored(3));
+        hub.dispatch(job, stored(7));
+        let (mut live, start) = hub.subscribe_after(job, 3);
+        assert_eq!(known_seqs(start), Some(vec![7]));
+        assert_eq!(hub.known_owner(job), Some(Some("u1".into())));
+        hub.dispatch(job, stored(9));
+        assert_eq!(live.try_recv().unwrap().seq, 9);
+
+        // Another instance's job, or one whose history outgrew the bound: read the stream.
+        assert!(known_seqs(hub.subscribe_after(xenios_contract::new_job_id(), 0).1).is_none());
+        for seq in 10..10 + RECENT_EVENTS_PER_JOB as u64 {
+            hub.dispatch(job, stored(seq));
+        }
+        assert!(known_seqs(hub.subscribe_after(job, 0).1).is_none());
+
+        // A follower restart forgets everything kept.
+        let other = xenios_contract::new_job_id();
+        hub.track_new_job(other, None);
+        hub.resync_all(true);
+        assert!(known_seqs(hub.subscribe_after(other, 0).1).is_none());
+    }
+
+    #[test]
+    fn kept_history_is_bounded() {
+        let hub = EventHub::default();
+        hub.resync_all(true);
+        let first = xenios_contract::new_job_id();
+        hub.track_new_job(first, None);
+        hub.dispatch(first, stored(1));
+        for _ in 0..RECENT_JOBS {
+            hub.track_new_job(xenios_contract::new_job_id(), None);
+        }
+        assert!(known_seqs(hub.subscribe_after(first, 0).1).is_none());
+        let state = hub.lock();
+        assert_eq!(state.recent.len(), RECENT_JOBS);
+        assert_eq!(state.recent_bytes, 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod db;
 mod error;
 mod model;
+mod sqlite_lock;
 mod store;
 
 pub use error::StoreError;

@@ -492,6 +492,9 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.acquire_timeout)
+        // sqlx already pings every connection when it is released, so a broken one never
+        // returns to the pool; a second ping before each acquire would double the round trips.
+        .test_before_acquire(false)
         // A session setting rather than a startup option: it also works through poolers, and
         // sqlx's own _sqlx_migrations table lands in the schema too.
         .after_connect(|conn, _| {
@@ -512,12 +515,19 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<sqlx::SqlitePo
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
+        // SQLite's own handler covers opening the file; `sqlite_lock` replaces it after.
         .busy_timeout(opts.acquire_timeout)
         .foreign_keys(true);
+    let busy_timeout = opts.acquire_timeout;
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let mut pool = SqlitePoolOptions::new()
         .max_connections(opts.max_connections)
-        .acquire_timeout(opts.acquire_timeout);
+        .acquire_timeout(opts.acquire_timeout)
+        // As for PostgreSQL: released connections are already pinged.
+        .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            Box::pin(async move { crate::sqlite_lock::install(conn, busy_timeout).await })
+        });
     if in_memory {
         // The database lives only while a connection holds it: keep exactly one, forever.
         pool = pool

@@ -254,6 +254,7 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
     let created = state.store.create_job(new).await?;
     if let Created::New(job) = &created {
         metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
+        state.hub.track_new_job(job.id, job.user_id.clone());
         publish(state, job).await?;
     }
     Ok(created)
@@ -487,15 +488,20 @@ pub async fn job_events(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let job = visible_job(&state, &user, id).await?;
+    // A job this instance just submitted needs no store read: the hub knows its owner.
+    let finished = match state.hub.known_owner(id) {
+        Some(owner) if user.can_see(owner.as_deref()) => false,
+        _ => visible_job(&state, &user, id).await?.status.is_terminal(),
+    };
     let after = parse_last_event_id(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
-    Ok(relay_sse(&state, job, after))
+    Ok(relay_sse(&state, id, finished, after))
 }
 
 /// Starts a relay task for `job` and returns its SSE response.
 pub fn relay_sse(
     state: &AppState,
-    job: JobRecord,
+    job_id: JobId,
+    finished: bool,
     after: u64,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -505,7 +511,7 @@ pub fn relay_sse(
         store: state.store.clone(),
         shutdown: state.shutdown.clone(),
     };
-    tokio::spawn(relay.run(job, after, tx));
+    tokio::spawn(relay.run(job_id, finished, after, tx));
     Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(
         state.settings.api.sse_keepalive_secs.max(1),
     )))
