@@ -60,6 +60,7 @@ pub struct JobContext {
     /// Fired when the job is cancelled, times out, or the process must stop: return soon.
     pub cancel: CancellationToken,
     pub(crate) store: Store,
+    pub(crate) nats: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
 }
 
@@ -86,11 +87,13 @@ impl JobContext {
         self.publish(&JobEvent::token(text)).await;
     }
 
-    /// Publishes without waiting for the stream's acknowledgement: events of one job leave
-    /// over one connection in order, and the terminal ones are confirmed by the runtime.
+    /// Publishes without asking for the stream's acknowledgement (the subject is still
+    /// captured by `JOB_EVENTS`): events of one job leave over one connection in order, and
+    /// the terminal ones are confirmed by the runtime. An LLM stream's tokens would otherwise
+    /// cost the broker an acknowledgement message each, for nobody to read.
     async fn publish(&self, event: &JobEvent) {
         if let Err(e) = self
-            .jetstream
+            .nats
             .publish(events_subject(self.job_id), event.to_bytes())
             .await
         {

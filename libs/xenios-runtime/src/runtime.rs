@@ -483,6 +483,7 @@ impl Attempt {
             correlation_id: self.correlation_id.clone(),
             cancel: interrupt.token.clone(),
             store: self.shared.store.clone(),
+            nats: self.shared.nats.clone(),
             jetstream: self.shared.jetstream.clone(),
         };
         let result = self.supervise(handler.handle(context), &interrupt).await;
@@ -711,14 +712,10 @@ impl Attempt {
         }
     }
 
+    /// Not confirmed (see `JobContext::publish`): only terminal events must outlive a crash.
     async fn publish(&self, event: &JobEvent) {
         let subject = events_subject(self.job_id());
-        if let Err(e) = self
-            .shared
-            .jetstream
-            .publish(subject, event.to_bytes())
-            .await
-        {
+        if let Err(e) = self.shared.nats.publish(subject, event.to_bytes()).await {
             tracing::warn!(error = %e, "cannot publish job event");
         }
     }

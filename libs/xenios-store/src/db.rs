@@ -11,13 +11,21 @@ use sqlx::{PgPool, Postgres, Row as _, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::error::StoreError;
+use crate::sqlite_writer::SqliteWriter;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
     Pg(PgPool),
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePool, SqliteWriter),
+}
+
+/// Whether a statement may write (anything but a plain `SELECT`): on SQLite those go through
+/// the group-committing writer.
+fn writes(sql: &str) -> bool {
+    let head = sql.trim_start().get(..6).unwrap_or_default();
+    !head.eq_ignore_ascii_case("select")
 }
 
 #[derive(Debug)]
@@ -196,19 +204,19 @@ fn bind_pg<'q>(
     q
 }
 
-fn bind_sqlite<'q>(
+pub(crate) fn bind_sqlite<'q>(
     mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
-    args: Vec<Arg>,
+    args: &[Arg],
 ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
     for a in args {
         q = match a {
             Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated().to_string())),
-            Arg::Text(v) => q.bind(v),
-            Arg::Json(v) => q.bind(v.map(|j| j.to_string())),
+            Arg::Text(v) => q.bind(v.clone()),
+            Arg::Json(v) => q.bind(v.as_ref().map(Value::to_string)),
             Arg::Time(v) => q.bind(v.map(sqlite_time)),
-            Arg::Int(v) => q.bind(v),
-            Arg::Real(v) => q.bind(v),
-            Arg::Bool(v) => q.bind(v),
+            Arg::Int(v) => q.bind(*v),
+            Arg::Real(v) => q.bind(*v),
+            Arg::Bool(v) => q.bind(*v),
         };
     }
     q
@@ -221,7 +229,8 @@ impl Pool {
                 .execute(p)
                 .await?
                 .rows_affected(),
-            Pool::Sqlite(p) => bind_sqlite(sqlx::query(sql), args)
+            Pool::Sqlite(_, writer) if writes(sql) => writer.write(sql, args, false).await?.rows,
+            Pool::Sqlite(p, _) => bind_sqlite(sqlx::query(sql), &args)
                 .execute(p)
                 .await?
                 .rows_affected(),
@@ -240,7 +249,13 @@ impl Pool {
                 .await?
                 .map(|r| map(&r))
                 .transpose(),
-            Pool::Sqlite(p) => bind_sqlite(sqlx::query(sql), args)
+            Pool::Sqlite(_, writer) if writes(sql) => writer
+                .write(sql, args, true)
+                .await?
+                .row
+                .map(|r| map(&r))
+                .transpose(),
+            Pool::Sqlite(p, _) => bind_sqlite(sqlx::query(sql), &args)
                 .fetch_optional(p)
                 .await?
                 .map(|r| map(&r))
@@ -261,7 +276,7 @@ impl Pool {
                 .iter()
                 .map(|r| map(r))
                 .collect(),
-            Pool::Sqlite(p) => bind_sqlite(sqlx::query(sql), args)
+            Pool::Sqlite(p, _) => bind_sqlite(sqlx::query(sql), &args)
                 .fetch_all(p)
                 .await?
                 .iter()

@@ -6,6 +6,7 @@ mod db;
 mod error;
 mod model;
 mod sqlite_lock;
+mod sqlite_writer;
 mod store;
 
 pub use error::StoreError;

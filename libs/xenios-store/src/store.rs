@@ -12,6 +12,7 @@ use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 use crate::db::{args, required, Arg, Pool, Row};
 use crate::error::StoreError;
 use crate::model::*;
+use crate::sqlite_writer::SqliteWriter;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -45,7 +46,9 @@ impl Store {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Pool::Pg(connect_pg(url, opts).await?)
         } else if url.starts_with("sqlite:") {
-            Pool::Sqlite(connect_sqlite(url, opts).await?)
+            let pool = connect_sqlite(url, opts).await?;
+            let writer = SqliteWriter::start(pool.clone());
+            Pool::Sqlite(pool, writer)
         } else {
             // The URL itself is not echoed: it may hold a password.
             return Err(StoreError::Invalid(
@@ -65,7 +68,7 @@ impl Store {
                 ensure_schema(p).await?;
                 sqlx::migrate!("../../migrations/postgres").run(p).await?;
             }
-            Pool::Sqlite(p) => sqlx::migrate!("../../migrations/sqlite").run(p).await?,
+            Pool::Sqlite(p, _) => sqlx::migrate!("../../migrations/sqlite").run(p).await?,
         }
         Ok(())
     }
@@ -81,14 +84,14 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self.pool {
             Pool::Pg(_) => Backend::Postgres,
-            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Sqlite(..) => Backend::Sqlite,
         }
     }
 
     pub async fn close(&self) {
         match &self.pool {
             Pool::Pg(p) => p.close().await,
-            Pool::Sqlite(p) => p.close().await,
+            Pool::Sqlite(p, _) => p.close().await,
         }
     }
 

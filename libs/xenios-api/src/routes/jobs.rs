@@ -271,8 +271,12 @@ fn located(job: &JobRecord) -> [(header::HeaderName, HeaderValue); 1] {
 async fn publish(state: &AppState, job: &JobRecord) -> Result<(), ApiError> {
     let js = &state.jetstream;
     let queued = JobEvent::status(JobStatus::Queued, 0, job.created_at);
-    // Same connection as the command, so it is stored before any event of the consumer.
-    let _ = js.publish(events_subject(job.id), queued.to_bytes()).await;
+    // Same connection as the command, so it is stored before any event of the consumer; no
+    // acknowledgement asked (the stream captures the subject all the same).
+    let _ = state
+        .nats
+        .publish(events_subject(job.id), queued.to_bytes())
+        .await;
     let command = job.command();
     let sent = js
         .publish_with_headers(
