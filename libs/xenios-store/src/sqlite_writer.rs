@@ -7,6 +7,10 @@
 //! largest cost of a job. Here every write of the process goes through one queue: whatever has
 //! queued up while the previous batch ran is executed in one transaction and committed once.
 //!
+//! The WAL is checkpointed beside the queue, not inside it: SQLite's automatic checkpoint runs
+//! in whichever commit crosses its threshold, and its copy and fsync would hold up every write
+//! queued behind that commit.
+//!
 //! Each statement keeps its own outcome (SQLite rolls back only a failing statement, not the
 //! transaction). If the batch as a whole fails, its statements are run again one by one, so a
 //! caller sees exactly the error its own statement would have had alone.
@@ -19,6 +23,9 @@ use crate::db::{bind_sqlite, Arg};
 
 /// Statements committed together at most; more wait for the next batch.
 const MAX_BATCH: usize = 64;
+/// Written statements between two checkpoints (each dirties a few pages; SQLite's own
+/// threshold is 1000 pages).
+const CHECKPOINT_EVERY: usize = 256;
 /// Writes waiting for a batch; a caller beyond this waits to enqueue.
 const QUEUE: usize = 1024;
 
@@ -73,7 +80,9 @@ impl SqliteWriter {
 
 async fn write_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut checkpoints = Checkpoints::default();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        checkpoints.after(&pool, batch.len());
         if batch.len() > 1 {
             if let Ok(outcomes) = run_together(&pool, &batch).await {
                 for (write, outcome) in batch.drain(..).zip(outcomes) {
@@ -86,6 +95,33 @@ async fn write_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
             let outcome = run(&pool, &write).await;
             let _ = write.reply.send(outcome);
         }
+    }
+}
+
+/// Starts a passive checkpoint on another connection every `CHECKPOINT_EVERY` statements,
+/// never two at once.
+#[derive(Default)]
+struct Checkpoints {
+    written: usize,
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpoints {
+    fn after(&mut self, pool: &SqlitePool, statements: usize) {
+        use std::sync::atomic::Ordering;
+        self.written += statements;
+        if self.written < CHECKPOINT_EVERY || self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.written = 0;
+        let (pool, running) = (pool.clone(), self.running.clone());
+        tokio::spawn(async move {
+            // A checkpoint that cannot run now (busy, pool closing) is simply the next one's.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await;
+            running.store(false, Ordering::Release);
+        });
     }
 }
 

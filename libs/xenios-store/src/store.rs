@@ -520,6 +520,8 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<sqlx::SqlitePo
         .synchronous(SqliteSynchronous::Normal)
         // SQLite's own handler covers opening the file; `sqlite_lock` replaces it after.
         .busy_timeout(opts.acquire_timeout)
+        // The writer queue checkpoints beside itself (`sqlite_writer`).
+        .pragma("wal_autocheckpoint", "0")
         .foreign_keys(true);
     let busy_timeout = opts.acquire_timeout;
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
