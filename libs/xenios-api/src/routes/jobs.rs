@@ -501,7 +501,7 @@ pub async fn job_events(
     Ok(relay_sse(&state, id, finished, after))
 }
 
-/// Starts a relay task for `job` and returns its SSE response.
+/// Starts a relay task for the events of `job_id` and returns its SSE response.
 pub fn relay_sse(
     state: &AppState,
     job_id: JobId,
