@@ -365,6 +365,13 @@ impl<'a> Task<'a> {
 }
 
 /// A stack whose providers are all the stub, with `tasks` in its routing table.
+/// A fresh stub and a SQLite stack with one task routed to `candidates`.
+async fn one_task_stack(task: &str, candidates: &str) -> (Stub, Stack) {
+    let stub = Stub::start().await;
+    let stack = stack_with(Db::Sqlite, &stub, &[Task::new(task, candidates)], &[]).await;
+    (stub, stack)
+}
+
 async fn stack_with(db: Db, stub: &Stub, tasks: &[Task<'_>], extra: &[(&str, &str)]) -> Stack {
     let mut overrides: Vec<(String, String)> = vec![
         (
@@ -632,14 +639,7 @@ async fn openai_compatible_provider_complete_and_stream() {
 
 #[tokio::test]
 async fn anthropic_provider_complete_and_stream() {
-    let stub = Stub::start().await;
-    let stack = stack_with(
-        Db::Sqlite,
-        &stub,
-        &[Task::new("an_task", "anthropic:claude-an")],
-        &[],
-    )
-    .await;
+    let (stub, stack) = one_task_stack("an_task", "anthropic:claude-an").await;
     stub.push(
         "claude-an",
         anthropic_text("claude-an", "Hi from Claude.", 20, 5),
@@ -682,14 +682,7 @@ async fn anthropic_provider_complete_and_stream() {
 
 #[tokio::test]
 async fn openrouter_provider_complete_and_stream() {
-    let stub = Stub::start().await;
-    let stack = stack_with(
-        Db::Sqlite,
-        &stub,
-        &[Task::new("or_task", "openrouter:vendor/model-or")],
-        &[],
-    )
-    .await;
+    let (stub, stack) = one_task_stack("or_task", "openrouter:vendor/model-or").await;
     let model = "vendor/model-or";
     stub.push(model, openai_text(model, "Routed.", 4, 2));
     let (status, _, answer) = complete(&stack, ask("or_task")).await;
@@ -980,14 +973,7 @@ async fn a_stream_falls_back_before_its_first_token_but_not_after() {
 
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_cancels_the_provider_call() {
-    let stub = Stub::start().await;
-    let stack = stack_with(
-        Db::Sqlite,
-        &stub,
-        &[Task::new("slow_task", "openai:gpt-slow")],
-        &[],
-    )
-    .await;
+    let (stub, stack) = one_task_stack("slow_task", "openai:gpt-slow").await;
     let mut pieces = openai_tokens("gpt-slow", &["Once upon"]);
     pieces.push(Piece::Hang);
     stub.push("gpt-slow", Script::Sse(pieces));
@@ -1018,14 +1004,7 @@ async fn a_client_that_leaves_mid_stream_cancels_the_provider_call() {
 
 #[tokio::test]
 async fn a_json_schema_answer_is_asked_again_with_feedback() {
-    let stub = Stub::start().await;
-    let stack = stack_with(
-        Db::Sqlite,
-        &stub,
-        &[Task::new("json_task", "openai:gpt-json")],
-        &[],
-    )
-    .await;
+    let (stub, stack) = one_task_stack("json_task", "openai:gpt-json").await;
     stub.push(
         "gpt-json",
         openai_text("gpt-json", r#"{"name": 42}"#, 10, 4),
@@ -1075,14 +1054,7 @@ async fn a_json_schema_answer_is_asked_again_with_feedback() {
 
 #[tokio::test]
 async fn chat_completions_speaks_openai_shapes() {
-    let stub = Stub::start().await;
-    let stack = stack_with(
-        Db::Sqlite,
-        &stub,
-        &[Task::new("oc_task", "openai:gpt-oc")],
-        &[],
-    )
-    .await;
+    let (stub, stack) = one_task_stack("oc_task", "openai:gpt-oc").await;
     let url = stack.url("/v1/chat/completions");
     let messages = json!([{"role": "user", "content": "Hi"}]);
 
@@ -1229,14 +1201,7 @@ fn sdk_python() -> PathBuf {
 #[tokio::test]
 async fn the_official_openai_python_sdk_works_against_chat_completions() {
     let python = sdk_python();
-    let stub = Stub::start().await;
-    let stack = stack_with(
-        Db::Sqlite,
-        &stub,
-        &[Task::new("sdk", "openai:gpt-sdk")],
-        &[],
-    )
-    .await;
+    let (stub, stack) = one_task_stack("sdk", "openai:gpt-sdk").await;
     stub.push(
         "gpt-sdk",
         openai_text("gpt-sdk", "Hello from the stub.", 11, 5),

@@ -3,7 +3,7 @@
 //! client's history comes from the stream itself with direct gets. SSE ids are the events'
 //! stream sequences, so `Last-Event-ID` resumes exactly, on any API instance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,7 +55,7 @@ struct HubState {
     /// a client that asks for a job's events moments after submitting it costs no reads.
     recent: HashMap<JobId, Recent>,
     /// `recent` in submission order, for eviction.
-    recent_order: std::collections::VecDeque<JobId>,
+    recent_order: VecDeque<JobId>,
     recent_bytes: usize,
     /// The follower is delivering every event stored since it started.
     following: bool,
@@ -89,42 +89,31 @@ pub struct EventHub {
     state: Arc<Mutex<HubState>>,
 }
 
-/// What a new subscriber starts from.
-pub enum Start {
-    /// The hub holds the job's whole history: these events (after the asked sequence), then
-    /// live ones, with no gap and no duplicate.
-    Known(Vec<StoredEvent>),
-    /// The history must be read from the stream.
-    Unknown,
-}
-
 impl EventHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().expect("hub lock")
     }
 
-    /// Subscribes to `job_id`'s live events and, if the hub knows the job's whole history,
-    /// returns the part of it after `after`, taken atomically with the subscription.
+    /// Subscribes to `job_id`'s live events and, if the hub holds the job's whole history,
+    /// returns the part of it after `after`, taken atomically with the subscription (no gap,
+    /// no duplicate); `None` means the history must be read from the stream.
     pub fn subscribe_after(
         &self,
         job_id: JobId,
         after: u64,
-    ) -> (mpsc::Receiver<StoredEvent>, Start) {
+    ) -> (mpsc::Receiver<StoredEvent>, Option<VecDeque<StoredEvent>>) {
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let mut state = self.lock();
         state.subscribers.entry(job_id).or_default().push(tx);
-        let start = match state.recent.get(&job_id) {
-            Some(recent) => Start::Known(
-                recent
-                    .events
-                    .iter()
-                    .filter(|e| e.seq > after)
-                    .cloned()
-                    .collect(),
-            ),
-            None => Start::Unknown,
-        };
-        (rx, start)
+        let history = state.recent.get(&job_id).map(|recent| {
+            recent
+                .events
+                .iter()
+                .filter(|e| e.seq > after)
+                .cloned()
+                .collect()
+        });
+        (rx, history)
     }
 
     /// Starts keeping the events of a job this instance is about to publish for the first
@@ -457,7 +446,7 @@ pub struct JobFeed {
     live: mpsc::Receiver<StoredEvent>,
     replaying: bool,
     /// While replaying: the history the hub held, read instead of the stream's.
-    known: Option<std::collections::VecDeque<StoredEvent>>,
+    known: Option<VecDeque<StoredEvent>>,
 }
 
 impl JobFeed {
@@ -481,7 +470,7 @@ impl JobFeed {
         after: u64,
         replaying: bool,
     ) -> JobFeed {
-        let (live, known) = subscribe(&hub, job_id, after);
+        let (live, known) = hub.subscribe_after(job_id, after);
         JobFeed {
             live,
             hub,
@@ -536,26 +525,11 @@ impl JobFeed {
                 }
                 None => {
                     // Lagged, or the follower restarted: read history again from `after`.
-                    (self.live, self.known) = subscribe(&self.hub, self.job_id, self.after);
+                    (self.live, self.known) = self.hub.subscribe_after(self.job_id, self.after);
                     self.replaying = true;
                 }
             }
         }
-    }
-}
-
-/// A subscription to `job_id`, with its history after `after` when the hub holds it.
-fn subscribe(
-    hub: &EventHub,
-    job_id: JobId,
-    after: u64,
-) -> (
-    mpsc::Receiver<StoredEvent>,
-    Option<std::collections::VecDeque<StoredEvent>>,
-) {
-    match hub.subscribe_after(job_id, after) {
-        (live, Start::Known(events)) => (live, Some(events.into())),
-        (live, Start::Unknown) => (live, None),
     }
 }
 
@@ -623,11 +597,8 @@ mod tests {
         }
     }
 
-    fn known_seqs(start: Start) -> Option<Vec<u64>> {
-        match start {
-            Start::Known(events) => Some(events.iter().map(|e| e.seq).collect()),
-            Start::Unknown => None,
-        }
+    fn known_seqs(history: Option<VecDeque<StoredEvent>>) -> Option<Vec<u64>> {
+        history.map(|events| events.iter().map(|e| e.seq).collect())
     }
 
     #[test]
