@@ -513,8 +513,10 @@ impl Attempt {
         let limits = self.shared.kind_settings(self.kind);
         let soft = tokio::time::sleep(limits.soft_limit());
         let hard = tokio::time::sleep(limits.hard_limit());
-        let mut keepalive = tokio::time::interval(PROGRESS_ACK_EVERY.min(self.shared.lease() / 3));
-        keepalive.tick().await;
+        // Not `interval` + a first `tick().await`: that first tick waits for the timer wheel's
+        // next millisecond, which every job would pay before its handler starts.
+        let every = PROGRESS_ACK_EVERY.min(self.shared.lease() / 3);
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tokio::pin!(work, soft, hard);
         let mut soft_fired = false;
         let abandon = self.shared.abandon.clone();
