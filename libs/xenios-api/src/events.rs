@@ -37,9 +37,11 @@ pub struct StoredEvent {
 
 /// How many recently submitted jobs keep their events in memory, and how many bytes of
 /// event payload all of them together may hold. A job past either bound is read from the
-/// stream instead.
-const RECENT_JOBS: usize = 4096;
-const RECENT_BYTES: usize = 4 << 20;
+/// stream instead. Clients ask for a job's events moments after submitting it: a thousand
+/// jobs is most of a second at full load, and each kept event costs several times its payload
+/// once parsed, so larger bounds only add resident memory.
+const RECENT_JOBS: usize = 1024;
+const RECENT_BYTES: usize = 1 << 20;
 /// A job with more events than this (an LLM stream's tokens) stops being kept.
 const RECENT_EVENTS_PER_JOB: usize = 64;
 
