@@ -522,6 +522,10 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<sqlx::SqlitePo
         .busy_timeout(opts.acquire_timeout)
         // The writer queue checkpoints beside itself (`sqlite_writer`).
         .pragma("wal_autocheckpoint", "0")
+        // A WAL connection drops its whole page cache whenever another connection (the other
+        // process, or another of this pool) has written since its last read, which here is
+        // nearly always: a big cache per connection buys no hits, only resident memory.
+        .pragma("cache_size", "-256")
         .foreign_keys(true);
     let busy_timeout = opts.acquire_timeout;
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
