@@ -364,7 +364,6 @@ impl<'a> Task<'a> {
     }
 }
 
-/// A stack whose providers are all the stub, with `tasks` in its routing table.
 /// A fresh stub and a SQLite stack with one task routed to `candidates`.
 async fn one_task_stack(task: &str, candidates: &str) -> (Stub, Stack) {
     let stub = Stub::start().await;
@@ -372,6 +371,7 @@ async fn one_task_stack(task: &str, candidates: &str) -> (Stub, Stack) {
     (stub, stack)
 }
 
+/// A stack whose providers are all the stub, with `tasks` in its routing table.
 async fn stack_with(db: Db, stub: &Stub, tasks: &[Task<'_>], extra: &[(&str, &str)]) -> Stack {
     let mut overrides: Vec<(String, String)> = vec![
         (

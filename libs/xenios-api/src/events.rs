@@ -1,6 +1,7 @@
 //! The events relay. One ordered JetStream consumer per API instance follows `events.>` and
 //! fans each event out to the SSE clients of its job (no JetStream consumer per client); a
-//! client's history comes from the stream itself with direct gets. SSE ids are the events'
+//! client's history comes from the instance's memory for a job it submitted itself (see
+//! `HubState::recent`), otherwise from the stream with direct gets. SSE ids are the events'
 //! stream sequences, so `Last-Event-ID` resumes exactly, on any API instance.
 
 use std::collections::{HashMap, VecDeque};
