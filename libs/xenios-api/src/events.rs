@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::push::OrderedConfig, consumer::DeliverPolicy};
-use axum::response::sse::Event as SseEvent;
-use futures::StreamExt;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xenios_contract::envelope::{header, JobEvent};
 use xenios_contract::subjects::{events_subject, job_of_events_subject, EVENTS_STREAM};
 use xenios_contract::{JobId, JobStatus};
 use xenios_store::{JobRecord, Store};
+
+use crate::state::AppState;
 
 /// Live events buffered per client before it counts as lagging and resynchronises from the
 /// stream.
@@ -328,6 +330,41 @@ fn sse(id: String, event: &JobEvent) -> SseEvent {
         .data(event.sse_data())
 }
 
+/// An SSE response that counts in `xenios_sse_clients` while it is open and flushes each
+/// event as it is produced.
+pub(crate) fn sse_response<S>(
+    state: &AppState,
+    events: S,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
+where
+    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+{
+    let client = SseClient::new();
+    let events = events.map(move |event| {
+        let _ = &client;
+        event
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(
+        state.settings.api.sse_keepalive_secs.max(1),
+    )))
+}
+
+struct SseClient(metrics::Gauge);
+
+impl SseClient {
+    fn new() -> Self {
+        let gauge = metrics::gauge!("xenios_sse_clients");
+        gauge.increment(1.0);
+        SseClient(gauge)
+    }
+}
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// What a relay needs; cheap to clone into the relay task.
 #[derive(Clone)]
 pub struct Relay {
@@ -348,11 +385,7 @@ impl Relay {
         after: u64,
         tx: mpsc::Sender<Result<SseEvent, Infallible>>,
     ) {
-        let gauge = metrics::gauge!("xenios_sse_clients");
-        gauge.increment(1.0);
-        let outcome = self.relay(job_id, finished, after, &tx).await;
-        gauge.decrement(1.0);
-        if let Err(e) = outcome {
+        if let Err(e) = self.relay(job_id, finished, after, &tx).await {
             tracing::warn!(error = %e, %job_id, "event relay failed");
             let _ = tx
                 .send(Ok(SseEvent::default().event("error").data(

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -20,7 +20,7 @@ use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, Outcome}
 use crate::auth::User;
 use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::events::{parse_last_event_id, Relay};
+use crate::events::{parse_last_event_id, sse_response, Relay};
 use crate::rate_limit::RouteGroup;
 use crate::state::AppState;
 
@@ -516,7 +516,5 @@ pub fn relay_sse(
         shutdown: state.shutdown.clone(),
     };
     tokio::spawn(relay.run(job_id, finished, after, tx));
-    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(
-        state.settings.api.sse_keepalive_secs.max(1),
-    )))
+    sse_response(state, ReceiverStream::new(rx))
 }

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -22,7 +21,7 @@ use xenios_store::NewJob;
 use crate::auth::User;
 use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ErrorBody};
-use crate::events::{sleep_until, FeedItem, JobFeed, TERMINAL_GRACE};
+use crate::events::{sleep_until, sse_response, FeedItem, JobFeed, TERMINAL_GRACE};
 use crate::rate_limit::RouteGroup;
 use crate::routes::jobs::{cancel, check_input, enqueue};
 use crate::state::AppState;
@@ -213,38 +212,6 @@ fn internal_error(e: &ApiError) -> JobError {
         code: "internal".into(),
         message: "internal error".into(),
         retryable: false,
-    }
-}
-
-/// An SSE response that counts in `xenios_sse_clients` while it is open and flushes each
-/// event as it is produced.
-pub(crate) fn sse_response<S>(state: &AppState, events: S) -> impl IntoResponse
-where
-    S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
-{
-    let client = SseClient::new();
-    let events = futures::StreamExt::map(events, move |event| {
-        let _ = &client;
-        event
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(
-        state.settings.api.sse_keepalive_secs.max(1),
-    )))
-}
-
-struct SseClient(metrics::Gauge);
-
-impl SseClient {
-    fn new() -> Self {
-        let gauge = metrics::gauge!("xenios_sse_clients");
-        gauge.increment(1.0);
-        SseClient(gauge)
-    }
-}
-
-impl Drop for SseClient {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
     }
 }
 

@@ -26,8 +26,9 @@ use utoipa::ToSchema;
 use crate::auth::{Caller, API_KEY_HEADER};
 use crate::correlation::CorrelationId;
 use crate::error::ApiError;
+use crate::events::sse_response;
 use crate::rate_limit::RouteGroup;
-use crate::routes::llm::{job_failure, job_header, sse_response, LlmAnswer, LlmCall, Update};
+use crate::routes::llm::{job_failure, job_header, LlmAnswer, LlmCall, Update};
 use crate::state::AppState;
 
 /// `model` may name a task with this prefix, as model ids of a gateway usually are.
