@@ -206,12 +206,12 @@ fn bind_pg<'q>(
 
 pub(crate) fn bind_sqlite<'q>(
     mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
-    args: &[Arg],
+    args: &'q [Arg],
 ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
     for a in args {
         q = match a {
             Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated().to_string())),
-            Arg::Text(v) => q.bind(v.clone()),
+            Arg::Text(v) => q.bind(v.as_deref()),
             Arg::Json(v) => q.bind(v.as_ref().map(Value::to_string)),
             Arg::Time(v) => q.bind(v.map(sqlite_time)),
             Arg::Int(v) => q.bind(*v),
