@@ -409,7 +409,6 @@ impl Relay {
         loop {
             let item = tokio::select! {
                 item = feed.next() => item?,
-                _ = tx.closed() => return Ok(()),
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = sleep_until(deadline) => {
                     let current = finished.as_ref().expect("deadline only with a finished job");

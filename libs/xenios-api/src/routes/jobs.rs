@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
@@ -515,6 +515,13 @@ pub fn relay_sse(
         store: state.store.clone(),
         shutdown: state.shutdown.clone(),
     };
-    tokio::spawn(relay.run(job_id, finished, after, tx));
-    sse_response(state, ReceiverStream::new(rx))
+    // The relay runs inside the response's own task rather than a task of its own: a live
+    // event then wakes one task on its way to the client, not two, and a client that goes
+    // away takes its relay with it.
+    let relay = futures::stream::once(relay.run(job_id, finished, after, tx))
+        .filter_map(|()| std::future::ready(None));
+    sse_response(
+        state,
+        futures::stream::select(ReceiverStream::new(rx), relay),
+    )
 }
