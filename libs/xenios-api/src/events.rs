@@ -365,7 +365,7 @@ impl Drop for SseClient {
     }
 }
 
-/// What a relay needs; cheap to clone into the relay task.
+/// What a relay needs, taken from the app state for one SSE response.
 #[derive(Clone)]
 pub struct Relay {
     pub hub: EventHub,
