@@ -366,7 +366,6 @@ impl Drop for SseClient {
 }
 
 /// What a relay needs, taken from the app state for one SSE response.
-#[derive(Clone)]
 pub struct Relay {
     pub hub: EventHub,
     pub js: jetstream::Context,
