@@ -413,15 +413,7 @@ async fn metrics_openapi_docs_and_cors() {
         .send()
         .await
         .unwrap();
-    let metrics = stack
-        .http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     assert!(
         metrics
             .contains(r#"xenios_http_requests_total{method="GET",route="/health",status="200"}"#),

@@ -537,18 +537,6 @@ async fn stream_in_two_halves(stack: &Stack, task: &str, go: &Notify) -> (String
     (job_id, events)
 }
 
-async fn metrics(stack: &Stack) -> String {
-    stack
-        .http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 // ---- Each provider, whole and streamed ----
 
 #[tokio::test]
@@ -621,7 +609,7 @@ async fn openai_compatible_provider_complete_and_stream() {
     assert_eq!(tokens(&relayed), ["Hel", "lo", " world"]);
 
     // SPEC §6: the library's LLM metrics, on /metrics.
-    let text = metrics(&stack).await;
+    let text = stack.metrics().await;
     for line in [
         r#"xenios_llm_requests_total{task="oa_task",model="gpt-oa",outcome="success"} 2"#,
         r#"xenios_llm_tokens_total{task="oa_task",model="gpt-oa",direction="input"} 19"#,
@@ -790,7 +778,7 @@ async fn fallback_after_503s_logs_every_try(db: Db, task: &str) {
     assert!(logs[0].success && logs[0].ttft_ms.is_some(), "{logs:?}");
     assert_eq!((logs[0].input_tokens, logs[0].output_tokens), (3, 2));
 
-    let text = metrics(&stack).await;
+    let text = stack.metrics().await;
     for line in [
         format!(r#"xenios_llm_fallbacks_total{{task="{task}"}} 1"#),
         format!(

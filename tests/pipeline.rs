@@ -120,15 +120,7 @@ async fn lifecycle(db: Db) {
         .unwrap();
     error_body(bad, 422, "invalid_input").await;
 
-    let metrics = stack
-        .http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     for name in [
         "xenios_jobs_submitted_total",
         "xenios_jobs_completed_total",
@@ -398,15 +390,7 @@ async fn failures_retry_dead_letter_and_time_out() {
         .find(|e| e.event.as_deref() == Some("error"))
         .unwrap_or_else(|| panic!("a timeout error event: {events:?}"));
     assert_eq!(first_error.json()["code"], "timeout");
-    let metrics = stack
-        .http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     assert!(metrics.contains("xenios_dead_letters_total"), "{metrics}");
     assert!(
         metrics.contains("xenios_job_redeliveries_total"),

@@ -10,16 +10,9 @@ use common::*;
 use serde_json::json;
 
 async fn sse_clients(stack: &Stack) -> f64 {
-    let metrics = stack
-        .http
-        .get(stack.url("/metrics"))
-        .send()
+    stack
+        .metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
         .lines()
         .find_map(|line| line.strip_prefix("xenios_sse_clients "))
         .map_or(0.0, |value| value.trim().parse().unwrap())

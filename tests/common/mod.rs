@@ -185,6 +185,18 @@ impl Stack {
         format!("{}{}", self.base, path)
     }
 
+    /// The Prometheus text of `/metrics` (no authentication, as a scraper sees it).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn token(&self, user: &str) -> String {
         token_for(user, "authenticated")
     }
