@@ -126,6 +126,9 @@ async fn lifecycle(db: Db) {
         "xenios_jobs_completed_total",
         "xenios_job_duration_seconds",
         "xenios_job_queue_wait_seconds",
+        "xenios_job_submit_stage_seconds_count{kind=\"echo\",stage=\"record\"}",
+        "xenios_job_submit_stage_seconds_count{kind=\"echo\",stage=\"publish\"}",
+        "xenios_job_start_seconds",
         "xenios_jobs_in_flight",
     ] {
         assert!(metrics.contains(name), "{name} missing");

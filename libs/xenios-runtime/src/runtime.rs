@@ -424,8 +424,14 @@ impl Attempt {
     async fn run(self, handler: Arc<dyn Handler>) {
         let store = &self.shared.store;
         let lease = self.shared.lease();
+        let recording = Instant::now();
         let record = match store.start_attempt_with_lease(self.job_id(), lease).await {
-            Ok(StartAttempt::Started(record)) => record,
+            Ok(StartAttempt::Started(record)) => {
+                // The store write every attempt waits for before its handler runs.
+                metrics::histogram!("xenios_job_start_seconds", "kind" => self.kind.as_str())
+                    .record(recording.elapsed().as_secs_f64());
+                record
+            }
             Ok(StartAttempt::Finished(record)) => {
                 tracing::debug!(status = %record.status, "job already finished; skipping redelivery");
                 self.ack(AckKind::Ack).await;
