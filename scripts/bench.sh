@@ -54,6 +54,9 @@ sample_rss() {
 cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 run_stack() { # db_kind run_index
+  # Both processes' own histograms, for the per-stage table of the summary.
+  scrape() { curl -sf "http://127.0.0.1:$api_port/metrics" >"$1.api$2.metrics" || true
+    curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$1.worker$2.metrics" || true; }
   local db=$1 i=$2 dir port api_port metrics_port db_url key secret token api worker
   dir=$(mktemp -d)
   port=$(free_port); api_port=$(free_port); metrics_port=$(free_port)
@@ -82,9 +85,6 @@ run_stack() { # db_kind run_index
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/health/ready" >/dev/null && break; sleep 0.1; done
   token=$("$bin/xenios" token --config /dev/null --user 00000000-0000-4000-8000-0000000000b1)
   awk '/^VmRSS/{print $2}' "/proc/$api/status" >"$out/$db-idle-rss-$i.txt"
-  if command -v wrk >/dev/null; then
-    wrk -t1 -c32 -d10s --latency "http://127.0.0.1:$api_port/health" >"$out/$db-health-$i.txt" 2>&1 || true
-  fi
   local base="http://127.0.0.1:$api_port/api/v1"
   local common=(--url "$base/jobs" -H "X-API-Key: $key" -H "Authorization: Bearer $token"
     --body '{"kind":"echo","input":{"message":"hello {{i}}"}}' -n "$N" -c "$C")
@@ -97,6 +97,7 @@ run_stack() { # db_kind run_index
     sample_rss "$worker" "$dir/stop" >"$dir/worker.rss" &
     local s2=$!
     local cpu0="$(cpu_s "$api") $(cpu_s "$worker") $(cpu_s "$nats")"
+    scrape "$out/$db-$mode-$i" .before
     if [ "$mode" = sse ]; then
       "$loadgen" jobs "${common[@]}" --sse-url "$base/jobs/{id}/events" --json "$out/$db-$mode-$i.json" >"$out/$db-$mode-$i.txt"
     else
@@ -104,10 +105,16 @@ run_stack() { # db_kind run_index
     fi
     touch "$dir/stop"; wait "$s1" "$s2"
     local cpu1="$(cpu_s "$api") $(cpu_s "$worker") $(cpu_s "$nats")"
+    scrape "$out/$db-$mode-$i" ""
     echo "{\"api_rss_kib\": $(cat "$dir/api.rss"), \"worker_rss_kib\": $(cat "$dir/worker.rss")," \
       "\"cpu_s\": $(python3 -c "a='$cpu0'.split(); b='$cpu1'.split(); import json; print(json.dumps({k: round(float(y)-float(x),2) for k,x,y in zip(['api','worker','nats'],a,b)}))")}" \
       >"$out/$db-$mode-$i.rss.json"
   done
+  # After the job phases: the buffers of its 32 extra connections would otherwise count in the
+  # API's resident memory under the job load.
+  if command -v wrk >/dev/null; then
+    wrk -t1 -c32 -d10s --latency "http://127.0.0.1:$api_port/health" >"$out/$db-health-$i.txt" 2>&1 || true
+  fi
   kill "$api" "$worker" 2>/dev/null || true
   wait "$api" "$worker" 2>/dev/null || true
   kill "${pids[0]}" 2>/dev/null || true

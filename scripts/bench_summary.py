@@ -102,3 +102,83 @@ if os.path.exists(limit):
     print("```")
     print(open(limit).read().strip())
     print("```")
+
+
+def histograms(path):
+    """Cumulative bucket counts per histogram series of a Prometheus text file."""
+    series = {}
+    if not os.path.exists(path):
+        return series
+    for line in open(path):
+        m = re.match(r'^(\w+)_bucket\{(.*)\} (\S+)$', line.strip())
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        le = float(labels.pop("le"))
+        key = (m.group(1), tuple(sorted(labels.items())))
+        series.setdefault(key, {})[le] = float(m.group(3))
+    return series
+
+
+def quantile(buckets, q):
+    """The q-quantile of a histogram, interpolated inside its bucket (as PromQL does)."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 0)
+        lower, below = bound, buckets[bound]
+    return None
+
+
+STAGES = [
+    ("submit: record the job", "api", "xenios_job_submit_stage_seconds", ("stage", "record")),
+    ("submit: broker acknowledges the command", "api", "xenios_job_submit_stage_seconds", ("stage", "publish")),
+    ("broker → consumer (queue wait)", "worker", "xenios_job_queue_wait_seconds", None),
+    ("consumer: record the attempt's start", "worker", "xenios_job_start_seconds", None),
+    ("handler run (echo)", "worker", "xenios_job_duration_seconds", None),
+]
+
+
+def stage_rows(db, mode):
+    """Per stage, medians over runs of its p50 and p99 during the measured phase."""
+    rows = []
+    for label, proc, name, selector in STAGES:
+        p50s, p99s = [], []
+        for after in sorted(glob.glob(os.path.join(out, f"{db}-{mode}-*.{proc}.metrics"))):
+            before = histograms(after.replace(".metrics", ".before.metrics"))
+            for key, buckets in histograms(after).items():
+                if key[0] != name or (selector and selector not in key[1]):
+                    continue
+                earlier = before.get(key, {})
+                diff = {le: n - earlier.get(le, 0) for le, n in buckets.items()}
+                p50s.append(quantile(diff, 0.5))
+                p99s.append(quantile(diff, 0.99))
+        if p50s:
+            rows.append((label, med(p50s) * 1000, med(p99s) * 1000))
+    return rows
+
+
+def print_stages():
+    modes = [(db, mode) for db in ("sqlite", "postgres") for mode in ("sse", "poll")]
+    table = {key: {r[0]: r[1:] for r in stage_rows(*key)} for key in modes}
+    print("\nWhere a job's time goes, from the processes' own histograms over the measured "
+          "phase (p50 / p99 ms, interpolated inside the Prometheus buckets; medians over runs):\n")
+    print("| stage | " + " | ".join(f"{db} {mode}" for db, mode in modes) + " |")
+    print("|---|" + "---|" * len(modes))
+    for label, *_ in STAGES:
+        cells = []
+        for key in modes:
+            v = table[key].get(label)
+            cells.append(f"{v[0]:.2f} / {v[1]:.2f}" if v else "–")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if glob.glob(os.path.join(out, "*.metrics")):
+    print_stages()
