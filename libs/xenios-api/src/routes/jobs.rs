@@ -1,5 +1,5 @@
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -251,13 +251,13 @@ pub(crate) async fn check_source(
 /// idempotency key already made is returned as it is, not published again.
 pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, ApiError> {
     let kind = new.kind;
-    let recording = std::time::Instant::now();
+    let recording = Instant::now();
     let created = state.store.create_job(new).await?;
     submit_stage(kind, "record", recording);
     if let Created::New(job) = &created {
         metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
         state.hub.track_new_job(job.id, job.user_id.clone());
-        let publishing = std::time::Instant::now();
+        let publishing = Instant::now();
         publish(state, job).await?;
         submit_stage(kind, "publish", publishing);
     }
@@ -266,7 +266,7 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
 
 /// Where a submission's time goes: recording the job, then the broker's acknowledgement of
 /// its command.
-fn submit_stage(kind: JobKind, stage: &'static str, since: std::time::Instant) {
+fn submit_stage(kind: JobKind, stage: &'static str, since: Instant) {
     let labels = [("kind", kind.as_str()), ("stage", stage)];
     metrics::histogram!("xenios_job_submit_stage_seconds", &labels)
         .record(since.elapsed().as_secs_f64());
