@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # usage: API_ENV="K=V" WORKER_ENV="K=V" ab.sh <bindir> [mode]  -> one line of figures
-bin=${1:-/work/main/target/release}; mode=${2:-sse}
-dir=/tmp/prof/run; rm -rf $dir; mkdir -p $dir
+root=$(cd "$(dirname "$0")/../../.." && pwd); here=$(cd "$(dirname "$0")" && pwd)
+bin=${1:-$root/target/release}; mode=${2:-sse}
+dir=${AB_DIR:-/tmp/xenios-ab}; rm -rf $dir; mkdir -p $dir
 fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(fp); api_port=$(fp); mport=$(fp); mport2=$(fp)
 nats-server -a 127.0.0.1 -p $port -js -sd $dir/nats >$dir/nats.log 2>&1 & echo $! > $dir/nats.pid
@@ -15,11 +16,11 @@ env XENIOS_METRICS_ADDR=127.0.0.1:$mport2 $WORKER_ENV $bin/xenios worker --kind 
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/health/ready" >/dev/null && break; sleep 0.1; done
 token=$($bin/xenios token --config /dev/null --user 00000000-0000-4000-8000-0000000000b1)
 printf 'base=http://127.0.0.1:%s/api/v1\ntoken=%s\n' $api_port "$token" > $dir/env
-/tmp/prof/load.sh 200 32 $mode >/dev/null
+"$here/load.sh" 200 32 $mode >/dev/null
 cpu() { awk '{printf "%.2f ", ($14 + $15) / 100}' /proc/$1/stat; }
 A=$(cat $dir/api.pid) W=$(cat $dir/worker.pid) N=$(cat $dir/nats.pid)
 c0="$(cpu $A)$(cpu $W)$(cpu $N)"
-/tmp/prof/load.sh ${NJOBS:-3000} 32 $mode > $dir/out.json
+"$here/load.sh" ${NJOBS:-3000} 32 $mode > $dir/out.json
 c1="$(cpu $A)$(cpu $W)$(cpu $N)"
 rss="$(awk '/^VmHWM/{print $2}' /proc/$A/status) $(awk '/^VmHWM/{print $2}' /proc/$W/status)"
 python3 - "$dir/out.json" "$c0" "$c1" "$rss" <<'P'

@@ -2,12 +2,13 @@
 # usage: llm-stages.sh <bindir> N C [RUNS]  -> per run, straight to mock-llm vs /api/v1/llm/stream:
 #   streams/s, first token p50/p99, gap p50/p99 (ms). SQLite in a temp dir (DB_URL overrides),
 #   API_ENV / WORKER_ENV add variables to one process; both processes' /metrics are left in
-#   /tmp/prof/llmrun/{api,llm}.metrics for the per-stage histograms.
+#   $LLM_DIR (default /tmp/xenios-llm-stages)/{api,llm}.metrics for the per-stage histograms.
 set -u
-bin=${1:-/work/main/target/release}; N=${2:-320}; C=${3:-64}; RUNS=${4:-3}
-tools=/work/main/target/bench-tools/bench
+root=$(cd "$(dirname "$0")/../../.." && pwd); here=$(cd "$(dirname "$0")" && pwd)
+bin=${1:-$root/target/release}; N=${2:-320}; C=${3:-64}; RUNS=${4:-3}
+tools=$root/target/bench-tools/bench
 loadgen=$tools/loadgen/target/release/loadgen
-dir=/tmp/prof/llmrun; rm -rf $dir; mkdir -p $dir
+dir=${LLM_DIR:-/tmp/xenios-llm-stages}; rm -rf $dir; mkdir -p $dir
 fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mock_port=$(fp); apim=$(fp); wm=$(fp); nats_port=$(fp); api_port=$(fp)
 $tools/mock-llm/target/release/mock-llm 127.0.0.1:$mock_port 2>/dev/null & m=$!
