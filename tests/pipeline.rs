@@ -128,7 +128,7 @@ async fn lifecycle(db: Db) {
         "xenios_job_queue_wait_seconds",
         "xenios_job_submit_stage_seconds_count{kind=\"echo\",stage=\"record\"}",
         "xenios_job_submit_stage_seconds_count{kind=\"echo\",stage=\"publish\"}",
-        "xenios_job_start_seconds",
+        "xenios_job_start_seconds_count{kind=\"echo\"}",
         "xenios_jobs_in_flight",
     ] {
         assert!(metrics.contains(name), "{name} missing");
