@@ -62,7 +62,7 @@ impl Application {
         let auth = Authenticator::new(auth_settings(&settings))
             .map_err(|e| StartError::Config(e.to_string()))?;
         let settings = Arc::new(settings);
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             jetstream: async_nats::jetstream::new(nats.clone()),
             nats,
             store,
@@ -72,7 +72,7 @@ impl Application {
             hub: events::EventHub::default(),
             shutdown: CancellationToken::new(),
             settings: settings.clone(),
-        };
+        });
         let router = router(state.clone());
         let listener = TcpListener::bind(settings.api.addr)
             .await

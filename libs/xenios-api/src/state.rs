@@ -9,9 +9,28 @@ use xenios_store::Store;
 use crate::events::EventHub;
 use crate::rate_limit::RateLimits;
 
-/// Everything a handler may reach. Cheap to clone.
+/// Everything a handler may reach. One reference count to clone: axum clones the state for
+/// every extractor and middleware of every request, and cloning the parts one by one (the
+/// NATS clients above all) showed up in profiles of the job path.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub nats: async_nats::Client,
