@@ -27,6 +27,10 @@ pub struct NatsServer {
     store_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// Run outside the caller's process group, so a terminal's Ctrl-C reaches only the caller,
+    /// which stops the server after it has drained (`xenios dev`). Tests leave it in their
+    /// group: an interrupted test run takes its servers with it.
+    own_process_group: bool,
     /// Present when the server owns its directory: removed on drop, after the process is gone.
     _temp: Option<TempDir>,
 }
@@ -42,6 +46,7 @@ impl NatsServer {
             store_dir: temp.path().join("store"),
             log_path: temp.path().join(LOG_FILE),
             child: None,
+            own_process_group: false,
             _temp: Some(temp),
         };
         let mut last_error = None;
@@ -56,7 +61,8 @@ impl NatsServer {
     }
 
     /// Starts a server whose JetStream store lives in `dir` (created if missing) and outlives
-    /// this value: `xenios dev` keeps its queues and events across runs this way.
+    /// this value: `xenios dev` keeps its queues and events across runs this way. The server
+    /// runs in a process group of its own (see `own_process_group`).
     pub fn start_in(dir: &Path, port: u16) -> anyhow::Result<NatsServer> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the NATS store dir {}", dir.display()))?;
@@ -66,6 +72,7 @@ impl NatsServer {
             store_dir: dir.to_path_buf(),
             log_path: dir.join(LOG_FILE),
             child: None,
+            own_process_group: true,
             _temp: None,
         };
         server.spawn()?;
@@ -141,7 +148,11 @@ impl NatsServer {
             .append(true)
             .open(&self.log_path)
             .with_context(|| format!("opening {}", self.log_path.display()))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if self.own_process_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
