@@ -680,6 +680,86 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
     assert!(keys.is_empty(), "{keys:?}");
 }
 
+/// `xenios serve`: the API and the echo consumer in one process on SQLite (the embedded
+/// default's single-host layout, and what `xenios dev` runs): a job goes through it end to
+/// end, its events come back over SSE, and SIGTERM ends the process cleanly.
+#[tokio::test]
+async fn one_process_serves_the_api_and_its_consumers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
+    let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_xenios"))
+        .args(["serve", "--kind", "echo", "--config", "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("xenios.db").display()),
+        )
+        .env("NATS_URL", nats.url())
+        .env("XENIOS_API_ADDR", &addr)
+        .env("XENIOS_BACKEND_API_KEY", API_KEY)
+        .env("SUPABASE_JWT_SECRET", JWT_SECRET)
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("xenios serve starts");
+    let mut serve = Reaped(child);
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    eventually(Duration::from_secs(30), || {
+        let ready = http.get(format!("{base}/health/ready")).send();
+        async move { matches!(ready.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+
+    let authed = |request: reqwest::RequestBuilder| {
+        request
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(token_for(USER, "authenticated"))
+    };
+    let response = authed(http.post(format!("{base}/api/v1/jobs")))
+        .json(&json!({"kind": "echo", "input": {"message": "one process", "progress_steps": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = authed(http.get(format!("{base}/api/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let events = read_sse(events, Duration::from_secs(30)).await;
+    let statuses: Vec<String> = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("status"))
+        .map(|e| e.json()["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("succeeded"),
+        "{events:?}"
+    );
+    let job: Value = authed(http.get(format!("{base}/api/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"], json!({"message": "one process"}), "{job}");
+    assert_eq!(job["attempts"], 1);
+
+    signal(&serve, "TERM");
+    let status = wait_exit(&mut serve, Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
 #[tokio::test]
 async fn workers_register_and_status_shows_the_queues() {
     let stack = Stack::start(Db::Sqlite).await;

@@ -7,13 +7,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use xenios_config::{Environment, Overrides, Settings};
 
-use tokio_util::sync::CancellationToken;
 use xenios_contract::JobKind;
 
-use crate::start::{
-    connect_nats, connect_store, runtime_for, serve_worker, shutdown_signal, spawn_sweeper,
-    stream_settings,
-};
+use crate::start::{connect_nats, connect_store, serve_all, serve_worker, stream_settings};
 
 /// Used by `xenios dev` and `xenios token` in development when nothing else is configured, so
 /// a newcomer's first curl works. Never used in staging or production.
@@ -38,6 +34,14 @@ enum Command {
         /// Where the embedded nats-server keeps its store.
         #[arg(long, default_value = "data/nats")]
         nats_dir: PathBuf,
+    },
+    /// The API and consumers in one process, against the configured NATS and database: a
+    /// single host, e.g. on the embedded SQLite store. `xenios dev` without the nats-server
+    /// and the development defaults.
+    Serve {
+        /// Kinds to serve (repeat or comma-separate); default: every kind this build serves.
+        #[arg(long = "kind", value_delimiter = ',')]
+        kinds: Vec<String>,
     },
     /// Consumers only (no API): pull and run jobs of the given kinds.
     Worker {
@@ -90,6 +94,7 @@ pub async fn xenios_main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev { nats_dir } => dev(cli.config.as_deref(), &nats_dir).await,
+        Command::Serve { kinds } => serve(cli.config.as_deref(), &kinds).await,
         Command::Worker { kinds } => worker(cli.config.as_deref(), &kinds).await,
         Command::Migrate => migrate(cli.config.as_deref()).await,
         Command::Streams { action } => streams(cli.config.as_deref(), action).await,
@@ -165,14 +170,29 @@ fn token(
     Ok(ExitCode::SUCCESS)
 }
 
+fn parse_kinds(kinds: &[String]) -> anyhow::Result<Vec<JobKind>> {
+    Ok(kinds
+        .iter()
+        .map(|k| k.parse::<JobKind>())
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 async fn worker(config: Option<&Path>, kinds: &[String]) -> anyhow::Result<ExitCode> {
     let settings = load(config, &Overrides::new())?;
     xenios_telemetry::init_logging(&settings)?;
-    let kinds = kinds
-        .iter()
-        .map(|k| k.parse::<JobKind>())
-        .collect::<Result<Vec<_>, _>>()?;
-    serve_worker(settings, "xenios-worker", &kinds).await?;
+    serve_worker(settings, "xenios-worker", &parse_kinds(kinds)?).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Option<&Path>, kinds: &[String]) -> anyhow::Result<ExitCode> {
+    let settings = load(config, &Overrides::new())?;
+    xenios_telemetry::init_logging(&settings)?;
+    let kinds = parse_kinds(kinds)?;
+    serve_all(settings, "xenios-serve", &kinds, |addr| {
+        tracing::info!(%addr, "xenios serve listening");
+        Ok(())
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -237,22 +257,12 @@ async fn dev(config: Option<&Path>, nats_dir: &Path) -> anyhow::Result<ExitCode>
         }
     }
 
-    let store = connect_store(&settings).await?;
-    let client = connect_nats(&settings, "xenios-dev").await?;
-    let stop = CancellationToken::new();
-    let sweeper = spawn_sweeper(&settings, &store, &client, stop.clone());
-    let runtime = runtime_for(&settings, &store, &client, "xenios-dev", &[])?;
-    let stopped = stop.clone();
-    let consumers = tokio::spawn(runtime.run(async move { stopped.cancelled().await }));
-    let app =
-        xenios_api::Application::build(settings.clone(), store.clone(), client.clone()).await?;
-    print_welcome(&settings, app.local_addr(), &nats.url())?;
-    app.run(shutdown_signal()).await?;
-    stop.cancel();
-    let _ = consumers.await;
-    let _ = sweeper.await;
-    let _ = client.drain().await;
-    store.close().await;
+    let nats_url = nats.url();
+    serve_all(settings.clone(), "xenios-dev", &[], |addr| {
+        print_welcome(&settings, addr, &nats_url)
+    })
+    .await?;
+    // The nats-server child stops only after the process's last word to it.
     drop(nats);
     Ok(ExitCode::SUCCESS)
 }

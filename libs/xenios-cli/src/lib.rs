@@ -6,6 +6,6 @@ mod start;
 
 pub use commands::xenios_main;
 pub use start::{
-    api_main, connect_nats, connect_store, consumer_main, known_kinds, runtime_for, serve_worker,
-    shutdown_signal, spawn_sweeper, stream_settings,
+    api_main, connect_nats, connect_store, consumer_main, known_kinds, runtime_for, serve_all,
+    serve_worker, shutdown_signal, spawn_sweeper, stream_settings,
 };

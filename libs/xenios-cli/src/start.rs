@@ -162,6 +162,38 @@ async fn serve_api(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The API and the consumers of `kinds` (every kind this build serves when empty) in one
+/// process, sharing one store handle and one NATS connection: `xenios serve` and `xenios dev`.
+/// On SQLite it is the layout to choose: every write of the process goes through one
+/// group-commit queue, with no second process to take turns with for the write lock.
+/// `on_listening` runs once the API's socket is bound.
+pub async fn serve_all(
+    settings: Settings,
+    binary: &str,
+    kinds: &[JobKind],
+    on_listening: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let store = connect_store(&settings).await?;
+    let nats = connect_nats(&settings, binary).await?;
+    let runtime = runtime_for(&settings, &store, &nats, binary, kinds)?;
+    let stop = CancellationToken::new();
+    let sweeper = spawn_sweeper(&settings, &store, &nats, stop.clone());
+    let stopped = stop.clone();
+    let consumers = tokio::spawn(runtime.run(async move { stopped.cancelled().await }));
+    let app = xenios_api::Application::build(settings, store.clone(), nats.clone()).await?;
+    on_listening(app.local_addr())?;
+    app.run(shutdown_signal()).await?;
+    // The API has drained; the consumers finish what they hold before the store closes.
+    stop.cancel();
+    if let Ok(Err(e)) = consumers.await {
+        tracing::warn!(error = %e, "consumers ended with an error");
+    }
+    let _ = sweeper.await;
+    let _ = nats.drain().await;
+    store.close().await;
+    Ok(())
+}
+
 /// The sweeper runs beside every API instance: the API is what records jobs.
 pub fn spawn_sweeper(
     settings: &Settings,
