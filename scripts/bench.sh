@@ -5,9 +5,11 @@
 #   scripts/bench.sh [N] [C] [RUNS]     defaults: 3000 32 3
 #
 # For each database (SQLite, PostgreSQL) and each run: a private nats-server, `xenios-api`
-# and one `xenios worker` as separate release processes; loadgen submits N echo jobs C at a
-# time and observes completion (1) over each job's SSE stream and (2) by polling every 20 ms
-# like the baseline. Peak RSS of the API and the worker is sampled from /proc. Then the
+# and one `xenios worker` as separate release processes; and SQLite's single-host layout,
+# `xenios serve --kind echo` (API and consumer in one process, as `xenios dev` runs them).
+# loadgen submits N echo jobs C at a time and observes completion (1) over each job's SSE
+# stream and (2) by polling every 20 ms like the baseline. Peak RSS of the API and the worker
+# is sampled from /proc. Then the
 # baseline (../shared/bench/peers/celery) and the raw JetStream ceiling. Figures land in
 # bench/results/<date>/ (JSON from loadgen, plus summary.md).
 set -euo pipefail
@@ -53,11 +55,11 @@ sample_rss() {
 # CPU seconds (user + system) a process has used so far.
 cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-run_stack() { # db_kind run_index
+run_stack() { # db_kind run_index [one]
   # Both processes' own histograms, for the per-stage table of the summary.
   scrape() { curl -sf "http://127.0.0.1:$api_port/metrics" >"$1.api$2.metrics" || true
     curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$1.worker$2.metrics" || true; }
-  local db=$1 i=$2 dir port api_port metrics_port db_url key secret token api worker
+  local db=$1 i=$2 layout=${3:-two} dir port api_port metrics_port db_url key secret token api worker
   dir=$(mktemp -d)
   port=$(free_port); api_port=$(free_port); metrics_port=$(free_port)
   nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
@@ -78,10 +80,17 @@ run_stack() { # db_kind run_index
     XENIOS__RATE_LIMIT__ENABLED=false XENIOS__DATABASE__MAX_CONNECTIONS=${BENCH_DB_CONNECTIONS:-16}
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   "$bin/xenios" migrate --config /dev/null >/dev/null
-  "$bin/xenios-api" --config /dev/null >"$dir/api.log" 2>&1 &
-  api=$!; pids+=($api)
-  "$bin/xenios" worker --kind echo --config /dev/null >"$dir/worker.log" 2>&1 &
-  worker=$!; pids+=($worker)
+  if [ "$layout" = one ]; then
+    # Results under "<db>-one": the worker's figures are the same process's.
+    "$bin/xenios" serve --kind echo --config /dev/null >"$dir/api.log" 2>&1 &
+    api=$!; pids+=($api); worker=""
+    db=$db-one
+  else
+    "$bin/xenios-api" --config /dev/null >"$dir/api.log" 2>&1 &
+    api=$!; pids+=($api)
+    "$bin/xenios" worker --kind echo --config /dev/null >"$dir/worker.log" 2>&1 &
+    worker=$!; pids+=($worker)
+  fi
   for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/health/ready" >/dev/null && break; sleep 0.1; done
   token=$("$bin/xenios" token --config /dev/null --user 00000000-0000-4000-8000-0000000000b1)
   awk '/^VmRSS/{print $2}' "/proc/$api/status" >"$out/$db-idle-rss-$i.txt"
@@ -94,7 +103,8 @@ run_stack() { # db_kind run_index
     rm -f "$dir/stop"
     sample_rss "$api" "$dir/stop" >"$dir/api.rss" &
     local s1=$!
-    sample_rss "$worker" "$dir/stop" >"$dir/worker.rss" &
+    if [ -n "$worker" ]; then sample_rss "$worker" "$dir/stop" >"$dir/worker.rss" &
+    else echo 0 >"$dir/worker.rss" & fi
     local s2=$!
     local cpu0="$(cpu_s "$api") $(cpu_s "$worker") $(cpu_s "$nats")"
     scrape "$out/$db-$mode-$i" .before
@@ -115,8 +125,8 @@ run_stack() { # db_kind run_index
   if command -v wrk >/dev/null; then
     wrk -t1 -c32 -d10s --latency "http://127.0.0.1:$api_port/health" >"$out/$db-health-$i.txt" 2>&1 || true
   fi
-  kill "$api" "$worker" 2>/dev/null || true
-  wait "$api" "$worker" 2>/dev/null || true
+  kill "$api" $worker 2>/dev/null || true
+  wait "$api" $worker 2>/dev/null || true
   kill "${pids[0]}" 2>/dev/null || true
   pids=()
   rm -rf "$dir"
@@ -128,6 +138,8 @@ for i in $(seq "$RUNS"); do
   if [ -z "$only" ] || [ "$only" = sqlite ]; then
     echo "== run $i: xenios (SQLite)"
     run_stack sqlite "$i"
+    echo "== run $i: xenios serve (SQLite, one process)"
+    run_stack sqlite "$i" one
   fi
   if [ -z "$only" ] || [ "$only" = postgres ]; then
     echo "== run $i: xenios (PostgreSQL)"

@@ -16,6 +16,11 @@ def load(path):
     return json.JSONDecoder().raw_decode(text[start:])[0] if start >= 0 else None
 
 
+# Result keys of `scripts/bench.sh`, and how the tables name them.
+LAYOUTS = (("sqlite", "xenios (sqlite)"), ("sqlite-one", "xenios serve (sqlite, one process)"),
+           ("postgres", "xenios (postgres)"))
+
+
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else float("nan")
@@ -49,7 +54,7 @@ print(f"| Celery + Redis + FastAPI | polling 20 ms | {b_tp:.0f} | 1.0 | "
       f"{med(baseline['submit_p50']):.1f} / {med(baseline['submit_p99']):.1f} | "
       f"{med(baseline['e2e_p50']):.1f} / {med(baseline['e2e_p99']):.1f} | "
       f"{med(baseline_rss):.0f} (all processes) | {len(baseline_tp)} |")
-for db in ("sqlite", "postgres"):
+for db, name in LAYOUTS:
     for mode, label in (("sse", "SSE stream"), ("poll", "polling 20 ms")):
         runs = sorted(glob.glob(os.path.join(out, f"{db}-{mode}-*.json")))
         runs = [r for r in runs if not r.endswith(".rss.json")]
@@ -62,15 +67,16 @@ for db in ("sqlite", "postgres"):
         api_rss = med([r["api_rss_kib"] / 1024 for r in rss])
         worker_rss = med([r["worker_rss_kib"] / 1024 for r in rss])
         failures = sum(d["failures"] for d in data)
-        print(f"| xenios ({db}) | {label} | {tp:.0f} | {tp / b_tp:.1f} | "
+        parts = f"{api_rss:.0f} + {worker_rss:.0f}" if worker_rss else "one process"
+        print(f"| {name} | {label} | {tp:.0f} | {tp / b_tp:.1f} | "
               f"{med([d['submit']['p50_ms'] for d in data]):.2f} / {med([d['submit']['p99_ms'] for d in data]):.2f} | "
               f"{med([d['end_to_end']['p50_ms'] for d in data]):.2f} / {med([d['end_to_end']['p99_ms'] for d in data]):.2f} | "
-              f"{total_rss:.0f} ({api_rss:.0f} + {worker_rss:.0f}) | {len(data)}"
+              f"{total_rss:.0f} ({parts}) | {len(data)}"
               f"{'' if failures == 0 else f', {failures} failures'} |")
 print("\nCPU seconds used during the measured phase (median per run): where the time goes.\n")
 print("| system | completion seen by | API | worker | nats-server | CPU ms per job |")
 print("|---|---|---|---|---|---|")
-for db in ("sqlite", "postgres"):
+for db, name in LAYOUTS:
     for mode in ("sse", "poll"):
         runs = [r for r in sorted(glob.glob(os.path.join(out, f"{db}-{mode}-*.rss.json")))]
         cpu = [json.load(open(r)).get("cpu_s") for r in runs]
@@ -79,7 +85,7 @@ for db in ("sqlite", "postgres"):
             continue
         n = [json.load(open(r.replace(".rss.json", ".json")))["completed"] for r in runs]
         per_job = med([sum(c.values()) * 1000 / max(k, 1) for c, k in zip(cpu, n)])
-        print(f"| xenios ({db}) | {mode} | {med([c['api'] for c in cpu]):.1f} | "
+        print(f"| {name} | {mode} | {med([c['api'] for c in cpu]):.1f} | "
               f"{med([c['worker'] for c in cpu]):.1f} | {med([c['nats'] for c in cpu]):.1f} | {per_job:.2f} |")
 idle = [int(open(p).read().strip() or 0) / 1024 for p in glob.glob(os.path.join(out, "*-idle-rss-*.txt"))]
 health = []
@@ -150,6 +156,8 @@ def stage_rows(db, mode):
     """Per stage, medians over runs of its p50 and p99 during the measured phase."""
     rows = []
     for label, proc, name, selector in STAGES:
+        if db.endswith("-one"):
+            proc = "api"  # one process serves every histogram
         p50s, p99s = [], []
         for after in sorted(glob.glob(os.path.join(out, f"{db}-{mode}-*.{proc}.metrics"))):
             before = histograms(after.replace(".metrics", ".before.metrics"))
@@ -166,7 +174,7 @@ def stage_rows(db, mode):
 
 
 def print_stages():
-    modes = [(db, mode) for db in ("sqlite", "postgres") for mode in ("sse", "poll")]
+    modes = [(db, mode) for db, _ in LAYOUTS for mode in ("sse", "poll")]
     table = {key: {r[0]: r[1:] for r in stage_rows(*key)} for key in modes}
     print("\nWhere a job's time goes, from the processes' own histograms over the measured "
           "phase (p50 / p99 ms, interpolated inside the Prometheus buckets; medians over runs):\n")
