@@ -52,8 +52,9 @@ sample_rss() {
   echo "$peak"
 }
 
-# CPU seconds (user + system) a process has used so far.
-cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU seconds (user + system) a process has used so far; 0 for no process.
+cpu_s() { [ -n "$1" ] || { echo 0; return; }
+  awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 run_stack() { # db_kind run_index [one]
   # Both processes' own histograms, for the per-stage table of the summary.
