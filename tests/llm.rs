@@ -990,6 +990,90 @@ async fn a_client_that_leaves_mid_stream_cancels_the_provider_call() {
     assert_eq!(logs[0].error.as_deref(), Some("cancelled"));
 }
 
+/// An `llm` job's provider call starts while its attempt is being recorded (the first token
+/// is what callers wait for): its events still follow `running`, in order; and a job cancelled
+/// while queued never streams, whatever call was begun is aborted and logged as cancelled.
+#[tokio::test]
+async fn an_early_started_llm_job_speaks_only_once_recorded() {
+    let stub = Stub::start().await;
+    let tasks = [
+        Task::new("early", "openai:gpt-early"),
+        Task::new("later", "openai:gpt-later"),
+    ];
+    let mut stack = stack_with(Db::Sqlite, &stub, &tasks, &[]).await;
+    let mut pieces = openai_tokens("gpt-early", &["Hel", "lo"]);
+    pieces.extend(openai_end("gpt-early", 5, 2));
+    stub.push("gpt-early", Script::Sse(pieces));
+    let mut input = ask("early");
+    input["stream"] = json!(true);
+    let id = stack.submit("llm", input.clone()).await;
+    let events = stack.events(&id, None, WITHIN).await;
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| match e.event.as_deref() {
+            Some("status") => e.json()["status"].as_str().unwrap().to_owned(),
+            other => other.unwrap_or_default().to_owned(),
+        })
+        .collect();
+    let running = names.iter().position(|n| n == "running").expect("running");
+    let first_token = names.iter().position(|n| n == "token").expect("a token");
+    assert!(running < first_token, "{names:?}");
+    assert_eq!(tokens(&events), ["Hel", "lo"]);
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("succeeded"),
+        "{names:?}"
+    );
+
+    // Cancelled while no consumer runs: when one comes, the job is not its to run.
+    stack.stop_workers().await;
+    let mut pieces = openai_tokens("gpt-early", &["never"]);
+    pieces.push(Piece::Hang);
+    stub.push("gpt-early", Script::Sse(pieces));
+    let queued = stack.submit("llm", input).await;
+    let response = stack
+        .post(&format!("/api/v1/jobs/{queued}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    stack.start_worker().await;
+    // A job submitted after it is done once the consumer has dealt with its command.
+    let mut pieces = openai_tokens("gpt-later", &["ok"]);
+    pieces.extend(openai_end("gpt-later", 5, 1));
+    stub.push("gpt-later", Script::Sse(pieces));
+    let mut later = ask("later");
+    later["stream"] = json!(true);
+    let later = stack.submit("llm", later).await;
+    stack.wait_for(&later, &["succeeded"], WITHIN).await;
+    let job = stack.wait_for(&queued, &["cancelled"], WITHIN).await;
+    assert_eq!(job["attempts"], 0, "{job}");
+    let events = stack.events(&queued, None, WITHIN).await;
+    assert!(tokens(&events).is_empty(), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event.as_deref() == Some("status") && e.json()["status"] == "running"),
+        "{events:?}"
+    );
+    // The consumer may have reached the provider before the store said no: then the call was
+    // aborted and logged, never answered.
+    eventually(WITHIN, || async {
+        stub.seen("gpt-early").len() == 1 + stub.abandoned()
+    })
+    .await;
+    let logs = stack
+        .store
+        .inference_logs_for_job(queued.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(logs.len(), stub.abandoned(), "{logs:?}");
+    assert!(
+        logs.iter().all(|l| l.error.as_deref() == Some("cancelled")),
+        "{logs:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_json_schema_answer_is_asked_again_with_feedback() {
     let (stub, stack) = one_task_stack("json_task", "openai:gpt-json").await;

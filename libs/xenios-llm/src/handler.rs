@@ -31,6 +31,12 @@ impl Handler for LlmHandler {
         JobKind::Llm
     }
 
+    /// The provider's first token is what a caller waits for: the request goes out while the
+    /// attempt is being recorded.
+    fn starts_before_recorded(&self) -> bool {
+        true
+    }
+
     fn handle(&self, job: JobContext) -> BoxFuture<'_, HandlerResult> {
         Box::pin(async move {
             let input = parse_llm(&job.input)

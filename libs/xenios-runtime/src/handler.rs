@@ -1,6 +1,7 @@
 use async_nats::jetstream;
 use futures::future::BoxFuture;
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use xenios_contract::envelope::JobEvent;
 use xenios_contract::subjects::events_subject;
@@ -47,6 +48,15 @@ pub type HandlerResult = Result<Value, HandlerError>;
 pub trait Handler: Send + Sync + 'static {
     fn kind(&self) -> JobKind;
     fn handle(&self, job: JobContext) -> BoxFuture<'_, HandlerResult>;
+
+    /// Whether a first delivery's work may begin while its attempt is still being recorded.
+    /// For handlers whose first output waits on a slow outside call (an LLM's first token):
+    /// the call and the store write overlap. The job's events and progress wait for the
+    /// record; if the job turns out not to be this consumer's to run (cancelled while queued,
+    /// held by another consumer), the work is dropped, its outside call aborted.
+    fn starts_before_recorded(&self) -> bool {
+        false
+    }
 }
 
 /// One attempt of one job, as a handler sees it.
@@ -62,6 +72,31 @@ pub struct JobContext {
     pub(crate) store: Store,
     pub(crate) nats: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
+    pub(crate) admission: Admission,
+}
+
+/// When a job's events may go out: at once, or (an early start) once its attempt is recorded.
+pub(crate) struct Admission(Option<watch::Receiver<bool>>);
+
+impl Admission {
+    pub(crate) fn open() -> Self {
+        Admission(None)
+    }
+
+    pub(crate) fn after(recorded: watch::Receiver<bool>) -> Self {
+        Admission(Some(recorded))
+    }
+
+    /// Waits until the attempt is recorded; `false` if it never will be.
+    async fn admitted(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(recorded) if *recorded.borrow() => true,
+            // `wait_for` looks at the current value first: one sent before the sender went
+            // still counts.
+            Some(recorded) => recorded.clone().wait_for(|open| *open).await.is_ok(),
+        }
+    }
 }
 
 impl JobContext {
@@ -76,6 +111,9 @@ impl JobContext {
     /// Records progress and tells the job's watchers. Best effort: a lost progress update
     /// never fails the job.
     pub async fn progress(&self, progress: Progress) {
+        if !self.admission.admitted().await {
+            return;
+        }
         if let Err(e) = self.store.set_progress(self.job_id, &progress).await {
             tracing::warn!(error = %e, "cannot store progress");
         }
@@ -92,6 +130,9 @@ impl JobContext {
     /// the terminal ones are confirmed by the runtime. An LLM stream's tokens would otherwise
     /// cost the broker an acknowledgement message each, for nobody to read.
     async fn publish(&self, event: &JobEvent) {
+        if !self.admission.admitted().await {
+            return;
+        }
         if let Err(e) = self
             .nats
             .publish(events_subject(self.job_id), event.to_bytes())

@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -17,10 +18,10 @@ use xenios_contract::subjects::{
     consumer_name, events_subject, CANCEL_SUBJECT, CORRELATION_ID_HEADER, JOBS_STREAM,
 };
 use xenios_contract::{JobError, JobId, JobKind, JobStatus};
-use xenios_store::{Outcome, StartAttempt, Store};
+use xenios_store::{JobRecord, Outcome, StartAttempt, Store};
 
 use crate::echo::EchoHandler;
-use crate::handler::{Handler, HandlerError, HandlerResult, JobContext};
+use crate::handler::{Admission, Handler, HandlerError, HandlerResult, JobContext};
 use crate::workers;
 
 /// How long publishing a terminal event or a dead letter may wait for the stream.
@@ -30,6 +31,8 @@ const STORE_DOWN_DELAY: Duration = Duration::from_secs(2);
 /// In-progress acks and lease renewals go out at most this far apart (well inside the
 /// consumers' 30 s `ack_wait`), and three times per lease at least.
 const PROGRESS_ACK_EVERY: Duration = Duration::from_secs(10);
+/// How long work started before its claim failed may take to end once cancelled.
+const EARLY_WORK_STOP: Duration = Duration::from_secs(5);
 /// Pause before pulling again after the broker failed a pull.
 const PULL_RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -393,6 +396,7 @@ async fn process(
         message,
         command,
         correlation_id,
+        first_delivery: delivered <= 1,
     };
     attempt.run(handler).instrument(span).await;
 }
@@ -405,6 +409,21 @@ struct Attempt {
     message: jetstream::Message,
     command: JobCommand,
     correlation_id: String,
+    /// The broker's first delivery of this command (no earlier attempt can hold the job).
+    first_delivery: bool,
+}
+
+/// A recorded attempt, its interrupt, its handler's work, and (for an early start) the sender
+/// that lets the work's events out.
+type ClaimedAttempt<'h> = (
+    JobRecord,
+    Arc<Interrupt>,
+    BoxFuture<'h, HandlerResult>,
+    Option<watch::Sender<bool>>,
+);
+
+fn attempt_of(record: &JobRecord) -> u32 {
+    u32::try_from(record.attempts).unwrap_or(u32::MAX)
 }
 
 /// What the runtime does with a finished attempt.
@@ -422,42 +441,21 @@ impl Attempt {
     }
 
     async fn run(self, handler: Arc<dyn Handler>) {
-        let store = &self.shared.store;
-        let lease = self.shared.lease();
-        let recording = Instant::now();
-        let record = match store.start_attempt_with_lease(self.job_id(), lease).await {
-            Ok(StartAttempt::Started(record)) => {
-                // The store write every attempt waits for before its handler runs.
-                metrics::histogram!("xenios_job_start_seconds", "kind" => self.kind.as_str())
-                    .record(recording.elapsed().as_secs_f64());
-                record
-            }
-            Ok(StartAttempt::Finished(record)) => {
-                tracing::debug!(status = %record.status, "job already finished; skipping redelivery");
-                self.ack(AckKind::Ack).await;
-                return;
-            }
-            Ok(StartAttempt::CancelRequested(_)) => {
-                self.settle(Decision::Cancel, 0).await;
-                return;
-            }
-            Ok(StartAttempt::Busy(_)) => {
-                tracing::info!("another consumer holds the job; offering this copy again later");
-                self.ack(AckKind::Nak(Some(lease))).await;
-                return;
-            }
-            Ok(StartAttempt::NotFound) => {
-                tracing::warn!("command for a job the store does not hold; terminating it");
-                self.ack(AckKind::Term).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "store unavailable; offering the command again later");
-                self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
-                return;
-            }
-        };
-        let attempt = u32::try_from(record.attempts).unwrap_or(u32::MAX);
+        let (record, interrupt, work, admit) =
+            if self.first_delivery && handler.starts_before_recorded() {
+                match self.claim_while_working(&handler).await {
+                    Some(claimed) => claimed,
+                    None => return,
+                }
+            } else {
+                let Some(record) = self.claim().await else {
+                    return;
+                };
+                let interrupt = Arc::new(Interrupt::new());
+                let context = self.context(attempt_of(&record), &interrupt, Admission::open());
+                (record, interrupt, handler.handle(context), None)
+            };
+        let attempt = attempt_of(&record);
         tracing::Span::current().record("attempt", attempt);
         self.publish(&JobEvent::status(
             JobStatus::Running,
@@ -465,8 +463,12 @@ impl Attempt {
             chrono::Utc::now(),
         ))
         .await;
+        // Only now may an early start's events go out: after `running`, in order. The sender
+        // lives until the handler is done.
+        if let Some(admit) = &admit {
+            let _ = admit.send(true);
+        }
 
-        let interrupt = Arc::new(Interrupt::new());
         if record.cancel_requested {
             interrupt.fire(Reason::Cancelled);
         }
@@ -480,19 +482,8 @@ impl Attempt {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
 
-        let context = JobContext {
-            job_id: self.job_id(),
-            kind: self.kind,
-            user_id: self.command.user_id.clone(),
-            input: self.command.input.clone(),
-            attempt,
-            correlation_id: self.correlation_id.clone(),
-            cancel: interrupt.token.clone(),
-            store: self.shared.store.clone(),
-            nats: self.shared.nats.clone(),
-            jetstream: self.shared.jetstream.clone(),
-        };
-        let result = self.supervise(handler.handle(context), &interrupt).await;
+        let result = self.supervise(work, &interrupt).await;
+        drop(admit);
 
         self.shared
             .running
@@ -506,6 +497,108 @@ impl Attempt {
 
         let decision = self.decide(result, interrupt.reason.get().copied(), attempt);
         self.settle(decision, attempt).await;
+    }
+
+    /// Records the attempt's start (the job's lease). `None`: not this consumer's to run; the
+    /// command has been answered.
+    async fn claim(&self) -> Option<JobRecord> {
+        let recording = Instant::now();
+        match self
+            .shared
+            .store
+            .start_attempt_with_lease(self.job_id(), self.shared.lease())
+            .await
+        {
+            Ok(StartAttempt::Started(record)) => {
+                // The store write every attempt waits for before its handler runs.
+                metrics::histogram!("xenios_job_start_seconds", "kind" => self.kind.as_str())
+                    .record(recording.elapsed().as_secs_f64());
+                Some(record)
+            }
+            Ok(StartAttempt::Finished(record)) => {
+                tracing::debug!(status = %record.status, "job already finished; skipping redelivery");
+                self.ack(AckKind::Ack).await;
+                None
+            }
+            Ok(StartAttempt::CancelRequested(_)) => {
+                self.settle(Decision::Cancel, 0).await;
+                None
+            }
+            Ok(StartAttempt::Busy(_)) => {
+                tracing::info!("another consumer holds the job; offering this copy again later");
+                self.ack(AckKind::Nak(Some(self.shared.lease()))).await;
+                None
+            }
+            Ok(StartAttempt::NotFound) => {
+                tracing::warn!("command for a job the store does not hold; terminating it");
+                self.ack(AckKind::Term).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable; offering the command again later");
+                self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
+                None
+            }
+        }
+    }
+
+    /// A handler that starts before its attempt is recorded: its work and the claim run
+    /// together, its events held back until the claim succeeds. If the claim fails, the work
+    /// is cancelled and given a moment to end, so a provider call it began is aborted and
+    /// still logged; its events never go out. The work assumed a first attempt; should the
+    /// store count otherwise, it is cancelled the same way and starts again with the right
+    /// number.
+    async fn claim_while_working<'h>(
+        &self,
+        handler: &'h Arc<dyn Handler>,
+    ) -> Option<ClaimedAttempt<'h>> {
+        let interrupt = Arc::new(Interrupt::new());
+        let (admit, admission) = watch::channel(false);
+        let context = self.context(1, &interrupt, Admission::after(admission));
+        let mut work = futures::future::maybe_done(handler.handle(context));
+        let claim = self.claim();
+        tokio::pin!(claim);
+        let claimed = std::future::poll_fn(|cx| {
+            // Done work keeps its result inside `work` until the claim is settled.
+            let _ = std::pin::Pin::new(&mut work).poll(cx);
+            claim.as_mut().poll(cx)
+        })
+        .await;
+        let record = match claimed {
+            Some(record) if attempt_of(&record) == 1 => record,
+            other => {
+                drop(admit);
+                interrupt.fire(Reason::Cancelled);
+                let _ = tokio::time::timeout(EARLY_WORK_STOP, &mut work).await;
+                let record = other?;
+                let interrupt = Arc::new(Interrupt::new());
+                let context = self.context(attempt_of(&record), &interrupt, Admission::open());
+                return Some((record, interrupt, handler.handle(context), None));
+            }
+        };
+        let work: BoxFuture<'h, HandlerResult> = Box::pin(async move {
+            (&mut work).await;
+            std::pin::Pin::new(&mut work)
+                .take_output()
+                .expect("the work was polled to its end")
+        });
+        Some((record, interrupt, work, Some(admit)))
+    }
+
+    fn context(&self, attempt: u32, interrupt: &Interrupt, admission: Admission) -> JobContext {
+        JobContext {
+            job_id: self.job_id(),
+            kind: self.kind,
+            user_id: self.command.user_id.clone(),
+            input: self.command.input.clone(),
+            attempt,
+            correlation_id: self.correlation_id.clone(),
+            cancel: interrupt.token.clone(),
+            store: self.shared.store.clone(),
+            nats: self.shared.nats.clone(),
+            jetstream: self.shared.jetstream.clone(),
+            admission,
+        }
     }
 
     /// Runs the handler under the kind's time limits, keeping the command alive with
