@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# usage: API_ENV="K=V" WORKER_ENV="K=V" ab.sh <bindir> [mode]  -> one line of figures
+# usage: API_ENV="K=V" WORKER_ENV="K=V" [LAYOUT=one] ab.sh <bindir> [mode]  -> one line of figures
+# LAYOUT=one runs `xenios dev` (API and consumers in one process, its own nats-server) instead
+# of `xenios-api` + `xenios worker`; the "worker" figures are then zero.
 root=$(cd "$(dirname "$0")/../../.." && pwd); here=$(cd "$(dirname "$0")" && pwd)
 bin=${1:-$root/target/release}; mode=${2:-sse}
 dir=${AB_DIR:-/tmp/xenios-ab}; rm -rf $dir; mkdir -p $dir
 fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(fp); api_port=$(fp); mport=$(fp); mport2=$(fp)
-nats-server -a 127.0.0.1 -p $port -js -sd $dir/nats >$dir/nats.log 2>&1 & echo $! > $dir/nats.pid
+[ "${LAYOUT:-two}" = one ] || { nats-server -a 127.0.0.1 -p $port -js -sd $dir/nats >$dir/nats.log 2>&1 & echo $! > $dir/nats.pid; }
 export DATABASE_URL=${DB_URL:-sqlite://$dir/xenios.db} NATS_URL=nats://127.0.0.1:$port XENIOS_BACKEND_API_KEY=bench-api-key-0123456789 \
   SUPABASE_JWT_SECRET=bench-jwt-secret-0123456789abcdef XENIOS_API_ADDR=127.0.0.1:$api_port \
   XENIOS_METRICS_ADDR=127.0.0.1:$mport LOG_LEVEL=warn XENIOS__RATE_LIMIT__ENABLED=false XENIOS__DATABASE__MAX_CONNECTIONS=16
 sleep 0.4
-$bin/xenios migrate --config /dev/null >/dev/null
-env $API_ENV $bin/xenios-api --config /dev/null >$dir/api.log 2>&1 & echo $! > $dir/api.pid
-env XENIOS_METRICS_ADDR=127.0.0.1:$mport2 $WORKER_ENV $bin/xenios worker --kind echo --config /dev/null >$dir/worker.log 2>&1 & echo $! > $dir/worker.pid
+if [ "${LAYOUT:-two}" = one ]; then
+  env $API_ENV $bin/xenios dev --nats-dir $dir/nats --config /dev/null >$dir/api.log 2>&1 & echo $! > $dir/api.pid
+  sleep 0.5; pgrep -P $(cat $dir/api.pid) nats-server > $dir/nats.pid; echo $$ > $dir/worker.pid
+else
+  $bin/xenios migrate --config /dev/null >/dev/null
+  env $API_ENV $bin/xenios-api --config /dev/null >$dir/api.log 2>&1 & echo $! > $dir/api.pid
+  env XENIOS_METRICS_ADDR=127.0.0.1:$mport2 $WORKER_ENV $bin/xenios worker --kind echo --config /dev/null >$dir/worker.log 2>&1 & echo $! > $dir/worker.pid
+fi
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/health/ready" >/dev/null && break; sleep 0.1; done
 token=$($bin/xenios token --config /dev/null --user 00000000-0000-4000-8000-0000000000b1)
 printf 'base=http://127.0.0.1:%s/api/v1\ntoken=%s\n' $api_port "$token" > $dir/env
@@ -30,4 +37,7 @@ n=d['completed']; c=[round((y-x)*1000/n,3) for x,y in zip(a,b)]
 r=[int(x)//1024 for x in sys.argv[4].split()]
 print(f"jobs/s {d['throughput_per_s']:.0f} submit {d['submit']['p50_ms']:.1f}/{d['submit']['p99_ms']:.1f} e2e {d['end_to_end']['p50_ms']:.1f}/{d['end_to_end']['p99_ms']:.1f} cpu_ms/job api {c[0]} worker {c[1]} nats {c[2]} sum {sum(c):.3f} hwm {r}")
 P
-for p in api worker nats; do kill $(cat $dir/$p.pid) 2>/dev/null; done; sleep 0.5
+curl -s "http://127.0.0.1:$api_port/metrics" > $dir/api.metrics
+[ "${LAYOUT:-two}" = one ] || curl -s "http://127.0.0.1:$mport2/metrics" > $dir/worker.metrics
+for p in api nats; do kill $(cat $dir/$p.pid) 2>/dev/null; done
+[ "${LAYOUT:-two}" = one ] || kill $(cat $dir/worker.pid) 2>/dev/null; sleep 0.5
