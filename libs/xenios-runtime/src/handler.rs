@@ -53,7 +53,8 @@ pub trait Handler: Send + Sync + 'static {
     /// For handlers whose first output waits on a slow outside call (an LLM's first token):
     /// the call and the store write overlap. The job's events and progress wait for the
     /// record; if the job turns out not to be this consumer's to run (cancelled while queued,
-    /// held by another consumer), the work is dropped, its outside call aborted.
+    /// held by another consumer), the work is cancelled through `JobContext::cancel` and its
+    /// events never go out.
     fn starts_before_recorded(&self) -> bool {
         false
     }
