@@ -706,34 +706,20 @@ async fn one_process_serves_the_api_and_its_consumers() {
         .spawn()
         .expect("xenios serve starts");
     let mut serve = Reaped(child);
-    let http = reqwest::Client::new();
-    let base = format!("http://{addr}");
+    let api = Api::new(format!("http://{addr}"));
     eventually(Duration::from_secs(30), || {
-        let ready = http.get(format!("{base}/health/ready")).send();
+        let ready = api.http.get(api.url("/health/ready")).send();
         async move { matches!(ready.await, Ok(r) if r.status() == 200) }
     })
     .await;
 
-    let authed = |request: reqwest::RequestBuilder| {
-        request
-            .header("X-API-Key", API_KEY)
-            .bearer_auth(token_for(USER, "authenticated"))
-    };
-    let response = authed(http.post(format!("{base}/api/v1/jobs")))
-        .json(&json!({"kind": "echo", "input": {"message": "one process", "progress_steps": 2}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let events = authed(http.get(format!("{base}/api/v1/jobs/{id}/events")))
-        .send()
-        .await
-        .unwrap();
-    let events = read_sse(events, Duration::from_secs(30)).await;
+    let id = api
+        .submit(
+            "echo",
+            json!({"message": "one process", "progress_steps": 2}),
+        )
+        .await;
+    let events = api.events(&id, None, Duration::from_secs(30)).await;
     let statuses: Vec<String> = events
         .iter()
         .filter(|e| e.event.as_deref() == Some("status"))
@@ -744,13 +730,7 @@ async fn one_process_serves_the_api_and_its_consumers() {
         Some("succeeded"),
         "{events:?}"
     );
-    let job: Value = authed(http.get(format!("{base}/api/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = api.job(&id).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["result"], json!({"message": "one process"}), "{job}");
     assert_eq!(job["attempts"], 1);

@@ -30,8 +30,8 @@ pub struct Stack {
     pub nats: NatsServer,
     pub db_url: String,
     pub settings: Settings,
-    pub base: String,
-    pub http: reqwest::Client,
+    /// The API as the web app reaches it (`stack.base`, `stack.submit(…)`, … through `Deref`).
+    pub api: Api,
     pub store: Store,
     pub nats_client: async_nats::Client,
     stop_api: CancellationToken,
@@ -102,8 +102,7 @@ impl Stack {
             .await
             .expect("nats");
         let mut stack = Stack {
-            base: String::new(),
-            http: reqwest::Client::new(),
+            api: Api::new(String::new()),
             stop_api: CancellationToken::new(),
             api_task: None,
             workers: Vec::new(),
@@ -178,6 +177,36 @@ impl Stack {
         for (stop, task) in self.workers.drain(..) {
             stop.cancel();
             let _ = task.await;
+        }
+    }
+}
+
+impl std::ops::Deref for Stack {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut Api {
+        &mut self.api
+    }
+}
+
+/// A client of a running API, speaking to it like the web app does (API key and a user's
+/// token on every request).
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: String) -> Api {
+        Api {
+            base,
+            http: reqwest::Client::new(),
         }
     }
 
