@@ -463,9 +463,8 @@ impl Attempt {
             chrono::Utc::now(),
         ))
         .await;
-        // Only now may an early start's events go out: after `running`, in order. The sender
-        // lives until the handler is done.
-        if let Some(admit) = &admit {
+        // Only now may an early start's events go out: after `running`, in order.
+        if let Some(admit) = admit {
             let _ = admit.send(true);
         }
 
@@ -483,7 +482,6 @@ impl Attempt {
         let started = Instant::now();
 
         let result = self.supervise(work, &interrupt).await;
-        drop(admit);
 
         self.shared
             .running
@@ -510,7 +508,8 @@ impl Attempt {
             .await
         {
             Ok(StartAttempt::Started(record)) => {
-                // The store write every attempt waits for before its handler runs.
+                // The store write every attempt waits for before its handler runs (or, for a
+                // handler that starts early, before its events go out).
                 metrics::histogram!("xenios_job_start_seconds", "kind" => self.kind.as_str())
                     .record(recording.elapsed().as_secs_f64());
                 Some(record)
