@@ -14,7 +14,7 @@ export DATABASE_URL=${DB_URL:-sqlite://$dir/xenios.db} NATS_URL=nats://127.0.0.1
 sleep 0.4
 if [ "${LAYOUT:-two}" = one ]; then
   env $API_ENV $bin/xenios dev --nats-dir $dir/nats --config /dev/null >$dir/api.log 2>&1 & echo $! > $dir/api.pid
-  sleep 0.5; pgrep -P $(cat $dir/api.pid) nats-server > $dir/nats.pid; echo $$ > $dir/worker.pid
+  sleep 0.5; pgrep -P $(cat $dir/api.pid) nats-server > $dir/nats.pid; : > $dir/worker.pid
 else
   $bin/xenios migrate --config /dev/null >/dev/null
   env $API_ENV $bin/xenios-api --config /dev/null >$dir/api.log 2>&1 & echo $! > $dir/api.pid
@@ -24,12 +24,13 @@ for _ in $(seq 200); do curl -sf "http://127.0.0.1:$api_port/health/ready" >/dev
 token=$($bin/xenios token --config /dev/null --user 00000000-0000-4000-8000-0000000000b1)
 printf 'base=http://127.0.0.1:%s/api/v1\ntoken=%s\n' $api_port "$token" > $dir/env
 "$here/load.sh" 200 32 $mode >/dev/null
-cpu() { awk '{printf "%.2f ", ($14 + $15) / 100}' /proc/$1/stat; }
+cpu() { if [ -n "$1" ]; then awk '{printf "%.2f ", ($14 + $15) / 100}' /proc/$1/stat; else printf '0 '; fi; }
+hwm() { if [ -n "$1" ]; then awk '/^VmHWM/{print $2}' /proc/$1/status; else echo 0; fi; }
 A=$(cat $dir/api.pid) W=$(cat $dir/worker.pid) N=$(cat $dir/nats.pid)
 c0="$(cpu $A)$(cpu $W)$(cpu $N)"
 "$here/load.sh" ${NJOBS:-3000} 32 $mode > $dir/out.json
 c1="$(cpu $A)$(cpu $W)$(cpu $N)"
-rss="$(awk '/^VmHWM/{print $2}' /proc/$A/status) $(awk '/^VmHWM/{print $2}' /proc/$W/status)"
+rss="$(hwm $A) $(hwm $W)"
 python3 - "$dir/out.json" "$c0" "$c1" "$rss" <<'P'
 import json,sys
 d=json.load(open(sys.argv[1])); a=[float(x) for x in sys.argv[2].split()]; b=[float(x) for x in sys.argv[3].split()]
