@@ -147,25 +147,16 @@ impl Row for PgRow {
 
 impl Row for SqliteRow {
     fn uuid(&self, col: &str) -> Result<Option<Uuid>> {
-        self.text(col)?
-            .map(|s| Uuid::parse_str(&s))
-            .transpose()
-            .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+        uuid_from_text(col, self.text(col)?)
     }
     fn text(&self, col: &str) -> Result<Option<String>> {
         Ok(self.try_get(col)?)
     }
     fn json(&self, col: &str) -> Result<Option<Value>> {
-        self.text(col)?
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+        json_from_text(col, self.text(col)?)
     }
     fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
-        self.text(col)?
-            .map(|s| DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)))
-            .transpose()
-            .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+        time_from_text(col, self.text(col)?)
     }
     fn int(&self, col: &str) -> Result<Option<i64>> {
         Ok(self.try_get(col)?)
@@ -179,6 +170,25 @@ impl Row for SqliteRow {
     fn boolean(&self, col: &str) -> Result<bool> {
         Ok(self.try_get(col)?)
     }
+}
+
+/// SQLite keeps uuids, JSON and times as TEXT; these read them back.
+pub(crate) fn uuid_from_text(col: &str, text: Option<String>) -> Result<Option<Uuid>> {
+    text.map(|s| Uuid::parse_str(&s))
+        .transpose()
+        .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+}
+
+pub(crate) fn json_from_text(col: &str, text: Option<String>) -> Result<Option<Value>> {
+    text.map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| StoreError::other(format!("column {col}: {e}")))
+}
+
+pub(crate) fn time_from_text(col: &str, text: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    text.map(|s| DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)))
+        .transpose()
+        .map_err(|e| StoreError::other(format!("column {col}: {e}")))
 }
 
 /// Fixed width (always six fractional digits), so SQLite's text comparison orders by time.

@@ -7,7 +7,7 @@ pub enum StoreError {
     /// The database cannot be reached or is overloaded (connection refused, pool timeout,
     /// shutdown in progress, lock wait exhausted). Transient: callers answer 503 or retry.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
     /// The request contradicts stored state: a duplicate key, or a status change the job's
     /// current status does not allow.
     #[error("{0}")]
@@ -33,12 +33,33 @@ impl From<sqlx::Error> for StoreError {
         use sqlx::Error as E;
         match e {
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-                StoreError::Unavailable(e)
+                StoreError::Unavailable(e.into())
             }
             E::Database(ref db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_owned())
             }
-            E::Database(ref db) if is_transient(db.as_ref()) => StoreError::Unavailable(e),
+            E::Database(ref db) if is_transient(db.as_ref()) => StoreError::Unavailable(e.into()),
+            other => StoreError::Other(other.into()),
+        }
+    }
+}
+
+/// The SQLite writer's errors, classified as sqlx classifies the same codes.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi;
+        match e {
+            rusqlite::Error::SqliteFailure(ref f, ref message)
+                if matches!(
+                    f.extended_code,
+                    ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                ) =>
+            {
+                StoreError::Conflict(message.clone().unwrap_or_else(|| f.to_string()))
+            }
+            rusqlite::Error::SqliteFailure(ref f, _) if is_transient_sqlite(f.extended_code) => {
+                StoreError::Unavailable(e.into())
+            }
             other => StoreError::Other(other.into()),
         }
     }

@@ -22,19 +22,31 @@ const LONG_STEP: Duration = Duration::from_millis(1);
 pub(crate) async fn install(conn: &mut SqliteConnection, timeout: Duration) -> sqlx::Result<()> {
     let long_tries = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
     let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle().as_ptr();
-    // SAFETY: `db` is a live connection whose worker thread is parked while `handle` holds
-    // its lock. The handler keeps no pointer: its budget travels in the context argument as
-    // an integer, and the function is a plain `extern "C" fn` that cannot unwind.
+    // SAFETY: the connection's worker thread is parked while `handle` holds its lock.
+    unsafe { install_raw(handle.as_raw_handle().as_ptr(), long_tries) }.map_err(|rc| {
+        sqlx::Error::Protocol(format!(
+            "cannot install the SQLite busy handler (code {rc})"
+        ))
+    })
+}
+
+/// Installs the handler on a raw connection, with `long_tries` 1 ms steps after the short ones.
+///
+/// # Safety
+/// `db` must be an open connection that no other thread uses during the call. The handler
+/// keeps no pointer: its budget travels in the context argument as an integer, and the
+/// function is a plain `extern "C" fn` that cannot unwind.
+pub(crate) unsafe fn install_raw(
+    db: *mut libsqlite3_sys::sqlite3,
+    long_tries: c_int,
+) -> Result<(), c_int> {
     let rc = unsafe {
         libsqlite3_sys::sqlite3_busy_handler(db, Some(on_busy), long_tries as usize as *mut c_void)
     };
     if rc == libsqlite3_sys::SQLITE_OK {
         Ok(())
     } else {
-        Err(sqlx::Error::Protocol(format!(
-            "cannot install the SQLite busy handler (code {rc})"
-        )))
+        Err(rc)
     }
 }
 

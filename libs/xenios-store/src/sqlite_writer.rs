@@ -7,19 +7,37 @@
 //! largest cost of a job. Here every write of the process goes through one queue: whatever has
 //! queued up while the previous batch ran is executed in one transaction and committed once.
 //!
+//! The queue is served by a thread that owns its connection (rusqlite), not by a task over an
+//! sqlx connection: sqlx runs each statement on the connection's own thread and hands it back
+//! and forth between that thread and the runtime, and on two busy cores those hand-offs, not
+//! SQLite, were most of a batch's time (see bench/results/2026-12-02-experiments). Here a batch
+//! costs one hand-off in and one reply per write, and statements stay prepared between batches.
+//!
 //! The WAL is checkpointed beside the queue, not inside it: SQLite's automatic checkpoint runs
 //! in whichever commit crosses its threshold, and its copy and fsync would hold up every write
 //! queued behind that commit.
 //!
-//! Each statement keeps its own outcome (SQLite rolls back only a failing statement, not the
-//! transaction). If the batch as a whole fails, its statements are run again one by one, so a
-//! caller sees exactly the error its own statement would have had alone.
+//! Each statement keeps its own outcome. If the batch as a whole fails, its statements are run
+//! again one by one, so a caller sees exactly the error its own statement would have had alone.
 
-use sqlx::sqlite::SqliteRow;
+use std::os::raw::c_int;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
+use serde_json::Value;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
-use crate::db::{bind_sqlite, Arg};
+use crate::db::{json_from_text, required, sqlite_time, time_from_text, uuid_from_text, Arg, Row};
+use crate::error::StoreError;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Statements committed together at most; more wait for the next batch.
 const MAX_BATCH: usize = 64;
@@ -28,31 +46,47 @@ const MAX_BATCH: usize = 64;
 const CHECKPOINT_EVERY: usize = 256;
 /// Writes waiting for a batch; a caller beyond this waits to enqueue.
 const QUEUE: usize = 1024;
+/// Distinct writing statements kept prepared (the store has about twenty).
+const PREPARED: usize = 64;
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteWriter {
     queue: mpsc::Sender<Write>,
 }
 
+/// The database the writer opens: the pool's file, or the pool's shared in-memory database.
+pub(crate) struct WriterTarget<'a> {
+    pub(crate) filename: &'a Path,
+    pub(crate) in_memory: bool,
+    pub(crate) busy_timeout: Duration,
+}
+
 struct Write {
     sql: String,
     args: Vec<Arg>,
     returns_row: bool,
-    reply: oneshot::Sender<Result<Written, sqlx::Error>>,
+    reply: oneshot::Sender<Result<Written>>,
 }
 
 /// What a write did: the rows it changed, or its first returned row when one was asked for.
+#[derive(Debug)]
 pub(crate) struct Written {
     pub(crate) rows: u64,
-    pub(crate) row: Option<SqliteRow>,
+    pub(crate) row: Option<WrittenRow>,
 }
 
 impl SqliteWriter {
-    /// Starts the writer task on the current runtime; it ends when the last handle is dropped.
-    pub(crate) fn start(pool: SqlitePool) -> SqliteWriter {
+    /// Opens the writer's connection and starts its thread; the thread ends when the last
+    /// handle is dropped. `pool` runs the checkpoints, on the current runtime.
+    pub(crate) fn start(target: WriterTarget<'_>, pool: SqlitePool) -> Result<SqliteWriter> {
+        let conn = open(&target)?;
+        let checkpoints = Checkpoints::new(pool);
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(pool, rx));
-        SqliteWriter { queue }
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_batches(conn, rx, checkpoints))
+            .map_err(|e| StoreError::other(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(SqliteWriter { queue })
     }
 
     /// Runs one writing statement, committed with whatever else is queued. `returns_row`:
@@ -62,7 +96,7 @@ impl SqliteWriter {
         sql: &str,
         args: Vec<Arg>,
         returns_row: bool,
-    ) -> Result<Written, sqlx::Error> {
+    ) -> Result<Written> {
         let (reply, answer) = oneshot::channel();
         let write = Write {
             sql: sql.to_owned(),
@@ -70,21 +104,56 @@ impl SqliteWriter {
             returns_row,
             reply,
         };
-        self.queue
-            .send(write)
-            .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
+        self.queue.send(write).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn write_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
+fn open(target: &WriterTarget<'_>) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if target.in_memory {
+        // sqlx names its in-memory database `file:sqlx-in-memory-N` in shared-cache mode.
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+    }
+    let conn = Connection::open_with_flags(target.filename, flags)?;
+    conn.busy_timeout(target.busy_timeout)?;
+    // The same per-connection settings as the pool's (see `connect_sqlite`).
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA cache_size = -256; PRAGMA foreign_keys = ON;",
+    )?;
+    let long_tries = c_int::try_from(target.busy_timeout.as_millis()).unwrap_or(c_int::MAX);
+    // SAFETY: `conn` is open and owned here; see `sqlite_lock::install_raw`.
+    unsafe { crate::sqlite_lock::install_raw(conn.handle(), long_tries) }.map_err(|rc| {
+        StoreError::other(format!(
+            "cannot install the SQLite busy handler (code {rc})"
+        ))
+    })?;
+    conn.set_prepared_statement_cache_capacity(PREPARED);
+    Ok(conn)
+}
+
+fn write_batches(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Write>,
+    mut checkpoints: Checkpoints,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut checkpoints = Checkpoints::default();
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        checkpoints.after(&pool, batch.len());
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        checkpoints.after(batch.len());
         if batch.len() > 1 {
-            if let Ok(outcomes) = run_together(&pool, &batch).await {
+            if let Ok(outcomes) = run_together(&mut conn, &batch) {
                 for (write, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = write.reply.send(Ok(outcome));
                 }
@@ -92,30 +161,39 @@ async fn write_batches(pool: SqlitePool, mut queue: mpsc::Receiver<Write>) {
             }
         }
         for write in batch.drain(..) {
-            let outcome = run(&pool, &write).await;
+            let outcome = run(&conn, &write).map_err(StoreError::from);
             let _ = write.reply.send(outcome);
         }
     }
 }
 
-/// Starts a passive checkpoint on another connection every `CHECKPOINT_EVERY` statements,
+/// Starts a passive checkpoint on a pool connection every `CHECKPOINT_EVERY` statements,
 /// never two at once.
-#[derive(Default)]
 struct Checkpoints {
+    pool: SqlitePool,
+    runtime: tokio::runtime::Handle,
     written: usize,
-    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    running: Arc<AtomicBool>,
 }
 
 impl Checkpoints {
-    fn after(&mut self, pool: &SqlitePool, statements: usize) {
-        use std::sync::atomic::Ordering;
+    fn new(pool: SqlitePool) -> Checkpoints {
+        Checkpoints {
+            pool,
+            runtime: tokio::runtime::Handle::current(),
+            written: 0,
+            running: Arc::default(),
+        }
+    }
+
+    fn after(&mut self, statements: usize) {
         self.written += statements;
         if self.written < CHECKPOINT_EVERY || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         self.written = 0;
-        let (pool, running) = (pool.clone(), self.running.clone());
-        tokio::spawn(async move {
+        let (pool, running) = (self.pool.clone(), self.running.clone());
+        self.runtime.spawn(async move {
             // A checkpoint that cannot run now (busy, pool closing) is simply the next one's.
             let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&pool)
@@ -125,38 +203,151 @@ impl Checkpoints {
     }
 }
 
-async fn run_together(pool: &SqlitePool, batch: &[Write]) -> Result<Vec<Written>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// `BEGIN IMMEDIATE`: the write lock is taken (and waited for) before the first statement, so
+/// no statement finds its read snapshot stale when it comes to write.
+fn run_together(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<Vec<Written>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for write in batch {
-        // An error leaves `tx` to roll back when dropped; the batch is then run one by one.
-        outcomes.push(run(&mut *tx, write).await?);
+        // An error drops `tx`, which rolls back; the batch is then run one by one.
+        outcomes.push(run(&tx, write)?);
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(outcomes)
 }
 
-async fn run<'c, E>(executor: E, write: &Write) -> Result<Written, sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
-{
-    let query = bind_sqlite(sqlx::query(&write.sql), &write.args);
+fn run(conn: &Connection, write: &Write) -> rusqlite::Result<Written> {
+    let mut statement = conn.prepare_cached(&write.sql)?;
+    bind(&mut statement, &write.args)?;
     Ok(if write.returns_row {
-        let row = query.fetch_optional(executor).await?;
+        let mut rows = statement.raw_query();
+        let row = rows.next()?.map(WrittenRow::read).transpose()?;
         Written {
             rows: u64::from(row.is_some()),
             row,
         }
     } else {
-        let rows = query.execute(executor).await?.rows_affected();
-        Written { rows, row: None }
+        let rows = statement.raw_execute()?;
+        Written {
+            rows: rows as u64,
+            row: None,
+        }
     })
+}
+
+/// Binds `$n` to `args[n - 1]` wherever it appears, as sqlx does: SQLite numbers parameters in
+/// order of first appearance, not by their names.
+fn bind(statement: &mut Statement<'_>, args: &[Arg]) -> rusqlite::Result<()> {
+    for index in 1..=statement.parameter_count() {
+        let number = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$').or_else(|| name.strip_prefix('?')))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(index);
+        let arg = number
+            .checked_sub(1)
+            .and_then(|i| args.get(i))
+            .ok_or(rusqlite::Error::InvalidParameterCount(number, args.len()))?;
+        statement.raw_bind_parameter(index, arg)?;
+    }
+    Ok(())
+}
+
+/// Stored as `bind_sqlite` stores them: uuids, JSON and times as TEXT, booleans as integers.
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let owned = |v: Option<SqlValue>| ToSqlOutput::Owned(v.unwrap_or(SqlValue::Null));
+        Ok(match self {
+            Arg::Uuid(v) => owned(v.map(|u| SqlValue::Text(u.hyphenated().to_string()))),
+            Arg::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Arg::Text(None) => owned(None),
+            Arg::Json(v) => owned(v.as_ref().map(|j| SqlValue::Text(j.to_string()))),
+            Arg::Time(v) => owned(v.map(|t| SqlValue::Text(sqlite_time(t)))),
+            Arg::Int(v) => owned(v.map(SqlValue::Integer)),
+            Arg::Real(v) => owned(v.map(SqlValue::Real)),
+            Arg::Bool(v) => owned(Some(SqlValue::Integer(i64::from(*v)))),
+        })
+    }
+}
+
+/// A row a write returned, copied out of the statement so it can cross threads.
+#[derive(Debug)]
+pub(crate) struct WrittenRow {
+    columns: Vec<(String, SqlValue)>,
+}
+
+impl WrittenRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<WrittenRow> {
+        let statement = row.as_ref();
+        let columns = (0..statement.column_count())
+            .map(|i| {
+                Ok((
+                    statement.column_name(i)?.to_owned(),
+                    row.get::<_, SqlValue>(i)?,
+                ))
+            })
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(WrittenRow { columns })
+    }
+
+    fn value(&self, col: &str) -> Result<&SqlValue> {
+        self.columns
+            .iter()
+            .find(|(name, _)| name == col)
+            .map(|(_, v)| v)
+            .ok_or_else(|| StoreError::other(format!("no column {col} in the returned row")))
+    }
+
+    fn mismatch(col: &str, expected: &str) -> StoreError {
+        StoreError::other(format!("column {col}: not {expected}"))
+    }
+}
+
+impl Row for WrittenRow {
+    fn uuid(&self, col: &str) -> Result<Option<Uuid>> {
+        uuid_from_text(col, self.text(col)?)
+    }
+    fn text(&self, col: &str) -> Result<Option<String>> {
+        match self.value(col)? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Text(s) => Ok(Some(s.clone())),
+            _ => Err(Self::mismatch(col, "text")),
+        }
+    }
+    fn json(&self, col: &str) -> Result<Option<Value>> {
+        json_from_text(col, self.text(col)?)
+    }
+    fn time(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        time_from_text(col, self.text(col)?)
+    }
+    fn int(&self, col: &str) -> Result<Option<i64>> {
+        match self.value(col)? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Integer(i) => Ok(Some(*i)),
+            _ => Err(Self::mismatch(col, "an integer")),
+        }
+    }
+    fn int4(&self, col: &str) -> Result<i32> {
+        i32::try_from(required(col, self.int(col)?)?)
+            .map_err(|_| Self::mismatch(col, "a 32-bit integer"))
+    }
+    fn real(&self, col: &str) -> Result<Option<f64>> {
+        match self.value(col)? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Real(f) => Ok(Some(*f)),
+            SqlValue::Integer(i) => Ok(Some(*i as f64)),
+            _ => Err(Self::mismatch(col, "a number")),
+        }
+    }
+    fn boolean(&self, col: &str) -> Result<bool> {
+        Ok(required(col, self.int(col)?)? != 0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Arg;
+    use chrono::SubsecRound;
 
     #[tokio::test]
     async fn concurrent_writes_keep_their_own_outcomes() {
@@ -167,7 +358,12 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let writer = SqliteWriter::start(pool.clone());
+        let target = WriterTarget {
+            filename: &dir.path().join("w.db"),
+            in_memory: false,
+            busy_timeout: Duration::from_secs(5),
+        };
+        let writer = SqliteWriter::start(target, pool.clone()).unwrap();
         // Every value twice: one of each pair breaks the unique constraint, whichever batch
         // it lands in, and must fail alone.
         let writes = (0..200).map(|i| {
@@ -194,8 +390,10 @@ mod tests {
         }
         for error in failed {
             let error = error.err().unwrap();
-            let db = error.as_database_error().expect("a database error");
-            assert!(db.is_unique_violation(), "{db}");
+            assert!(
+                matches!(&error, StoreError::Conflict(m) if m.contains("UNIQUE")),
+                "{error}"
+            );
         }
         let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM t")
             .fetch_one(&pool)
@@ -208,5 +406,68 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(updated.rows, 100);
+    }
+
+    #[tokio::test]
+    async fn parameters_bind_by_number_and_returned_rows_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/r.db?mode=rwc", dir.path().display());
+        let pool = SqlitePool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE r (id TEXT PRIMARY KEY, body TEXT, at TEXT, n INTEGER, x REAL, \
+             flag BOOLEAN NOT NULL, note TEXT)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let target = WriterTarget {
+            filename: &dir.path().join("r.db"),
+            in_memory: false,
+            busy_timeout: Duration::from_secs(5),
+        };
+        let writer = SqliteWriter::start(target, pool.clone()).unwrap();
+        let id = Uuid::new_v4();
+        let at = Utc::now();
+        // `$3` first and `$1` twice: SQLite's own numbering would bind these out of place.
+        let written = writer
+            .write(
+                "INSERT INTO r (note, id, body, at, n, x, flag) \
+                 VALUES ($3 || $1, $1, $2, $4, $5, $6, $7) RETURNING *",
+                vec![
+                    Arg::Uuid(Some(id)),
+                    Arg::Json(Some(serde_json::json!({"a": [1, 2]}))),
+                    Arg::Text(Some("id:".into())),
+                    Arg::Time(Some(at)),
+                    Arg::Int(Some(7)),
+                    Arg::Real(None),
+                    Arg::Bool(true),
+                ],
+                true,
+            )
+            .await
+            .unwrap();
+        let row = written.row.expect("the returned row");
+        assert_eq!(row.uuid("id").unwrap(), Some(id));
+        assert_eq!(
+            row.json("body").unwrap(),
+            Some(serde_json::json!({"a": [1, 2]}))
+        );
+        assert_eq!(row.time("at").unwrap(), Some(at.trunc_subsecs(6)));
+        assert_eq!(row.int("n").unwrap(), Some(7));
+        assert_eq!(row.int4("n").unwrap(), 7);
+        assert_eq!(row.real("x").unwrap(), None);
+        assert!(row.boolean("flag").unwrap());
+        assert_eq!(row.text("note").unwrap(), Some(format!("id:{id}")));
+        assert!(row.text("n").is_err(), "an integer is not text");
+        assert!(row.int("missing").is_err());
+
+        let missing = writer
+            .write(
+                "UPDATE r SET n = $1 WHERE id = $2",
+                vec![Arg::Int(Some(1))],
+                false,
+            )
+            .await;
+        assert!(matches!(missing, Err(StoreError::Other(_))), "{missing:?}");
     }
 }

@@ -12,7 +12,7 @@ use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 use crate::db::{args, required, Arg, Pool, Row};
 use crate::error::StoreError;
 use crate::model::*;
-use crate::sqlite_writer::SqliteWriter;
+use crate::sqlite_writer::{SqliteWriter, WriterTarget};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -46,8 +46,7 @@ impl Store {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Pool::Pg(connect_pg(url, opts).await?)
         } else if url.starts_with("sqlite:") {
-            let pool = connect_sqlite(url, opts).await?;
-            let writer = SqliteWriter::start(pool.clone());
+            let (pool, writer) = connect_sqlite(url, opts).await?;
             Pool::Sqlite(pool, writer)
         } else {
             // The URL itself is not echoed: it may hold a password.
@@ -77,7 +76,7 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         tokio::time::timeout(self.acquire_timeout, self.pool.execute("SELECT 1", vec![]))
             .await
-            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))??;
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut.into()))??;
         Ok(())
     }
 
@@ -512,8 +511,12 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<PgPool> {
     Ok(pool)
 }
 
-async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<sqlx::SqlitePool> {
-    let connect = SqliteConnectOptions::from_str(url)
+/// The pool serves reads and the migrations; every later write goes through the writer.
+async fn connect_sqlite(
+    url: &str,
+    opts: &StoreOptions,
+) -> Result<(sqlx::SqlitePool, SqliteWriter)> {
+    let mut connect = SqliteConnectOptions::from_str(url)
         .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -539,11 +542,14 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<sqlx::SqlitePo
         });
     if in_memory {
         // The database lives only while a connection holds it: keep exactly one, forever.
+        // It shares its cache with the writer's connection, and shared-cache readers would
+        // otherwise fail at once (SQLITE_LOCKED, no busy wait) while the writer commits.
         pool = pool
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None);
+        connect = connect.pragma("read_uncommitted", "true");
     } else if let Some(dir) = Path::new(connect.get_filename()).parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -551,7 +557,15 @@ async fn connect_sqlite(url: &str, opts: &StoreOptions) -> Result<sqlx::SqlitePo
             })?;
         }
     }
-    Ok(pool.connect_with(connect).await?)
+    let filename = connect.get_filename().to_owned();
+    let pool = pool.connect_with(connect).await?;
+    let target = WriterTarget {
+        filename: &filename,
+        in_memory,
+        busy_timeout,
+    };
+    let writer = SqliteWriter::start(target, pool.clone())?;
+    Ok((pool, writer))
 }
 
 /// Creates the schema only when it is missing: on a shared database the role may own its
