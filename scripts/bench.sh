@@ -56,6 +56,12 @@ sample_rss() {
 cpu_s() { [ -n "$1" ] || { echo 0; return; }
   awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
+# CPU seconds of a private PostgreSQL server's processes (postmaster and backends) as
+# "pid seconds" lines; nothing for SQLite. Two snapshots give the server's share of a phase.
+pg_cpu() { [ -n "$1" ] || return 0
+  local pm; pm=$(pgrep -f -- "postgres -D .* -p $1 " | head -1); [ -n "$pm" ] || return 0
+  for p in $pm $(pgrep -P "$pm"); do echo "$p $(cpu_s "$p")"; done; }
+
 run_stack() { # db_kind run_index [one]
   # Both processes' own histograms, for the per-stage table of the summary.
   scrape() { curl -sf "http://127.0.0.1:$api_port/metrics" >"$1.api$2.metrics" || true
@@ -66,9 +72,11 @@ run_stack() { # db_kind run_index [one]
   nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/nats" >"$dir/nats.log" 2>&1 &
   local nats=$!
   pids+=($nats)
+  local pg_port=""
   if [ "$db" = sqlite ]; then
     db_url="sqlite://$dir/xenios.db"
   else
+    pg_port=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).port)' "$XENIOS_TEST_POSTGRES_URL")
     local name="bench_${i}_$RANDOM"
     psql "$XENIOS_TEST_POSTGRES_URL" -qc "CREATE DATABASE $name" >/dev/null
     db_url="${XENIOS_TEST_POSTGRES_URL%/*}/$name"
@@ -108,6 +116,7 @@ run_stack() { # db_kind run_index [one]
     else echo 0 >"$dir/worker.rss" & fi
     local s2=$!
     local cpu0="$(cpu_s "$api") $(cpu_s "$worker") $(cpu_s "$nats")"
+    pg_cpu "$pg_port" >"$dir/pg.cpu0"
     scrape "$out/$db-$mode-$i" .before
     if [ "$mode" = sse ]; then
       "$loadgen" jobs "${common[@]}" --sse-url "$base/jobs/{id}/events" --json "$out/$db-$mode-$i.json" >"$out/$db-$mode-$i.txt"
@@ -116,9 +125,17 @@ run_stack() { # db_kind run_index [one]
     fi
     touch "$dir/stop"; wait "$s1" "$s2"
     local cpu1="$(cpu_s "$api") $(cpu_s "$worker") $(cpu_s "$nats")"
+    pg_cpu "$pg_port" >"$dir/pg.cpu1"
+    # A backend that started during the phase counts whole; one that ended is lost (the pools
+    # keep theirs open).
+    local pg_s; pg_s=$(python3 -c '
+import sys
+snap = lambda f: dict(l.split() for l in open(f) if l.strip())
+a, b = snap(sys.argv[1]), snap(sys.argv[2])
+print(round(sum(float(v) - float(a.get(p, 0)) for p, v in b.items()), 2))' "$dir/pg.cpu0" "$dir/pg.cpu1")
     scrape "$out/$db-$mode-$i" ""
     echo "{\"api_rss_kib\": $(cat "$dir/api.rss"), \"worker_rss_kib\": $(cat "$dir/worker.rss")," \
-      "\"cpu_s\": $(python3 -c "a='$cpu0'.split(); b='$cpu1'.split(); import json; print(json.dumps({k: round(float(y)-float(x),2) for k,x,y in zip(['api','worker','nats'],a,b)}))")}" \
+      "\"cpu_s\": $(python3 -c "a='$cpu0'.split(); b='$cpu1'.split(); import json; d={k: round(float(y)-float(x),2) for k,x,y in zip(['api','worker','nats'],a,b)}; d['postgres']=$pg_s; print(json.dumps(d))")}" \
       >"$out/$db-$mode-$i.rss.json"
   done
   # After the job phases: the buffers of its 32 extra connections would otherwise count in the

@@ -74,8 +74,9 @@ for db, name in LAYOUTS:
               f"{total_rss:.0f} ({parts}) | {len(data)}"
               f"{'' if failures == 0 else f', {failures} failures'} |")
 print("\nCPU seconds used during the measured phase (median per run): where the time goes.\n")
-print("| system | completion seen by | API | worker | nats-server | CPU ms per job |")
-print("|---|---|---|---|---|---|")
+print("| system | completion seen by | API | worker | nats-server | PostgreSQL server | "
+      "CPU ms per job |")
+print("|---|---|---|---|---|---|---|")
 for db, name in LAYOUTS:
     for mode in ("sse", "poll"):
         runs = [r for r in sorted(glob.glob(os.path.join(out, f"{db}-{mode}-*.rss.json")))]
@@ -85,8 +86,11 @@ for db, name in LAYOUTS:
             continue
         n = [json.load(open(r.replace(".rss.json", ".json")))["completed"] for r in runs]
         per_job = med([sum(c.values()) * 1000 / max(k, 1) for c, k in zip(cpu, n)])
+        pg = med([c.get("postgres") for c in cpu])
+        pg = "–" if pg != pg or not db.startswith("postgres") else f"{pg:.1f}"
         print(f"| {name} | {mode} | {med([c['api'] for c in cpu]):.1f} | "
-              f"{med([c['worker'] for c in cpu]):.1f} | {med([c['nats'] for c in cpu]):.1f} | {per_job:.2f} |")
+              f"{med([c['worker'] for c in cpu]):.1f} | {med([c['nats'] for c in cpu]):.1f} | "
+              f"{pg} | {per_job:.2f} |")
 idle = [int(open(p).read().strip() or 0) / 1024 for p in glob.glob(os.path.join(out, "*-idle-rss-*.txt"))]
 health = []
 for path in glob.glob(os.path.join(out, "*-health-*.txt")):
