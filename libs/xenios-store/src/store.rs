@@ -543,7 +543,9 @@ async fn connect_sqlite(
     if in_memory {
         // The database lives only while a connection holds it: keep exactly one, forever.
         // It shares its cache with the writer's connection, and shared-cache readers would
-        // otherwise fail at once (SQLITE_LOCKED, no busy wait) while the writer commits.
+        // otherwise fail at once (SQLITE_LOCKED, no busy wait) while the writer commits; the
+        // price is that a read may see a batch before its commit (an in-memory database is
+        // for trials and tests).
         pool = pool
             .max_connections(1)
             .min_connections(1)

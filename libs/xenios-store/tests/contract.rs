@@ -714,6 +714,32 @@ async fn sqlite_in_memory_and_bad_urls() {
     let job = create(&store, new_job(JobKind::Echo, None)).await;
     assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), job);
 
+    // Reads beside the writer's batches: the two connections share one in-memory database,
+    // and neither may fail while the other holds it.
+    let tasks = (0..200).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let job = create(&store, new_job(JobKind::Echo, None)).await;
+            let read = store.get_job(job.id).await.unwrap().unwrap();
+            assert_eq!(read, job);
+            store.start_attempt(job.id).await.unwrap();
+            store.list_jobs(&JobQuery::default()).await.unwrap();
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.unwrap();
+    }
+    assert_eq!(
+        store
+            .count_jobs_by_status()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.2)
+            .sum::<i64>(),
+        201
+    );
+
     let err = Store::connect("mysql://root:secret@db/x", &StoreOptions::default())
         .await
         .unwrap_err();
