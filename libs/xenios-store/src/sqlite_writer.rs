@@ -349,21 +349,26 @@ mod tests {
     use super::*;
     use chrono::SubsecRound;
 
-    #[tokio::test]
-    async fn concurrent_writes_keep_their_own_outcomes() {
+    /// A database file with `schema`, its pool and a writer over it.
+    async fn database_with(schema: &str) -> (tempfile::TempDir, SqlitePool, SqliteWriter) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/w.db?mode=rwc", dir.path().display());
+        let path = dir.path().join("test.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = SqlitePool::connect(&url).await.unwrap();
-        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(schema).execute(&pool).await.unwrap();
         let target = WriterTarget {
-            filename: &dir.path().join("w.db"),
+            filename: &path,
             in_memory: false,
             busy_timeout: Duration::from_secs(5),
         };
         let writer = SqliteWriter::start(target, pool.clone()).unwrap();
+        (dir, pool, writer)
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_keep_their_own_outcomes() {
+        let (_dir, pool, writer) =
+            database_with("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)").await;
         // Every value twice: one of each pair breaks the unique constraint, whichever batch
         // it lands in, and must fail alone.
         let writes = (0..200).map(|i| {
@@ -410,22 +415,11 @@ mod tests {
 
     #[tokio::test]
     async fn parameters_bind_by_number_and_returned_rows_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/r.db?mode=rwc", dir.path().display());
-        let pool = SqlitePool::connect(&url).await.unwrap();
-        sqlx::query(
+        let (_dir, _pool, writer) = database_with(
             "CREATE TABLE r (id TEXT PRIMARY KEY, body TEXT, at TEXT, n INTEGER, x REAL, \
              flag BOOLEAN NOT NULL, note TEXT)",
         )
-        .execute(&pool)
-        .await
-        .unwrap();
-        let target = WriterTarget {
-            filename: &dir.path().join("r.db"),
-            in_memory: false,
-            busy_timeout: Duration::from_secs(5),
-        };
-        let writer = SqliteWriter::start(target, pool.clone()).unwrap();
+        .await;
         let id = Uuid::new_v4();
         let at = Utc::now();
         // `$3` first and `$1` twice: SQLite's own numbering would bind these out of place.
