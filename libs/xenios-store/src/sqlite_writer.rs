@@ -51,7 +51,7 @@ const PREPARED: usize = 64;
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteWriter {
-    queue: mpsc::Sender<Write>,
+    queue: mpsc::Sender<Request>,
 }
 
 /// The database the writer opens: the pool's file, or the pool's shared in-memory database.
@@ -59,6 +59,12 @@ pub(crate) struct WriterTarget<'a> {
     pub(crate) filename: &'a Path,
     pub(crate) in_memory: bool,
     pub(crate) busy_timeout: Duration,
+}
+
+enum Request {
+    Write(Write),
+    /// Commit what came before, close the connection, then answer.
+    Close(oneshot::Sender<()>),
 }
 
 struct Write {
@@ -105,8 +111,20 @@ impl SqliteWriter {
             reply,
         };
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
-        self.queue.send(write).await.map_err(|_| stopped())?;
+        self.queue
+            .send(Request::Write(write))
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Commits the writes queued so far and closes the connection; later writes fail as
+    /// unavailable. Returns once the connection is closed.
+    pub(crate) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Request::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
     }
 }
 
@@ -139,31 +157,52 @@ fn open(target: &WriterTarget<'_>) -> Result<Connection> {
 
 fn write_batches(
     mut conn: Connection,
-    mut queue: mpsc::Receiver<Write>,
+    mut queue: mpsc::Receiver<Request>,
     mut checkpoints: Checkpoints,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
+    let mut close = None;
+    while close.is_none() {
+        let Some(first) = queue.blocking_recv() else {
+            break;
+        };
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write(write) => batch.push(write),
+                Request::Close(done) => close = Some(done),
+            }
+            if close.is_none() && batch.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
             }
         }
-        checkpoints.after(batch.len());
-        if batch.len() > 1 {
-            if let Ok(outcomes) = run_together(&mut conn, &batch) {
-                for (write, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = write.reply.send(Ok(outcome));
-                }
-                continue;
+        if !batch.is_empty() {
+            commit(&mut conn, &mut batch, &mut checkpoints);
+        }
+    }
+    // Writes still queued behind the close are dropped with the queue: their callers hear
+    // that the writer stopped.
+    drop(queue);
+    drop(conn);
+    if let Some(done) = close {
+        let _ = done.send(());
+    }
+}
+
+/// Runs `batch` in one transaction and answers each write, emptying `batch`.
+fn commit(conn: &mut Connection, batch: &mut Vec<Write>, checkpoints: &mut Checkpoints) {
+    checkpoints.after(batch.len());
+    if batch.len() > 1 {
+        if let Ok(outcomes) = run_together(conn, batch) {
+            for (write, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = write.reply.send(Ok(outcome));
             }
+            return;
         }
-        for write in batch.drain(..) {
-            let outcome = run(&conn, &write).map_err(StoreError::from);
-            let _ = write.reply.send(outcome);
-        }
+    }
+    for write in batch.drain(..) {
+        let outcome = run(conn, &write).map_err(StoreError::from);
+        let _ = write.reply.send(outcome);
     }
 }
 
@@ -463,5 +502,40 @@ mod tests {
             )
             .await;
         assert!(matches!(missing, Err(StoreError::Other(_))), "{missing:?}");
+    }
+
+    #[tokio::test]
+    async fn close_commits_what_was_queued_and_refuses_the_rest() {
+        let (_dir, pool, writer) = database_with("CREATE TABLE c (v INTEGER NOT NULL)").await;
+        let queued: Vec<_> = (0..100)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move {
+                    writer
+                        .write(
+                            "INSERT INTO c (v) VALUES ($1)",
+                            vec![Arg::Int(Some(i))],
+                            false,
+                        )
+                        .await
+                })
+            })
+            .collect();
+        // Let every insert reach the queue before the close does.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer.close().await;
+        for write in futures::future::join_all(queued).await {
+            assert_eq!(write.unwrap().unwrap().rows, 1);
+        }
+        let late = writer
+            .write("INSERT INTO c (v) VALUES (1)", vec![], false)
+            .await;
+        assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
+        writer.close().await;
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM c")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 100);
     }
 }

@@ -90,7 +90,10 @@ impl Store {
     pub async fn close(&self) {
         match &self.pool {
             Pool::Pg(p) => p.close().await,
-            Pool::Sqlite(p, _) => p.close().await,
+            Pool::Sqlite(p, writer) => {
+                writer.close().await;
+                p.close().await;
+            }
         }
     }
 
