@@ -214,7 +214,7 @@ fn bind_pg<'q>(
     q
 }
 
-pub(crate) fn bind_sqlite<'q>(
+fn bind_sqlite<'q>(
     mut q: Query<'q, Sqlite, SqliteArguments<'q>>,
     args: &'q [Arg],
 ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
