@@ -1031,11 +1031,7 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
     pieces.push(Piece::Hang);
     stub.push("gpt-early", Script::Sse(pieces));
     let queued = stack.submit("llm", input).await;
-    let response = stack
-        .post(&format!("/api/v1/jobs/{queued}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.cancel(&queued).await;
     assert_eq!(response.status(), 202);
     stack.start_worker().await;
     // A job submitted after it is done once the consumer has dealt with its command.

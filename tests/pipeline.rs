@@ -237,11 +237,7 @@ async fn cancel_queued_running_and_finished_jobs() {
     let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
     // No consumer yet: the job stays queued, and a cancelled queued job never starts.
     let queued = stack.submit("echo", json!({"message": "never"})).await;
-    let r = stack
-        .post(&format!("/api/v1/jobs/{queued}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    let r = stack.cancel(&queued).await;
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "cancelled");
@@ -266,11 +262,7 @@ async fn cancel_queued_running_and_finished_jobs() {
     stack
         .wait_for(&running, &["running"], Duration::from_secs(20))
         .await;
-    let r = stack
-        .post(&format!("/api/v1/jobs/{running}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    let r = stack.cancel(&running).await;
     assert_eq!(r.status(), 202);
     let job = stack
         .wait_for(&running, &["cancelled"], Duration::from_secs(10))
@@ -278,23 +270,11 @@ async fn cancel_queued_running_and_finished_jobs() {
     assert_eq!(job["attempts"], 1);
 
     // Finished jobs cannot be cancelled.
-    let r = stack
-        .post(&format!("/api/v1/jobs/{done}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    let r = stack.cancel(&done).await;
     error_body(r, 409, "conflict").await;
-    let r = stack
-        .post(&format!("/api/v1/jobs/{queued}/cancel"))
-        .send()
-        .await
-        .unwrap();
+    let r = stack.cancel(&queued).await;
     error_body(r, 409, "conflict").await;
-    let r = stack
-        .post("/api/v1/jobs/00000000-0000-7000-8000-000000000000/cancel")
-        .send()
-        .await
-        .unwrap();
+    let r = stack.cancel("00000000-0000-7000-8000-000000000000").await;
     error_body(r, 404, "not_found").await;
 }
 

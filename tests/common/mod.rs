@@ -258,6 +258,14 @@ impl Api {
         body["job_id"].as_str().unwrap().to_owned()
     }
 
+    /// `POST /api/v1/jobs/{id}/cancel`, whatever it answers.
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.post(&format!("/api/v1/jobs/{id}/cancel"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         let response = self
             .get(&format!("/api/v1/jobs/{id}"))
