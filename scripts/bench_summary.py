@@ -153,6 +153,7 @@ STAGES = [
     ("broker → consumer (queue wait)", "worker", "xenios_job_queue_wait_seconds", None),
     ("consumer: record the attempt's start", "worker", "xenios_job_start_seconds", None),
     ("handler run (echo)", "worker", "xenios_job_duration_seconds", None),
+    ("events: stored → the API's follower", "api", "xenios_events_relay_delay_seconds", None),
 ]
 
 

@@ -38,5 +38,5 @@ for i in $(seq $RUNS); do
   $loadgen sse --url "http://127.0.0.1:$mock_port/v1/chat/completions" ${MOCK_HDR:-} --body "$direct_body" -n $N -c $C --json $dir/d.json >/dev/null; show $dir/d.json direct
   $loadgen sse --url "http://127.0.0.1:$api_port/api/v1/llm/stream" "${auth[@]}" --body "$api_body" -n $N -c $C --json $dir/x.json >/dev/null; show $dir/x.json xenios
 done
-curl -s 127.0.0.1:$apim/metrics > $dir/api.metrics; curl -s 127.0.0.1:$wm/metrics > $dir/llm.metrics
+curl -s "http://127.0.0.1:$api_port/metrics" > $dir/api.metrics; curl -s 127.0.0.1:$wm/metrics > $dir/llm.metrics
 kill $a $l $m $n 2>/dev/null; wait 2>/dev/null

@@ -251,6 +251,10 @@ impl EventHub {
             };
             let Ok(info) = message.info() else { continue };
             let seq = info.stream_sequence;
+            // Stored → here: the broker's share of every live event's way to its clients.
+            let relayed = time::OffsetDateTime::now_utc() - info.published;
+            metrics::histogram!("xenios_events_relay_delay_seconds")
+                .record(relayed.as_seconds_f64().max(0.0));
             match JobEvent::from_slice(&message.payload) {
                 Ok(event) => self.dispatch(
                     job_id,
