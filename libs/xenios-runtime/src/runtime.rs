@@ -35,6 +35,11 @@ const PROGRESS_ACK_EVERY: Duration = Duration::from_secs(10);
 const EARLY_WORK_STOP: Duration = Duration::from_secs(5);
 /// Pause before pulling again after the broker failed a pull.
 const PULL_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// How long past its `expires` a pull may go without the server's end-of-pull status before
+/// it is taken for lost and another one sent.
+const PULL_END_GRACE: Duration = Duration::from_millis(100);
+/// How long a pull given up on is still drained (its late messages handed back).
+const PULL_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -296,17 +301,29 @@ async fn pull_loop(
                     continue 'connect;
                 }
             };
-            // The server ends a pull at `expires`; the client-side bound covers a server
-            // that vanished without saying so.
-            while let Ok(Some(next)) =
-                tokio::time::timeout(expires + Duration::from_secs(2), batch.next()).await
-            {
+            // The server ends a pull at `expires` with a status message, but not always:
+            // nats-server 2.9 was seen to let a pull lapse without one while commands queued
+            // behind it (2.5–5 s of queue wait for a whole cohort of LLM streams), and a server
+            // may vanish without saying so. Past the deadline the pull is taken for lost and
+            // another one sent; whatever the old one still brings is handed straight back.
+            let deadline = tokio::time::Instant::now() + expires + PULL_END_GRACE;
+            loop {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        metrics::counter!("xenios_pulls_lapsed_total", "kind" => kind.as_str())
+                            .increment(1);
+                        tokio::spawn(hand_back(batch));
+                        break;
+                    }
+                };
                 let message = match next {
-                    Ok(message) => message,
-                    Err(e) => {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
                         tracing::debug!(%kind, error = %e, "pull ended");
                         break;
                     }
+                    None => break,
                 };
                 let permit = match permits.pop() {
                     Some(permit) if !stop.is_cancelled() => permit,
@@ -325,6 +342,15 @@ async fn pull_loop(
                 });
             }
         }
+    }
+}
+
+/// Drains a pull given up on: a message it still delivers has no slot waiting, so it goes
+/// back to the stream at once (NAK) for the next pull, instead of waiting out `ack_wait`.
+async fn hand_back(mut batch: async_nats::jetstream::consumer::pull::Batch) {
+    let until = tokio::time::Instant::now() + PULL_DRAIN;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, batch.next()).await {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
     }
 }
 
