@@ -126,6 +126,26 @@ impl NatsServer {
         let _ = child.wait();
     }
 
+    /// SIGSTOP: the broker stops answering but keeps its connections, as a stalled host
+    /// would; [`NatsServer::thaw`] lets it go on.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`NatsServer::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// SIGKILL: the broker dies without flushing, as in a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
