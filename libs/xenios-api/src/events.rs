@@ -234,6 +234,8 @@ impl EventHub {
             })
             .await?;
         let mut messages = consumer.messages().await?;
+        // Looked up once: this loop runs for every event of every job.
+        let relay_delay = metrics::histogram!("xenios_events_relay_delay_seconds");
         // Clients that subscribed before this follower existed may have missed events.
         self.resync_all(true);
         loop {
@@ -253,8 +255,7 @@ impl EventHub {
             let seq = info.stream_sequence;
             // Stored → here: the broker's share of every live event's way to its clients.
             let relayed = time::OffsetDateTime::now_utc() - info.published;
-            metrics::histogram!("xenios_events_relay_delay_seconds")
-                .record(relayed.as_seconds_f64().max(0.0));
+            relay_delay.record(relayed.as_seconds_f64().max(0.0));
             match JobEvent::from_slice(&message.payload) {
                 Ok(event) => self.dispatch(
                     job_id,

@@ -103,12 +103,7 @@ impl NatsServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let signalled = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if signalled {
+        if send_signal(child.id(), "-TERM") {
             let deadline = Instant::now() + STOP_TIMEOUT;
             while Instant::now() < deadline {
                 match child.try_wait() {
@@ -129,20 +124,15 @@ impl NatsServer {
     /// SIGSTOP: the broker stops answering but keeps its connections, as a stalled host
     /// would; [`NatsServer::thaw`] lets it go on.
     pub fn freeze(&self) {
-        self.signal("-STOP");
+        if let Some(child) = &self.child {
+            send_signal(child.id(), "-STOP");
+        }
     }
 
     /// SIGCONT after [`NatsServer::freeze`].
     pub fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
+            send_signal(child.id(), "-CONT");
         }
     }
 
@@ -288,6 +278,15 @@ fn jetstream_probe(addr: SocketAddr) -> anyhow::Result<()> {
             bail!("server error: {header}");
         }
     }
+}
+
+/// `kill -<signal> <pid>`; whether the signal was delivered.
+fn send_signal(pid: u32, signal: &str) -> bool {
+    Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[cfg(test)]
