@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# usage: API_ENV="K=V" WORKER_ENV="K=V" [LAYOUT=one] ab.sh <bindir> [mode]  -> one line of figures
+# usage: API_ENV="K=V" WORKER_ENV="K=V" [LAYOUT=one] [DB_URL=postgres://…] ab.sh <bindir> [mode]
+#   -> one line of figures
 # LAYOUT=one runs `xenios dev` (API and consumers in one process, its own nats-server) instead
 # of `xenios-api` + `xenios worker`; the "worker" figures are then zero.
 root=$(cd "$(dirname "$0")/../../.." && pwd); here=$(cd "$(dirname "$0")" && pwd)
@@ -27,16 +28,22 @@ printf 'base=http://127.0.0.1:%s/api/v1\ntoken=%s\n' $api_port "$token" > $dir/e
 cpu() { if [ -n "$1" ]; then awk '{printf "%.2f ", ($14 + $15) / 100}' /proc/$1/stat; else printf '0 '; fi; }
 hwm() { if [ -n "$1" ]; then awk '/^VmHWM/{print $2}' /proc/$1/status; else echo 0; fi; }
 A=$(cat $dir/api.pid) W=$(cat $dir/worker.pid) N=$(cat $dir/nats.pid)
-c0="$(cpu $A)$(cpu $W)$(cpu $N)"
+# A PostgreSQL server's CPU: its postmaster and backends together (the pools keep theirs open).
+pg_port=$(python3 -c 'import sys, urllib.parse; u=urllib.parse.urlparse(sys.argv[1]); print(u.port if u.scheme.startswith("postgres") else "")' "$DATABASE_URL")
+pgcpu() { [ -n "$pg_port" ] || { printf '0 '; return; }
+  local pm t=0; pm=$(pgrep -f -- "postgres -D .* -p $pg_port " | head -1)
+  for p in $pm $(pgrep -P $pm); do t=$(awk -v t=$t '{printf "%.2f", t + ($14 + $15) / 100}' /proc/$p/stat 2>/dev/null || echo $t); done
+  printf '%s ' $t; }
+c0="$(cpu $A)$(cpu $W)$(cpu $N)$(pgcpu)"
 "$here/load.sh" ${NJOBS:-3000} 32 $mode > $dir/out.json
-c1="$(cpu $A)$(cpu $W)$(cpu $N)"
+c1="$(cpu $A)$(cpu $W)$(cpu $N)$(pgcpu)"
 rss="$(hwm $A) $(hwm $W)"
 python3 - "$dir/out.json" "$c0" "$c1" "$rss" <<'P'
 import json,sys
 d=json.load(open(sys.argv[1])); a=[float(x) for x in sys.argv[2].split()]; b=[float(x) for x in sys.argv[3].split()]
 n=d['completed']; c=[round((y-x)*1000/n,3) for x,y in zip(a,b)]
 r=[int(x)//1024 for x in sys.argv[4].split()]
-print(f"jobs/s {d['throughput_per_s']:.0f} submit {d['submit']['p50_ms']:.1f}/{d['submit']['p99_ms']:.1f} e2e {d['end_to_end']['p50_ms']:.1f}/{d['end_to_end']['p99_ms']:.1f} cpu_ms/job api {c[0]} worker {c[1]} nats {c[2]} sum {sum(c):.3f} hwm {r}")
+print(f"jobs/s {d['throughput_per_s']:.0f} submit {d['submit']['p50_ms']:.1f}/{d['submit']['p99_ms']:.1f} e2e {d['end_to_end']['p50_ms']:.1f}/{d['end_to_end']['p99_ms']:.1f} cpu_ms/job api {c[0]} worker {c[1]} nats {c[2]} pg {c[3]} sum {sum(c):.3f} hwm {r}")
 P
 curl -s "http://127.0.0.1:$api_port/metrics" > $dir/api.metrics
 [ "${LAYOUT:-two}" = one ] || curl -s "http://127.0.0.1:$mport2/metrics" > $dir/worker.metrics

@@ -7,9 +7,10 @@ use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{PgPool, Postgres, Row as _, Sqlite, SqlitePool};
+use sqlx::{Postgres, Row as _, Sqlite};
 use uuid::Uuid;
 
+use crate::conns::Conns;
 use crate::error::StoreError;
 use crate::sqlite_writer::SqliteWriter;
 
@@ -17,8 +18,8 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
-    Pg(PgPool),
-    Sqlite(SqlitePool, SqliteWriter),
+    Pg(Conns<Postgres>),
+    Sqlite(Conns<Sqlite>, SqliteWriter),
 }
 
 /// Whether a statement may write (anything but a plain `SELECT`): on SQLite those go through
@@ -235,15 +236,19 @@ fn bind_sqlite<'q>(
 impl Pool {
     pub(crate) async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64> {
         Ok(match self {
-            Pool::Pg(p) => bind_pg(sqlx::query(sql), args)
-                .execute(p)
-                .await?
-                .rows_affected(),
+            Pool::Pg(conns) => {
+                let mut conn = conns.checkout().await?;
+                let done = bind_pg(sqlx::query(sql), args).execute(conn.raw()).await;
+                conn.settle(done)?.rows_affected()
+            }
             Pool::Sqlite(_, writer) if writes(sql) => writer.write(sql, args, false).await?.rows,
-            Pool::Sqlite(p, _) => bind_sqlite(sqlx::query(sql), &args)
-                .execute(p)
-                .await?
-                .rows_affected(),
+            Pool::Sqlite(conns, _) => {
+                let mut conn = conns.checkout().await?;
+                let done = bind_sqlite(sqlx::query(sql), &args)
+                    .execute(conn.raw())
+                    .await;
+                conn.settle(done)?.rows_affected()
+            }
         })
     }
 
@@ -254,22 +259,26 @@ impl Pool {
         map: impl Fn(&dyn Row) -> Result<T>,
     ) -> Result<Option<T>> {
         match self {
-            Pool::Pg(p) => bind_pg(sqlx::query(sql), args)
-                .fetch_optional(p)
-                .await?
-                .map(|r| map(&r))
-                .transpose(),
+            Pool::Pg(conns) => {
+                let mut conn = conns.checkout().await?;
+                let row = bind_pg(sqlx::query(sql), args)
+                    .fetch_optional(conn.raw())
+                    .await;
+                conn.settle(row)?.map(|r| map(&r)).transpose()
+            }
             Pool::Sqlite(_, writer) if writes(sql) => writer
                 .write(sql, args, true)
                 .await?
                 .row
                 .map(|r| map(&r))
                 .transpose(),
-            Pool::Sqlite(p, _) => bind_sqlite(sqlx::query(sql), &args)
-                .fetch_optional(p)
-                .await?
-                .map(|r| map(&r))
-                .transpose(),
+            Pool::Sqlite(conns, _) => {
+                let mut conn = conns.checkout().await?;
+                let row = bind_sqlite(sqlx::query(sql), &args)
+                    .fetch_optional(conn.raw())
+                    .await;
+                conn.settle(row)?.map(|r| map(&r)).transpose()
+            }
         }
     }
 
@@ -280,18 +289,18 @@ impl Pool {
         map: impl Fn(&dyn Row) -> Result<T>,
     ) -> Result<Vec<T>> {
         match self {
-            Pool::Pg(p) => bind_pg(sqlx::query(sql), args)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| map(r))
-                .collect(),
-            Pool::Sqlite(p, _) => bind_sqlite(sqlx::query(sql), &args)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(|r| map(r))
-                .collect(),
+            Pool::Pg(conns) => {
+                let mut conn = conns.checkout().await?;
+                let rows = bind_pg(sqlx::query(sql), args).fetch_all(conn.raw()).await;
+                conn.settle(rows)?.iter().map(|r| map(r)).collect()
+            }
+            Pool::Sqlite(conns, _) => {
+                let mut conn = conns.checkout().await?;
+                let rows = bind_sqlite(sqlx::query(sql), &args)
+                    .fetch_all(conn.raw())
+                    .await;
+                conn.settle(rows)?.iter().map(|r| map(r)).collect()
+            }
         }
     }
 }

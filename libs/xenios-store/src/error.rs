@@ -74,6 +74,22 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// Whether a connection whose statement ended with `e` can serve the next one: yes after the
+/// server rejected the statement itself, no when it is shutting the session down (a FATAL
+/// such as `57P01` arrives as a database error) or the link failed.
+pub(crate) fn leaves_connection_usable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => !is_transient(db.as_ref()) && !is_fatal(db.as_ref()),
+        _ => false,
+    }
+}
+
+fn is_fatal(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::postgres::PgSeverity;
+    db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic))
+}
+
 fn is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
     if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
         return is_transient_sqlstate(pg.code());

@@ -2,6 +2,7 @@
 //! behind one `Store` handle over PostgreSQL (production, schema `ai_backend` of the shared
 //! database) or SQLite (embedded default). Migrations are embedded from `migrations/`.
 
+mod conns;
 mod db;
 mod error;
 mod model;

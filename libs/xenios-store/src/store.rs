@@ -9,6 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Executor, PgPool};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 
+use crate::conns::Conns;
 use crate::db::{args, required, Arg, Pool, Row};
 use crate::error::StoreError;
 use crate::model::*;
@@ -44,10 +45,12 @@ impl Store {
     /// missing.
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Pool::Pg(connect_pg(url, opts).await?)
+            let pool = connect_pg(url, opts).await?;
+            Pool::Pg(Conns::new(pool, opts.max_connections, opts.acquire_timeout))
         } else if url.starts_with("sqlite:") {
             let (pool, writer) = connect_sqlite(url, opts).await?;
-            Pool::Sqlite(pool, writer)
+            let max = pool.options().get_max_connections();
+            Pool::Sqlite(Conns::new(pool, max, opts.acquire_timeout), writer)
         } else {
             // The URL itself is not echoed: it may hold a password.
             return Err(StoreError::Invalid(
@@ -63,11 +66,17 @@ impl Store {
     /// Applies the embedded migrations; running it again is a no-op.
     pub async fn migrate(&self) -> Result<()> {
         match &self.pool {
-            Pool::Pg(p) => {
-                ensure_schema(p).await?;
-                sqlx::migrate!("../../migrations/postgres").run(p).await?;
+            Pool::Pg(conns) => {
+                ensure_schema(conns.opener()).await?;
+                sqlx::migrate!("../../migrations/postgres")
+                    .run(conns.opener())
+                    .await?;
             }
-            Pool::Sqlite(p, _) => sqlx::migrate!("../../migrations/sqlite").run(p).await?,
+            Pool::Sqlite(conns, _) => {
+                sqlx::migrate!("../../migrations/sqlite")
+                    .run(conns.opener())
+                    .await?
+            }
         }
         Ok(())
     }
@@ -89,10 +98,10 @@ impl Store {
 
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Pg(p) => p.close().await,
-            Pool::Sqlite(p, writer) => {
+            Pool::Pg(conns) => conns.close().await,
+            Pool::Sqlite(conns, writer) => {
                 writer.close().await;
-                p.close().await;
+                conns.close().await;
             }
         }
     }
@@ -497,8 +506,8 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.acquire_timeout)
-        // sqlx already pings every connection when it is released, so a broken one never
-        // returns to the pool; a second ping before each acquire would double the round trips.
+        // The pool opens connections and `Conns` keeps them (see conns.rs): a connection comes
+        // out of it fresh or after migrations only, so a ping before handing it out buys nothing.
         .test_before_acquire(false)
         // A session setting rather than a startup option: it also works through poolers, and
         // sqlx's own _sqlx_migrations table lands in the schema too.
@@ -538,7 +547,7 @@ async fn connect_sqlite(
     let mut pool = SqlitePoolOptions::new()
         .max_connections(opts.max_connections)
         .acquire_timeout(opts.acquire_timeout)
-        // As for PostgreSQL: released connections are already pinged.
+        // As for PostgreSQL: the pool only opens connections for `Conns`.
         .test_before_acquire(false)
         .after_connect(move |conn, _| {
             Box::pin(async move { crate::sqlite_lock::install(conn, busy_timeout).await })
