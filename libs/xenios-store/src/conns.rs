@@ -22,6 +22,10 @@ use crate::error::{leaves_connection_usable, StoreError};
 /// service does not hold server connections for good.
 const MAX_IDLE: Duration = Duration::from_secs(600);
 
+/// A connection this old is closed rather than used (sqlx's own default): a server process's
+/// caches only grow, and a pooler in front of the database may rebalance on reconnects.
+const MAX_LIFETIME: Duration = Duration::from_secs(1800);
+
 pub(crate) struct Conns<DB: Database> {
     inner: Arc<Inner<DB>>,
 }
@@ -54,6 +58,7 @@ struct Inner<DB: Database> {
 
 struct Idle<DB: Database> {
     conn: DB::Connection,
+    opened: Instant,
     since: Instant,
 }
 
@@ -84,16 +89,17 @@ impl<DB: Database> Conns<DB> {
             let Some(idle) = self.lock_idle().pop() else {
                 break None;
             };
-            if idle.since.elapsed() < MAX_IDLE {
-                break Some(idle.conn);
+            if idle.since.elapsed() < MAX_IDLE && idle.opened.elapsed() < MAX_LIFETIME {
+                break Some((idle.conn, idle.opened));
             }
         };
-        let conn = match reused {
-            Some(conn) => conn,
-            None => inner.opener.acquire().await?.detach(),
+        let (conn, opened) = match reused {
+            Some(reused) => reused,
+            None => (inner.opener.acquire().await?.detach(), Instant::now()),
         };
         Ok(Checkout {
             conn: Some(conn),
+            opened,
             home: self.clone(),
             completed: false,
             _slot: slot,
@@ -123,7 +129,7 @@ impl<DB: Database> Conns<DB> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn check_in(&self, conn: DB::Connection) {
+    fn check_in(&self, conn: DB::Connection, opened: Instant) {
         if self.inner.slots.is_closed() {
             return;
         }
@@ -131,6 +137,7 @@ impl<DB: Database> Conns<DB> {
             let mut idle = self.lock_idle();
             idle.push(Idle {
                 conn,
+                opened,
                 since: Instant::now(),
             });
             // The least recently used connection sits first; retire it once it idled too long.
@@ -147,6 +154,7 @@ impl<DB: Database> Conns<DB> {
 /// complete, it is closed instead of reused.
 pub(crate) struct Checkout<DB: Database> {
     conn: Option<DB::Connection>,
+    opened: Instant,
     home: Conns<DB>,
     completed: bool,
     _slot: OwnedSemaphorePermit,
@@ -173,7 +181,7 @@ impl<DB: Database> Drop for Checkout<DB> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.completed {
-                self.home.check_in(conn);
+                self.home.check_in(conn, self.opened);
             }
         }
     }
