@@ -48,7 +48,8 @@ impl<DB: Database> std::fmt::Debug for Conns<DB> {
 }
 
 struct Inner<DB: Database> {
-    /// Opens connections (and serves migrations and the rare statements outside `checkout`).
+    /// Opens connections; migrations run on it directly. Its limits (maximum connections,
+    /// acquire timeout) are the keeper's.
     opener: Pool<DB>,
     idle: Mutex<Vec<Idle<DB>>>,
     /// One permit per connection in use, so the store never holds more than its maximum.
@@ -63,12 +64,14 @@ struct Idle<DB: Database> {
 }
 
 impl<DB: Database> Conns<DB> {
-    pub(crate) fn new(opener: Pool<DB>, max: u32, acquire_timeout: Duration) -> Self {
+    pub(crate) fn new(opener: Pool<DB>) -> Self {
+        let max = opener.options().get_max_connections().max(1) as usize;
+        let acquire_timeout = opener.options().get_acquire_timeout();
         Conns {
             inner: Arc::new(Inner {
                 opener,
                 idle: Mutex::new(Vec::new()),
-                slots: Arc::new(Semaphore::new(max.max(1) as usize)),
+                slots: Arc::new(Semaphore::new(max)),
                 acquire_timeout,
             }),
         }
@@ -201,8 +204,12 @@ mod tests {
         let opts = SqliteConnectOptions::from_str(&url)
             .unwrap()
             .create_if_missing(true);
-        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
-        Conns::new(pool, max, Duration::from_secs(5))
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        Conns::new(pool)
     }
 
     async fn answer(conns: &Conns<Sqlite>, sql: &str) -> Result<i64, StoreError> {

@@ -75,8 +75,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 /// Whether a connection whose statement ended with `e` can serve the next one: yes after the
-/// server rejected the statement itself, no when it is shutting the session down (a FATAL
-/// such as `57P01` arrives as a database error) or the link failed.
+/// server rejected the statement itself; no after a transport failure, a FATAL (a shutdown's
+/// `57P01` arrives as a database error), or a transient error (connection trouble, a lock
+/// wait that ran out), where a fresh connection costs little and rules out a bad one.
 pub(crate) fn leaves_connection_usable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => !is_transient(db.as_ref()) && !is_fatal(db.as_ref()),

@@ -45,12 +45,10 @@ impl Store {
     /// missing.
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = connect_pg(url, opts).await?;
-            Pool::Pg(Conns::new(pool, opts.max_connections, opts.acquire_timeout))
+            Pool::Pg(Conns::new(connect_pg(url, opts).await?))
         } else if url.starts_with("sqlite:") {
             let (pool, writer) = connect_sqlite(url, opts).await?;
-            let max = pool.options().get_max_connections();
-            Pool::Sqlite(Conns::new(pool, max, opts.acquire_timeout), writer)
+            Pool::Sqlite(Conns::new(pool), writer)
         } else {
             // The URL itself is not echoed: it may hold a password.
             return Err(StoreError::Invalid(
