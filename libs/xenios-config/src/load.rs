@@ -5,29 +5,51 @@ use config::{Config, Environment as EnvSource, File, FileFormat};
 
 use crate::{Environment, KindSettings, Settings};
 
-/// The environment names of the original deployment and the keys they set (SPEC §2).
-const LEGACY_ENV: &[(&str, &str)] = &[
-    ("ENVIRONMENT", "environment"),
-    ("DATABASE_URL", "database.url"),
-    ("NATS_URL", "nats.url"),
-    ("NATS_CREDS", "nats.creds"),
-    ("XENIOS_BACKEND_API_KEY", "api.keys"),
-    ("SUPABASE_JWT_SECRET", "auth.jwt_secret"),
-    ("SUPABASE_URL", "auth.supabase_url"),
-    ("OPENROUTER_API_KEY", "providers.openrouter.api_key"),
-    ("ANTHROPIC_API_KEY", "providers.anthropic.api_key"),
-    ("OPENAI_API_KEY", "providers.openai.api_key"),
-    ("DEEPGRAM_API_KEY", "providers.deepgram.api_key"),
-    ("OPENROUTER_BASE_URL", "providers.openrouter.base_url"),
-    ("ANTHROPIC_BASE_URL", "providers.anthropic.base_url"),
-    ("OPENAI_BASE_URL", "providers.openai.base_url"),
-    ("DEEPGRAM_BASE_URL", "providers.deepgram.base_url"),
-    ("DOCLING_URL", "providers.docling_url"),
-    ("XENIOS_API_ADDR", "api.addr"),
-    ("XENIOS_METRICS_ADDR", "consumer.metrics_addr"),
-    ("XENIOS_FETCH_ALLOW_HOSTS", "fetch.allow_hosts"),
-    ("CORS_ORIGINS", "api.cors_origins"),
+/// The environment names of the original deployment and the keys they set (SPEC §2). The
+/// `Optional` ones have no value by default: set but empty (`SUPABASE_URL=` in a compose
+/// `.env`, a blank Ansible variable) they stay unset, as a deployment tool's blank line means.
+/// An empty `Required` one is still refused, so `DATABASE_URL=` never falls back to SQLite.
+const LEGACY_ENV: &[(&str, &str, Presence)] = &[
+    ("ENVIRONMENT", "environment", Required),
+    ("DATABASE_URL", "database.url", Required),
+    ("NATS_URL", "nats.url", Required),
+    ("NATS_CREDS", "nats.creds", Optional),
+    ("XENIOS_BACKEND_API_KEY", "api.keys", Optional),
+    ("SUPABASE_JWT_SECRET", "auth.jwt_secret", Optional),
+    ("SUPABASE_URL", "auth.supabase_url", Optional),
+    (
+        "OPENROUTER_API_KEY",
+        "providers.openrouter.api_key",
+        Optional,
+    ),
+    ("ANTHROPIC_API_KEY", "providers.anthropic.api_key", Optional),
+    ("OPENAI_API_KEY", "providers.openai.api_key", Optional),
+    ("DEEPGRAM_API_KEY", "providers.deepgram.api_key", Optional),
+    (
+        "OPENROUTER_BASE_URL",
+        "providers.openrouter.base_url",
+        Optional,
+    ),
+    (
+        "ANTHROPIC_BASE_URL",
+        "providers.anthropic.base_url",
+        Optional,
+    ),
+    ("OPENAI_BASE_URL", "providers.openai.base_url", Optional),
+    ("DEEPGRAM_BASE_URL", "providers.deepgram.base_url", Optional),
+    ("DOCLING_URL", "providers.docling_url", Optional),
+    ("XENIOS_API_ADDR", "api.addr", Required),
+    ("XENIOS_METRICS_ADDR", "consumer.metrics_addr", Required),
+    ("XENIOS_FETCH_ALLOW_HOSTS", "fetch.allow_hosts", Optional),
+    ("CORS_ORIGINS", "api.cors_origins", Optional),
 ];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Presence {
+    Required,
+    Optional,
+}
+use Presence::{Optional, Required};
 
 /// Configuration that failed: one line naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +113,11 @@ impl Settings {
         let log_level = env.get("LOG_LEVEL").or_else(|| env.get("RUST_LOG"));
         let legacy = LEGACY_ENV
             .iter()
-            .filter_map(|(name, key)| env.get(*name).map(|v| (*key, v)))
+            .filter_map(|(name, key, presence)| {
+                let value = env.get(*name)?;
+                let blank = value.trim().is_empty();
+                (!(blank && *presence == Optional)).then_some((*key, value))
+            })
             .chain(log_level.map(|v| ("log.level", v)));
         for (key, value) in legacy {
             builder = builder
@@ -344,6 +370,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(missing.contains("/nonexistent/xenios.toml"), "{missing}");
+    }
+
+    #[test]
+    fn blank_optional_values_are_unset_and_blank_required_ones_refused() {
+        let s = load(&[
+            ("SUPABASE_URL", ""),
+            ("SUPABASE_JWT_SECRET", ""),
+            ("DOCLING_URL", " "),
+            ("OPENAI_BASE_URL", ""),
+            ("CORS_ORIGINS", ""),
+            ("XENIOS_FETCH_ALLOW_HOSTS", ""),
+            ("NATS_CREDS", ""),
+        ])
+        .unwrap();
+        assert_eq!(s.auth.supabase_url, None);
+        assert!(s.auth.jwt_secret.is_none());
+        assert_eq!(s.providers.docling_url, None);
+        assert_eq!(s.providers.openai.base_url, None);
+        assert!(s.api.cors_origins.is_empty());
+        assert!(s.fetch.allow_hosts.is_empty());
+        assert_eq!(s.nats.creds, None);
+
+        // A production deployment whose key variable is blank must not start keyless.
+        let err = load(&[
+            ("ENVIRONMENT", "production"),
+            ("XENIOS_BACKEND_API_KEY", ""),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("XENIOS_BACKEND_API_KEY"), "{err}");
+
+        for name in ["DATABASE_URL", "NATS_URL", "XENIOS_API_ADDR"] {
+            let err = load(&[(name, "")]).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{name}: {err}");
+        }
     }
 
     #[test]
