@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt bench bench-llm fuzz
+.PHONY: run test check-deploy lint fmt bench bench-llm fuzz
 
 ## The whole stack, embedded default: SQLite under data/ and a nats-server it starts itself.
 run:
@@ -11,8 +11,9 @@ run:
 	$(CARGO) build --bin xenios
 	target/debug/xenios dev
 
-## Every test in the workspace against private nats-server and PostgreSQL instances.
-## The OpenAI SDK test runs the official `openai` package from .venv (made when missing).
+## Every test in the workspace against private nats-server and PostgreSQL instances, then
+## the deployment checks. The OpenAI SDK test runs the official `openai` package from .venv
+## (made when missing); the deployment checks bring their tools into .venv-deploy.
 test:
 	@scripts/ensure-deps.sh nats postgres python
 	@scripts/ensure-venv.sh >/dev/null
@@ -22,7 +23,13 @@ test:
 	  | tee target/test.log; status=$$?; \
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } \
 	    END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log; \
+	  scripts/check-deploy.sh || status=1; \
 	  exit $$status
+
+## The deployment files (compose/, ansible/, Caddyfile.tmpl) checked without Docker or hosts.
+check-deploy:
+	$(CARGO) build --bin xenios
+	scripts/check-deploy.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
