@@ -3,7 +3,10 @@
 # or real hosts: compose/ parsed as Compose does and held to its rules, the configuration it
 # gives the services loaded by the real binary, the NATS configurations by a nats-server that
 # knows them, Prometheus' configuration and alert unit tests by promtool, Caddyfile.tmpl
-# validated by Caddy and then run in front of a real API. Needs target/debug/xenios (cargo build).
+# validated by Caddy and then run in front of a real API, and ansible/ (ansible/tests/check.sh:
+# lint, syntax, every host's files rendered and checked by nats-server, nft, systemd-analyze
+# and caddy, and the release/rollback steps run for real in a temp dir).
+# Needs target/debug/xenios (cargo build).
 # Usage: scripts/check-deploy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,5 +77,8 @@ for _ in $(seq 1 50); do
 done
 "$venv/bin/python" scripts/check_deploy.py caddy-live "http://127.0.0.1:$caddy_port" \
   "http://127.0.0.1:$api_port" "$key" "$jwt" || { tail -20 "$tmp/caddy.log"; exit 1; }
+
+step "ansible/: lint, syntax, every host's files rendered and validated, releases and rollback"
+PATH="$tools:$PATH" DEPLOY_VENV=$venv ansible/tests/check.sh
 
 echo "check-deploy: all passed"

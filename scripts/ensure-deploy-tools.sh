@@ -3,7 +3,8 @@
 # the system and no service started:
 # - .venv-deploy: ansible-core, ansible-lint, nats-server >= 2.10, compose-spec
 #   (scripts/deploy-requirements.txt);
-# - target/deploy-tools/bin: caddy and promtool unpacked from Debian's packages.
+# - target/deploy-tools/bin: caddy and promtool unpacked from Debian's packages;
+# - nft and systemd-analyze (Debian's nftables and systemd) to check rendered host files.
 # Usage: scripts/ensure-deploy-tools.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,16 @@ if ! cmp -s scripts/deploy-requirements.txt "$stamp"; then
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/deploy-requirements.txt
   cp scripts/deploy-requirements.txt "$stamp"
+fi
+
+need=()
+command -v nft >/dev/null || need+=(nftables)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "ensure-deploy-tools: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 tools=target/deploy-tools

