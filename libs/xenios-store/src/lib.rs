@@ -6,6 +6,7 @@ mod conns;
 mod db;
 mod error;
 mod model;
+mod pg_batch;
 mod sqlite_lock;
 mod sqlite_writer;
 mod store;

@@ -1,5 +1,6 @@
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -13,6 +14,7 @@ use crate::conns::Conns;
 use crate::db::{args, required, Arg, Pool, Row};
 use crate::error::StoreError;
 use crate::model::*;
+use crate::pg_batch::{Batcher, CreateJobs, Finish, FinishJobs, StartAttempts};
 use crate::sqlite_writer::{SqliteWriter, WriterTarget};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -22,7 +24,8 @@ pub const PG_SCHEMA: &str = "ai_backend";
 
 const MAX_PAGE: u32 = 100;
 
-const JOB_COLUMNS: &str = "id, kind, status, user_id, input, progress, result, error, attempts, \
+pub(crate) const JOB_COLUMNS: &str =
+    "id, kind, status, user_id, input, progress, result, error, attempts, \
      correlation_id, idempotency_key, cancel_requested, published_at, created_at, started_at, \
      finished_at, updated_at";
 
@@ -37,6 +40,15 @@ const LOG_COLUMNS: &str = "id, created_at, user_id, job_id, task, model, provide
 pub struct Store {
     pool: Pool,
     acquire_timeout: Duration,
+    /// PostgreSQL only: each job's three writes, batched across concurrent callers.
+    batches: Option<Arc<PgBatches>>,
+}
+
+#[derive(Debug)]
+struct PgBatches {
+    create: Batcher<CreateJobs>,
+    start: Batcher<StartAttempts>,
+    finish: Batcher<FinishJobs>,
 }
 
 impl Store {
@@ -55,9 +67,18 @@ impl Store {
                 "unsupported database URL: expected postgres://, postgresql:// or sqlite://".into(),
             ));
         };
+        let batches = match &pool {
+            Pool::Pg(conns) => Some(Arc::new(PgBatches {
+                create: Batcher::spawn(conns.clone()),
+                start: Batcher::spawn(conns.clone()),
+                finish: Batcher::spawn(conns.clone()),
+            })),
+            Pool::Sqlite(..) => None,
+        };
         Ok(Store {
             pool,
             acquire_timeout: opts.acquire_timeout,
+            batches,
         })
     }
 
@@ -108,53 +129,53 @@ impl Store {
     /// `Existing` (race-safe: the unique index decides). Reusing an existing job id is a
     /// `Conflict`.
     pub async fn create_job(&self, new: NewJob) -> Result<Created> {
-        let now = now();
-        let sql = format!(
-            "INSERT INTO jobs (id, kind, status, user_id, input, attempts, correlation_id, \
-             idempotency_key, cancel_requested, created_at, updated_at) \
-             VALUES ($1, $2, 'queued', $3, $4, 0, $5, $6, FALSE, $7, $7) \
-             ON CONFLICT DO NOTHING RETURNING {JOB_COLUMNS}"
-        );
-        let inserted = self
-            .pool
-            .fetch_optional(
-                &sql,
-                args![
-                    new.id,
-                    new.kind.as_str(),
-                    new.user_id.clone(),
-                    new.input,
-                    new.correlation_id,
-                    new.idempotency_key.clone(),
-                    now,
-                ],
-                job_from_row,
-            )
-            .await?;
+        let (id, user_id, idempotency_key) =
+            (new.id, new.user_id.clone(), new.idempotency_key.clone());
+        let inserted = match &self.batches {
+            Some(batches) => batches.create.call(new).await?,
+            None => self.insert_job(new).await?,
+        };
         if let Some(job) = inserted {
             return Ok(Created::New(job));
         }
-        if let Some(key) = new.idempotency_key {
+        if let Some(key) = idempotency_key {
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs \
                  WHERE coalesce(user_id, '') = $1 AND idempotency_key = $2"
             );
             let existing = self
                 .pool
-                .fetch_optional(
-                    &sql,
-                    args![new.user_id.unwrap_or_default(), key],
-                    job_from_row,
-                )
+                .fetch_optional(&sql, args![user_id.unwrap_or_default(), key], job_from_row)
                 .await?;
             if let Some(job) = existing {
                 return Ok(Created::Existing(job));
             }
         }
-        Err(StoreError::Conflict(format!(
-            "job {} already exists",
-            new.id
-        )))
+        Err(StoreError::Conflict(format!("job {id} already exists")))
+    }
+
+    async fn insert_job(&self, new: NewJob) -> Result<Option<JobRecord>> {
+        let sql = format!(
+            "INSERT INTO jobs (id, kind, status, user_id, input, attempts, correlation_id, \
+             idempotency_key, cancel_requested, created_at, updated_at) \
+             VALUES ($1, $2, 'queued', $3, $4, 0, $5, $6, FALSE, $7, $7) \
+             ON CONFLICT DO NOTHING RETURNING {JOB_COLUMNS}"
+        );
+        self.pool
+            .fetch_optional(
+                &sql,
+                args![
+                    new.id,
+                    new.kind.as_str(),
+                    new.user_id,
+                    new.input,
+                    new.correlation_id,
+                    new.idempotency_key,
+                    now(),
+                ],
+                job_from_row,
+            )
+            .await
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<JobRecord>> {
@@ -257,18 +278,22 @@ impl Store {
         } else {
             now - chrono::Duration::from_std(lease).unwrap_or_default()
         };
-        let sql = format!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-             started_at = coalesce(started_at, $2), updated_at = $2 \
-             WHERE id = $1 AND NOT cancel_requested \
-             AND (status = 'queued' OR (status = 'running' AND updated_at <= $3)) \
-             RETURNING {JOB_COLUMNS}"
-        );
-        if let Some(job) = self
-            .pool
-            .fetch_optional(&sql, args![id, now, stale_before], job_from_row)
-            .await?
-        {
+        let started = match &self.batches {
+            Some(batches) => batches.start.call((id, stale_before)).await?,
+            None => {
+                let sql = format!(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                     started_at = coalesce(started_at, $2), updated_at = $2 \
+                     WHERE id = $1 AND NOT cancel_requested \
+                     AND (status = 'queued' OR (status = 'running' AND updated_at <= $3)) \
+                     RETURNING {JOB_COLUMNS}"
+                );
+                self.pool
+                    .fetch_optional(&sql, args![id, now, stale_before], job_from_row)
+                    .await?
+            }
+        };
+        if let Some(job) = started {
             return Ok(StartAttempt::Started(job));
         }
         Ok(match self.get_job(id).await? {
@@ -316,6 +341,38 @@ impl Store {
     /// queued → succeeded) is `Conflict`; an unknown id is `NotFound`.
     pub async fn finish_job(&self, id: JobId, outcome: Outcome) -> Result<Option<JobRecord>> {
         let target = outcome.status();
+        let finished = match &self.batches {
+            Some(batches) => {
+                let (result, error) = match outcome {
+                    Outcome::Succeeded(result) => (Some(result), None),
+                    Outcome::Failed(err) => (None, Some(error_json(&err)?)),
+                    Outcome::Cancelled => (None, None),
+                };
+                let finish = Finish {
+                    id,
+                    status: target,
+                    result,
+                    error,
+                };
+                batches.finish.call(finish).await?
+            }
+            None => self.finish_one(id, outcome).await?,
+        };
+        if let Some(job) = finished {
+            return Ok(Some(job));
+        }
+        match self.get_job(id).await? {
+            None => Err(StoreError::NotFound(id)),
+            Some(job) if job.status.is_terminal() => Ok(None),
+            Some(job) => Err(StoreError::Conflict(format!(
+                "job {id} is {} and cannot become {target}",
+                job.status
+            ))),
+        }
+    }
+
+    async fn finish_one(&self, id: JobId, outcome: Outcome) -> Result<Option<JobRecord>> {
+        let target = outcome.status();
         let from = status_list(
             JobStatus::ALL
                 .into_iter()
@@ -337,17 +394,7 @@ impl Store {
             "UPDATE jobs SET {set}, finished_at = $2, updated_at = $2 \
              WHERE id = $1 AND status IN ({from}) RETURNING {JOB_COLUMNS}"
         );
-        if let Some(job) = self.pool.fetch_optional(&sql, args, job_from_row).await? {
-            return Ok(Some(job));
-        }
-        match self.get_job(id).await? {
-            None => Err(StoreError::NotFound(id)),
-            Some(job) if job.status.is_terminal() => Ok(None),
-            Some(job) => Err(StoreError::Conflict(format!(
-                "job {id} is {} and cannot become {target}",
-                job.status
-            ))),
-        }
+        self.pool.fetch_optional(&sql, args, job_from_row).await
     }
 
     /// Puts a running job back to queued after a transient failure, keeping `err` as its last
@@ -479,15 +526,15 @@ impl Store {
 
 /// Microseconds: what timestamptz keeps, so a value reads back exactly as written on both
 /// backends.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn dead_letter(from: JobStatus, to: JobStatus) -> bool {
+pub(crate) fn dead_letter(from: JobStatus, to: JobStatus) -> bool {
     from == JobStatus::Queued && to == JobStatus::Failed
 }
 
-fn status_list(statuses: impl Iterator<Item = JobStatus>) -> String {
+pub(crate) fn status_list(statuses: impl Iterator<Item = JobStatus>) -> String {
     statuses
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
@@ -615,7 +662,7 @@ fn status_of(r: &dyn Row) -> Result<JobStatus> {
         .map_err(StoreError::other)
 }
 
-fn job_from_row(r: &dyn Row) -> Result<JobRecord> {
+pub(crate) fn job_from_row(r: &dyn Row) -> Result<JobRecord> {
     fn decode<T: serde::de::DeserializeOwned>(col: &str, v: Option<Value>) -> Result<Option<T>> {
         v.map(serde_json::from_value)
             .transpose()

@@ -85,6 +85,7 @@ contract!(
     inference_logs_round_trip,
     extraction_cache_put_get_upsert,
     concurrent_writers_have_one_winner,
+    many_callers_at_once_each_get_their_own_outcome,
     counts_by_kind_and_status,
 );
 
@@ -799,4 +800,153 @@ async fn postgres_outage_is_unavailable_then_recovers() {
     assert_eq!(store.get_job(job.id).await.unwrap().unwrap(), job);
     store.close().await;
     drop(pg);
+}
+
+/// Many jobs written at once, as under load, where PostgreSQL's writes go out batched: each
+/// caller still gets exactly the outcome of its own statement, including one whose value the
+/// database refuses in the middle of a batch.
+async fn spawn_all<F>(futures: Vec<F>) -> Vec<Result<F::Output, tokio::task::JoinError>>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    futures::future::join_all(futures.into_iter().map(tokio::spawn)).await
+}
+
+async fn many_callers_at_once_each_get_their_own_outcome(store: Store) {
+    const JOBS: usize = 60;
+    let store = Arc::new(store);
+
+    let mut submissions: Vec<NewJob> = (0..JOBS)
+        .map(|i| {
+            let mut job = new_job(JobKind::Echo, Some("u-many"));
+            job.input = json!({"i": i});
+            job
+        })
+        .collect();
+    // Five pairs share an idempotency key; a reused id; a value PostgreSQL's jsonb refuses.
+    for pair in 0..5 {
+        for _ in 0..2 {
+            let mut job = new_job(JobKind::Echo, Some("u-many"));
+            job.idempotency_key = Some(format!("key-{pair}"));
+            submissions.push(job);
+        }
+    }
+    let mut reused = new_job(JobKind::Echo, Some("u-many"));
+    reused.id = submissions[0].id;
+    submissions.push(reused);
+    let mut refused = new_job(JobKind::Echo, Some("u-many"));
+    refused.input = json!({"nul": "a\u{0}b"});
+    submissions.push(refused);
+
+    let created = spawn_all(
+        submissions
+            .into_iter()
+            .map(|new| {
+                let store = store.clone();
+                async move { store.create_job(new).await }
+            })
+            .collect(),
+    )
+    .await;
+    let created: Vec<_> = created.into_iter().map(|r| r.unwrap()).collect();
+    let mut jobs = Vec::new();
+    for outcome in &created[..JOBS] {
+        match outcome {
+            Ok(Created::New(job)) => jobs.push(job.clone()),
+            other => panic!("a plain submission got {other:?}"),
+        }
+    }
+    for pair in created[JOBS..JOBS + 10].chunks(2) {
+        let ids: Vec<_> = pair
+            .iter()
+            .map(|c| match c {
+                Ok(Created::New(job)) => ("new", job.id),
+                Ok(Created::Existing(job)) => ("existing", job.id),
+                other => panic!("an idempotent submission got {other:?}"),
+            })
+            .collect();
+        let mut kinds: Vec<_> = ids.iter().map(|(k, _)| *k).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["existing", "new"], "one key, one job");
+        assert_eq!(ids[0].1, ids[1].1);
+    }
+    assert!(
+        matches!(created[JOBS + 10], Err(StoreError::Conflict(_))),
+        "a reused id: {:?}",
+        created[JOBS + 10]
+    );
+    match (store.backend(), &created[JOBS + 11]) {
+        (Backend::Postgres, Err(_)) | (Backend::Sqlite, Ok(Created::New(_))) => {}
+        (backend, other) => panic!("{backend:?} answered the NUL value with {other:?}"),
+    }
+
+    // Every job delivered twice at once under a lease: one delivery starts it.
+    let starts = spawn_all(
+        jobs.iter()
+            .chain(jobs.iter())
+            .map(|job| {
+                let (store, id) = (store.clone(), job.id);
+                async move {
+                    let started = store
+                        .start_attempt_with_lease(id, Duration::from_secs(60))
+                        .await;
+                    (id, started.unwrap())
+                }
+            })
+            .collect(),
+    )
+    .await;
+    for job in &jobs {
+        let started = starts
+            .iter()
+            .map(|r| r.as_ref().unwrap())
+            .filter(|(id, s)| *id == job.id && matches!(s, StartAttempt::Started(_)))
+            .count();
+        assert_eq!(started, 1, "job {} started once", job.id);
+    }
+
+    // Outcomes of every kind at once, a second outcome for some: the first recorded wins.
+    let finishes = spawn_all(
+        jobs.iter()
+            .enumerate()
+            .chain(jobs.iter().enumerate().take(10))
+            .map(|(i, job)| {
+                let (store, id) = (store.clone(), job.id);
+                async move {
+                    let outcome = match i % 3 {
+                        0 => Outcome::Succeeded(json!({"i": i})),
+                        1 => Outcome::Failed(transient()),
+                        _ => Outcome::Cancelled,
+                    };
+                    (id, store.finish_job(id, outcome).await.unwrap())
+                }
+            })
+            .collect(),
+    )
+    .await;
+    for (i, job) in jobs.iter().enumerate() {
+        let recorded: Vec<_> = finishes
+            .iter()
+            .map(|r| r.as_ref().unwrap())
+            .filter(|(id, _)| *id == job.id)
+            .filter_map(|(_, f)| f.clone())
+            .collect();
+        assert_eq!(recorded.len(), 1, "job {i}: one outcome");
+        let stored = store.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(stored, recorded[0]);
+        assert_eq!(stored.attempts, 1);
+        match i % 3 {
+            0 => {
+                assert_eq!(stored.status, JobStatus::Succeeded);
+                assert_eq!(stored.result, Some(json!({"i": i})));
+                assert_eq!(stored.error, None);
+            }
+            1 => {
+                assert_eq!(stored.status, JobStatus::Failed);
+                assert_eq!(stored.error, Some(transient()));
+            }
+            _ => assert_eq!(stored.status, JobStatus::Cancelled),
+        }
+    }
 }
