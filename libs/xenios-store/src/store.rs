@@ -554,13 +554,21 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<PgPool> {
         // The pool opens connections and `Conns` keeps them (see conns.rs): a connection comes
         // out of it fresh or after migrations only, so a ping before handing it out buys nothing.
         .test_before_acquire(false)
-        // A session setting rather than a startup option: it also works through poolers, and
-        // sqlx's own _sqlx_migrations table lands in the schema too.
+        // Session settings rather than startup options: they also work through poolers, and
+        // sqlx's own _sqlx_migrations table lands in the schema too. Every execution is planned
+        // for the table as it is now: a plan cached while `jobs` was young (a fresh deployment)
+        // joins the batched statements' `unnest` by hashing the whole table, and would go on
+        // scanning every job at each batch as the table grows (see pg_batch.rs).
         .after_connect(|conn, _| {
             Box::pin(async move {
-                conn.execute(format!("SET search_path TO {PG_SCHEMA}").as_str())
-                    .await
-                    .map(drop)
+                conn.execute(
+                    format!(
+                        "SET search_path TO {PG_SCHEMA}; SET plan_cache_mode TO force_custom_plan"
+                    )
+                    .as_str(),
+                )
+                .await
+                .map(drop)
             })
         })
         .connect_with(connect)
