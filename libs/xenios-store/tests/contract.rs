@@ -824,7 +824,8 @@ async fn many_callers_at_once_each_get_their_own_outcome(store: Store) {
             job
         })
         .collect();
-    // Five pairs share an idempotency key; a reused id; a value PostgreSQL's jsonb refuses.
+    // Five pairs share an idempotency key; the id of an existing job; a value PostgreSQL's jsonb
+    // refuses.
     for pair in 0..5 {
         for _ in 0..2 {
             let mut job = new_job(JobKind::Echo, Some("u-many"));
@@ -832,8 +833,9 @@ async fn many_callers_at_once_each_get_their_own_outcome(store: Store) {
             submissions.push(job);
         }
     }
+    let prior = create(&store, new_job(JobKind::Echo, Some("u-many"))).await;
     let mut reused = new_job(JobKind::Echo, Some("u-many"));
-    reused.id = submissions[0].id;
+    reused.id = prior.id;
     submissions.push(reused);
     let mut refused = new_job(JobKind::Echo, Some("u-many"));
     refused.input = json!({"nul": "a\u{0}b"});
