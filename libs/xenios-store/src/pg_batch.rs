@@ -26,7 +26,7 @@ use xenios_contract::{JobId, JobStatus};
 use crate::conns::Conns;
 use crate::error::{leaves_connection_usable, StoreError};
 use crate::model::{JobRecord, NewJob};
-use crate::store::{dead_letter, job_from_row, now, status_list, JOB_COLUMNS};
+use crate::store::{finishable_from, job_from_row, now, JOB_COLUMNS};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -300,13 +300,6 @@ pub(crate) struct Finish {
 pub(crate) struct FinishJobs;
 
 static FINISH_JOBS: LazyLock<String> = LazyLock::new(|| {
-    let from = |target: JobStatus| {
-        status_list(
-            JobStatus::ALL
-                .into_iter()
-                .filter(|s| s.can_become(target) || dead_letter(*s, target)),
-        )
-    };
     format!(
         "UPDATE jobs SET status = b.to_status, \
          result = CASE WHEN b.to_status = 'succeeded' THEN b.to_result ELSE result END, \
@@ -320,9 +313,9 @@ static FINISH_JOBS: LazyLock<String> = LazyLock::new(|| {
            WHEN 'failed' THEN status IN ({failed}) \
            WHEN 'cancelled' THEN status IN ({cancelled}) END \
          RETURNING {JOB_COLUMNS}",
-        succeeded = from(JobStatus::Succeeded),
-        failed = from(JobStatus::Failed),
-        cancelled = from(JobStatus::Cancelled),
+        succeeded = finishable_from(JobStatus::Succeeded),
+        failed = finishable_from(JobStatus::Failed),
+        cancelled = finishable_from(JobStatus::Cancelled),
     )
 });
 

@@ -372,12 +372,7 @@ impl Store {
     }
 
     async fn finish_one(&self, id: JobId, outcome: Outcome) -> Result<Option<JobRecord>> {
-        let target = outcome.status();
-        let from = status_list(
-            JobStatus::ALL
-                .into_iter()
-                .filter(|s| s.can_become(target) || dead_letter(*s, target)),
-        );
+        let from = finishable_from(outcome.status());
         let mut args = args![id, now()];
         let set = match outcome {
             Outcome::Succeeded(result) => {
@@ -530,11 +525,21 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-pub(crate) fn dead_letter(from: JobStatus, to: JobStatus) -> bool {
+fn dead_letter(from: JobStatus, to: JobStatus) -> bool {
     from == JobStatus::Queued && to == JobStatus::Failed
 }
 
-pub(crate) fn status_list(statuses: impl Iterator<Item = JobStatus>) -> String {
+/// The statuses an outcome may be recorded from, as an SQL list: `JobStatus::can_become`, plus
+/// queued → failed for a command given up before it ever started (dead-lettered).
+pub(crate) fn finishable_from(target: JobStatus) -> String {
+    status_list(
+        JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.can_become(target) || dead_letter(*s, target)),
+    )
+}
+
+fn status_list(statuses: impl Iterator<Item = JobStatus>) -> String {
     statuses
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
