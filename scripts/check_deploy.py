@@ -287,11 +287,16 @@ def caddy_live(caddy, api, key, jwt):
         job = json.loads(r.read())
     events_url = f"{caddy}/api/v1/jobs/{job['job_id']}/events"
     arrivals = []
+    # The job takes 4 s; keep-alives would hold a stream that never ends open for good.
+    deadline = time.monotonic() + 30
     with urllib.request.urlopen(urllib.request.Request(events_url, headers=auth), timeout=30) as r:
         for raw in r:
             line = raw.decode().rstrip("\n")
             if line.startswith("event:"):
                 arrivals.append((time.monotonic(), line.split(":", 1)[1].strip()))
+            if time.monotonic() > deadline:
+                fail("the job's event stream through Caddy did not end within 30 s")
+                return
     kinds = [k for _, k in arrivals]
     if "progress" not in kinds or kinds[-1] != "status":
         fail(f"events through Caddy: {kinds}")

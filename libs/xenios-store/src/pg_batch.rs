@@ -13,14 +13,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use xenios_contract::{JobId, JobStatus};
 
 use crate::conns::Conns;
@@ -32,12 +32,6 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Rows in one statement at most; more callers wait for the next one.
 const MAX_BATCH: usize = 128;
-
-/// Statements of one shape in flight at once. One: callers that arrive meanwhile wait for it
-/// (a fraction of a millisecond) and go together in the next. With two in flight most
-/// statements still carried a single row at 1300 jobs/s, and the A/B showed little of the
-/// gain one gives (1246 vs 1515 jobs/s, medians of 4, bench/results/2026-12-03-experiments).
-const IN_FLIGHT: usize = 1;
 
 /// One statement shape run for many callers.
 pub(crate) trait BatchOp: Send + Sync + 'static {
@@ -71,17 +65,15 @@ impl<Op: BatchOp> std::fmt::Debug for Batcher<Op> {
 
 impl<Op: BatchOp> Batcher<Op> {
     /// Starts the collector on the current runtime; it ends when the last handle is dropped.
+    ///
+    /// One statement of a shape at a time: callers that arrive meanwhile wait for it (a
+    /// fraction of a millisecond) and go together in the next. With two in flight most
+    /// statements still carried a single row at 1300 jobs/s, and the A/B showed little of the
+    /// gain one gives (1246 vs 1515 jobs/s, medians of 4, bench/results/2026-12-03-experiments).
     pub(crate) fn spawn(conns: Conns<Postgres>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Pending<Op::Req>>(4 * MAX_BATCH);
-        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
         tokio::spawn(async move {
-            loop {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
-                };
-                let Some(first) = rx.recv().await else {
-                    break;
-                };
+            while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
@@ -89,17 +81,13 @@ impl<Op: BatchOp> Batcher<Op> {
                         Err(_) => break,
                     }
                 }
-                let conns = conns.clone();
-                tokio::spawn(async move {
-                    let (reqs, replies): (Vec<_>, Vec<_>) =
-                        batch.into_iter().map(|p| (p.req, p.reply)).unzip();
-                    let outcomes = run_batch::<Op>(&conns, &reqs).await;
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        // A caller that went away no longer needs its answer.
-                        let _ = reply.send(outcome);
-                    }
-                    drop(permit);
-                });
+                let (reqs, replies): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|p| (p.req, p.reply)).unzip();
+                let outcomes = run_batch::<Op>(&conns, &reqs).await;
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that went away no longer needs its answer.
+                    let _ = reply.send(outcome);
+                }
             }
         });
         Batcher { tx }
@@ -164,6 +152,7 @@ async fn run_batch<Op: BatchOp>(
         std::iter::repeat_with(|| None).take(reqs.len()).collect();
 
     let together: Vec<&Op::Req> = firsts.iter().map(|&i| &reqs[i]).collect();
+    let mut unreachable = None;
     match statement::<Op>(conns, &together).await {
         Ok(mut rows) => {
             for &i in &firsts {
@@ -175,14 +164,20 @@ async fn run_batch<Op: BatchOp>(
                 outcomes[i] = Some(alone::<Op>(conns, &reqs[i]).await);
             }
         }
-        Err(Failure::Rejected(e) | Failure::Failed(e)) => {
+        Err(Failure::Rejected(e)) => outcomes[firsts[0]] = Some(Err(e)),
+        Err(Failure::Failed(e)) => {
             for &i in &firsts {
                 outcomes[i] = Some(Err(copy_of(&e)));
             }
+            // The database is out of reach: the repeats would each wait for it again.
+            unreachable = Some(e);
         }
     }
     for &i in &repeats {
-        outcomes[i] = Some(alone::<Op>(conns, &reqs[i]).await);
+        outcomes[i] = Some(match &unreachable {
+            Some(e) => Err(copy_of(e)),
+            None => alone::<Op>(conns, &reqs[i]).await,
+        });
     }
     outcomes
         .into_iter()
