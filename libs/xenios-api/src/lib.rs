@@ -74,12 +74,10 @@ impl Application {
             settings: settings.clone(),
         });
         let router = router(state.clone());
-        let listener = TcpListener::bind(settings.api.addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: settings.api.addr,
-                source,
-            })?;
+        let listener = listen(settings.api.addr).map_err(|source| StartError::Bind {
+            addr: settings.api.addr,
+            source,
+        })?;
         Ok(Application {
             listener,
             router,
@@ -272,4 +270,50 @@ fn cors(origins: &[String]) -> CorsLayer {
             routes::llm::JOB_ID_HEADER,
         ])
         .max_age(Duration::from_secs(600))
+}
+
+/// Connections a burst of clients may have waiting to be accepted (the kernel caps it at
+/// `net.core.somaxconn`). tokio's `bind` leaves 128: 256 clients connecting at once overflowed
+/// that, and each dropped SYN cost its client a one-second retransmission (bench-llm at 256
+/// streams: first-token p99 over 1 s, `ListenOverflows` in `nstat`).
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted API can take its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection completes its handshake once the kernel queues it, accepted or not; one
+    /// that finds the queue full has its SYN dropped and retries a second later.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_accept_queue_without_being_dropped() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The kernel caps every backlog at `somaxconn` (4096 on current kernels, 128 before 5.4).
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let burst = somaxconn.min(300);
+        let connects = (0..burst).map(|_| {
+            tokio::time::timeout(
+                Duration::from_millis(900),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures::future::join_all(connects).await;
+        let queued = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(queued, burst, "connections dropped by a full accept queue");
+        drop(listener);
+    }
 }
