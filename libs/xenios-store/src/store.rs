@@ -560,7 +560,7 @@ fn error_json(err: &JobError) -> Result<Value> {
 }
 
 /// How a PostgreSQL connection plans its prepared statements.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Plans {
     /// PostgreSQL's default: a statement is planned anew for its first executions, then its
     /// generic plan is kept if it costs no more. Right for the single-row statements.
