@@ -196,6 +196,11 @@ fn copy_of(e: &StoreError) -> StoreError {
     }
 }
 
+/// One bound array of a batched statement: a field of every request, in request order.
+fn column<'a, R, T>(reqs: &[&'a R], field: impl Fn(&'a R) -> T) -> Vec<T> {
+    reqs.iter().map(|r| field(r)).collect()
+}
+
 /// Records queued jobs (`Store::create_job`): no row back for a job whose id or idempotency key
 /// is taken.
 pub(crate) struct CreateJobs;
@@ -225,24 +230,12 @@ impl BatchOp for CreateJobs {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send + 'a {
         sqlx::query(&CREATE_JOBS)
-            .bind(reqs.iter().map(|r| r.id).collect::<Vec<_>>())
-            .bind(reqs.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
-            .bind(
-                reqs.iter()
-                    .map(|r| r.user_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(reqs.iter().map(|r| Json(&r.input)).collect::<Vec<_>>())
-            .bind(
-                reqs.iter()
-                    .map(|r| r.correlation_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                reqs.iter()
-                    .map(|r| r.idempotency_key.as_deref())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(reqs, |r| r.id))
+            .bind(column(reqs, |r| r.kind.as_str()))
+            .bind(column(reqs, |r| r.user_id.as_deref()))
+            .bind(column(reqs, |r| Json(&r.input)))
+            .bind(column(reqs, |r| r.correlation_id.as_str()))
+            .bind(column(reqs, |r| r.idempotency_key.as_deref()))
             .bind(now)
             .fetch_all(conn)
     }
@@ -276,9 +269,9 @@ impl BatchOp for StartAttempts {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send + 'a {
         sqlx::query(&START_ATTEMPTS)
-            .bind(reqs.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(column(reqs, |r| r.0))
             .bind(now)
-            .bind(reqs.iter().map(|r| r.1).collect::<Vec<_>>())
+            .bind(column(reqs, |r| r.1))
             .fetch_all(conn)
     }
 }
@@ -327,19 +320,11 @@ impl BatchOp for FinishJobs {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send + 'a {
         sqlx::query(&FINISH_JOBS)
-            .bind(reqs.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind(column(reqs, |r| r.id))
             .bind(now)
-            .bind(reqs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind(
-                reqs.iter()
-                    .map(|r| r.result.as_ref().map(Json))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                reqs.iter()
-                    .map(|r| r.error.as_ref().map(Json))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(reqs, |r| r.status.as_str()))
+            .bind(column(reqs, |r| r.result.as_ref().map(Json)))
+            .bind(column(reqs, |r| r.error.as_ref().map(Json)))
             .fetch_all(conn)
     }
 }

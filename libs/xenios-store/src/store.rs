@@ -58,28 +58,25 @@ impl Store {
     /// connections work in schema `ai_backend`; a SQLite file and its directory are created if
     /// missing.
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
-        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Pool::Pg(Conns::new(connect_pg(url, opts, Plans::Cached).await?))
+        let (pool, batches) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
+        {
+            let (pool, batch_pool) = connect_pg(url, opts).await?;
+            let conns = Conns::new(batch_pool);
+            let batches = PgBatches {
+                create: Batcher::spawn(conns.clone()),
+                start: Batcher::spawn(conns.clone()),
+                finish: Batcher::spawn(conns.clone()),
+                conns,
+            };
+            (Pool::Pg(Conns::new(pool)), Some(Arc::new(batches)))
         } else if url.starts_with("sqlite:") {
             let (pool, writer) = connect_sqlite(url, opts).await?;
-            Pool::Sqlite(Conns::new(pool), writer)
+            (Pool::Sqlite(Conns::new(pool), writer), None)
         } else {
             // The URL itself is not echoed: it may hold a password.
             return Err(StoreError::Invalid(
                 "unsupported database URL: expected postgres://, postgresql:// or sqlite://".into(),
             ));
-        };
-        let batches = match &pool {
-            Pool::Pg(_) => {
-                let conns = Conns::new(connect_pg(url, opts, Plans::PerExecution).await?);
-                Some(Arc::new(PgBatches {
-                    create: Batcher::spawn(conns.clone()),
-                    start: Batcher::spawn(conns.clone()),
-                    finish: Batcher::spawn(conns.clone()),
-                    conns,
-                }))
-            }
-            Pool::Sqlite(..) => None,
         };
         Ok(Store {
             pool,
@@ -559,50 +556,48 @@ fn error_json(err: &JobError) -> Result<Value> {
     serde_json::to_value(err).map_err(|e| StoreError::Other(e.into()))
 }
 
-/// How a PostgreSQL connection plans its prepared statements.
-#[derive(Clone, Copy)]
-enum Plans {
-    /// PostgreSQL's default: a statement is planned anew for its first executions, then its
-    /// generic plan is kept if it costs no more. Right for the single-row statements.
-    Cached,
-    /// Every execution is planned for the table as it is now. The batched statements need
-    /// this: a generic plan cached while `jobs` was young (a fresh deployment) joins their
-    /// `unnest` by hashing the whole table, and would go on scanning every job at each batch
-    /// as the table grows (psql: 1.42 ms vs 0.08 ms per execution at 6600 rows).
-    PerExecution,
-}
-
 /// One statement of each batched shape is in flight at a time (`pg_batch.rs`).
 const BATCH_CONNECTIONS: u32 = 3;
 
-async fn connect_pg(url: &str, opts: &StoreOptions, plans: Plans) -> Result<PgPool> {
+/// The pool for reads, single-row writes and migrations, and the batched statements' own.
+///
+/// The first keeps PostgreSQL's default planning: a statement is planned anew for its first
+/// executions, then its generic plan is kept if it costs no more. The batched statements'
+/// connections plan every execution for the table as it is now: a generic plan cached while
+/// `jobs` was young (a fresh deployment) joins their `unnest` by hashing the whole table, and
+/// would go on scanning every job at each batch as the table grows (psql: 1.42 ms vs 0.08 ms
+/// per execution at 6600 rows). Those are opened on the first batch, so commands that never
+/// write a job (`xenios migrate`, `streams apply`) do not open them.
+async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool)> {
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
-    let max_connections = match plans {
-        Plans::Cached => opts.max_connections,
-        Plans::PerExecution => BATCH_CONNECTIONS,
+    let options = |max_connections: u32, session: String| {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            // The pool opens connections and `Conns` keeps them (see conns.rs): a connection
+            // comes out of it fresh or after migrations only, so a ping before handing it out
+            // buys nothing.
+            .test_before_acquire(false)
+            // Session settings rather than startup options: they also work through poolers,
+            // and sqlx's own _sqlx_migrations table lands in the schema too.
+            .after_connect(move |conn, _| {
+                let session = session.clone();
+                Box::pin(async move { conn.execute(session.as_str()).await.map(drop) })
+            })
     };
-    let session = match plans {
-        Plans::Cached => format!("SET search_path TO {PG_SCHEMA}"),
-        Plans::PerExecution => {
-            format!("SET search_path TO {PG_SCHEMA}; SET plan_cache_mode TO force_custom_plan")
-        }
-    };
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(opts.acquire_timeout)
-        // The pool opens connections and `Conns` keeps them (see conns.rs): a connection comes
-        // out of it fresh or after migrations only, so a ping before handing it out buys nothing.
-        .test_before_acquire(false)
-        // Session settings rather than startup options: they also work through poolers, and
-        // sqlx's own _sqlx_migrations table lands in the schema too.
-        .after_connect(move |conn, _| {
-            let session = session.clone();
-            Box::pin(async move { conn.execute(session.as_str()).await.map(drop) })
-        })
-        .connect_with(connect)
-        .await?;
-    Ok(pool)
+    let pool = options(
+        opts.max_connections,
+        format!("SET search_path TO {PG_SCHEMA}"),
+    )
+    .connect_with(connect.clone())
+    .await?;
+    let batches = options(
+        BATCH_CONNECTIONS,
+        format!("SET search_path TO {PG_SCHEMA}; SET plan_cache_mode TO force_custom_plan"),
+    )
+    .connect_lazy_with(connect);
+    Ok((pool, batches))
 }
 
 /// The pool serves reads and the migrations; every later write goes through the writer.
