@@ -1,6 +1,8 @@
 //! Server-sent events read incrementally from a response body, with bounded memory.
 //!
 //! Lines end in `\n` or `\r\n` (what every LLM provider sends); a lone `\r` is not a line end.
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
@@ -122,6 +124,20 @@ where
             read: 0,
             max_total,
         }
+    }
+
+    /// Reads what is left of the body, at most for `within`, and drops it. Only a body read to
+    /// its end lets the client keep its connection for another request.
+    pub async fn finish(mut self, within: Duration) {
+        let rest = async {
+            while let Some(Ok(chunk)) = self.body.next().await {
+                self.read += chunk.len();
+                if self.read > self.max_total {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, rest).await;
     }
 
     /// The next event; `None` when the body ended (an unfinished event is dropped).

@@ -343,3 +343,63 @@ async fn an_anthropic_error_event_before_text_is_retried() {
     assert_eq!(records[1].status, Some(529));
     assert!(records[2].success);
 }
+
+/// The script with its body ending `after` its last event (servers often send the chunked
+/// body's end in a later write than the last event).
+fn ending_late(script: Script, after: std::time::Duration) -> Script {
+    let Script::Sse(mut pieces) = script else {
+        unreachable!("an event stream")
+    };
+    pieces.push(Piece::Pause(after));
+    Script::Sse(pieces)
+}
+
+#[tokio::test]
+async fn a_finished_stream_leaves_its_connection_to_the_next_call() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![
+        ("chat", task(&["openai:gpt-4o-mini"])),
+        ("summary", task(&["anthropic:claude-sonnet-4-20250514"])),
+    ]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let late = std::time::Duration::from_millis(300);
+    for (task, model, script) in [
+        (
+            "chat",
+            "gpt-4o-mini",
+            (|m| openai_stream(m, &["a", "b"], 5, 2, None)) as fn(&str) -> Script,
+        ),
+        ("summary", "claude-sonnet-4-20250514", |m| {
+            anthropic_stream(m, &["a", "b"], 5, 2)
+        }),
+    ] {
+        stub.push(model, ending_late(script(model), late));
+        stub.push(model, script(model));
+        let calls = Calls::default();
+        let before = stub.finished();
+        let (_, first) =
+            collect(gateway.stream(request(task), &calls, CancellationToken::new())).await;
+        assert_eq!(first.unwrap().content, "ab");
+        // The answer is whole at its last event; its body ends later.
+        assert_eq!(
+            stub.finished(),
+            before,
+            "{task}: the result waited for the body's end"
+        );
+        stub.wait_until(
+            "the first body ended (a client that hangs up at the last event never lets it)",
+            |s| s.finished() > before,
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (_, second) =
+            collect(gateway.stream(request(task), &calls, CancellationToken::new())).await;
+        assert_eq!(second.unwrap().content, "ab");
+
+        let seen = stub.seen(model);
+        assert_eq!(
+            seen[0].peer, seen[1].peer,
+            "{task}: the second call opened a new connection"
+        );
+    }
+}

@@ -29,6 +29,9 @@ use crate::{LlmError, Message, Usage};
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The most of a provider's error message kept.
 const MAX_ERROR_TEXT: usize = 500;
+/// How long a finished stream's body is given to end (it normally follows the last event at
+/// once); past it the connection is closed rather than kept.
+const BODY_END_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
@@ -491,7 +494,13 @@ impl Provider {
                     }
                 }
                 Ok(Step::Text(_) | Step::Skip) => {}
-                Ok(Step::Done) => break,
+                Ok(Step::Done) => {
+                    // The answer is whole; the body's end may come in a later write. Read
+                    // aside, it lets the connection go back to the pool without holding up
+                    // the result: a new connection would cost the next call a TLS handshake.
+                    tokio::spawn(events.finish(BODY_END_WAIT));
+                    break;
+                }
                 Err(mut e) => {
                     e.status = Some(status);
                     e.usage = decoder.usage();

@@ -3,12 +3,13 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -43,6 +44,8 @@ pub enum Piece {
     BreakOn(Arc<Notify>),
     /// Nothing more is ever written.
     Hang,
+    /// Nothing is written for a while.
+    Pause(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,8 @@ pub struct Seen {
     pub headers: HeaderMap,
     pub body: Value,
     pub at: Instant,
+    /// The client's end of the connection the request came over.
+    pub peer: SocketAddr,
 }
 
 #[derive(Default)]
@@ -60,6 +65,8 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     /// Answers that were still open when the client went away.
     aborted: AtomicUsize,
+    /// Event-stream answers written to their end.
+    finished: AtomicUsize,
 }
 
 pub struct Stub {
@@ -85,6 +92,7 @@ impl Stub {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Stub { url, shared }
     }
@@ -109,6 +117,10 @@ impl Stub {
         self.shared.seen.lock().unwrap().clone()
     }
 
+    pub fn finished(&self) -> usize {
+        self.shared.finished.load(Ordering::SeqCst)
+    }
+
     pub fn aborted(&self) -> usize {
         self.shared.aborted.load(Ordering::SeqCst)
     }
@@ -124,6 +136,7 @@ impl Stub {
 
 async fn answer(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -136,6 +149,7 @@ async fn answer(
         headers,
         body,
         at: Instant::now(),
+        peer,
     });
     let script = shared
         .scripts
@@ -166,12 +180,23 @@ async fn answer(
             std::future::pending::<Response>().await
         }
         Some(Script::Sse(pieces)) => {
+            let done = shared.clone();
             let guard = pieces
                 .iter()
                 .any(|p| matches!(p, Piece::Hang))
                 .then(|| AbortGuard(shared));
-            let stream = futures::stream::iter(pieces).then(|piece| async move {
+            let pieces = futures::stream::iter(pieces).filter_map(|piece| async move {
                 match piece {
+                    Piece::Pause(pause) => {
+                        tokio::time::sleep(pause).await;
+                        None
+                    }
+                    piece => Some(piece),
+                }
+            });
+            let stream = pieces.then(|piece| async move {
+                match piece {
+                    Piece::Pause(_) => unreachable!("pauses were taken out above"),
                     Piece::Raw(text) => Ok(Bytes::from(text)),
                     Piece::Break => Err(std::io::Error::other("stub breaks the stream")),
                     Piece::BreakOn(signal) => {
@@ -181,7 +206,11 @@ async fn answer(
                     Piece::Hang => std::future::pending().await,
                 }
             });
-            let stream = stream.map(move |item| {
+            let end = futures::stream::once(async move {
+                done.finished.fetch_add(1, Ordering::SeqCst);
+            })
+            .filter_map(|()| async { None });
+            let stream = stream.chain(end).map(move |item| {
                 let _ = &guard;
                 item
             });
