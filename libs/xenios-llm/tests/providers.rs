@@ -391,6 +391,7 @@ async fn a_finished_stream_leaves_its_connection_to_the_next_call() {
             |s| s.finished() > before,
         )
         .await;
+        // The pool cannot be watched: give the client a moment to read the body's end.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let (_, second) =
             collect(gateway.stream(request(task), &calls, CancellationToken::new())).await;

@@ -185,25 +185,19 @@ async fn answer(
                 .iter()
                 .any(|p| matches!(p, Piece::Hang))
                 .then(|| AbortGuard(shared));
-            let pieces = futures::stream::iter(pieces).filter_map(|piece| async move {
+            let stream = futures::stream::iter(pieces).filter_map(|piece| async move {
                 match piece {
+                    Piece::Raw(text) => Some(Ok(Bytes::from(text))),
+                    Piece::Break => Some(Err(std::io::Error::other("stub breaks the stream"))),
+                    Piece::BreakOn(signal) => {
+                        signal.notified().await;
+                        Some(Err(std::io::Error::other("stub breaks the stream")))
+                    }
+                    Piece::Hang => std::future::pending().await,
                     Piece::Pause(pause) => {
                         tokio::time::sleep(pause).await;
                         None
                     }
-                    piece => Some(piece),
-                }
-            });
-            let stream = pieces.then(|piece| async move {
-                match piece {
-                    Piece::Pause(_) => unreachable!("pauses were taken out above"),
-                    Piece::Raw(text) => Ok(Bytes::from(text)),
-                    Piece::Break => Err(std::io::Error::other("stub breaks the stream")),
-                    Piece::BreakOn(signal) => {
-                        signal.notified().await;
-                        Err(std::io::Error::other("stub breaks the stream"))
-                    }
-                    Piece::Hang => std::future::pending().await,
                 }
             });
             let end = futures::stream::once(async move {
