@@ -111,6 +111,8 @@ pub(crate) struct SseReader<S> {
     parser: SseParser,
     read: usize,
     max_total: usize,
+    /// The body returned its end: it is not polled again.
+    ended: bool,
 }
 
 impl<S> SseReader<S>
@@ -123,12 +125,16 @@ where
             parser: SseParser::new(max_line),
             read: 0,
             max_total,
+            ended: false,
         }
     }
 
     /// Reads what is left of the body, at most for `within`, and drops it. Only a body read to
     /// its end lets the client keep its connection for another request.
     pub async fn finish(mut self, within: Duration) {
+        if self.ended {
+            return;
+        }
         let rest = async {
             while let Some(Ok(chunk)) = self.body.next().await {
                 self.read += chunk.len();
@@ -155,7 +161,10 @@ where
                     }
                     self.parser.feed(&chunk);
                 }
-                None => return Ok(None),
+                None => {
+                    self.ended = true;
+                    return Ok(None);
+                }
             }
         }
     }
@@ -231,5 +240,31 @@ mod tests {
             events(&[b"data: \xff\n\n"], 64),
             Err(SseError::NotUtf8)
         ));
+    }
+
+    /// A body that fails the test if it is polled again after returning its end (a stream
+    /// need not be fused).
+    struct EndsOnce(Option<Bytes>, bool);
+
+    impl Stream for EndsOnce {
+        type Item = reqwest::Result<Bytes>;
+
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            assert!(!self.1, "the body was polled after its end");
+            let next = self.0.take();
+            self.1 = next.is_none();
+            std::task::Poll::Ready(next.map(Ok))
+        }
+    }
+
+    #[tokio::test]
+    async fn finishing_a_body_that_ended_reads_nothing_more() {
+        let mut reader = SseReader::new(EndsOnce(Some(Bytes::from("data: x\n\n")), false), 64, 64);
+        assert_eq!(reader.next().await.unwrap(), Some(ev(None, "x")));
+        assert_eq!(reader.next().await.unwrap(), None);
+        reader.finish(Duration::from_secs(1)).await;
     }
 }
