@@ -23,6 +23,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub const PG_SCHEMA: &str = "ai_backend";
 
 const MAX_PAGE: u32 = 100;
+/// Tries to start an attempt of a job that keeps turning up `queued` just after each try.
+const START_TRIES: usize = 3;
 
 pub(crate) const JOB_COLUMNS: &str =
     "id, kind, status, user_id, input, progress, result, error, attempts, \
@@ -284,30 +286,38 @@ impl Store {
         } else {
             now - chrono::Duration::from_std(lease).unwrap_or_default()
         };
-        let started = match &self.batches {
-            Some(batches) => batches.start.call((id, stale_before)).await?,
-            None => {
-                let sql = format!(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-                     started_at = coalesce(started_at, $2), updated_at = $2 \
-                     WHERE id = $1 AND NOT cancel_requested \
-                     AND (status = 'queued' OR (status = 'running' AND updated_at <= $3)) \
-                     RETURNING {JOB_COLUMNS}"
-                );
-                self.pool
-                    .fetch_optional(&sql, args![id, now, stale_before], job_from_row)
-                    .await?
+        // A job that turns up `queued` after the update missed it was recorded (or put back)
+        // in between: the update is tried again rather than the job reported as held.
+        for _ in 0..START_TRIES {
+            let started = match &self.batches {
+                Some(batches) => batches.start.call((id, stale_before)).await?,
+                None => {
+                    let sql = format!(
+                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                         started_at = coalesce(started_at, $2), updated_at = $2 \
+                         WHERE id = $1 AND NOT cancel_requested \
+                         AND (status = 'queued' OR (status = 'running' AND updated_at <= $3)) \
+                         RETURNING {JOB_COLUMNS}"
+                    );
+                    self.pool
+                        .fetch_optional(&sql, args![id, now, stale_before], job_from_row)
+                        .await?
+                }
+            };
+            if let Some(job) = started {
+                return Ok(StartAttempt::Started(job));
             }
-        };
-        if let Some(job) = started {
-            return Ok(StartAttempt::Started(job));
+            match self.get_job(id).await? {
+                None => return Ok(StartAttempt::NotFound),
+                Some(job) if job.status.is_terminal() => return Ok(StartAttempt::Finished(job)),
+                Some(job) if job.cancel_requested => return Ok(StartAttempt::CancelRequested(job)),
+                Some(job) if job.status == JobStatus::Queued => continue,
+                Some(job) => return Ok(StartAttempt::Busy(job)),
+            }
         }
-        Ok(match self.get_job(id).await? {
-            None => StartAttempt::NotFound,
-            Some(job) if job.status.is_terminal() => StartAttempt::Finished(job),
-            Some(job) if job.cancel_requested => StartAttempt::CancelRequested(job),
-            Some(job) => StartAttempt::Busy(job),
-        })
+        Err(StoreError::Conflict(format!(
+            "job {id} kept changing while its attempt was started"
+        )))
     }
 
     /// Renews the lease of a running job (its `updated_at`) and tells whether cancellation
