@@ -17,6 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use xenios_contract::envelope::JobCommand;
+use xenios_contract::JobKind;
+use xenios_store::NewJob;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -1073,6 +1076,112 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
             .all(|l| !l.success && l.error.as_deref() == Some("cancelled")),
         "{logs:?}"
     );
+}
+
+/// The gateway publishes a call's command while it records the job, so a consumer may hold
+/// the command before the store holds the job: it waits for the record, the provider call
+/// already under way, and then runs the job once. A command whose job never appears is
+/// terminated once the wait runs out, and its provider call cancelled.
+#[tokio::test]
+async fn a_command_ahead_of_its_record_waits_for_it() {
+    let stub = Stub::start().await;
+    let tasks = [
+        Task::new("early", "openai:gpt-early"),
+        Task::new("orphan", "openai:gpt-orphan"),
+    ];
+    let stack = stack_with(Db::Sqlite, &stub, &tasks, &[]).await;
+    let js = async_nats::jetstream::new(stack.nats_client.clone());
+    let publish = |task: &str| {
+        let mut input = ask(task);
+        input["stream"] = json!(true);
+        let command = JobCommand {
+            job_id: xenios_contract::new_job_id(),
+            kind: JobKind::Llm,
+            user_id: Some(USER.into()),
+            input,
+            submitted_at: chrono::Utc::now(),
+        };
+        let js = js.clone();
+        async move {
+            js.publish_with_headers(
+                command.subject(),
+                command.headers("ahead"),
+                command.to_bytes(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+            command
+        }
+    };
+    let mut pieces = openai_tokens("gpt-orphan", &["never"]);
+    pieces.push(Piece::Hang);
+    stub.push("gpt-orphan", Script::Sse(pieces));
+    let orphan = publish("orphan").await;
+    let mut pieces = openai_tokens("gpt-early", &["Hel", "lo"]);
+    pieces.extend(openai_end("gpt-early", 5, 2));
+    stub.push("gpt-early", Script::Sse(pieces));
+    let late = publish("early").await;
+
+    // The call is answered in full before the job exists; nothing of it is told yet.
+    eventually(WITHIN, || async { stub.seen("gpt-early").len() == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack
+        .store
+        .create_job(NewJob {
+            id: late.job_id,
+            kind: JobKind::Llm,
+            user_id: late.user_id.clone(),
+            input: late.input.clone(),
+            correlation_id: "ahead".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let id = late.job_id.to_string();
+    let job = stack.wait_for(&id, &["succeeded"], WITHIN).await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(job["result"]["content"], "Hello", "{job}");
+    let events = stack.events(&id, None, WITHIN).await;
+    let running = events
+        .iter()
+        .position(|e| e.event.as_deref() == Some("status") && e.json()["status"] == "running")
+        .expect("running");
+    let first_token = events
+        .iter()
+        .position(|e| e.event.as_deref() == Some("token"))
+        .expect("a token");
+    assert!(running < first_token, "{events:?}");
+    assert_eq!(tokens(&events), ["Hel", "lo"]);
+    assert_eq!(stub.seen("gpt-early").len(), 1, "the job ran once");
+
+    // The job that never appears: its command is terminated and the hanging call cancelled
+    // (the consumer waits 10 s for a record).
+    let logs = || async {
+        stack
+            .store
+            .inference_logs_for_job(orphan.job_id)
+            .await
+            .unwrap()
+    };
+    eventually(Duration::from_secs(30), || async {
+        !logs().await.is_empty()
+    })
+    .await;
+    let logs = logs().await;
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(!logs[0].success, "{logs:?}");
+    assert_eq!(logs[0].error.as_deref(), Some("cancelled"), "{logs:?}");
+    assert!(stack.store.get_job(orphan.job_id).await.unwrap().is_none());
+    eventually(WITHIN, || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream("JOBS").await.unwrap();
+            stream.info().await.unwrap().state.messages == 0
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

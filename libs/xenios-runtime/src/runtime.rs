@@ -33,6 +33,14 @@ const STORE_DOWN_DELAY: Duration = Duration::from_secs(2);
 const PROGRESS_ACK_EVERY: Duration = Duration::from_secs(10);
 /// How long work started before its claim failed may take to end once cancelled.
 const EARLY_WORK_STOP: Duration = Duration::from_secs(5);
+/// How long the first delivery of a command whose handler starts early waits for its job to
+/// appear in the store: the LLM gateway publishes such a command while it records the job.
+/// Longer than the API's wait for a store connection, so a record that is only slow is not
+/// taken for one that failed.
+const RECORD_WAIT: Duration = Duration::from_secs(10);
+/// Pauses between looks for a job not recorded yet, from the first to the longest.
+const RECORD_POLL_FIRST: Duration = Duration::from_millis(1);
+const RECORD_POLL_MAX: Duration = Duration::from_millis(50);
 /// Pause before pulling again after the broker failed a pull.
 const PULL_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// How long past its `expires` a pull may go without the server's end-of-pull status before
@@ -526,13 +534,28 @@ impl Attempt {
     /// Records the attempt's start (the job's lease). `None`: not this consumer's to run; the
     /// command has been answered.
     async fn claim(&self) -> Option<JobRecord> {
+        self.claim_within(Duration::ZERO).await
+    }
+
+    /// `claim`, a job the store does not hold being looked for again until `record_wait`
+    /// has passed.
+    async fn claim_within(&self, record_wait: Duration) -> Option<JobRecord> {
         let recording = Instant::now();
-        match self
-            .shared
-            .store
-            .start_attempt_with_lease(self.job_id(), self.shared.lease())
-            .await
-        {
+        let mut pause = RECORD_POLL_FIRST;
+        let started = loop {
+            let started = self
+                .shared
+                .store
+                .start_attempt_with_lease(self.job_id(), self.shared.lease())
+                .await;
+            if !matches!(started, Ok(StartAttempt::NotFound)) || recording.elapsed() >= record_wait
+            {
+                break started;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RECORD_POLL_MAX);
+        };
+        match started {
             Ok(StartAttempt::Started(record)) => {
                 // The store write every attempt waits for before its handler runs (or, for a
                 // handler that starts early, before its events go out).
@@ -572,7 +595,7 @@ impl Attempt {
     /// is cancelled and given a moment to end, so a provider call it began is aborted and
     /// still logged; its events never go out. The work assumed a first attempt; should the
     /// store count otherwise, it is cancelled the same way and starts again with the right
-    /// number.
+    /// number. The job itself may not be recorded yet (see `RECORD_WAIT`).
     async fn claim_while_working<'h>(
         &self,
         handler: &'h Arc<dyn Handler>,
@@ -581,7 +604,7 @@ impl Attempt {
         let (admit, admission) = watch::channel(false);
         let context = self.context(1, &interrupt, Admission::after(admission));
         let mut work = futures::future::maybe_done(handler.handle(context));
-        let claim = self.claim();
+        let claim = self.claim_within(RECORD_WAIT);
         tokio::pin!(claim);
         let claimed = std::future::poll_fn(|cx| {
             // Done work keeps its result inside `work` until the claim is settled.

@@ -258,10 +258,49 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
         metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
         state.hub.track_new_job(job.id, job.user_id.clone());
         let publishing = Instant::now();
-        publish(state, job).await?;
+        let sent = send(state, &job.command(), &job.correlation_id).await;
         submit_stage(kind, "publish", publishing);
+        settle_send(state, job, sent).await?;
     }
     Ok(created)
+}
+
+/// Records and publishes a job together: for a caller that waits for the job's outcome (the
+/// LLM gateway), whose first token would otherwise wait for the record before the command
+/// even leaves. The consumer waits for a first delivery's job to appear in the store (see the
+/// runtime's `RECORD_WAIT`). If the record fails the caller gets the error and the command,
+/// already out, is terminated by the consumer once the wait runs out; no 202 is promised here,
+/// so that is the whole departure from "recorded first".
+pub(crate) async fn enqueue_while_recording(
+    state: &AppState,
+    new: NewJob,
+) -> Result<JobRecord, ApiError> {
+    let kind = new.kind;
+    let command = xenios_contract::JobCommand {
+        job_id: new.id,
+        kind,
+        user_id: new.user_id.clone(),
+        input: new.input.clone(),
+        submitted_at: Utc::now(),
+    };
+    let correlation_id = new.correlation_id.clone();
+    state.hub.track_new_job(new.id, new.user_id.clone());
+    let recording = Instant::now();
+    let record = async {
+        let created = state.store.create_job(new).await;
+        submit_stage(kind, "record", recording);
+        created
+    };
+    let publish = async {
+        let sent = send(state, &command, &correlation_id).await;
+        submit_stage(kind, "publish", recording);
+        sent
+    };
+    let (created, sent) = tokio::join!(record, publish);
+    let job = created?.into_job();
+    metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
+    settle_send(state, &job, sent).await?;
+    Ok(job)
 }
 
 /// Where a submission's time goes: recording the job, then the broker's acknowledgement of
@@ -278,33 +317,50 @@ fn located(job: &JobRecord) -> [(header::HeaderName, HeaderValue); 1] {
     [(header::LOCATION, location)]
 }
 
-/// Publishes a recorded job. A full queue fails the job and answers 503; any other broker
-/// trouble leaves it recorded as queued for the sweeper to publish, so the client's 202 holds.
-async fn publish(state: &AppState, job: &JobRecord) -> Result<(), ApiError> {
-    let js = &state.jetstream;
-    let queued = JobEvent::status(JobStatus::Queued, 0, job.created_at);
+/// Publishes a job's `queued` event and its command, and waits for the stream to take the
+/// command; the error is the broker's, in words.
+async fn send(
+    state: &AppState,
+    command: &xenios_contract::JobCommand,
+    correlation_id: &str,
+) -> Result<(), String> {
+    let queued = JobEvent::status(JobStatus::Queued, 0, command.submitted_at);
     // Same connection as the command, so it is stored before any event of the consumer; no
     // acknowledgement asked (the stream captures the subject all the same).
     let _ = state
         .nats
-        .publish(events_subject(job.id), queued.to_bytes())
+        .publish(events_subject(command.job_id), queued.to_bytes())
         .await;
-    let command = job.command();
-    let sent = js
+    let sent = state
+        .jetstream
         .publish_with_headers(
             command.subject(),
-            command.headers(&job.correlation_id),
+            command.headers(correlation_id),
             command.to_bytes(),
         )
         .await;
-    let result = match sent {
+    match sent {
         Ok(ack) => match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => error_chain(&e),
-            Err(_) => "timed out waiting for the stream".to_owned(),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Err(_) => Err("timed out waiting for the stream".to_owned()),
         },
-        Err(e) => error_chain(&e),
+        Err(e) => Err(error_chain(&e)),
+    }
+}
+
+/// What a recorded job's publish came to. A full queue fails the job and answers 503; any
+/// other broker trouble leaves it recorded as queued for the sweeper to publish, so the
+/// client's 202 holds.
+async fn settle_send(
+    state: &AppState,
+    job: &JobRecord,
+    sent: Result<(), String>,
+) -> Result<(), ApiError> {
+    let Err(result) = sent else {
+        return Ok(());
     };
+    let js = &state.jetstream;
     if result.contains("maximum messages") || result.contains("maximum bytes") {
         let error = JobError {
             code: "queue_full".into(),

@@ -23,7 +23,7 @@ use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::events::{sleep_until, sse_response, FeedItem, JobFeed, TERMINAL_GRACE};
 use crate::rate_limit::RouteGroup;
-use crate::routes::jobs::{cancel, check_input, enqueue};
+use crate::routes::jobs::{cancel, check_input, enqueue_while_recording};
 use crate::state::AppState;
 
 /// Names the job a gateway answer came from, for `GET /api/v1/jobs/{id}` and the audit.
@@ -262,8 +262,9 @@ pub(crate) struct LlmCall {
 }
 
 impl LlmCall {
-    /// Checks, records and publishes an `llm` job. The feed exists before the job is
-    /// published, so no event of it can be missed.
+    /// Checks an `llm` job, and records and publishes it together (its caller waits for the
+    /// first token). The feed exists before the job is published, so no event of it can be
+    /// missed.
     pub async fn start(
         state: &AppState,
         user_id: Option<String>,
@@ -273,7 +274,7 @@ impl LlmCall {
         check_input(state, JobKind::Llm, &input)?;
         let job_id = xenios_contract::new_job_id();
         let feed = JobFeed::live(state.hub.clone(), state.jetstream.clone(), job_id);
-        enqueue(
+        enqueue_while_recording(
             state,
             NewJob {
                 id: job_id,
