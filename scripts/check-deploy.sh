@@ -57,7 +57,7 @@ export CADDY_ADMIN=127.0.0.1:$(free_port)
 
 step "Caddyfile.tmpl: Caddy in front of a running API"
 api_port=$(free_port); caddy_port=$(free_port)
-(cd "$tmp" && env DATABASE_URL="sqlite://$tmp/xenios.db" XENIOS_API_ADDR="127.0.0.1:$api_port" \
+(cd "$tmp" && exec env DATABASE_URL="sqlite://$tmp/xenios.db" XENIOS_API_ADDR="127.0.0.1:$api_port" \
   XENIOS_METRICS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
   "$xenios" dev --nats-dir "$tmp/nats" >"$tmp/dev.log" 2>&1) &
 pids+=($!)
