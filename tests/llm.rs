@@ -1,20 +1,17 @@
 //! The LLM gateway end to end: HTTP → API → `jobs.llm` → the LLM consumer → a provider → the
-//! job's events → API → HTTP. The providers are stub servers in this file speaking OpenAI's
-//! and Anthropic's real wire formats (chunk JSON, `data: [DONE]`, Anthropic's event names),
-//! scripted per request, that see every request and notice a client that goes away.
+//! job's events → API → HTTP. The providers are a stub server (the gateway crate's, included
+//! below) speaking OpenAI's and Anthropic's real wire formats (chunk JSON, `data: [DONE]`,
+//! Anthropic's event names), scripted per request, that sees every request and notices a
+//! client that goes away.
 mod common;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use xenios_contract::envelope::JobCommand;
@@ -23,328 +20,12 @@ use xenios_store::NewJob;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
-// ---- The provider stub ----
+// ---- The provider stub, shared with the gateway crate's own tests ----
 
-/// What the stub answers to one request.
-enum Script {
-    Json {
-        status: u16,
-        headers: Vec<(&'static str, String)>,
-        body: Value,
-    },
-    /// An event-stream body, one chunk per piece, flushed as it is written.
-    Sse(Vec<Piece>),
-}
+#[path = "../libs/xenios-llm/tests/support/stub.rs"]
+mod provider_stub;
 
-enum Piece {
-    Raw(String),
-    /// The connection breaks here, in the middle of the body.
-    Break,
-    /// Nothing more is written until the test says so.
-    WaitFor(Arc<Notify>),
-    /// Nothing more is ever written; the stub waits for the client to close the connection.
-    Hang,
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    model: String,
-    /// Lower-case names.
-    headers: HashMap<String, String>,
-    body: Value,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct StubShared {
-    scripts: Mutex<HashMap<String, VecDeque<Script>>>,
-    seen: Mutex<Vec<Seen>>,
-    /// Answers whose client closed the connection before they were complete.
-    abandoned: AtomicUsize,
-}
-
-/// An HTTP/1.1 server on 127.0.0.1 answering `POST /v1/chat/completions` and
-/// `POST /v1/messages` from scripts queued per model.
-struct Stub {
-    url: String,
-    shared: Arc<StubShared>,
-}
-
-impl Stub {
-    async fn start() -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let shared = Arc::new(StubShared::default());
-        let serving = shared.clone();
-        tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                tokio::spawn(answer(conn, serving.clone()));
-            }
-        });
-        Stub { url, shared }
-    }
-
-    /// Queues the next answer to a request for `model` (as sent upstream).
-    fn push(&self, model: &str, script: Script) {
-        self.shared
-            .scripts
-            .lock()
-            .unwrap()
-            .entry(model.to_owned())
-            .or_default()
-            .push_back(script);
-    }
-
-    fn seen(&self, model: &str) -> Vec<Seen> {
-        let seen = self.shared.seen.lock().unwrap();
-        seen.iter().filter(|s| s.model == model).cloned().collect()
-    }
-
-    fn abandoned(&self) -> usize {
-        self.shared.abandoned.load(Ordering::SeqCst)
-    }
-}
-
-/// Reads one request (head and `Content-Length` body); `None` if the client left.
-async fn read_request(conn: &mut TcpStream) -> Option<(String, HashMap<String, String>, Value)> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = conn.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let path = lines.next()?.split(' ').nth(1)?.to_owned();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = buffer[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some((
-        path,
-        headers,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    ))
-}
-
-async fn answer(mut conn: TcpStream, shared: Arc<StubShared>) {
-    let Some((path, headers, body)) = read_request(&mut conn).await else {
-        return;
-    };
-    let model = body["model"].as_str().unwrap_or_default().to_owned();
-    shared.seen.lock().unwrap().push(Seen {
-        path,
-        model: model.clone(),
-        headers,
-        body,
-        at: Instant::now(),
-    });
-    let script = shared
-        .scripts
-        .lock()
-        .unwrap()
-        .get_mut(&model)
-        .and_then(VecDeque::pop_front);
-    let script = script.unwrap_or_else(|| Script::Json {
-        status: 418,
-        headers: vec![],
-        body: json!({"error": format!("no answer scripted for model `{model}`")}),
-    });
-    match script {
-        Script::Json {
-            status,
-            headers,
-            body,
-        } => {
-            let body = body.to_string();
-            let mut head = format!(
-                "HTTP/1.1 {status} Scripted\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n",
-                body.len()
-            );
-            for (name, value) in headers {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-            let _ = conn.write_all(format!("{head}\r\n{body}").as_bytes()).await;
-        }
-        Script::Sse(pieces) => {
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-                        transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
-            if conn.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            for piece in pieces {
-                match piece {
-                    Piece::Raw(text) => {
-                        let chunk = format!("{:x}\r\n{text}\r\n", text.len());
-                        if conn.write_all(chunk.as_bytes()).await.is_err() {
-                            shared.abandoned.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                    Piece::Break => return,
-                    Piece::WaitFor(go) => go.notified().await,
-                    Piece::Hang => {
-                        // A read ends (EOF or reset) only when the client closes the connection.
-                        let mut byte = [0u8; 1];
-                        let _ = conn.read(&mut byte).await;
-                        shared.abandoned.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-            let _ = conn.write_all(b"0\r\n\r\n").await;
-        }
-    }
-    let _ = conn.shutdown().await;
-}
-
-// ---- Answers in the providers' real formats ----
-
-fn openai_text(model: &str, text: &str, input: u64, output: u64) -> Script {
-    Script::Json {
-        status: 200,
-        headers: vec![],
-        body: json!({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": null, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": input, "completion_tokens": output,
-                      "total_tokens": input + output}
-        }),
-    }
-}
-
-fn openai_error(status: u16, message: &str) -> Script {
-    Script::Json {
-        status,
-        headers: vec![],
-        body: json!({"error": {"message": message, "type": "invalid_request_error",
-                               "param": null, "code": null}}),
-    }
-}
-
-fn data(v: Value) -> Piece {
-    Piece::Raw(format!("data: {v}\n\n"))
-}
-
-fn openai_chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {
-    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
-           "model": model,
-           "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-}
-
-/// The role chunk and one content chunk per piece.
-fn openai_tokens(model: &str, pieces: &[&str]) -> Vec<Piece> {
-    let mut out = vec![data(openai_chunk(
-        model,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ))];
-    out.extend(
-        pieces
-            .iter()
-            .map(|p| data(openai_chunk(model, json!({"content": p}), None))),
-    );
-    out
-}
-
-/// The end of a streamed OpenAI answer: finish chunk, usage chunk, `[DONE]`.
-fn openai_end(model: &str, input: u64, output: u64) -> Vec<Piece> {
-    vec![
-        data(openai_chunk(model, json!({}), Some("stop"))),
-        data(
-            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
-                    "created": 1_700_000_000, "model": model, "choices": [],
-                    "usage": {"prompt_tokens": input, "completion_tokens": output,
-                              "total_tokens": input + output}}),
-        ),
-        Piece::Raw("data: [DONE]\n\n".into()),
-    ]
-}
-
-fn openai_stream(model: &str, pieces: &[&str], input: u64, output: u64) -> Script {
-    let mut out = openai_tokens(model, pieces);
-    out.extend(openai_end(model, input, output));
-    Script::Sse(out)
-}
-
-fn anthropic_text(model: &str, text: &str, input: u64, output: u64) -> Script {
-    Script::Json {
-        status: 200,
-        headers: vec![],
-        body: json!({
-            "id": "msg_01", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": {"input_tokens": input, "output_tokens": output}
-        }),
-    }
-}
-
-fn event(name: &str, v: Value) -> Piece {
-    Piece::Raw(format!("event: {name}\ndata: {v}\n\n"))
-}
-
-/// `message_start`, `content_block_start`, `ping`, one `text_delta` per piece.
-fn anthropic_tokens(model: &str, pieces: &[&str], input: u64) -> Vec<Piece> {
-    let mut out = vec![
-        event(
-            "message_start",
-            json!({"type": "message_start", "message": {
-                "id": "msg_01", "type": "message", "role": "assistant", "model": model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": input, "output_tokens": 1}}}),
-        ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-                   "content_block": {"type": "text", "text": ""}}),
-        ),
-        event("ping", json!({"type": "ping"})),
-    ];
-    out.extend(pieces.iter().map(|p| {
-        event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-                   "delta": {"type": "text_delta", "text": p}}),
-        )
-    }));
-    out
-}
-
-fn anthropic_end(output: u64) -> Vec<Piece> {
-    vec![
-        event(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-        ),
-        event(
-            "message_delta",
-            json!({"type": "message_delta",
-                   "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                   "usage": {"output_tokens": output}}),
-        ),
-        event("message_stop", json!({"type": "message_stop"})),
-    ]
-}
-
-fn anthropic_stream(model: &str, pieces: &[&str], input: u64, output: u64) -> Script {
-    let mut out = anthropic_tokens(model, pieces, input);
-    out.extend(anthropic_end(output));
-    Script::Sse(out)
-}
+use provider_stub::*;
 
 // ---- The stack and its routing ----
 
@@ -581,14 +262,14 @@ async fn openai_compatible_provider_complete_and_stream() {
     assert_eq!(job["result"]["content"], "Hello there.");
 
     let go = Arc::new(Notify::new());
-    let mut pieces = openai_tokens("gpt-oa", &["Hel"]);
+    let mut pieces = openai_stream_start("gpt-oa", &["Hel"]);
     pieces.push(Piece::WaitFor(go.clone()));
     pieces.extend(
-        openai_tokens("gpt-oa", &["lo", " world"])
+        openai_stream_start("gpt-oa", &["lo", " world"])
             .into_iter()
             .skip(1),
     );
-    pieces.extend(openai_end("gpt-oa", 7, 3));
+    pieces.extend(openai_stream_end("gpt-oa", 7, 3, None));
     stub.push("gpt-oa", Script::Sse(pieces));
     let (job_id, events) = stream_in_two_halves(&stack, "oa_task", &go).await;
     assert_eq!(tokens(&events), ["Hel", "lo", " world"]);
@@ -650,14 +331,14 @@ async fn anthropic_provider_complete_and_stream() {
     assert_eq!(seen.body["system"], "You are terse.");
 
     let go = Arc::new(Notify::new());
-    let mut pieces = anthropic_tokens("claude-an", &["Hel"], 9);
+    let mut pieces = anthropic_stream_start("claude-an", &["Hel"], 9);
     pieces.push(Piece::WaitFor(go.clone()));
     pieces.extend(
-        anthropic_tokens("claude-an", &["lo"], 9)
+        anthropic_stream_start("claude-an", &["lo"], 9)
             .into_iter()
             .skip(3),
     );
-    pieces.extend(anthropic_end(4));
+    pieces.extend(anthropic_stream_end(4));
     stub.push("claude-an", Script::Sse(pieces));
     let (job_id, events) = stream_in_two_halves(&stack, "an_task", &go).await;
     assert_eq!(tokens(&events), ["Hel", "lo"]);
@@ -684,7 +365,7 @@ async fn openrouter_provider_complete_and_stream() {
     assert_eq!(seen.headers["authorization"], "Bearer or-test-key");
     assert_eq!(seen.headers["x-title"], "Xenios");
 
-    stub.push(model, openai_stream(model, &["Rou", "ted"], 4, 2));
+    stub.push(model, openai_stream(model, &["Rou", "ted"], 4, 2, None));
     let (_, reader) = open_stream(&stack, ask("or_task")).await;
     let events = reader.rest().await;
     assert_eq!(tokens(&events), ["Rou", "ted"]);
@@ -769,7 +450,10 @@ async fn fallback_after_503s_logs_every_try(db: Db, task: &str) {
     );
 
     // Streamed calls record their time to first token.
-    stub.push("gpt-down", openai_stream("gpt-down", &["a", "b"], 3, 2));
+    stub.push(
+        "gpt-down",
+        openai_stream("gpt-down", &["a", "b"], 3, 2, None),
+    );
     let (job_id, reader) = open_stream(&stack, ask(task)).await;
     assert_eq!(tokens(&reader.rest().await), ["a", "b"]);
     let logs = stack
@@ -931,7 +615,7 @@ async fn a_stream_falls_back_before_its_first_token_but_not_after() {
     let stack = stack_with(Db::Sqlite, &stub, &[before, after], &[]).await;
 
     // Broken after the role chunk: no text yet, so the next candidate answers.
-    let mut pieces = openai_tokens("gpt-early", &[]);
+    let mut pieces = openai_stream_start("gpt-early", &[]);
     pieces.push(Piece::Break);
     stub.push("gpt-early", Script::Sse(pieces));
     stub.push(
@@ -947,12 +631,13 @@ async fn a_stream_falls_back_before_its_first_token_but_not_after() {
     stack.wait_for(&job_id, &["succeeded"], WITHIN).await;
 
     // Broken after text: the client has part of an answer, so no other candidate is asked
-    // and the stream ends with an error.
-    let mut pieces = openai_tokens("gpt-late", &["Half an"]);
-    pieces.push(Piece::Break);
+    // and the stream ends with an error. The break waits until the text has reached the
+    // client: a server that fails its body can drop what it had not sent yet.
+    let go = Arc::new(Notify::new());
+    let mut pieces = openai_stream_start("gpt-late", &["Half an"]);
+    pieces.push(Piece::BreakOn(go.clone()));
     stub.push("gpt-late", Script::Sse(pieces));
-    let (job_id, reader) = open_stream(&stack, ask("late_task")).await;
-    let events = reader.rest().await;
+    let (job_id, events) = stream_in_two_halves(&stack, "late_task", &go).await;
     assert_eq!(tokens(&events), ["Half an"]);
     let last = events.last().unwrap();
     assert_eq!(last.event.as_deref(), Some("error"), "{events:?}");
@@ -965,7 +650,7 @@ async fn a_stream_falls_back_before_its_first_token_but_not_after() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_cancels_the_provider_call() {
     let (stub, stack) = one_task_stack("slow_task", "openai:gpt-slow").await;
-    let mut pieces = openai_tokens("gpt-slow", &["Once upon"]);
+    let mut pieces = openai_stream_start("gpt-slow", &["Once upon"]);
     pieces.push(Piece::Hang);
     stub.push("gpt-slow", Script::Sse(pieces));
 
@@ -977,10 +662,10 @@ async fn a_client_that_leaves_mid_stream_cancels_the_provider_call() {
         }
     };
     assert_eq!(first.json()["text"], "Once upon");
-    assert_eq!(stub.abandoned(), 0);
+    assert_eq!(stub.aborted(), 0);
     drop(reader);
 
-    eventually(WITHIN, || async { stub.abandoned() == 1 }).await;
+    eventually(WITHIN, || async { stub.aborted() == 1 }).await;
     let job = stack.wait_for(&job_id, &["cancelled"], WITHIN).await;
     assert_eq!(job["status"], "cancelled");
     let logs = stack
@@ -1004,8 +689,8 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
         Task::new("later", "openai:gpt-later"),
     ];
     let mut stack = stack_with(Db::Sqlite, &stub, &tasks, &[]).await;
-    let mut pieces = openai_tokens("gpt-early", &["Hel", "lo"]);
-    pieces.extend(openai_end("gpt-early", 5, 2));
+    let mut pieces = openai_stream_start("gpt-early", &["Hel", "lo"]);
+    pieces.extend(openai_stream_end("gpt-early", 5, 2, None));
     stub.push("gpt-early", Script::Sse(pieces));
     let mut input = ask("early");
     input["stream"] = json!(true);
@@ -1030,7 +715,7 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
 
     // Cancelled while no consumer runs: when one comes, the job is not its to run.
     stack.stop_workers().await;
-    let mut pieces = openai_tokens("gpt-early", &["never"]);
+    let mut pieces = openai_stream_start("gpt-early", &["never"]);
     pieces.push(Piece::Hang);
     stub.push("gpt-early", Script::Sse(pieces));
     let queued = stack.submit("llm", input).await;
@@ -1038,8 +723,8 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
     assert_eq!(response.status(), 202);
     stack.start_worker().await;
     // A job submitted after it is done once the consumer has dealt with its command.
-    let mut pieces = openai_tokens("gpt-later", &["ok"]);
-    pieces.extend(openai_end("gpt-later", 5, 1));
+    let mut pieces = openai_stream_start("gpt-later", &["ok"]);
+    pieces.extend(openai_stream_end("gpt-later", 5, 1, None));
     stub.push("gpt-later", Script::Sse(pieces));
     let mut later = ask("later");
     later["stream"] = json!(true);
@@ -1065,8 +750,7 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
             .unwrap()
     };
     eventually(WITHIN, || async {
-        stub.seen("gpt-early").len() == 1 + stub.abandoned()
-            && logs().await.len() >= stub.abandoned()
+        stub.seen("gpt-early").len() == 1 + stub.aborted() && logs().await.len() >= stub.aborted()
     })
     .await;
     let logs = logs().await;
@@ -1115,12 +799,12 @@ async fn a_command_ahead_of_its_record_waits_for_it() {
             command
         }
     };
-    let mut pieces = openai_tokens("gpt-orphan", &["never"]);
+    let mut pieces = openai_stream_start("gpt-orphan", &["never"]);
     pieces.push(Piece::Hang);
     stub.push("gpt-orphan", Script::Sse(pieces));
     let orphan = publish("orphan").await;
-    let mut pieces = openai_tokens("gpt-early", &["Hel", "lo"]);
-    pieces.extend(openai_end("gpt-early", 5, 2));
+    let mut pieces = openai_stream_start("gpt-early", &["Hel", "lo"]);
+    pieces.extend(openai_stream_end("gpt-early", 5, 2, None));
     stub.push("gpt-early", Script::Sse(pieces));
     let late = publish("early").await;
 
@@ -1271,7 +955,10 @@ async fn chat_completions_speaks_openai_shapes() {
         .unwrap();
     assert_eq!(job.user_id, None, "an API-key call has no user");
 
-    stub.push("gpt-oc", openai_stream("gpt-oc", &["Hel", "lo"], 3, 2));
+    stub.push(
+        "gpt-oc",
+        openai_stream("gpt-oc", &["Hel", "lo"], 3, 2, None),
+    );
     let response = stack
         .http
         .post(&url)
@@ -1390,7 +1077,7 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
     );
     stub.push(
         "gpt-sdk",
-        openai_stream("gpt-sdk", &["Str", "eam", "ed."], 8, 3),
+        openai_stream("gpt-sdk", &["Str", "eam", "ed."], 8, 3, None),
     );
     stub.push("gpt-sdk", openai_text("gpt-sdk", "Yours.", 2, 1));
 
