@@ -660,6 +660,36 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
     assert!(keys.is_empty(), "{keys:?}");
 }
 
+/// A consumer that is told to stop sends no more pulls. Once a pull ends, a free slot is
+/// ready as well as the stop; were the slot taken, each kind's drain would wait out another
+/// pull (half the time, for each kind, before the stop won).
+#[tokio::test]
+async fn a_draining_consumer_asks_for_no_more_commands() {
+    let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let pulls_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.>");
+    let mut pulls = stack.nats_client.subscribe(pulls_subject).await.unwrap();
+    stack.nats_client.flush().await.unwrap();
+    stack.start_worker().await;
+    let mut pulling = std::collections::HashSet::new();
+    while pulling.len() < JobKind::ALL.len() {
+        let pull = tokio::time::timeout(Duration::from_secs(20), pulls.next())
+            .await
+            .expect("every kind's consumer pulls")
+            .unwrap();
+        pulling.insert(pull.subject.to_string());
+    }
+    // Each kind's first pull is out and far from its end (500 ms): stop now.
+    stack.stop_workers().await;
+    // The server sent whatever it had for us before it answers the flush.
+    stack.nats_client.flush().await.unwrap();
+    let mut later = Vec::new();
+    while let Ok(Some(pull)) = tokio::time::timeout(Duration::from_millis(200), pulls.next()).await
+    {
+        later.push(pull.subject.to_string());
+    }
+    assert!(later.is_empty(), "pulls after the stop: {later:?}");
+}
+
 /// `xenios serve`: the API and the echo consumer in one process on SQLite (the embedded
 /// default's single-host layout, and what `xenios dev` runs): a job goes through it end to
 /// end, its events come back over SSE, and SIGTERM ends the process cleanly.

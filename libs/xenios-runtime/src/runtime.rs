@@ -287,9 +287,13 @@ async fn pull_loop(
         };
         let limits = Arc::new(ConsumerLimits::from_consumer(&consumer, &shared));
         loop {
+            // Stop first: after a pull ends, a free slot is always ready too, and an unbiased
+            // choice between the two sent another pull half the time, each holding up the
+            // drain by a whole `expires`.
             let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                biased;
                 _ = stop.cancelled() => break 'connect,
+                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
             };
             let mut permits = vec![first];
             while let Ok(permit) = slots.clone().try_acquire_owned() {
