@@ -665,7 +665,9 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
 /// pull (half the time, for each kind, before the stop won).
 #[tokio::test]
 async fn a_draining_consumer_asks_for_no_more_commands() {
-    let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    // Pulls long enough that none of the first ones ends before the stop, even on a slow
+    // machine: any pull seen after the stop is one the draining consumer sent.
+    let mut stack = Stack::start_with(Db::Sqlite, &[("consumer.pull_expires_ms", "3000")], 0).await;
     let pulls_subject = format!("$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.>");
     let mut pulls = stack.nats_client.subscribe(pulls_subject).await.unwrap();
     stack.nats_client.flush().await.unwrap();
@@ -678,7 +680,7 @@ async fn a_draining_consumer_asks_for_no_more_commands() {
             .unwrap();
         pulling.insert(pull.subject.to_string());
     }
-    // Each kind's first pull is out and far from its end (500 ms): stop now.
+    // Each kind's first pull is out and far from its end: stop now.
     stack.stop_workers().await;
     // The server sent whatever it had for us before it answers the flush.
     stack.nats_client.flush().await.unwrap();
