@@ -1,6 +1,7 @@
 //! One place that sets up logs and metrics for a process. Libraries only emit (`tracing`
 //! macros, `metrics` macros); binaries call [`init`] once.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -13,7 +14,7 @@ pub enum TelemetryError {
     LogLevel(String),
 }
 
-/// Pretty logs in development, JSON lines in staging and production. Safe to call more than
+/// Readable logs in development, JSON lines in staging and production. Safe to call more than
 /// once (tests start many applications in one process): later calls keep the first setup.
 pub fn init_logging(settings: &Settings) -> Result<(), TelemetryError> {
     let filter = EnvFilter::try_new(&settings.log.level)
@@ -31,7 +32,12 @@ pub fn init_logging(settings: &Settings) -> Result<(), TelemetryError> {
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        // Colours only for a person at a terminal: a log redirected to a file or a pipe
+        // (`make run > dev.log`, a service manager) stays plain text.
+        let ansi = std::io::stdout().is_terminal();
+        registry
+            .with(fmt::layer().with_target(false).with_ansi(ansi))
+            .try_init()
     };
     // Already initialised by an earlier caller in this process: that setup stands.
     let _ = result;
