@@ -869,6 +869,77 @@ async fn a_command_ahead_of_its_record_waits_for_it() {
 }
 
 #[tokio::test]
+async fn a_gateway_call_whose_record_fails_takes_its_command_back() {
+    let stub = Stub::start().await;
+    let tasks = [
+        Task::new("refused", "openai:gpt-refused"),
+        Task::new("busy", "openai:gpt-busy"),
+    ];
+    let settings = [
+        // One call at a time, so a command can be made to wait in `JOBS`.
+        ("jobs.llm.concurrency", "1"),
+        // Tries that outlast the test: only a cancellation ends a call in time.
+        ("llm.tasks.refused.timeout_ms", "60000"),
+        ("llm.tasks.busy.timeout_ms", "60000"),
+    ];
+    let stack = stack_with(Db::Sqlite, &stub, &tasks, &settings).await;
+    // The database refuses this task's jobs; the broker takes their commands all the same.
+    let db = sqlx::SqlitePool::connect(&stack.db_url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_job BEFORE INSERT ON jobs \
+         WHEN json_extract(NEW.input, '$.task') = 'refused' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(stack.nats_client.clone());
+    let broker = || async {
+        let mut stream = js.get_stream("JOBS").await.unwrap();
+        let mut consumer = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("llm")
+            .await
+            .unwrap();
+        let messages = stream.info().await.unwrap().state.messages;
+        (messages, consumer.info().await.unwrap().num_ack_pending)
+    };
+
+    // With the one slot taken, the command waits in `JOBS`: it is removed from there.
+    stub.push("gpt-busy", Script::Hang);
+    let (_, busy) = open_stream(&stack, ask("busy")).await;
+    stub.wait_until("the busy call is made", |s| s.seen("gpt-busy").len() == 1)
+        .await;
+    let (status, _, answer) = complete(&stack, ask("refused")).await;
+    assert!(status >= 500, "{status} {answer}");
+    assert_eq!(
+        broker().await,
+        (1, 1),
+        "only the busy call's command is left"
+    );
+    drop(busy);
+    stub.wait_until("the busy call is cancelled", |s| s.aborted() == 1)
+        .await;
+    eventually(WITHIN, || async { broker().await == (0, 0) }).await;
+
+    // A consumer already looking for the record stops looking, well before its own 10 s wait
+    // would end it, and cancels the provider call it began (if it got that far).
+    stub.push("gpt-refused", Script::Hang);
+    let (status, _, answer) = complete(&stack, ask("refused")).await;
+    assert!(status >= 500, "{status} {answer}");
+    eventually(Duration::from_secs(7), || async {
+        broker().await == (0, 0) && stub.all_seen().len() == stub.aborted()
+    })
+    .await;
+    assert!(stub.seen("gpt-refused").len() <= 1);
+    let jobs = stack.store.count_jobs_by_status().await.unwrap();
+    assert!(
+        jobs.iter()
+            .all(|(_, status, _)| status.as_str() == "cancelled"),
+        "only the busy call was recorded: {jobs:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_json_schema_answer_is_asked_again_with_feedback() {
     let (stub, stack) = one_task_stack("json_task", "openai:gpt-json").await;
     stub.push(

@@ -210,7 +210,39 @@ async fn listen_for_cancels(shared: Arc<Shared>, stop: CancellationToken) {
     let _ = subscription.unsubscribe().await;
 }
 
+/// A job's interrupt registered for cancellations until dropped (unless another has
+/// replaced it meanwhile).
+struct Listening<'s> {
+    shared: &'s Shared,
+    job_id: JobId,
+    interrupt: Arc<Interrupt>,
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        let mut running = self.shared.running.lock().expect("running-jobs lock");
+        if running
+            .get(&self.job_id)
+            .is_some_and(|i| Arc::ptr_eq(i, &self.interrupt))
+        {
+            running.remove(&self.job_id);
+        }
+    }
+}
+
 impl Shared {
+    fn listen(&self, job_id: JobId, interrupt: &Arc<Interrupt>) -> Listening<'_> {
+        self.running
+            .lock()
+            .expect("running-jobs lock")
+            .insert(job_id, interrupt.clone());
+        Listening {
+            shared: self,
+            job_id,
+            interrupt: interrupt.clone(),
+        }
+    }
+
     fn interrupt(&self, job_id: JobId, reason: Reason) {
         let running = self.running.lock().expect("running-jobs lock");
         if let Some(interrupt) = running.get(&job_id) {
@@ -538,12 +570,18 @@ impl Attempt {
     /// Records the attempt's start (the job's lease). `None`: not this consumer's to run; the
     /// command has been answered.
     async fn claim(&self) -> Option<JobRecord> {
-        self.claim_within(Duration::ZERO).await
+        self.claim_within(Duration::ZERO, None).await
     }
 
     /// `claim`, a job the store does not hold being looked for again until `record_wait`
-    /// has passed.
-    async fn claim_within(&self, record_wait: Duration) -> Option<JobRecord> {
+    /// has passed or, once `withdrawn` fires, one last time.
+    async fn claim_within(
+        &self,
+        record_wait: Duration,
+        withdrawn: Option<CancellationToken>,
+    ) -> Option<JobRecord> {
+        // No token: one that never fires.
+        let withdrawn = withdrawn.unwrap_or_default();
         let recording = Instant::now();
         let mut pause = RECORD_POLL_FIRST;
         let started = loop {
@@ -552,11 +590,16 @@ impl Attempt {
                 .store
                 .start_attempt_with_lease(self.job_id(), self.shared.lease())
                 .await;
-            if !matches!(started, Ok(StartAttempt::NotFound)) || recording.elapsed() >= record_wait
+            if !matches!(started, Ok(StartAttempt::NotFound))
+                || recording.elapsed() >= record_wait
+                || withdrawn.is_cancelled()
             {
                 break started;
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = withdrawn.cancelled() => {}
+            }
             pause = (pause * 2).min(RECORD_POLL_MAX);
         };
         match started {
@@ -605,10 +648,13 @@ impl Attempt {
         handler: &'h Arc<dyn Handler>,
     ) -> Option<ClaimedAttempt<'h>> {
         let interrupt = Arc::new(Interrupt::new());
+        // Reachable by `ctl.jobs.cancel` while the job is looked for: the gateway withdraws a
+        // command it published when the job's record failed, so the call and the wait end now.
+        let _listening = self.shared.listen(self.job_id(), &interrupt);
         let (admit, admission) = watch::channel(false);
         let context = self.context(1, &interrupt, Admission::after(admission));
         let mut work = futures::future::maybe_done(handler.handle(context));
-        let claim = self.claim_within(RECORD_WAIT);
+        let claim = self.claim_within(RECORD_WAIT, Some(interrupt.token.clone()));
         tokio::pin!(claim);
         let claimed = std::future::poll_fn(|cx| {
             // Done work keeps its result inside `work` until the claim is settled.

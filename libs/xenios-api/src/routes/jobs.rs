@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use xenios_contract::envelope::{CancelRequest, JobEvent};
-use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT};
+use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT, JOBS_STREAM};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, Outcome};
 
@@ -269,8 +269,8 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
 /// LLM gateway), whose first token would otherwise wait for the record before the command
 /// even leaves. The consumer waits for a first delivery's job to appear in the store (see the
 /// runtime's `RECORD_WAIT`). If the record fails the caller gets the error and the command,
-/// already out, is terminated by the consumer once the wait runs out; no 202 is promised here,
-/// so that is the whole departure from "recorded first".
+/// already out, is withdrawn (see `withdraw`); no 202 is promised here, so that is the whole
+/// departure from "recorded first".
 pub(crate) async fn enqueue_while_recording(
     state: &AppState,
     new: NewJob,
@@ -284,6 +284,7 @@ pub(crate) async fn enqueue_while_recording(
         submitted_at: Utc::now(),
     };
     let correlation_id = new.correlation_id.clone();
+    let job_id = new.id;
     state.hub.track_new_job(new.id, new.user_id.clone());
     let recording = Instant::now();
     let record = async {
@@ -297,10 +298,31 @@ pub(crate) async fn enqueue_while_recording(
         sent
     };
     let (created, sent) = tokio::join!(record, publish);
-    let job = created?.into_job();
+    let job = match created {
+        Ok(created) => created.into_job(),
+        Err(e) => {
+            if let Ok(sequence) = sent {
+                withdraw(state, job_id, sequence).await;
+            }
+            return Err(e.into());
+        }
+    };
     metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
     settle_send(state, &job, sent).await?;
     Ok(job)
+}
+
+/// Takes back the command of a job whose record failed, so no provider call is made (or
+/// paid for) on its behalf: removed from `JOBS` if no consumer has it yet, and a consumer
+/// that has it, still looking for the record, told on `ctl.jobs.cancel` to stop looking and
+/// cancel the call it began. Best effort: what is missed is terminated by the consumer when
+/// its wait for the record runs out.
+async fn withdraw(state: &AppState, job_id: JobId, sequence: u64) {
+    let request = CancelRequest { job_id };
+    let _ = state.nats.publish(CANCEL_SUBJECT, request.to_bytes()).await;
+    if let Ok(stream) = state.jetstream.get_stream_no_info(JOBS_STREAM).await {
+        let _ = tokio::time::timeout(PUBLISH_TIMEOUT, stream.delete_message(sequence)).await;
+    }
 }
 
 /// Where a submission's time goes: recording the job, then the broker's acknowledgement of
@@ -318,12 +340,12 @@ fn located(job: &JobRecord) -> [(header::HeaderName, HeaderValue); 1] {
 }
 
 /// Publishes a job's `queued` event and its command, and waits for the stream to take the
-/// command; the error is the broker's, in words.
+/// command: its sequence in `JOBS`, or the broker's error in words.
 async fn send(
     state: &AppState,
     command: &xenios_contract::JobCommand,
     correlation_id: &str,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let queued = JobEvent::status(JobStatus::Queued, 0, command.submitted_at);
     // Same connection as the command, so it is stored before any event of the consumer; no
     // acknowledgement asked (the stream captures the subject all the same).
@@ -341,7 +363,7 @@ async fn send(
         .await;
     match sent {
         Ok(ack) => match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(ack)) => Ok(ack.sequence),
             Ok(Err(e)) => Err(error_chain(&e)),
             Err(_) => Err("timed out waiting for the stream".to_owned()),
         },
@@ -355,7 +377,7 @@ async fn send(
 async fn settle_send(
     state: &AppState,
     job: &JobRecord,
-    sent: Result<(), String>,
+    sent: Result<u64, String>,
 ) -> Result<(), ApiError> {
     let Err(result) = sent else {
         return Ok(());
