@@ -210,8 +210,9 @@ async fn listen_for_cancels(shared: Arc<Shared>, stop: CancellationToken) {
     let _ = subscription.unsubscribe().await;
 }
 
-/// A job's interrupt registered for cancellations until dropped (unless another has
-/// replaced it meanwhile).
+/// A job's interrupt registered for cancellations (`ctl.jobs.cancel`, found by job id) until
+/// dropped; a registration that another delivery of the job has replaced meanwhile is left
+/// to that one.
 struct Listening<'s> {
     shared: &'s Shared,
     job_id: JobId,
@@ -541,11 +542,7 @@ impl Attempt {
         if record.cancel_requested {
             interrupt.fire(Reason::Cancelled);
         }
-        self.shared
-            .running
-            .lock()
-            .expect("running-jobs lock")
-            .insert(self.job_id(), interrupt.clone());
+        let listening = self.shared.listen(self.job_id(), &interrupt);
         let gauge = metrics::gauge!("xenios_jobs_in_flight", "kind" => self.kind.as_str());
         gauge.increment(1.0);
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -553,11 +550,7 @@ impl Attempt {
 
         let result = self.supervise(work, &interrupt).await;
 
-        self.shared
-            .running
-            .lock()
-            .expect("running-jobs lock")
-            .remove(&self.job_id());
+        drop(listening);
         gauge.decrement(1.0);
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics::histogram!("xenios_job_duration_seconds", "kind" => self.kind.as_str())
