@@ -247,13 +247,19 @@ fn files_body_limit(max_bytes: u64) -> usize {
     usize::try_from(max_bytes.saturating_add(64 * 1024)).unwrap_or(usize::MAX)
 }
 
+/// `origins` were checked at load (`Settings::validate`): `*` alone, or `scheme://host[:port]`.
 fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,

@@ -214,6 +214,19 @@ impl Settings {
                 "between 1 and 5 (the consumers' max_deliver)",
             );
         }
+        if let Some(problem) = cors_origins_problem(&self.api.cors_origins) {
+            return Err(ConfigError::Invalid {
+                key: "CORS_ORIGINS (api.cors_origins)",
+                problem,
+            });
+        }
+        if !(3..CONSUMER_ACK_WAIT_SECS).contains(&self.consumer.lease_secs) {
+            return invalid(
+                "consumer.lease_secs",
+                "between 3 and 29: below the consumers' 30 s ack_wait, so the redelivery \
+                 after a crash finds the job's lease lapsed",
+            );
+        }
         if self.api.body_limit_bytes == 0 {
             return invalid("api.body_limit_bytes", "must be positive");
         }
@@ -242,11 +255,36 @@ fn validate_kind(key: &'static str, kind: &KindSettings) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// `ack_wait` of every consumer in `streams/consumers/`.
+const CONSUMER_ACK_WAIT_SECS: u64 = 30;
+
 fn valid_nats_url(url: &str) -> bool {
     match url.split_once("://") {
         Some((scheme, rest)) => matches!(scheme, "nats" | "tls" | "ws" | "wss") && !rest.is_empty(),
         None => url.contains(':'),
     }
+}
+
+/// Browsers send `Origin` as `scheme://host[:port]` and compare it byte for byte: an entry with
+/// a path or a trailing slash would never match, so it is refused rather than ignored.
+fn cors_origins_problem(origins: &[String]) -> Option<String> {
+    if origins.iter().any(|o| o == "*") {
+        return (origins.len() > 1)
+            .then(|| "`*` allows every origin and cannot be combined with others".to_owned());
+    }
+    origins.iter().find_map(|origin| {
+        let valid = origin
+            .split_once("://")
+            .is_some_and(|(scheme, authority)| {
+                matches!(scheme, "http" | "https")
+                    && !authority.is_empty()
+                    && !authority.contains(['/', '?', '#', '@'])
+                    && !origin.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            });
+        (!valid).then(|| {
+            format!("`{origin}` is not an origin: give scheme://host[:port] (no path), or *")
+        })
+    })
 }
 
 fn one_line(s: &str) -> String {
@@ -361,6 +399,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no_such_key"), "{err}");
+
+        for bad in [
+            "https://app.example/",
+            "app.example",
+            "ftp://app.example",
+            "*,https://app.example",
+        ] {
+            let err = load(&[("CORS_ORIGINS", bad)]).unwrap_err().to_string();
+            assert!(err.contains("CORS_ORIGINS"), "{bad}: {err}");
+        }
+        for good in ["*", "https://app.example, http://localhost:5173"] {
+            assert!(load(&[("CORS_ORIGINS", good)]).is_ok(), "{good}");
+        }
+
+        // A lease past the consumers' ack_wait would refuse the redelivery after a crash.
+        let err = load(&[("XENIOS__CONSUMER__LEASE_SECS", "45")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("consumer.lease_secs"), "{err}");
 
         let missing = Settings::load_from(
             Some(Path::new("/nonexistent/xenios.toml")),

@@ -113,7 +113,7 @@ impl Default for NatsSettings {
             url: vec!["nats://127.0.0.1:4222".into()],
             creds: None,
             replicas: 1,
-            jobs_max_msgs: 1_000_000,
+            jobs_max_msgs: 100_000,
             jobs_max_bytes: 1 << 30,
             events_max_age_secs: 3600,
             dlq_max_age_secs: 14 * 24 * 3600,
@@ -246,7 +246,9 @@ pub struct ConsumerSettings {
     pub pull_expires_ms: u64,
     /// A running job is held by its consumer for this long past the last renewal (renewed
     /// three times per lease); another delivery of its command meanwhile waits instead of
-    /// running it twice.
+    /// running it twice. Below the consumers' 30 s `ack_wait`: the broker redelivers a crashed
+    /// consumer's command 30 s after its last in-progress ack, and that delivery must find the
+    /// lease lapsed, or it is turned away and spends one of the command's deliveries.
     pub lease_secs: u64,
 }
 
@@ -262,7 +264,7 @@ impl Default for ConsumerSettings {
             retry_delays_ms: vec![1000, 5000, 15000, 30000],
             max_attempts: 5,
             pull_expires_ms: 2000,
-            lease_secs: 45,
+            lease_secs: 20,
         }
     }
 }
