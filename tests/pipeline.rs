@@ -145,6 +145,68 @@ async fn echo_lifecycle_on_postgres() {
     lifecycle(Db::Postgres).await;
 }
 
+/// What `Last-Event-ID` does at and past a job's end. A browser's EventSource reconnects with
+/// the last id it saw whenever a stream ends, so the answer to "I have the terminal status"
+/// must be `204` (which stops it), not a stream that never ends or the outcome once more.
+#[tokio::test]
+async fn resuming_at_or_past_the_end_of_a_job() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let id = stack.submit("echo", json!({"message": "done"})).await;
+    let events = stack.events(&id, None, Duration::from_secs(10)).await;
+    let terminal = events.last().unwrap();
+    assert_eq!(terminal.json()["status"], "succeeded");
+    let resume = |api: &Api, last: &str| {
+        api.get(&format!("/api/v1/jobs/{id}/events"))
+            .header("Last-Event-ID", last)
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    let answer = resume(&stack.api, terminal.id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 204);
+
+    // An id past the job's last event, while it runs: the events still to come arrive, and
+    // the stream ends with the terminal status.
+    let running = stack
+        .submit("echo", json!({"message": "later", "delay_ms": 800}))
+        .await;
+    let response = stack
+        .get(&format!("/api/v1/jobs/{running}/events"))
+        .header("Last-Event-ID", "999999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let later = read_sse(response, Duration::from_secs(10)).await;
+    assert_eq!(later.last().unwrap().json()["status"], "succeeded", "ends");
+
+    // Past retention, another instance (whose memory holds nothing of the job) tells the
+    // outcome from the store, ids `<seq>.<n>`; resuming from one of those sends only the rest.
+    let events_stream = jetstream::new(stack.nats_client.clone())
+        .get_stream("JOB_EVENTS")
+        .await
+        .unwrap();
+    events_stream
+        .purge()
+        .filter(format!("events.{id}"))
+        .await
+        .unwrap();
+    let other = Api::new(serve_api(&stack.settings).await);
+    let told = other.events(&id, None, Duration::from_secs(10)).await;
+    let told: Vec<(&str, &str)> = told
+        .iter()
+        .map(|e| (e.id.as_deref().unwrap(), e.event.as_deref().unwrap()))
+        .collect();
+    assert_eq!(told, [("0.1", "result"), ("0.3", "status")]);
+    let rest = other.events(&id, Some("0.1"), Duration::from_secs(10)).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id.as_deref(), Some("0.3"));
+    assert_eq!(rest[0].json()["status"], "succeeded");
+    let answer = resume(&other, "0.3").await.unwrap();
+    assert_eq!(answer.status(), 204);
+}
+
 #[tokio::test]
 async fn idempotency_key_and_duplicate_commands_run_once() {
     let stack = Stack::start(Db::Sqlite).await;

@@ -284,6 +284,25 @@ impl History {
         })
     }
 
+    /// The last stored event of `job_id`, if the stream still holds any.
+    pub async fn last(&self, job_id: JobId) -> Result<Option<StoredEvent>, async_nats::Error> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let message = match self
+            .stream
+            .direct_get_last_for_subject(events_subject(job_id))
+            .await
+        {
+            Ok(message) => message,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(StoredEvent {
+            seq: message.sequence,
+            event: Arc::new(JobEvent::from_slice(&message.payload)?),
+            size: message.payload.len(),
+        }))
+    }
+
     /// The next stored event of `job_id` with a sequence above `after`, if any.
     pub async fn next(
         &self,
@@ -294,7 +313,7 @@ impl History {
         let subject = events_subject(job_id);
         let message = match self
             .stream
-            .direct_get_next_for_subject(&subject, Some(after + 1))
+            .direct_get_next_for_subject(&subject, Some(after.saturating_add(1)))
             .await
         {
             Ok(message) => message,
@@ -320,12 +339,80 @@ impl History {
     }
 }
 
-/// Where a client resumes: the sequence of the last event it saw (`Last-Event-ID`).
-pub fn parse_last_event_id(value: Option<&str>) -> u64 {
-    value
-        .and_then(|v| v.split('.').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// Where a client resumes, from its `Last-Event-ID`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The stream sequence of the last event it saw; 0 for the beginning.
+    pub seq: u64,
+    /// Which of the outcome events the store told it after `seq` it saw last (ids
+    /// `<seq>.<n>`, see [`OutcomeEvent`]), when the job's events were past retention.
+    pub from_store: u8,
+}
+
+impl ResumePoint {
+    pub fn parse(value: Option<&str>) -> ResumePoint {
+        let Some(value) = value else {
+            return ResumePoint::default();
+        };
+        let (seq, from_store) = value.trim().split_once('.').unwrap_or((value.trim(), ""));
+        match seq.parse() {
+            Ok(seq) => ResumePoint {
+                seq,
+                from_store: from_store.parse().unwrap_or(0),
+            },
+            Err(_) => ResumePoint::default(),
+        }
+    }
+
+    fn has_final_status_from_store(&self) -> bool {
+        self.from_store >= OutcomeEvent::Status as u8
+    }
+}
+
+/// How a resumed client's request stands against what the stream holds for the job.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// The client already has the terminal status: nothing more will ever come.
+    Ended,
+    /// Relay from here: the client's point, or the job's last stored event if the client
+    /// claimed to be past it.
+    From(ResumePoint),
+}
+
+/// Checks a client's resume point against the job's last stored event. A client that saw the
+/// terminal status is told so rather than kept waiting for events that will never come (or
+/// sent the outcome again from the store). An id past the job's last event (none of its
+/// events can have it yet) is taken as the job's last event: followed as it stands, it would
+/// skip the events still to come, the terminal status among them, and never end.
+pub async fn check_resume(js: &jetstream::Context, job_id: JobId, point: ResumePoint) -> Resume {
+    if point.has_final_status_from_store() {
+        return Resume::Ended;
+    }
+    if point.seq == 0 {
+        return Resume::From(point);
+    }
+    let last = match History::open(js).await {
+        Ok(history) => history.last(job_id).await,
+        Err(e) => Err(e),
+    };
+    match last {
+        Ok(Some(last)) if point.seq >= last.seq => {
+            if last.event.is_terminal() {
+                Resume::Ended
+            } else {
+                Resume::From(ResumePoint {
+                    seq: last.seq,
+                    from_store: 0,
+                })
+            }
+        }
+        // Still to come, past retention, or unknown for now: the relay sorts it out.
+        Ok(_) => Resume::From(point),
+        Err(e) => {
+            tracing::debug!(error = %e, %job_id, "cannot check a resume point");
+            Resume::From(point)
+        }
+    }
 }
 
 fn sse(id: String, event: &JobEvent) -> SseEvent {
@@ -386,10 +473,10 @@ impl Relay {
         self,
         job_id: JobId,
         finished: bool,
-        after: u64,
+        resume: ResumePoint,
         tx: mpsc::Sender<Result<SseEvent, Infallible>>,
     ) {
-        if let Err(e) = self.relay(job_id, finished, after, &tx).await {
+        if let Err(e) = self.relay(job_id, finished, resume, &tx).await {
             tracing::warn!(error = %e, %job_id, "event relay failed");
             let _ = tx
                 .send(Ok(SseEvent::default().event("error").data(
@@ -403,10 +490,10 @@ impl Relay {
         &self,
         job_id: JobId,
         finished_at_start: bool,
-        after: u64,
+        resume: ResumePoint,
         tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
     ) -> Result<(), async_nats::Error> {
-        let mut feed = JobFeed::replay(self.hub.clone(), self.js.clone(), job_id, after);
+        let mut feed = JobFeed::replay(self.hub.clone(), self.js.clone(), job_id, resume.seq);
         let mut finished: Option<JobRecord> = None;
         let mut deadline = None;
         let mut replayed = 0;
@@ -416,7 +503,10 @@ impl Relay {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 _ = sleep_until(deadline) => {
                     let current = finished.as_ref().expect("deadline only with a finished job");
-                    send_outcome_from_store(current, feed.after(), tx).await;
+                    // What the store told this client before still counts if no event of
+                    // the stream came since.
+                    let seen = if feed.after() == resume.seq { resume.from_store } else { 0 };
+                    send_outcome_from_store(current, feed.after(), seen, tx).await;
                     return Ok(());
                 }
             };
@@ -579,28 +669,43 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The outcome events the store can tell, in order; their number is the suffix of their SSE
+/// id (`<seq>.<n>`), so a client that resumes from one of them is sent only the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OutcomeEvent {
+    Result = 1,
+    Error = 2,
+    Status = 3,
+}
+
 /// The events of a finished job are past retention: its result and final status from the
-/// store. Their ids continue the last stream sequence the client saw (`<seq>.1`, `<seq>.2`).
+/// store, those after the `seen`-th. Their ids continue the last stream sequence the client
+/// saw (`<seq>.<n>`, see [`OutcomeEvent`]).
 async fn send_outcome_from_store(
     job: &JobRecord,
     after: u64,
+    seen: u8,
     tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let mut events = Vec::new();
     if let Some(result) = &job.result {
-        events.push(JobEvent::Result(result.clone()));
+        events.push((OutcomeEvent::Result, JobEvent::Result(result.clone())));
     }
     if let Some(error) = &job.error {
         if job.status == JobStatus::Failed {
-            events.push(JobEvent::Error(error.clone()));
+            events.push((OutcomeEvent::Error, JobEvent::Error(error.clone())));
         }
     }
     let at = job.finished_at.unwrap_or(job.updated_at);
     let attempt = u32::try_from(job.attempts).unwrap_or(0);
-    events.push(JobEvent::status(job.status, attempt, at));
-    for (i, event) in events.iter().enumerate() {
+    events.push((
+        OutcomeEvent::Status,
+        JobEvent::status(job.status, attempt, at),
+    ));
+    for (which, event) in events.iter().filter(|(which, _)| *which as u8 > seen) {
         if tx
-            .send(Ok(sse(format!("{after}.{}", i + 1), event)))
+            .send(Ok(sse(format!("{after}.{}", *which as u8), event)))
             .await
             .is_err()
         {
@@ -690,9 +795,14 @@ mod tests {
 
     #[test]
     fn last_event_id_parsing() {
-        assert_eq!(parse_last_event_id(None), 0);
-        assert_eq!(parse_last_event_id(Some("42")), 42);
-        assert_eq!(parse_last_event_id(Some("42.2")), 42);
-        assert_eq!(parse_last_event_id(Some("garbage")), 0);
+        let point = |seq, from_store| ResumePoint { seq, from_store };
+        assert_eq!(ResumePoint::parse(None), point(0, 0));
+        assert_eq!(ResumePoint::parse(Some("42")), point(42, 0));
+        assert_eq!(ResumePoint::parse(Some(" 42.3 ")), point(42, 3));
+        assert_eq!(ResumePoint::parse(Some("42.x")), point(42, 0));
+        assert_eq!(ResumePoint::parse(Some("garbage")), point(0, 0));
+        assert_eq!(ResumePoint::parse(Some("99999999999999999999")), point(0, 0));
+        assert!(point(0, 3).has_final_status_from_store());
+        assert!(!point(7, 1).has_final_status_from_store());
     }
 }

@@ -20,7 +20,7 @@ use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, Outcome}
 use crate::auth::User;
 use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::events::{parse_last_event_id, sse_response, Relay};
+use crate::events::{check_resume, sse_response, Relay, Resume, ResumePoint};
 use crate::rate_limit::RouteGroup;
 use crate::state::AppState;
 
@@ -575,20 +575,25 @@ pub(crate) async fn cancel(state: &AppState, id: JobId) -> Result<CancelOutcome,
     security(("api_key" = [], "bearer" = [])),
     params(("id" = Uuid, Path), ("Last-Event-ID" = Option<String>, Header)),
     responses((status = 200, content_type = "text/event-stream", body = String),
+              (status = 204, description = "`Last-Event-ID` is the job's terminal status: \
+                nothing more will come (a browser's EventSource stops reconnecting)"),
               (status = 404, body = ErrorBody)))]
 pub async fn job_events(
     State(state): State<AppState>,
     user: User,
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     // A job this instance just submitted needs no store read: the hub knows its owner.
     let finished = match state.hub.known_owner(id) {
         Some(owner) if user.can_see(owner.as_deref()) => false,
         _ => visible_job(&state, &user, id).await?.status.is_terminal(),
     };
-    let after = parse_last_event_id(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
-    Ok(relay_sse(&state, id, finished, after))
+    let point = ResumePoint::parse(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
+    match check_resume(&state.jetstream, id, point).await {
+        Resume::Ended => Ok(StatusCode::NO_CONTENT.into_response()),
+        Resume::From(point) => Ok(relay_sse(&state, id, finished, point).into_response()),
+    }
 }
 
 /// Starts a relay task for the events of `job_id` and returns its SSE response.
@@ -596,7 +601,7 @@ pub fn relay_sse(
     state: &AppState,
     job_id: JobId,
     finished: bool,
-    after: u64,
+    resume: ResumePoint,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let relay = Relay {
@@ -608,7 +613,7 @@ pub fn relay_sse(
     // The relay runs inside the response's own task rather than a task of its own: a live
     // event then wakes one task on its way to the client, not two, and a client that goes
     // away takes its relay with it.
-    let relay = futures::stream::once(relay.run(job_id, finished, after, tx))
+    let relay = futures::stream::once(relay.run(job_id, finished, resume, tx))
         .filter_map(|()| std::future::ready(None));
     sse_response(
         state,
