@@ -481,6 +481,89 @@ async fn the_sweeper_publishes_a_recorded_but_unpublished_job() {
     );
 }
 
+/// A running job whose consumer is gone and whose command the broker will not deliver again
+/// (its deliveries spent, or lost) is queued and run again, or failed and dead-lettered once
+/// it has had its tries; a job whose consumer still renews its lease is left alone.
+async fn abandoned_running_jobs_are_taken_up(db: Db) {
+    let mut stack = Stack::start_with(db, &[], 0).await;
+    let js = jetstream::new(stack.nats_client.clone());
+    let running = |attempts: usize| {
+        let store = stack.store.clone();
+        async move {
+            let id = xenios_contract::new_job_id();
+            store
+                .create_job(xenios_store::NewJob {
+                    id,
+                    kind: JobKind::Echo,
+                    user_id: Some(USER.into()),
+                    input: json!({"message": "taken up"}),
+                    correlation_id: "abandoned-test".into(),
+                    idempotency_key: None,
+                })
+                .await
+                .unwrap();
+            for _ in 0..attempts {
+                store.start_attempt(id).await.unwrap();
+            }
+            id
+        }
+    };
+    let again = running(1).await;
+    let spent = running(5).await;
+    let held = running(1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(stack.store.renew_lease(held).await.unwrap(), Some(false));
+
+    let policy = xenios_runtime::sweeper::SweepPolicy {
+        republish_after: Duration::from_secs(60),
+        abandoned_after: Duration::from_secs(1),
+        max_attempts: 5,
+    };
+    let reaped = xenios_runtime::sweeper::reap_abandoned(&stack.store, &js, policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        reaped,
+        xenios_runtime::sweeper::Reaped {
+            requeued: 1,
+            failed: 1
+        }
+    );
+
+    let job = stack.job(&spent.to_string()).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "abandoned");
+    assert_eq!(job["attempts"], 5);
+    let letters = dead_letters(&stack).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].command.job_id, spent);
+    assert_eq!(letters[0].error.code, "abandoned");
+    let events = stack
+        .events(&spent.to_string(), None, Duration::from_secs(10))
+        .await;
+    assert_eq!(events.last().unwrap().json()["status"], "failed");
+
+    assert_eq!(stack.job(&again.to_string()).await["status"], "queued");
+    stack.start_worker().await;
+    let job = stack
+        .wait_for(&again.to_string(), &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(job["result"], json!({"message": "taken up"}));
+
+    assert_eq!(stack.job(&held.to_string()).await["status"], "running");
+}
+
+#[tokio::test]
+async fn abandoned_running_jobs_are_taken_up_on_sqlite() {
+    abandoned_running_jobs_are_taken_up(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn abandoned_running_jobs_are_taken_up_on_postgres() {
+    abandoned_running_jobs_are_taken_up(Db::Postgres).await;
+}
+
 #[tokio::test]
 async fn two_hundred_jobs_survive_a_broker_restart() {
     let mut stack = Stack::start_with(Db::Sqlite, &[("consumer.sweeper_delay_secs", "2")], 2).await;

@@ -202,11 +202,17 @@ pub fn spawn_sweeper(
     nats: &async_nats::Client,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let consumer = &settings.consumer;
+    let policy = xenios_runtime::sweeper::SweepPolicy {
+        republish_after: Duration::from_secs(consumer.sweeper_delay_secs),
+        abandoned_after: Duration::from_secs(consumer.abandoned_after_secs),
+        max_attempts: consumer.max_attempts,
+    };
     tokio::spawn(xenios_runtime::sweeper::run(
         store.clone(),
         async_nats::jetstream::new(nats.clone()),
-        Duration::from_secs(settings.consumer.sweeper_delay_secs),
-        Duration::from_secs(settings.consumer.sweeper_interval_secs),
+        policy,
+        Duration::from_secs(consumer.sweeper_interval_secs),
         stop,
     ))
 }

@@ -227,6 +227,15 @@ impl Settings {
                  after a crash finds the job's lease lapsed",
             );
         }
+        if self.consumer.abandoned_after_secs
+            < CONSUMER_ACK_WAIT_SECS + self.consumer.lease_secs
+        {
+            return invalid(
+                "consumer.abandoned_after_secs",
+                "at least the consumers' 30 s ack_wait plus consumer.lease_secs: before that, \
+                 the broker's own redelivery takes the job up",
+            );
+        }
         if self.api.body_limit_bytes == 0 {
             return invalid("api.body_limit_bytes", "must be positive");
         }

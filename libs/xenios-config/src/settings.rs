@@ -236,6 +236,10 @@ pub struct ConsumerSettings {
     /// How long after submission a still-queued job is published again by the sweeper.
     pub sweeper_delay_secs: u64,
     pub sweeper_interval_secs: u64,
+    /// A running job whose lease nobody renewed for this long has lost its consumer, and the
+    /// broker will not deliver its command again: the sweeper queues it again, or fails it
+    /// once it has had `max_attempts` tries.
+    pub abandoned_after_secs: u64,
     /// Delays before each retry after a transient failure (jittered by up to a fifth); the
     /// last entry repeats. `"100,500"` in the environment.
     #[serde(deserialize_with = "comma_list_numbers")]
@@ -261,6 +265,7 @@ impl Default for ConsumerSettings {
             heartbeat_secs: 5,
             sweeper_delay_secs: 60,
             sweeper_interval_secs: 15,
+            abandoned_after_secs: 300,
             retry_delays_ms: vec![1000, 5000, 15000, 30000],
             max_attempts: 5,
             pull_expires_ms: 2000,

@@ -3,22 +3,43 @@
 //! recording and publishing, and a broker that lost acknowledged messages. Re-publishing is
 //! safe: within the duplicate window JetStream drops the copy (`Nats-Msg-Id` = job id), and a
 //! command for a job that already started or finished is acked and skipped by the consumers.
+//!
+//! A job the store holds as `running` whose lease nobody renewed for
+//! `consumer.abandoned_after_secs` has no consumer, and the broker will not deliver its command
+//! again: the deliveries were spent (a consumer that kept dying, NAKs while the database was
+//! away) or the broker lost it. Such a job is queued and published again while it has tries
+//! left, and failed and dead-lettered once it has not, so it never stays `running` for ever.
 
 use std::time::Duration;
 
 use async_nats::jetstream;
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use xenios_store::Store;
+use xenios_contract::envelope::{DeadLetter, JobEvent};
+use xenios_contract::subjects::{events_subject, MSG_ID_HEADER};
+use xenios_contract::{JobError, JobStatus};
+use xenios_store::{JobRecord, Store};
 
 /// Jobs re-published per sweep at most; the next sweep takes the rest.
 const BATCH: u32 = 500;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the sweeper does, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPolicy {
+    /// A queued job is published again this long after it was last published.
+    pub republish_after: Duration,
+    /// A running job whose lease was not renewed for this long is abandoned.
+    pub abandoned_after: Duration,
+    /// Tries per job (`consumer.max_attempts`): an abandoned job that had them all fails.
+    pub max_attempts: u32,
+}
+
 /// Sweeps every `interval` until `stop` fires.
 pub async fn run(
     store: Store,
     jetstream: jetstream::Context,
-    delay: Duration,
+    policy: SweepPolicy,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -27,7 +48,16 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
             _ = stop.cancelled() => return,
         }
-        match sweep_once(&store, &jetstream, delay).await {
+        match reap_abandoned(&store, &jetstream, policy).await {
+            Ok(Reaped { requeued: 0, failed: 0 }) => {}
+            Ok(reaped) => tracing::warn!(
+                requeued = reaped.requeued,
+                failed = reaped.failed,
+                "sweeper took up running jobs nobody held"
+            ),
+            Err(e) => tracing::warn!(error = %e, "sweep of abandoned jobs failed"),
+        }
+        match sweep_once(&store, &jetstream, policy.republish_after).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(republished = n, "sweeper re-published queued jobs"),
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
@@ -55,23 +85,138 @@ pub async fn sweep_once(
     let jobs = store.jobs_to_republish(older_than, BATCH).await?;
     let mut published = 0;
     for job in jobs {
-        let command = job.command();
-        let ack = jetstream
-            .publish_with_headers(
-                command.subject(),
-                command.headers(&job.correlation_id),
-                command.to_bytes(),
-            )
-            .await
-            .map_err(|e| SweepError::Publish(e.to_string()))?;
-        tokio::time::timeout(PUBLISH_TIMEOUT, ack)
-            .await
-            .map_err(|_| SweepError::Publish("timed out".into()))?
-            .map_err(|e| SweepError::Publish(e.to_string()))?;
-        store.mark_published(job.id).await?;
-        metrics::counter!("xenios_jobs_republished_total", "kind" => job.kind.as_str())
-            .increment(1);
+        republish(store, jetstream, &job, None).await?;
         published += 1;
     }
     Ok(published)
+}
+
+/// `msg_id` replaces the job id as `Nats-Msg-Id`, for a command that must not be taken for a
+/// duplicate of one published within the window.
+async fn republish(
+    store: &Store,
+    jetstream: &jetstream::Context,
+    job: &JobRecord,
+    msg_id: Option<String>,
+) -> Result<(), SweepError> {
+    let command = job.command();
+    let mut headers = command.headers(&job.correlation_id);
+    if let Some(msg_id) = msg_id {
+        headers.insert(MSG_ID_HEADER, msg_id);
+    }
+    confirmed(jetstream, command.subject(), headers, command.to_bytes()).await?;
+    store.mark_published(job.id).await?;
+    metrics::counter!("xenios_jobs_republished_total", "kind" => job.kind.as_str()).increment(1);
+    Ok(())
+}
+
+async fn confirmed(
+    jetstream: &jetstream::Context,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<(), SweepError> {
+    let ack = jetstream
+        .publish_with_headers(subject, headers, payload)
+        .await
+        .map_err(|e| SweepError::Publish(e.to_string()))?;
+    tokio::time::timeout(PUBLISH_TIMEOUT, ack)
+        .await
+        .map_err(|_| SweepError::Publish("timed out".into()))?
+        .map_err(|e| SweepError::Publish(e.to_string()))?;
+    Ok(())
+}
+
+/// Abandoned jobs taken up by one sweep.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    pub requeued: usize,
+    pub failed: usize,
+}
+
+/// One sweep over running jobs nobody holds (see the module's documentation). Another API
+/// instance sweeping at the same time is harmless: the store settles each job once.
+pub async fn reap_abandoned(
+    store: &Store,
+    jetstream: &jetstream::Context,
+    policy: SweepPolicy,
+) -> Result<Reaped, SweepError> {
+    let stale_before =
+        Utc::now() - chrono::Duration::from_std(policy.abandoned_after).unwrap_or_default();
+    let mut reaped = Reaped::default();
+    for job in store.abandoned_jobs(stale_before, BATCH).await? {
+        let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+        let give_up = attempts >= policy.max_attempts;
+        let error = JobError {
+            code: "abandoned".into(),
+            message: format!(
+                "attempt {attempts} lost its consumer (no lease renewal for {} s)",
+                policy.abandoned_after.as_secs()
+            ),
+            retryable: !give_up,
+        };
+        let Some(job) = store
+            .settle_abandoned(job.id, stale_before, &error, give_up)
+            .await?
+        else {
+            continue;
+        };
+        let subject = events_subject(job.id);
+        let kind = job.kind.as_str();
+        if give_up {
+            let letter = DeadLetter {
+                command: job.command(),
+                error: error.clone(),
+                attempts,
+                failed_at: Utc::now(),
+            };
+            match confirmed(
+                jetstream,
+                letter.subject(),
+                letter.headers(&job.correlation_id),
+                letter.to_bytes(),
+            )
+            .await
+            {
+                Ok(()) => metrics::counter!("xenios_dead_letters_total", "kind" => kind)
+                    .increment(1),
+                Err(e) => tracing::error!(error = %e, job_id = %job.id, "cannot publish the dead letter"),
+            }
+            let finished = job.finished_at.unwrap_or(job.updated_at);
+            for event in [
+                JobEvent::Error(error),
+                JobEvent::status(JobStatus::Failed, attempts, finished),
+            ] {
+                // The terminal status is stored: clients following the job learn its end.
+                if let Err(e) =
+                    confirmed(jetstream, subject.clone(), Default::default(), event.to_bytes())
+                        .await
+                {
+                    tracing::warn!(error = %e, job_id = %job.id, "job event not confirmed");
+                }
+            }
+            metrics::counter!("xenios_jobs_completed_total", "kind" => kind, "outcome" => "failed")
+                .increment(1);
+            reaped.failed += 1;
+        } else {
+            for event in [
+                JobEvent::Error(error),
+                JobEvent::status(JobStatus::Queued, attempts, job.updated_at),
+            ] {
+                if let Err(e) =
+                    confirmed(jetstream, subject.clone(), Default::default(), event.to_bytes())
+                        .await
+                {
+                    tracing::warn!(error = %e, job_id = %job.id, "job event not confirmed");
+                }
+            }
+            // One command per attempt: the job's own id could fall within the duplicate window
+            // of its first publish. Should this fail, the job is queued and unpublished, and
+            // the next sweep publishes it.
+            let msg_id = format!("{}.{attempts}", job.id);
+            republish(store, jetstream, &job, Some(msg_id)).await?;
+            reaped.requeued += 1;
+        }
+    }
+    Ok(reaped)
 }

@@ -423,6 +423,54 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Running jobs whose lease nobody renewed since `stale_before`, oldest first. Their
+    /// consumer is gone, and so is their command if the broker has not delivered it again
+    /// since: its deliveries were spent on a consumer that kept dying, or the broker lost it.
+    pub async fn abandoned_jobs(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'running' AND updated_at < $1 \
+             ORDER BY updated_at LIMIT $2"
+        );
+        self.pool
+            .fetch_all(&sql, args![stale_before, i64::from(limit)], job_from_row)
+            .await
+    }
+
+    /// Settles a job found by [`Store::abandoned_jobs`], if its lease is still lapsed (a
+    /// consumer may have taken it over meanwhile): back to queued with `error` as its last
+    /// error, its command to be published again, or failed once it has had its tries.
+    /// `None` if the job moved on.
+    pub async fn settle_abandoned(
+        &self,
+        id: JobId,
+        stale_before: DateTime<Utc>,
+        error: &JobError,
+        give_up: bool,
+    ) -> Result<Option<JobRecord>> {
+        // `published_at` cleared: should the publish that follows fail, the sweeper's pass
+        // over queued jobs takes the job up again at once.
+        let set = if give_up {
+            "status = 'failed', error = $3, finished_at = $2"
+        } else {
+            "status = 'queued', error = $3, published_at = NULL"
+        };
+        let sql = format!(
+            "UPDATE jobs SET {set}, updated_at = $2 \
+             WHERE id = $1 AND status = 'running' AND updated_at < $4 RETURNING {JOB_COLUMNS}"
+        );
+        self.pool
+            .fetch_optional(
+                &sql,
+                args![id, now(), error_json(error)?, stale_before],
+                job_from_row,
+            )
+            .await
+    }
+
     /// A queued job is cancelled at once; a running one gets `cancel_requested` and keeps its
     /// status until its consumer records the outcome. One statement, so it cannot interleave
     /// with `start_attempt`.
