@@ -1,5 +1,7 @@
 //! The `extraction` kind: text out of a document, cached by its sha256 and the options.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -69,10 +71,10 @@ impl Handler for ExtractionHandler {
                 InputOutput::Text => OutputFormat::Text,
             };
             job.progress(stage(0.0, "loading")).await;
-            let loaded = self
-                .loader
-                .load(&job, input.file_id.as_deref(), input.url.as_deref())
-                .await?;
+            let loaded = tokio::select! {
+                loaded = self.loader.load(&job, input.file_id.as_deref(), input.url.as_deref()) => loaded?,
+                _ = job.cancel.cancelled() => return Err(stopped()),
+            };
             let sha256 = hex::encode(Sha256::digest(&loaded.bytes));
             let key = cache_key(&sha256, output);
 
@@ -88,24 +90,36 @@ impl Handler for ExtractionHandler {
             }
 
             job.progress(stage(0.3, "extracting")).await;
+            let stop = Arc::new(AtomicBool::new(false));
             let opts = ExtractOptions {
                 output,
                 deadline: Some(Instant::now() + self.budget),
+                stop: Some(stop.clone()),
                 ..ExtractOptions::default()
             };
             let bytes = loaded.bytes.clone();
             let local_opts = opts.clone();
-            let extracted = tokio::task::spawn_blocking(move || extract(&bytes, &local_opts))
-                .await
-                .map_err(|e| HandlerError::transient("internal", e.to_string()))?;
+            // The extractor runs on a thread of its own, which dropping this future would
+            // not stop: it is told to stop when the job is cancelled or the consumer lets it
+            // go, and also when this future is dropped (the hard time limit), so no
+            // extraction outlives its attempt by more than a moment.
+            let _stop_when_dropped = StopWhenDropped(stop.clone());
+            let mut local = tokio::task::spawn_blocking(move || extract(&bytes, &local_opts));
+            let joined = tokio::select! {
+                joined = &mut local => joined,
+                _ = job.cancel.cancelled() => {
+                    stop.store(true, Ordering::Relaxed);
+                    local.await
+                }
+            };
+            let extracted =
+                joined.map_err(|e| HandlerError::transient("internal", e.to_string()))?;
             let extracted = match (extracted, &self.docling) {
                 (Err(ExtractError::OcrRequired { .. }), Some(docling)) => {
                     job.progress(stage(0.5, "ocr")).await;
                     tokio::select! {
                         converted = docling.convert(loaded.bytes.clone(), &loaded.filename, &opts) => converted,
-                        _ = job.cancel.cancelled() => {
-                            return Err(HandlerError::transient("cancelled", "cancelled"));
-                        }
+                        _ = job.cancel.cancelled() => return Err(stopped()),
                     }
                 }
                 (other, _) => other,
@@ -121,6 +135,19 @@ impl Handler for ExtractionHandler {
             result["cached"] = false.into();
             Ok(result)
         })
+    }
+}
+
+/// What a handler told to stop returns; the runtime records the reason it was told.
+fn stopped() -> HandlerError {
+    HandlerError::transient("stopped", "the extraction was stopped")
+}
+
+struct StopWhenDropped(Arc<AtomicBool>);
+
+impl Drop for StopWhenDropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -8,7 +8,7 @@ use quick_xml::events::{BytesStart, Event};
 use serde_json::Value;
 
 use crate::blocks::{collapse_lines, Blocks};
-use crate::limits::{Clock, Ctx};
+use crate::limits::{table_too_large, Clock, Ctx, MAX_TABLE_CELLS};
 use crate::ooxml::{attr, next, push_text, toggle, xml_reader, Package};
 use crate::{DocumentFormat, ExtractError, Extracted};
 
@@ -302,6 +302,8 @@ struct Table {
     row: Vec<String>,
     cell: String,
     span: usize,
+    /// Cells and rows gathered, against `MAX_TABLE_CELLS`.
+    gathered: usize,
 }
 
 struct Walker<'a> {
@@ -507,6 +509,10 @@ impl Walker<'_> {
             "tc" | "tr" if self.ignored_tables > 0 => {}
             "tc" => {
                 if let Some(t) = self.tables.last_mut() {
+                    t.gathered = t.gathered.saturating_add(t.span.max(1));
+                    if t.gathered > MAX_TABLE_CELLS {
+                        return Err(table_too_large());
+                    }
                     let cell = std::mem::take(&mut t.cell);
                     t.row.push(cell.trim().to_owned());
                     for _ in 1..t.span {
@@ -516,6 +522,10 @@ impl Walker<'_> {
             }
             "tr" => {
                 if let Some(t) = self.tables.last_mut() {
+                    t.gathered = t.gathered.saturating_add(1);
+                    if t.gathered > MAX_TABLE_CELLS {
+                        return Err(table_too_large());
+                    }
                     let row = std::mem::take(&mut t.row);
                     t.rows.push(row);
                 }

@@ -18,6 +18,10 @@ pub enum ExtractError {
     /// The deadline passed before the extraction finished.
     #[error("extraction did not finish before its deadline")]
     Timeout,
+    /// Told to stop ([`crate::ExtractOptions::stop`]): the job was cancelled or its consumer
+    /// is stopping.
+    #[error("extraction stopped before it finished")]
+    Stopped,
     /// docling-serve could not be reached or did not answer usefully.
     #[error("docling-serve unavailable: {0}")]
     Unavailable(String),
@@ -25,7 +29,7 @@ pub enum ExtractError {
 
 impl ExtractError {
     /// The stable error code: `unsupported_format`, `corrupt_document`, `too_large`,
-    /// `ocr_required`, `timeout` or `unavailable`.
+    /// `ocr_required`, `timeout`, `stopped` or `unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
             ExtractError::UnsupportedFormat(_) => "unsupported_format",
@@ -33,14 +37,16 @@ impl ExtractError {
             ExtractError::TooLarge(_) => "too_large",
             ExtractError::OcrRequired { .. } => "ocr_required",
             ExtractError::Timeout => "timeout",
+            ExtractError::Stopped => "stopped",
             ExtractError::Unavailable(_) => "unavailable",
         }
     }
 
-    /// Whether trying the same input again later may succeed. Only a docling-serve outage
-    /// is; every other failure is a property of the document and the limits.
+    /// Whether trying the same input again later may succeed: after a docling-serve outage,
+    /// or an extraction stopped from outside. Every other failure is a property of the
+    /// document and the limits.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ExtractError::Unavailable(_))
+        matches!(self, ExtractError::Unavailable(_) | ExtractError::Stopped)
     }
 
     pub(crate) fn corrupt(message: impl Into<String>) -> Self {

@@ -16,7 +16,7 @@ use html5ever::tokenizer::{
 use serde_json::Value;
 
 use crate::blocks::{collapse_lines, Blocks};
-use crate::limits::Ctx;
+use crate::limits::{table_too_large, Ctx, MAX_TABLE_CELLS};
 use crate::text::decode;
 use crate::{DocumentFormat, ExtractError, Extracted};
 
@@ -117,6 +117,8 @@ struct Table {
     row: Option<Vec<String>>,
     cell: Option<String>,
     span: usize,
+    /// Cells and rows gathered, against `MAX_TABLE_CELLS`.
+    gathered: usize,
 }
 
 /// An open inline element written as Markdown markup: where its opening marker went in
@@ -653,6 +655,11 @@ impl Converter {
         self.space = false;
         if let Some(t) = &mut self.table {
             if let Some(cell) = t.cell.take() {
+                t.gathered = t.gathered.saturating_add(t.span.max(1));
+                if t.gathered > MAX_TABLE_CELLS {
+                    self.error.get_or_insert_with(table_too_large);
+                    return;
+                }
                 let row = t.row.get_or_insert_with(Vec::new);
                 row.push(cell.trim().to_owned());
                 row.extend(std::iter::repeat_n(String::new(), t.span - 1));
@@ -664,6 +671,11 @@ impl Converter {
         self.end_cell();
         if let Some(t) = &mut self.table {
             if let Some(row) = t.row.take() {
+                t.gathered = t.gathered.saturating_add(1);
+                if t.gathered > MAX_TABLE_CELLS {
+                    self.error.get_or_insert_with(table_too_large);
+                    return;
+                }
                 t.rows.push(row);
             }
         }

@@ -24,6 +24,8 @@ mod text;
 mod xlsx;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -118,6 +120,9 @@ pub struct ExtractOptions {
     pub max_output_chars: usize,
     /// When to give up with `timeout`.
     pub deadline: Option<Instant>,
+    /// Set from another thread to end the extraction early with `stopped`; checked with the
+    /// deadline.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ExtractOptions {
@@ -129,6 +134,7 @@ impl Default for ExtractOptions {
             max_compression_ratio: 100,
             max_output_chars: 20_000_000,
             deadline: None,
+            stop: None,
         }
     }
 }

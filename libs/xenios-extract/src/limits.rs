@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::{ExtractError, ExtractOptions};
@@ -6,22 +8,43 @@ use crate::{ExtractError, ExtractOptions};
 /// small runs of repetitive XML legitimately compress far better than 100:1.
 pub(crate) const RATIO_GRACE_BYTES: u64 = 1 << 20;
 
+/// Cells (and rows) one table may gather before it is written. A spanning cell counts as
+/// every cell it spans: `colspan`/`gridSpan` would otherwise turn a few input bytes into
+/// dozens of cells held in memory until the table ends.
+pub(crate) const MAX_TABLE_CELLS: usize = 1 << 20;
+
+pub(crate) fn table_too_large() -> ExtractError {
+    ExtractError::too_large(format!("a table has more than {MAX_TABLE_CELLS} cells"))
+}
+
 /// The deadline, checked from the loops of every extractor. Reading the clock costs tens
 /// of nanoseconds, so hot loops ask only every [`Clock::EVERY`] iterations.
 pub(crate) struct Clock {
     deadline: Option<Instant>,
+    stop: Option<Arc<AtomicBool>>,
     ticks: u32,
 }
 
 impl Clock {
     const EVERY: u32 = 256;
 
-    pub(crate) fn new(deadline: Option<Instant>) -> Self {
-        Clock { deadline, ticks: 0 }
+    pub(crate) fn new(deadline: Option<Instant>, stop: Option<Arc<AtomicBool>>) -> Self {
+        Clock {
+            deadline,
+            stop,
+            ticks: 0,
+        }
     }
 
-    /// Checks the clock now.
+    /// Checks the clock (and whether to stop) now.
     pub(crate) fn check(&self) -> Result<(), ExtractError> {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Relaxed))
+        {
+            return Err(ExtractError::Stopped);
+        }
         match self.deadline {
             Some(deadline) if Instant::now() >= deadline => Err(ExtractError::Timeout),
             _ => Ok(()),
@@ -83,7 +106,7 @@ impl<'a> Ctx<'a> {
     pub(crate) fn new(opts: &'a ExtractOptions) -> Self {
         Ctx {
             opts,
-            clock: Clock::new(opts.deadline),
+            clock: Clock::new(opts.deadline, opts.stop.clone()),
         }
     }
 

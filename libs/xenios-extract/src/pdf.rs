@@ -575,12 +575,15 @@ fn load_font<'a>(
 }
 
 /// The `W` array of a CID font: `c [w1 w2 …]` or `c_first c_last w`, bounded so a
-/// hostile range cannot fill memory.
+/// hostile range cannot fill memory, and its work bounded too: ranges that cover the same
+/// codes again and again would otherwise keep the loop busy without growing the map.
 fn cid_widths<'a>(
     w: &'a [Object],
     deref: &impl Fn(&'a Object) -> Option<&'a Object>,
 ) -> HashMap<u32, f32> {
     const MAX: usize = 65_536;
+    const MAX_WRITES: usize = 4 * MAX;
+    let mut writes = 0usize;
     let mut widths = HashMap::new();
     let mut items = w.iter().filter_map(deref).peekable();
     while let Some(first) = items.next() {
@@ -594,6 +597,7 @@ fn cid_widths<'a>(
                         widths.insert(first.saturating_add(i as u32), w);
                     }
                 }
+                writes = writes.saturating_add(list.len().min(MAX));
             }
             Some(last) => {
                 let Some(last) = number(last).map(|l| l as u32) else {
@@ -605,12 +609,38 @@ fn cid_widths<'a>(
                 for code in (first..=last).take(MAX) {
                     widths.insert(code, w);
                 }
+                writes = writes.saturating_add((last.saturating_sub(first) as usize + 1).min(MAX));
             }
             None => break,
         }
-        if widths.len() >= MAX {
+        if widths.len() >= MAX || writes >= MAX_WRITES {
             break;
         }
     }
     widths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_width_range_repeated_costs_bounded_work() {
+        // 1 MB of `0 65534 1`: each triple covers the same 65 535 codes again.
+        let w: Vec<Object> = (0..100_000)
+            .flat_map(|_| {
+                [
+                    Object::Integer(0),
+                    Object::Integer(65_534),
+                    Object::Integer(1),
+                ]
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let widths = cid_widths(&w, &|o| Some(o));
+        assert_eq!(widths.len(), 65_535);
+        assert_eq!(widths.get(&7), Some(&1.0));
+        // Unbounded, this was 6.5 billion map writes: minutes, not moments.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 }

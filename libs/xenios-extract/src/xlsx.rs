@@ -56,7 +56,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
             date_styles: &date_styles,
             date1904: book.date1904,
         };
-        let rows = sheet.rows(&xml, &rel.target, &mut cx.clock)?;
+        let rows = sheet.rows(&xml, &rel.target, cx.opts.max_output_chars, &mut cx.clock)?;
         names.push(Value::String(name.clone()));
         blocks.heading(2, name)?;
         write_rows(&mut blocks, &rows, &mut cx.clock)?;
@@ -265,7 +265,17 @@ struct Cell {
 }
 
 impl Sheet<'_> {
-    fn rows(&self, xml: &str, part: &str, clock: &mut Clock) -> Result<Vec<Row>, ExtractError> {
+    /// Every non-empty cell becomes output, so the text gathered is charged against
+    /// `max_output_chars` as it is gathered: a few cells naming one huge shared string must
+    /// not copy it in memory thousands of times before the output's own limit is reached.
+    fn rows(
+        &self,
+        xml: &str,
+        part: &str,
+        max_output_chars: usize,
+        clock: &mut Clock,
+    ) -> Result<Vec<Row>, ExtractError> {
+        let mut gathered = 0usize;
         let mut reader = xml_reader(xml);
         let mut rows: Vec<Row> = Vec::new();
         let mut row: Option<Row> = None;
@@ -313,6 +323,12 @@ impl Sheet<'_> {
                             if let Some(col) = c.col {
                                 let value = self.value(&c);
                                 if !value.trim().is_empty() {
+                                    gathered = gathered.saturating_add(value.chars().count());
+                                    if gathered > max_output_chars {
+                                        return Err(ExtractError::too_large(format!(
+                                            "the extracted text exceeds {max_output_chars} characters"
+                                        )));
+                                    }
                                     cells.push((col, value));
                                 }
                             }

@@ -169,6 +169,70 @@ fn output_limit_is_too_large() {
 }
 
 #[test]
+fn a_stop_request_ends_an_extraction() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opts = ExtractOptions {
+        stop: Some(stop.clone()),
+        ..ExtractOptions::default()
+    };
+    let csv = "a,b,c\n".repeat(4_000_000);
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let err = extract(csv.as_bytes(), &opts).unwrap_err();
+    stopper.join().unwrap();
+    assert_eq!(err.code(), "stopped");
+    assert!(err.is_retryable());
+}
+
+#[test]
+fn cells_naming_one_huge_shared_string_are_charged_as_they_are_read() {
+    // 5000 cells, each naming the same 100 000-character string: 500 million characters
+    // gathered before the output limit would have been reached.
+    let huge = "a".repeat(100_000);
+    let mut rows = String::new();
+    for r in 1..=5000 {
+        rows.push_str(&format!(
+            r#"<row r="{r}"><c r="A{r}" t="s"><v>0</v></c></row>"#
+        ));
+    }
+    let bytes = common::xlsx(&[("Bomb", &rows)], &[&huge]);
+    let err = extract(&bytes, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large");
+    assert!(err.to_string().contains("20000000"), "{err}");
+}
+
+#[test]
+fn spanning_cells_count_as_every_cell_they_span() {
+    let html = format!(
+        "<html><body><table><tr>{}</tr></table></body></html>",
+        "<td colspan=64>x</td>".repeat(20_000)
+    );
+    let err = extract(html.as_bytes(), &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large");
+    assert!(err.to_string().contains("cells"), "{err}");
+
+    let cell = r#"<w:tc><w:tcPr><w:gridSpan w:val="64"/></w:tcPr><w:p><w:r><w:t>x</w:t></w:r></w:p></w:tc>"#;
+    let body = format!("<w:tbl><w:tr>{}</w:tr></w:tbl>", cell.repeat(20_000));
+    // Repetitive enough to pass for a zip bomb: that guard is not what is tested here.
+    let lenient = ExtractOptions {
+        max_compression_ratio: 100_000,
+        ..ExtractOptions::default()
+    };
+    let err = extract(&docx(&body), &lenient).unwrap_err();
+    assert_eq!(err.code(), "too_large");
+    assert!(err.to_string().contains("cells"), "{err}");
+
+    // A table of ordinary size is unaffected.
+    let html = format!(
+        "<html><body><table><tr>{}</tr></table></body></html>",
+        "<td colspan=4>x</td>".repeat(100)
+    );
+    assert!(extract(html.as_bytes(), &ExtractOptions::default()).is_ok());
+}
+
+#[test]
 fn sparse_sheet_costs_output_not_memory() {
     // One cell in A and one in XFD on each of many rows: a huge grid if materialised.
     let mut rows = String::new();
