@@ -199,7 +199,9 @@ async fn resuming_at_or_past_the_end_of_a_job() {
         .map(|e| (e.id.as_deref().unwrap(), e.event.as_deref().unwrap()))
         .collect();
     assert_eq!(told, [("0.1", "result"), ("0.3", "status")]);
-    let rest = other.events(&id, Some("0.1"), Duration::from_secs(10)).await;
+    let rest = other
+        .events(&id, Some("0.1"), Duration::from_secs(10))
+        .await;
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].id.as_deref(), Some("0.3"));
     assert_eq!(rest[0].json()["status"], "succeeded");
@@ -808,6 +810,55 @@ async fn sigterm_drains_in_flight_jobs_and_exits_zero() {
 /// A consumer that is told to stop sends no more pulls. Once a pull ends, a free slot is
 /// ready as well as the stop; were the slot taken, each kind's drain would wait out another
 /// pull (half the time, for each kind, before the stop won).
+/// A handler that does not listen: it goes on for a minute whatever it is told.
+struct Deaf;
+
+impl xenios_runtime::Handler for Deaf {
+    fn kind(&self) -> JobKind {
+        JobKind::Echo
+    }
+
+    fn handle(
+        &self,
+        _job: xenios_runtime::JobContext,
+    ) -> futures::future::BoxFuture<'_, xenios_runtime::HandlerResult> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(json!({}))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_drain_lets_go_of_a_handler_that_does_not_stop() {
+    let stack = Stack::start_with(Db::Sqlite, &[("consumer.shutdown_grace_secs", "1")], 0).await;
+    let client = xenios_cli::connect_nats(&stack.settings, "deaf")
+        .await
+        .unwrap();
+    let runtime =
+        xenios_runtime::Runtime::new(stack.settings.clone(), stack.store.clone(), client, "deaf")
+            .with_handler(Deaf);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let drain =
+        tokio::spawn(async move { runtime.run(async move { stopped.cancelled().await }).await });
+    let id = stack.submit("echo", json!({"message": "deaf"})).await;
+    stack
+        .wait_for(&id, &["running"], Duration::from_secs(10))
+        .await;
+    stop.cancel();
+    // The grace period and a moment after it, not the handler's minute (nor the kind's
+    // ten-minute hard limit, which was the bound before).
+    tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .unwrap();
+    let job = stack.job(&id).await;
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(job["error"]["code"], "released");
+}
+
 #[tokio::test]
 async fn a_draining_consumer_asks_for_no_more_commands() {
     // Pulls long enough that none of the first ones ends before the stop, even on a slow

@@ -801,7 +801,10 @@ mod tests {
         assert_eq!(ResumePoint::parse(Some(" 42.3 ")), point(42, 3));
         assert_eq!(ResumePoint::parse(Some("42.x")), point(42, 0));
         assert_eq!(ResumePoint::parse(Some("garbage")), point(0, 0));
-        assert_eq!(ResumePoint::parse(Some("99999999999999999999")), point(0, 0));
+        assert_eq!(
+            ResumePoint::parse(Some("99999999999999999999")),
+            point(0, 0)
+        );
         assert!(point(0, 3).has_final_status_from_store());
         assert!(!point(7, 1).has_final_status_from_store());
     }

@@ -227,9 +227,7 @@ impl Settings {
                  after a crash finds the job's lease lapsed",
             );
         }
-        if self.consumer.abandoned_after_secs
-            < CONSUMER_ACK_WAIT_SECS + self.consumer.lease_secs
-        {
+        if self.consumer.abandoned_after_secs < CONSUMER_ACK_WAIT_SECS + self.consumer.lease_secs {
             return invalid(
                 "consumer.abandoned_after_secs",
                 "at least the consumers' 30 s ack_wait plus consumer.lease_secs: before that, \
@@ -282,14 +280,14 @@ fn cors_origins_problem(origins: &[String]) -> Option<String> {
             .then(|| "`*` allows every origin and cannot be combined with others".to_owned());
     }
     origins.iter().find_map(|origin| {
-        let valid = origin
-            .split_once("://")
-            .is_some_and(|(scheme, authority)| {
-                matches!(scheme, "http" | "https")
-                    && !authority.is_empty()
-                    && !authority.contains(['/', '?', '#', '@'])
-                    && !origin.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-            });
+        let valid = origin.split_once("://").is_some_and(|(scheme, authority)| {
+            matches!(scheme, "http" | "https")
+                && !authority.is_empty()
+                && !authority.contains(['/', '?', '#', '@'])
+                && !origin
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        });
         (!valid).then(|| {
             format!("`{origin}` is not an origin: give scheme://host[:port] (no path), or *")
         })

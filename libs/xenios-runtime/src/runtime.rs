@@ -28,6 +28,8 @@ use crate::workers;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Delay before a command is offered again when the store could not be reached.
 const STORE_DOWN_DELAY: Duration = Duration::from_secs(2);
+/// How long a handler may run on after the drain's grace period released it.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// In-progress acks and lease renewals go out at most this far apart (well inside the
 /// consumers' 30 s `ack_wait`), and three times per lease at least.
 const PROGRESS_ACK_EVERY: Duration = Duration::from_secs(10);
@@ -694,7 +696,8 @@ impl Attempt {
 
     /// Runs the handler under the kind's time limits, keeping the command alive with
     /// in-progress acks and watching for a cancellation the broadcast may have missed.
-    /// `None` means the handler was abandoned at the hard limit.
+    /// `None` means the handler was abandoned: at the hard limit, or when it did not stop
+    /// within `RELEASE_WAIT` of being released at the end of a drain.
     async fn supervise(
         &self,
         work: futures::future::BoxFuture<'_, HandlerResult>,
@@ -710,9 +713,14 @@ impl Attempt {
         tokio::pin!(work, soft, hard);
         let mut soft_fired = false;
         let abandon = self.shared.abandon.clone();
+        let mut released_until = None;
         loop {
             tokio::select! {
                 result = &mut work => return Some(result),
+                _ = sleep_until(released_until) => {
+                    tracing::error!("the handler did not stop when released; abandoning it");
+                    return None;
+                }
                 _ = &mut soft, if !soft_fired => {
                     soft_fired = true;
                     tracing::warn!("soft time limit reached; cancelling the handler");
@@ -722,8 +730,12 @@ impl Attempt {
                     tracing::error!("hard time limit reached; abandoning the handler");
                     return None;
                 }
-                _ = abandon.cancelled(), if !interrupt.token.is_cancelled() => {
+                // The drain's grace is over: the handler gets a moment to stop, whatever it
+                // was told before, so a handler that does not listen cannot hold the process
+                // past its stop timeout.
+                _ = abandon.cancelled(), if released_until.is_none() => {
                     interrupt.fire(Reason::Released);
+                    released_until = Some(tokio::time::Instant::now() + RELEASE_WAIT);
                 }
                 _ = keepalive.tick() => {
                     let _ = self.message.ack_with(AckKind::Progress).await;
@@ -973,4 +985,11 @@ impl OwnedOutcome<'_> {
 fn completed(kind: &'static str, outcome: &'static str) {
     metrics::counter!("xenios_jobs_completed_total", "kind" => kind, "outcome" => outcome)
         .increment(1);
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

@@ -49,7 +49,10 @@ pub async fn run(
             _ = stop.cancelled() => return,
         }
         match reap_abandoned(&store, &jetstream, policy).await {
-            Ok(Reaped { requeued: 0, failed: 0 }) => {}
+            Ok(Reaped {
+                requeued: 0,
+                failed: 0,
+            }) => {}
             Ok(reaped) => tracing::warn!(
                 requeued = reaped.requeued,
                 failed = reaped.failed,
@@ -178,9 +181,12 @@ pub async fn reap_abandoned(
             )
             .await
             {
-                Ok(()) => metrics::counter!("xenios_dead_letters_total", "kind" => kind)
-                    .increment(1),
-                Err(e) => tracing::error!(error = %e, job_id = %job.id, "cannot publish the dead letter"),
+                Ok(()) => {
+                    metrics::counter!("xenios_dead_letters_total", "kind" => kind).increment(1)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, job_id = %job.id, "cannot publish the dead letter")
+                }
             }
             let finished = job.finished_at.unwrap_or(job.updated_at);
             for event in [
@@ -188,9 +194,13 @@ pub async fn reap_abandoned(
                 JobEvent::status(JobStatus::Failed, attempts, finished),
             ] {
                 // The terminal status is stored: clients following the job learn its end.
-                if let Err(e) =
-                    confirmed(jetstream, subject.clone(), Default::default(), event.to_bytes())
-                        .await
+                if let Err(e) = confirmed(
+                    jetstream,
+                    subject.clone(),
+                    Default::default(),
+                    event.to_bytes(),
+                )
+                .await
                 {
                     tracing::warn!(error = %e, job_id = %job.id, "job event not confirmed");
                 }
@@ -203,9 +213,13 @@ pub async fn reap_abandoned(
                 JobEvent::Error(error),
                 JobEvent::status(JobStatus::Queued, attempts, job.updated_at),
             ] {
-                if let Err(e) =
-                    confirmed(jetstream, subject.clone(), Default::default(), event.to_bytes())
-                        .await
+                if let Err(e) = confirmed(
+                    jetstream,
+                    subject.clone(),
+                    Default::default(),
+                    event.to_bytes(),
+                )
+                .await
                 {
                     tracing::warn!(error = %e, job_id = %job.id, "job event not confirmed");
                 }
