@@ -296,6 +296,58 @@ async fn idempotency_key_and_duplicate_commands_run_once() {
     error_body(r, 422, "invalid_input").await;
 }
 
+/// A full queue refuses a submission with 503 and `Retry-After`, and keeps nothing of it: the
+/// same `Idempotency-Key` submitted again once there is room makes the job.
+#[tokio::test]
+async fn a_full_queue_refuses_submissions_until_there_is_room() {
+    let mut stack = Stack::start_with(Db::Sqlite, &[("nats.jobs_max_msgs", "2")], 0).await;
+    let submit = |api: &Api| {
+        api.post("/api/v1/jobs")
+            .header("Idempotency-Key", "retry-me")
+            .json(&json!({"kind": "echo", "input": {"message": "later"}}))
+            .send()
+    };
+    let queued = [
+        stack.submit("echo", json!({"message": 1})).await,
+        stack.submit("echo", json!({"message": 2})).await,
+    ];
+    for _ in 0..2 {
+        let refused = submit(&stack.api).await.unwrap();
+        assert_eq!(refused.headers()["retry-after"], "5");
+        error_body(refused, 503, "unavailable").await;
+    }
+    let page: Value = stack
+        .get("/api/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        page["jobs"].as_array().unwrap().len(),
+        2,
+        "nothing kept: {page}"
+    );
+
+    stack.start_worker().await;
+    for id in &queued {
+        stack
+            .wait_for(id, &["succeeded"], Duration::from_secs(20))
+            .await;
+    }
+    let accepted = submit(&stack.api).await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id = accepted.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = stack
+        .wait_for(&id, &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(job["result"], json!({"message": "later"}));
+}
+
 #[tokio::test]
 async fn cancel_queued_running_and_finished_jobs() {
     let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;

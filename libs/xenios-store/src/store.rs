@@ -247,6 +247,19 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a job that never started: one whose command the broker refused (a full
+    /// queue), so the submission itself was refused. `false` if the job has moved on.
+    pub async fn delete_unstarted_job(&self, id: JobId) -> Result<bool> {
+        let n = self
+            .pool
+            .execute(
+                "DELETE FROM jobs WHERE id = $1 AND status = 'queued' AND attempts = 0",
+                args![id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Queued jobs whose command was last published (or, never published, created) before
     /// `older_than`, oldest first: the sweeper publishes them again.
     pub async fn jobs_to_republish(

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use xenios_contract::envelope::{CancelRequest, JobEvent};
 use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT, JOBS_STREAM};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
-use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, Outcome};
+use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob};
 
 use crate::auth::User;
 use crate::correlation::CorrelationId;
@@ -371,8 +371,10 @@ async fn send(
     }
 }
 
-/// What a recorded job's publish came to. A full queue fails the job and answers 503; any
-/// other broker trouble leaves it recorded as queued for the sweeper to publish, so the
+/// What a recorded job's publish came to. A full queue refuses the submission: the record
+/// is taken back, so the job never existed for the client, whose 503 says to submit again
+/// (and whose `Idempotency-Key` then makes a new job rather than return a refused one). Any
+/// other broker trouble leaves the job recorded as queued for the sweeper to publish, so the
 /// client's 202 holds.
 async fn settle_send(
     state: &AppState,
@@ -382,24 +384,12 @@ async fn settle_send(
     let Err(result) = sent else {
         return Ok(());
     };
-    let js = &state.jetstream;
     if result.contains("maximum messages") || result.contains("maximum bytes") {
-        let error = JobError {
-            code: "queue_full".into(),
-            message: "the queue is full; submit again later".into(),
-            retryable: true,
-        };
-        if let Ok(Some(failed)) = state
-            .store
-            .finish_job(job.id, Outcome::Failed(error.clone()))
-            .await
-        {
-            let attempt = u32::try_from(failed.attempts).unwrap_or(0);
-            let _ = js
-                .publish(events_subject(job.id), JobEvent::Error(error).to_bytes())
-                .await;
-            let status = JobEvent::status(JobStatus::Failed, attempt, Utc::now());
-            let _ = js.publish(events_subject(job.id), status.to_bytes()).await;
+        metrics::counter!("xenios_jobs_refused_total", "kind" => job.kind.as_str(), "reason" => "queue_full")
+            .increment(1);
+        if let Err(e) = state.store.delete_unstarted_job(job.id).await {
+            // Left queued, the sweeper publishes it once the queue has room.
+            tracing::warn!(job_id = %job.id, error = %e, "cannot take back a refused job's record");
         }
         return Err(ApiError::Unavailable {
             message: format!("the {} queue is full", job.kind),
