@@ -881,6 +881,44 @@ impl xenios_runtime::Handler for Deaf {
     }
 }
 
+/// A handler with a bug.
+struct Panicky;
+
+impl xenios_runtime::Handler for Panicky {
+    fn kind(&self) -> JobKind {
+        JobKind::Echo
+    }
+
+    fn handle(
+        &self,
+        _job: xenios_runtime::JobContext,
+    ) -> futures::future::BoxFuture<'_, xenios_runtime::HandlerResult> {
+        Box::pin(async { panic!("index out of bounds: secret detail") })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_tries_and_the_job_is_dead_lettered() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let client = xenios_cli::connect_nats(&stack.settings, "panicky")
+        .await
+        .unwrap();
+    let runtime =
+        xenios_runtime::Runtime::new(stack.settings.clone(), stack.store.clone(), client, "panicky")
+            .with_handler(Panicky);
+    tokio::spawn(runtime.run(std::future::pending()));
+    let id = stack.submit("echo", json!({"message": "boom"})).await;
+    let job = stack
+        .wait_for(&id, &["failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(job["attempts"], 5);
+    assert_eq!(job["error"]["code"], "internal");
+    assert!(!job.to_string().contains("secret detail"), "{job}");
+    let letters = dead_letters(&stack).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].command.job_id.to_string(), id);
+}
+
 #[tokio::test]
 async fn a_drain_lets_go_of_a_handler_that_does_not_stop() {
     let stack = Stack::start_with(Db::Sqlite, &[("consumer.shutdown_grace_secs", "1")], 0).await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures::future::BoxFuture;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -526,7 +526,7 @@ impl Attempt {
                 };
                 let interrupt = Arc::new(Interrupt::new());
                 let context = self.context(attempt_of(&record), &interrupt, Admission::open());
-                (record, interrupt, handler.handle(context), None)
+                (record, interrupt, guarded(handler.handle(context)), None)
             };
         let attempt = attempt_of(&record);
         tracing::Span::current().record("attempt", attempt);
@@ -648,7 +648,7 @@ impl Attempt {
         let _listening = self.shared.listen(self.job_id(), &interrupt);
         let (admit, admission) = watch::channel(false);
         let context = self.context(1, &interrupt, Admission::after(admission));
-        let mut work = futures::future::maybe_done(handler.handle(context));
+        let mut work = futures::future::maybe_done(guarded(handler.handle(context)));
         let claim = self.claim_within(RECORD_WAIT, Some(interrupt.token.clone()));
         tokio::pin!(claim);
         let claimed = std::future::poll_fn(|cx| {
@@ -666,7 +666,7 @@ impl Attempt {
                 let record = other?;
                 let interrupt = Arc::new(Interrupt::new());
                 let context = self.context(attempt_of(&record), &interrupt, Admission::open());
-                return Some((record, interrupt, handler.handle(context), None));
+                return Some((record, interrupt, guarded(handler.handle(context)), None));
             }
         };
         let work: BoxFuture<'h, HandlerResult> = Box::pin(async move {
@@ -992,4 +992,28 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// A handler's panic is its attempt's transient failure (retried, then failed and
+/// dead-lettered), not a command left unanswered until the broker redelivers it, which spends
+/// the command's deliveries without recording a try.
+fn guarded(work: BoxFuture<'_, HandlerResult>) -> BoxFuture<'_, HandlerResult> {
+    Box::pin(
+        std::panic::AssertUnwindSafe(work)
+            .catch_unwind()
+            .map(|caught| {
+                caught.unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %message, "the handler panicked");
+                    Err(HandlerError::transient(
+                        "internal",
+                        "the job's handler failed unexpectedly",
+                    ))
+                })
+            }),
+    )
 }
