@@ -130,6 +130,9 @@ async fn lifecycle(db: Db) {
         "xenios_job_submit_stage_seconds_count{kind=\"echo\",stage=\"publish\"}",
         "xenios_job_start_seconds_count{kind=\"echo\"}",
         "xenios_jobs_in_flight",
+        // Series of kinds nothing ran yet exist at zero, for alerts on their increase.
+        "xenios_dead_letters_total{kind=\"extraction\"}",
+        "xenios_jobs_completed_total{kind=\"transcription\",outcome=\"failed\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }
@@ -903,9 +906,13 @@ async fn a_panicking_handler_fails_its_tries_and_the_job_is_dead_lettered() {
     let client = xenios_cli::connect_nats(&stack.settings, "panicky")
         .await
         .unwrap();
-    let runtime =
-        xenios_runtime::Runtime::new(stack.settings.clone(), stack.store.clone(), client, "panicky")
-            .with_handler(Panicky);
+    let runtime = xenios_runtime::Runtime::new(
+        stack.settings.clone(),
+        stack.store.clone(),
+        client,
+        "panicky",
+    )
+    .with_handler(Panicky);
     tokio::spawn(runtime.run(std::future::pending()));
     let id = stack.submit("echo", json!({"message": "boom"})).await;
     let job = stack

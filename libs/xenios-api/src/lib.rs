@@ -28,6 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use xenios_auth::Authenticator;
 use xenios_config::Settings;
+use xenios_contract::JobKind;
 use xenios_store::Store;
 
 use crate::error::ApiError;
@@ -73,6 +74,8 @@ impl Application {
             shutdown: CancellationToken::new(),
             settings: settings.clone(),
         });
+        // The API records jobs of every kind, and its sweeper may fail and dead-letter them.
+        xenios_telemetry::register_job_series(JobKind::ALL.iter().map(|k| k.as_str()));
         let router = router(state.clone());
         let listener = listen(settings.api.addr).map_err(|source| StartError::Bind {
             addr: settings.api.addr,

@@ -62,6 +62,10 @@ impl LlmGateway {
     /// public endpoint its candidates then fail as unusable and the next one is tried.
     pub fn new(llm: &LlmSettings, providers: &ProvidersSettings) -> Result<Self, LlmError> {
         llm.validate().map_err(LlmError::Config)?;
+        // At zero from the start, so an alert on their increase sees the first fallback.
+        for task in llm.tasks.keys() {
+            metrics::counter!("xenios_llm_fallbacks_total", "task" => task.clone()).increment(0);
+        }
         let mut built = BTreeMap::new();
         for (task, settings) in &llm.tasks {
             for candidate in &settings.candidates {

@@ -118,6 +118,7 @@ impl Runtime {
             return Err(RuntimeError::NothingToServe);
         }
         let kinds = self.kinds();
+        xenios_telemetry::register_job_series(kinds.iter().map(|k| k.as_str()));
         let shared = self.shared;
         let stop_pulling = CancellationToken::new();
         let jobs = TaskTracker::new();

@@ -50,6 +50,23 @@ const DURATION_BUCKETS: &[f64] = &[
     60.0, 120.0, 300.0, 600.0,
 ];
 
+/// Creates the job series of `kinds` at zero (a series that already exists keeps its value).
+/// A counter that first appears at 1 has no `increase()`, so an alert on it (the first dead
+/// letter after a restart) would never fire; and a dashboard shows 0, not "no data".
+pub fn register_job_series<'a>(kinds: impl IntoIterator<Item = &'a str>) {
+    for kind in kinds {
+        let kind = kind.to_owned();
+        metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.clone()).increment(0);
+        for outcome in ["succeeded", "failed", "cancelled"] {
+            metrics::counter!("xenios_jobs_completed_total", "kind" => kind.clone(), "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::counter!("xenios_job_redeliveries_total", "kind" => kind.clone()).increment(0);
+        metrics::counter!("xenios_dead_letters_total", "kind" => kind.clone()).increment(0);
+        metrics::gauge!("xenios_jobs_in_flight", "kind" => kind).increment(0.0);
+    }
+}
+
 /// The process's Prometheus recorder, installed on first use; `/metrics` renders it.
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
