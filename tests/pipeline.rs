@@ -771,6 +771,88 @@ fn worker_process(stack: &Stack) -> Reaped {
     Reaped(child)
 }
 
+/// `xenios <args>` against the stack's database and broker: exit success, stdout, stderr.
+fn xenios_cli(stack: &Stack, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_xenios"))
+        .args(["--config", "/dev/null"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &stack.db_url)
+        .env("NATS_URL", stack.nats.url())
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .expect("xenios runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_operator_cli_lists_shows_cancels_and_resubmits_jobs() {
+    let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let first = stack.submit("echo", json!({"message": "first"})).await;
+    let second = stack.submit("echo", json!({"message": "second"})).await;
+
+    let (ok, listed, _) = xenios_cli(&stack, &["jobs", "list", "--status", "queued"]);
+    assert!(ok);
+    assert!(
+        listed.contains(&first) && listed.contains(&second),
+        "{listed}"
+    );
+    let (ok, newest, _) = xenios_cli(&stack, &["jobs", "list", "--json", "--limit", "1"]);
+    assert!(ok);
+    let lines: Vec<Value> = newest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["id"], second.as_str());
+    let (ok, _, _) = xenios_cli(&stack, &["jobs", "list", "--limit", "500"]);
+    assert!(!ok, "a limit past 100 is refused");
+
+    let (ok, said, _) = xenios_cli(&stack, &["jobs", "cancel", &first]);
+    assert!(ok && said.contains("cancelled"), "{said}");
+    assert_eq!(stack.job(&first).await["status"], "cancelled");
+    let (ok, _, why) = xenios_cli(&stack, &["jobs", "cancel", &first]);
+    assert!(!ok && why.contains("already cancelled"), "{why}");
+    let (ok, _, why) = xenios_cli(&stack, &["jobs", "resubmit", &second]);
+    assert!(!ok && why.contains("queued"), "{why}");
+
+    let (ok, new_id, why) = xenios_cli(&stack, &["jobs", "resubmit", &first]);
+    assert!(ok, "{why}");
+    let new_id = new_id.trim().to_owned();
+    assert_ne!(new_id, first);
+    stack.start_worker().await;
+    let job = stack
+        .wait_for(&new_id, &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(job["result"], json!({"message": "first"}));
+    assert_eq!(job["user_id"], USER);
+    assert_eq!(stack.job(&first).await["status"], "cancelled");
+
+    let (ok, shown, _) = xenios_cli(&stack, &["jobs", "show", &new_id]);
+    assert!(ok);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["status"], "succeeded");
+    assert_eq!(shown["inference_logs"], json!([]));
+    let (ok, _, why) = xenios_cli(
+        &stack,
+        &["jobs", "show", "00000000-0000-7000-8000-000000000000"],
+    );
+    assert!(!ok && why.contains("no job"), "{why}");
+
+    let (ok, counts, _) = xenios_cli(&stack, &["jobs", "counts"]);
+    assert!(ok);
+    let cancelled = counts
+        .lines()
+        .find(|l| l.contains("echo") && l.contains("cancelled"))
+        .unwrap_or_else(|| panic!("{counts}"));
+    assert!(cancelled.trim_end().ends_with(" 1"), "{counts}");
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([format!("-{name}"), child.id().to_string()])

@@ -6,6 +6,7 @@ pub mod correlation;
 pub mod error;
 pub mod events;
 mod openapi;
+pub mod operations;
 pub mod rate_limit;
 mod routes;
 pub mod state;

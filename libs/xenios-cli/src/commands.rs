@@ -9,6 +9,7 @@ use xenios_config::{Environment, Overrides, Settings};
 
 use xenios_contract::JobKind;
 
+use crate::jobs::JobsAction;
 use crate::start::{connect_nats, connect_store, serve_all, serve_worker, stream_settings};
 
 /// Used by `xenios dev` and `xenios token` in development when nothing else is configured, so
@@ -56,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         action: StreamsAction,
     },
+    /// Jobs: list, show, cancel, resubmit, counts (straight from the store).
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -98,6 +104,10 @@ pub async fn xenios_main() -> ExitCode {
         Command::Worker { kinds } => worker(cli.config.as_deref(), &kinds).await,
         Command::Migrate => migrate(cli.config.as_deref()).await,
         Command::Streams { action } => streams(cli.config.as_deref(), action).await,
+        Command::Jobs { action } => match load(cli.config.as_deref(), &Overrides::new()) {
+            Ok(settings) => crate::jobs::jobs(settings, action).await,
+            Err(e) => Err(e),
+        },
         Command::Config {
             action: ConfigAction::Show,
         } => load(cli.config.as_deref(), &Overrides::new()).map(|s| {

@@ -2,6 +2,7 @@
 //! start-up code is what `xenios dev` and the tests run.
 
 mod commands;
+mod jobs;
 mod start;
 
 pub use commands::xenios_main;

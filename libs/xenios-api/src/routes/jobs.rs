@@ -529,34 +529,14 @@ pub async fn cancel_job(
         .into_response())
 }
 
-/// Cancels a job: a queued one is finished as cancelled here and never starts; for a running
-/// one the cancellation is recorded and its consumer told on `ctl.jobs.cancel`.
+/// Cancels a job (see [`crate::operations::cancel`]).
 pub(crate) async fn cancel(state: &AppState, id: JobId) -> Result<CancelOutcome, ApiError> {
-    let outcome = state.store.cancel_job(id).await?;
-    match &outcome {
-        CancelOutcome::Cancelled(job) => {
-            let attempt = u32::try_from(job.attempts).unwrap_or(0);
-            let event = JobEvent::status(JobStatus::Cancelled, attempt, Utc::now());
-            if let Ok(ack) = state
-                .jetstream
-                .publish(events_subject(id), event.to_bytes())
-                .await
-            {
-                let _ = tokio::time::timeout(PUBLISH_TIMEOUT, ack).await;
-            }
-            metrics::counter!("xenios_jobs_completed_total", "kind" => job.kind.as_str(), "outcome" => "cancelled").increment(1);
-        }
-        CancelOutcome::Requested(_) => {
-            let request = CancelRequest { job_id: id };
-            state
-                .nats
-                .publish(CANCEL_SUBJECT, request.to_bytes())
-                .await
-                .map_err(|e| ApiError::unavailable(format!("cannot reach the consumers: {e}")))?;
-        }
-        CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound => {}
-    }
-    Ok(outcome)
+    crate::operations::cancel(&state.store, &state.nats, &state.jetstream, id)
+        .await
+        .map_err(|e| match e {
+            crate::operations::OperationError::Store(e) => e.into(),
+            crate::operations::OperationError::Broker(_) => ApiError::unavailable(e.to_string()),
+        })
 }
 
 /// The job's events as Server-Sent Events: `status`, `progress`, `token`, `result`, `error`,

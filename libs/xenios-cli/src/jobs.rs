@@ -1,0 +1,161 @@
+//! `xenios jobs …`: the operator's view of the jobs, straight from the store (and the broker,
+//! to cancel or resubmit), with no API in between, so it also works while the API is down.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::json;
+use uuid::Uuid;
+use xenios_api::operations::{self, JobView};
+use xenios_config::Settings;
+use xenios_contract::{JobKind, JobStatus};
+use xenios_store::{CancelOutcome, JobQuery, JobRecord, Store};
+
+use crate::start::{connect_nats, connect_store};
+
+#[derive(Subcommand)]
+pub(crate) enum JobsAction {
+    /// Jobs of every user, newest first.
+    List {
+        #[arg(long)]
+        kind: Option<JobKind>,
+        #[arg(long)]
+        status: Option<JobStatus>,
+        /// Only this user's jobs (the token's `sub`).
+        #[arg(long)]
+        user: Option<String>,
+        /// At most this many (1 to 100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// Only jobs older than this one: the `next page` the previous list printed.
+        #[arg(long)]
+        before: Option<Uuid>,
+        /// One job object per line (JSON), as the API shows them.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job as the API shows it, with the provider calls made for it.
+    Show { id: Uuid },
+    /// Cancel a queued job (it never starts) or a running one (its consumer is told).
+    Cancel { id: Uuid },
+    /// Submit a failed or cancelled job's kind and input again, as a new job of the same user
+    /// (a dead letter's second chance once its cause is fixed).
+    Resubmit { id: Uuid },
+    /// How many jobs there are, per kind and status.
+    Counts,
+}
+
+pub(crate) async fn jobs(settings: Settings, action: JobsAction) -> anyhow::Result<ExitCode> {
+    let store = connect_store(&settings).await?;
+    let code = run(&settings, &store, action).await;
+    store.close().await;
+    code
+}
+
+async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::Result<ExitCode> {
+    match action {
+        JobsAction::List {
+            kind,
+            status,
+            user,
+            limit,
+            before,
+            json,
+        } => {
+            let page = store
+                .list_jobs(&JobQuery {
+                    user_id: user,
+                    kind,
+                    status,
+                    limit,
+                    before,
+                })
+                .await?;
+            if json {
+                for job in page.jobs {
+                    println!("{}", serde_json::to_string(&JobView::from(job))?);
+                }
+            } else {
+                print_table(&page.jobs);
+                if let Some(next) = page.next_cursor {
+                    println!("next page: --before {next}");
+                }
+            }
+        }
+        JobsAction::Show { id } => {
+            let job = find(store, id).await?;
+            let calls = store.inference_logs_for_job(id).await?;
+            let mut shown = serde_json::to_value(JobView::from(job))?;
+            shown["inference_logs"] = json!(calls);
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        JobsAction::Cancel { id } => {
+            let client = connect_nats(settings, "xenios-cli").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            let outcome = operations::cancel(store, &client, &js, id).await;
+            let _ = client.drain().await;
+            match outcome? {
+                CancelOutcome::Cancelled(_) => println!("{id} cancelled (it was queued)"),
+                CancelOutcome::Requested(_) => {
+                    println!("{id} is running: its consumer was told to stop")
+                }
+                CancelOutcome::AlreadyFinished(job) => {
+                    bail!("{id} is already {}", job.status)
+                }
+                CancelOutcome::NotFound => bail!("no job {id}"),
+            }
+        }
+        JobsAction::Resubmit { id } => {
+            let finished = find(store, id).await?;
+            if !matches!(finished.status, JobStatus::Failed | JobStatus::Cancelled) {
+                bail!(
+                    "{id} is {}: only a failed or cancelled job is submitted again",
+                    finished.status
+                );
+            }
+            let client = connect_nats(settings, "xenios-cli").await?;
+            let js = async_nats::jetstream::new(client.clone());
+            let resubmitted = operations::resubmit(store, &js, &finished).await;
+            let _ = client.drain().await;
+            let resubmitted = resubmitted?;
+            println!("{}", resubmitted.job.id);
+            if let Some(why) = resubmitted.not_published {
+                eprintln!("recorded but not published now ({why}); the sweeper publishes it");
+            }
+        }
+        JobsAction::Counts => {
+            let counts = store.count_jobs_by_status().await?;
+            println!("{:<14} {:<10} {:>10}", "KIND", "STATUS", "JOBS");
+            for (kind, status, n) in counts {
+                println!("{:<14} {:<10} {n:>10}", kind.as_str(), status.as_str());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn find(store: &Store, id: Uuid) -> anyhow::Result<JobRecord> {
+    store
+        .get_job(id)
+        .await?
+        .with_context(|| format!("no job {id}"))
+}
+
+fn print_table(jobs: &[JobRecord]) {
+    println!(
+        "{:<36}  {:<13} {:<9} {:>5}  {:<20}  USER",
+        "ID", "KIND", "STATUS", "TRIES", "CREATED"
+    );
+    for job in jobs {
+        println!(
+            "{:<36}  {:<13} {:<9} {:>5}  {:<20}  {}",
+            job.id,
+            job.kind.as_str(),
+            job.status.as_str(),
+            job.attempts,
+            job.created_at.format("%Y-%m-%d %H:%M:%S"),
+            job.user_id.as_deref().unwrap_or("-"),
+        );
+    }
+}
