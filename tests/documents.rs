@@ -191,6 +191,32 @@ async fn uploaded_documents_are_extracted_and_cached() {
     );
 }
 
+/// A result larger than the broker takes in one message (1 MiB) still reaches the job's
+/// events: the event refers to the store, and the API relays the stored result.
+#[tokio::test]
+async fn a_result_larger_than_a_broker_message_reaches_the_events() {
+    let stack = stack(&[]).await;
+    // 900 kB of CSV; as a Markdown table, about 2 MB of text.
+    let csv = "a,b,c,d\n".repeat(110_000);
+    let file = upload_ok(&stack, "big.csv", csv.into_bytes()).await;
+    let id = stack
+        .submit(
+            "extraction",
+            json!({"file_id": file["file_id"], "output": "markdown"}),
+        )
+        .await;
+    let events = stack.events(&id, None, WITHIN).await;
+    let result = events
+        .iter()
+        .find(|e| e.event.as_deref() == Some("result"))
+        .unwrap_or_else(|| panic!("no result event among {} events", events.len()));
+    let content = result.json()["content"].as_str().unwrap().to_owned();
+    assert!(content.len() > 1 << 20, "{} bytes", content.len());
+    let job = stack.job(&id).await;
+    assert_eq!(job["result"]["content"], content.as_str());
+    assert_eq!(events.last().unwrap().json()["status"], "succeeded");
+}
+
 #[tokio::test]
 async fn bad_documents_fail_with_their_code_and_the_consumer_stays_up() {
     let stack = stack(&[]).await;

@@ -529,8 +529,26 @@ impl Relay {
                     continue;
                 }
             };
+            // A result too large for an event comes from the store, under the event's id.
+            let from_store = match &*stored.event {
+                JobEvent::ResultStored(_) => match self.store.get_job(job_id).await? {
+                    Some(JobRecord {
+                        result: Some(result),
+                        ..
+                    }) => Some(JobEvent::Result(result)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let event = match (&*stored.event, &from_store) {
+                (_, Some(result)) => result,
+                // Recorded before it was announced, so not missing; should it be, the
+                // reference is no result to show.
+                (JobEvent::ResultStored(_), None) => continue,
+                (event, None) => event,
+            };
             if tx
-                .send(Ok(sse(stored.seq.to_string(), &stored.event)))
+                .send(Ok(sse(stored.seq.to_string(), event)))
                 .await
                 .is_err()
                 || stored.event.is_terminal()

@@ -77,7 +77,17 @@ pub enum JobEvent {
     Token(Token),
     /// The job's result value, as stored.
     Result(Value),
+    /// The job's result, too large to travel as an event (the broker's messages are bounded):
+    /// it is read from the store, and the API relays it as the SSE `result` event.
+    #[serde(rename = "result_stored")]
+    ResultStored(StoredResult),
     Error(JobError),
+}
+
+/// Where a result too large for an event is: in the store, `bytes` long as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResult {
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,7 +121,7 @@ impl JobEvent {
             JobEvent::Status(_) => "status",
             JobEvent::Progress(_) => "progress",
             JobEvent::Token(_) => "token",
-            JobEvent::Result(_) => "result",
+            JobEvent::Result(_) | JobEvent::ResultStored(_) => "result",
             JobEvent::Error(_) => "error",
         }
     }
@@ -128,6 +138,7 @@ impl JobEvent {
             JobEvent::Progress(p) => serde_json::to_string(p),
             JobEvent::Token(t) => serde_json::to_string(t),
             JobEvent::Result(v) => serde_json::to_string(v),
+            JobEvent::ResultStored(r) => serde_json::to_string(r),
             JobEvent::Error(e) => serde_json::to_string(e),
         };
         data.expect("event data has only string map keys, so it always serializes")
@@ -306,6 +317,18 @@ mod tests {
             let data: Value = serde_json::from_str(&event.sse_data()).unwrap();
             assert_eq!(data, wire["data"]);
         }
+    }
+
+    #[test]
+    fn a_result_too_large_for_an_event_travels_as_a_reference() {
+        let event = JobEvent::ResultStored(StoredResult { bytes: 2_000_000 });
+        let wire: Value = serde_json::from_slice(&event.to_bytes()).unwrap();
+        assert_eq!(
+            wire,
+            json!({"type": "result_stored", "data": {"bytes": 2_000_000}})
+        );
+        assert_eq!(JobEvent::from_slice(&event.to_bytes()).unwrap(), event);
+        assert_eq!(event.event_type(), "result");
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub mod subjects;
 pub mod worker;
 
 pub use client::{connect, probe};
-pub use envelope::{CancelRequest, DeadLetter, JobCommand, JobEvent, StatusChange, Token};
+pub use envelope::{
+    CancelRequest, DeadLetter, JobCommand, JobEvent, StatusChange, StoredResult, Token,
+};
 pub use error::ContractError;
 pub use job::{new_job_id, JobError, JobId, JobKind, JobStatus, Progress, UnknownJobKind};
 pub use streams::{ApplyReport, Drift, StreamSettings};

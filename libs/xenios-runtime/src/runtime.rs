@@ -797,8 +797,8 @@ impl Attempt {
                 {
                     Ok(Some(_)) => {
                         self.publish_confirmed(&[
-                            JobEvent::Result(value),
-                            JobEvent::status(JobStatus::Succeeded, attempt, now),
+                            result_event(value),
+                            JobEvent::status(JobStatus::Succeeded, attempt, now).to_bytes(),
                         ])
                         .await;
                         completed(kind, "succeeded");
@@ -815,8 +815,9 @@ impl Attempt {
                             JobStatus::Cancelled,
                             attempt,
                             now,
-                        )])
-                        .await;
+                        )
+                        .to_bytes()])
+                            .await;
                         completed(kind, "cancelled");
                     }
                     Ok(None) => {}
@@ -846,8 +847,8 @@ impl Attempt {
                             self.dead_letter(&error, attempt).await;
                         }
                         self.publish_confirmed(&[
-                            JobEvent::Error(error),
-                            JobEvent::status(JobStatus::Failed, attempt, now),
+                            JobEvent::Error(error).to_bytes(),
+                            JobEvent::status(JobStatus::Failed, attempt, now).to_bytes(),
                         ])
                         .await;
                         completed(kind, "failed");
@@ -927,14 +928,14 @@ impl Attempt {
 
     /// Publishes in order and waits for the stream to hold every one: terminal events must
     /// outlive a crash that follows the ack. The acks are awaited together, not one by one.
-    async fn publish_confirmed(&self, events: &[JobEvent]) {
+    async fn publish_confirmed(&self, events: &[bytes::Bytes]) {
         let subject = events_subject(self.job_id());
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             match self
                 .shared
                 .jetstream
-                .publish(subject.clone(), event.to_bytes())
+                .publish(subject.clone(), event.clone())
                 .await
             {
                 Ok(ack) => acks.push(std::future::IntoFuture::into_future(ack)),
@@ -993,6 +994,21 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Results larger than this go to the job's watchers as a reference to the store, not as the
+/// event itself: the broker refuses messages past its `max_payload` (1 MiB by default), and
+/// the API's relay keeps recent events in memory.
+const MAX_RESULT_EVENT_BYTES: usize = 256 * 1024;
+
+/// The event that tells a job's watchers its result, serialized.
+fn result_event(value: Value) -> bytes::Bytes {
+    let event = JobEvent::Result(value).to_bytes();
+    if event.len() <= MAX_RESULT_EVENT_BYTES {
+        return event;
+    }
+    let bytes = u64::try_from(event.len()).unwrap_or(u64::MAX);
+    JobEvent::ResultStored(xenios_contract::StoredResult { bytes }).to_bytes()
 }
 
 /// A handler's panic is its attempt's transient failure (retried, then failed and

@@ -352,6 +352,7 @@ impl LlmCall {
                     self.finished = true;
                     return Update::Done(result.clone());
                 }
+                JobEvent::ResultStored(_) => return self.outcome_from_store().await,
                 // A later try would start the answer again, which a client that has part of
                 // it cannot take: the job is cancelled (on drop) and the client told.
                 JobEvent::Error(error) if self.streamed => return Update::Failed(error.clone()),
