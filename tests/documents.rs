@@ -344,6 +344,10 @@ async fn urls_to_private_addresses_are_refused_at_submission() {
         "http://localhost:8080/doc.pdf",
         "http://[::1]/doc.pdf",
         "http://0x7f.1/doc.pdf",
+        // Not http(s): refused by the same policy, with the same status.
+        "ftp://files.example/doc.pdf",
+        "file:///etc/passwd",
+        "HTTP://127.0.0.1/doc.pdf",
     ] {
         for kind in ["extraction", "transcription"] {
             let response = stack

@@ -124,9 +124,8 @@ fn check_source(file_id: &Option<String>, url: &Option<String>) -> Result<(), In
             "input.url",
             format!("at most {MAX_URL_LEN} characters"),
         )),
-        (None, Some(url)) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(
-            InputError::new("input.url", "only http and https URLs are fetched"),
-        ),
+        // The scheme, like the rest of the URL, is the fetch policy's to judge (a refused
+        // URL is a 400 at submission).
         _ => Ok(()),
     }
 }
@@ -262,10 +261,15 @@ mod tests {
             &json!({"file_id": "f", "url": "https://x"})
         )
         .is_err());
+        // The URL's scheme is the fetch policy's to judge, with the rest of it.
+        assert!(validate(JobKind::Transcription, &json!({"url": "ftp://x/a.mp3"})).is_ok());
         assert_eq!(
-            validate(JobKind::Transcription, &json!({"url": "ftp://x/a.mp3"}))
-                .unwrap_err()
-                .field,
+            validate(
+                JobKind::Transcription,
+                &json!({"url": format!("https://x/{}", "a".repeat(MAX_URL_LEN))})
+            )
+            .unwrap_err()
+            .field,
             "input.url"
         );
         assert!(validate(

@@ -26,6 +26,8 @@ use crate::state::AppState;
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_IDEMPOTENCY_KEY: usize = 200;
+/// How long a submission waits for DNS to check a `url` input's addresses.
+const URL_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -217,7 +219,12 @@ pub(crate) async fn check_source(
     }
     if let Some(url) = input["url"].as_str() {
         let policy = xenios_fetch::FetchPolicy::from(&state.settings.fetch);
-        if let Err(e) = xenios_fetch::check_url(url, &policy).await {
+        // A resolver that does not answer holds no submission: the consumer's fetch, which
+        // checks every address again, decides then.
+        let checked = tokio::time::timeout(URL_CHECK_TIMEOUT, xenios_fetch::check_url(url, &policy))
+            .await
+            .unwrap_or(Ok(()));
+        if let Err(e) = checked {
             // A name that does not resolve now may later; the consumer's fetch decides.
             if let Some(refusal) = e.refusal() {
                 let message = refusal.to_string();
