@@ -485,6 +485,43 @@ async fn metrics_openapi_docs_and_cors() {
 }
 
 #[tokio::test]
+async fn cors_origins_star_allows_every_origin() {
+    let stack = Stack::start_with(Db::Sqlite, &[("api.cors_origins", "*")], 0).await;
+    let preflight = stack
+        .http
+        .request(reqwest::Method::OPTIONS, stack.url("/api/v1/jobs"))
+        .header("Origin", "https://anywhere.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+}
+
+/// A client that sends half its body and stalls is answered once `api.request_timeout_secs`
+/// has passed, in the error format, and holds nothing past it.
+#[tokio::test]
+async fn a_request_past_its_deadline_answers_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start_with(Db::Sqlite, &[("api.request_timeout_secs", "1")], 0).await;
+    let addr = stack.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let token = stack.token(USER);
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {API_KEY}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\":"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
+        .await
+        .expect("answered, not left waiting for the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains(r#""code":"unavailable""#), "{answer}");
+}
+
+#[tokio::test]
 async fn production_hides_docs_and_refuses_to_start_without_a_key() {
     let nats = xenios_devstack::NatsServer::start().unwrap();
     let dir = tempfile::tempdir().unwrap();

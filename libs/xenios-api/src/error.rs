@@ -243,3 +243,21 @@ pub async fn method_not_allowed() -> Response {
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
 }
+
+/// Answers `503` for a request still unanswered after `limit` (its body still arriving, or the
+/// store or broker too slow), dropping its work: a client waits a bounded time, and a slow
+/// client holds no task beyond it.
+pub async fn within_deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable {
+            message: format!("the request took longer than {} s", limit.as_secs()),
+            retry_after: Some(Duration::from_secs(1)),
+        }
+        .into_response(),
+    }
+}

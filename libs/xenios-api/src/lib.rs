@@ -176,13 +176,22 @@ fn spawn_upkeep(state: AppState) -> tokio::task::JoinHandle<()> {
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
 
-    let api_v1 = OpenApiRouter::new()
+    // Bounded by `api.request_timeout_secs` (an SSE response counts until its stream
+    // starts); the LLM routes wait for a model within the `llm` kind's own limits.
+    let deadline = Duration::from_secs(settings.api.request_timeout_secs.max(1));
+    let jobs = OpenApiRouter::new()
         .routes(routes!(routes::status::status))
         .routes(routes!(routes::me::me))
         .routes(routes!(routes::jobs::submit, routes::jobs::list_jobs))
         .routes(routes!(routes::jobs::get_job))
         .routes(routes!(routes::jobs::cancel_job))
         .routes(routes!(routes::jobs::job_events))
+        .layer(middleware::from_fn_with_state(
+            deadline,
+            error::within_deadline,
+        ));
+    let api_v1 = OpenApiRouter::new()
+        .merge(jobs)
         .routes(routes!(routes::llm::complete))
         .routes(routes!(routes::llm::stream))
         .route_layer(middleware::from_fn(correlation::expose_matched_path))

@@ -221,9 +221,10 @@ pub(crate) async fn check_source(
         let policy = xenios_fetch::FetchPolicy::from(&state.settings.fetch);
         // A resolver that does not answer holds no submission: the consumer's fetch, which
         // checks every address again, decides then.
-        let checked = tokio::time::timeout(URL_CHECK_TIMEOUT, xenios_fetch::check_url(url, &policy))
-            .await
-            .unwrap_or(Ok(()));
+        let checked =
+            tokio::time::timeout(URL_CHECK_TIMEOUT, xenios_fetch::check_url(url, &policy))
+                .await
+                .unwrap_or(Ok(()));
         if let Err(e) = checked {
             // A name that does not resolve now may later; the consumer's fetch decides.
             if let Some(refusal) = e.refusal() {
