@@ -196,6 +196,23 @@ async fn errors_have_one_shape_and_carry_the_correlation_id() {
         .await
         .unwrap();
     assert_ne!(response.headers()["x-correlation-id"], "bad id with spaces");
+
+    // Under /v1/ even a route that does not exist answers in OpenAI's shape.
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/v1/models", 404),
+        (reqwest::Method::GET, "/v1/chat/completions", 405),
+    ] {
+        let response = stack
+            .http
+            .request(method, stack.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["type"].is_string(), "{path}: {body}");
+        assert!(body["error"]["request_id"].is_null(), "{path}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -229,19 +229,31 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-pub async fn route_not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
+pub async fn route_not_found(uri: axum::http::Uri) -> Response {
+    in_shape_of(&uri, ApiError::NotFound("no such route".into()))
 }
 
-pub async fn method_not_allowed() -> Response {
-    let mut response = ApiError::InvalidInput {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        message: "method not allowed on this route".into(),
-        details: None,
-    }
-    .into_response();
+pub async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    let mut response = in_shape_of(
+        &uri,
+        ApiError::InvalidInput {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: "method not allowed on this route".into(),
+            details: None,
+        },
+    );
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
+}
+
+/// Under `/v1/` errors have OpenAI's shape, which the SDKs parse (an SDK's `models.list()`
+/// meets the fallback, for one).
+fn in_shape_of(uri: &axum::http::Uri, error: ApiError) -> Response {
+    if uri.path().starts_with("/v1/") {
+        crate::routes::openai::OpenAiError(error).into_response()
+    } else {
+        error.into_response()
+    }
 }
 
 /// Answers `503` for a request still unanswered after `limit` (its body still arriving, or the
