@@ -214,6 +214,9 @@ impl Settings {
                 "between 1 and 5 (the consumers' max_deliver)",
             );
         }
+        // Every process that takes LLM jobs checks the routing table, the API included: it
+        // accepts `llm` jobs by task name.
+        self.llm.validate().map_err(ConfigError::Parse)?;
         if let Some(problem) = cors_origins_problem(&self.api.cors_origins) {
             return Err(ConfigError::Invalid {
                 key: "CORS_ORIGINS (api.cors_origins)",
@@ -419,6 +422,11 @@ mod tests {
         for good in ["*", "https://app.example, http://localhost:5173"] {
             assert!(load(&[("CORS_ORIGINS", good)]).is_ok(), "{good}");
         }
+
+        let err = load(&[("XENIOS__LLM__MAX_TOKENS_LIMIT", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("llm.max_tokens_limit"), "{err}");
 
         // A lease past the consumers' ack_wait would refuse the redelivery after a crash.
         let err = load(&[("XENIOS__CONSUMER__LEASE_SECS", "45")])
