@@ -119,6 +119,31 @@ async fn lifecycle(db: Db) {
         .await
         .unwrap();
     error_body(bad, 422, "invalid_input").await;
+    // Empty parameters, as a URL template leaves them, filter nothing.
+    let all = stack
+        .get("/api/v1/jobs?kind=&status=&limit=&cursor=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), 200);
+    let all: Value = all.json().await.unwrap();
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2);
+    for (query, field) in [
+        ("limit=many", "limit"),
+        ("limit=0", "limit"),
+        ("cursor=x", "cursor"),
+    ] {
+        let bad = stack
+            .get(&format!("/api/v1/jobs?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let body = error_body(bad, 422, "invalid_input").await;
+        assert_eq!(
+            body["error"]["details"][0]["field"], field,
+            "{query}: {body}"
+        );
+    }
 
     let metrics = stack.metrics().await;
     for name in [

@@ -447,9 +447,17 @@ pub struct ListParams {
     kind: Option<String>,
     status: Option<String>,
     /// 1 to 100, default 20.
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
     /// `next_cursor` of the previous page.
-    cursor: Option<Uuid>,
+    #[param(value_type = Option<Uuid>)]
+    cursor: Option<String>,
+}
+
+/// A query parameter's value; an empty one (`?kind=&status=`, as a form or a URL template
+/// sends it) is no value.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -468,22 +476,26 @@ pub async fn list_jobs(
     user: User,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<axum::Json<JobList>, ApiError> {
-    let kind = params
-        .kind
-        .as_deref()
+    let kind = given(&params.kind)
         .map(str::parse::<JobKind>)
         .transpose()
         .map_err(|e| ApiError::invalid_field("kind", e.to_string()))?;
-    let status = params
-        .status
-        .as_deref()
+    let status = given(&params.status)
         .map(str::parse::<JobStatus>)
         .transpose()
         .map_err(|e| ApiError::invalid_field("status", e))?;
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid_field("limit", "between 1 and 100"));
-    }
+    let limit = match given(&params.limit) {
+        None => 20,
+        Some(limit) => limit
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::invalid_field("limit", "between 1 and 100"))?,
+    };
+    let cursor = given(&params.cursor)
+        .map(str::parse::<Uuid>)
+        .transpose()
+        .map_err(|_| ApiError::invalid_field("cursor", "the `next_cursor` of a previous page"))?;
     let page = state
         .store
         .list_jobs(&JobQuery {
@@ -491,7 +503,7 @@ pub async fn list_jobs(
             kind,
             status,
             limit,
-            before: params.cursor,
+            before: cursor,
         })
         .await?;
     Ok(axum::Json(JobList {
