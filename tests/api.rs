@@ -148,6 +148,24 @@ async fn errors_have_one_shape_and_carry_the_correlation_id() {
     error_body(response, 413, "payload_too_large").await;
 
     // Well-formed but invalid → 422 with field details.
+    for (body, field) in [
+        (json!({"input": {"message": 1}}), "kind"),
+        (
+            json!({"kind": "echo", "input": {"message": 1}, "extra": 1}),
+            "extra",
+        ),
+        (
+            json!({"kind": "echo", "input": {"message": 1, "fail": "sometimes"}}),
+            "input.fail",
+        ),
+    ] {
+        let response = stack.post("/api/v1/jobs").json(&body).send().await.unwrap();
+        let answer = error_body(response, 422, "invalid_input").await;
+        assert_eq!(
+            answer["error"]["details"][0]["field"], field,
+            "{body}: {answer}"
+        );
+    }
     let response = stack
         .post("/api/v1/jobs")
         .json(&json!({"kind": "video", "input": {}}))

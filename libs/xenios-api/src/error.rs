@@ -173,7 +173,10 @@ impl From<JsonRejection> for ApiError {
             }
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::InvalidInput {
                 status,
-                details: Some(serde_json::json!([{ "message": message }])),
+                details: Some(match field_named_in(&message) {
+                    Some(field) => serde_json::json!([{ "field": field, "message": message }]),
+                    None => serde_json::json!([{ "message": message }]),
+                }),
                 message,
             },
             _ => ApiError::InvalidInput {
@@ -183,6 +186,15 @@ impl From<JsonRejection> for ApiError {
             },
         }
     }
+}
+
+/// The body field a JSON data error is about, when serde names it: a missing or unknown one.
+fn field_named_in(message: &str) -> Option<String> {
+    ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.split_once(prefix))
+        .and_then(|(_, rest)| rest.split('`').next())
+        .map(str::to_owned)
 }
 
 impl From<QueryRejection> for ApiError {

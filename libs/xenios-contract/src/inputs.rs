@@ -98,14 +98,19 @@ pub struct LlmInput {
 }
 
 fn parse<T: DeserializeOwned>(input: &Value) -> Result<T, InputError> {
-    serde_json::from_value(input.clone()).map_err(|e| {
-        let text = e.to_string();
-        // serde names the field in "missing field `x`" / "unknown field `x`".
-        let field = text
-            .split('`')
-            .nth(1)
-            .map(|f| format!("input.{f}"))
-            .unwrap_or_else(|| "input".into());
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        let path = e.path().to_string();
+        let text = e.inner().to_string();
+        // The path ends at the object that lacks a field; serde names the field itself.
+        let missing = text
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", None) => "input".to_owned(),
+            (".", Some(name)) => format!("input.{name}"),
+            (path, None) => format!("input.{path}"),
+            (path, Some(name)) => format!("input.{path}.{name}"),
+        };
         InputError::new(&field, text)
     })
 }
@@ -231,7 +236,13 @@ mod tests {
             validate(JobKind::Echo, &json!({})).unwrap_err().field,
             "input.message"
         );
-        assert!(validate(JobKind::Echo, &json!({"message": 1, "fail": "sometimes"})).is_err());
+        // The field named is the one at fault, not the value found there.
+        assert_eq!(
+            validate(JobKind::Echo, &json!({"message": 1, "fail": "sometimes"}))
+                .unwrap_err()
+                .field,
+            "input.fail"
+        );
         assert_eq!(
             validate(JobKind::Echo, &json!({"message": 1, "delay_ms": 99999999}))
                 .unwrap_err()
@@ -272,11 +283,15 @@ mod tests {
             .field,
             "input.url"
         );
-        assert!(validate(
-            JobKind::Extraction,
-            &json!({"file_id": "f", "output": "pdf"})
-        )
-        .is_err());
+        assert_eq!(
+            validate(
+                JobKind::Extraction,
+                &json!({"file_id": "f", "output": "pdf"})
+            )
+            .unwrap_err()
+            .field,
+            "input.output"
+        );
     }
 
     #[test]
@@ -289,5 +304,15 @@ mod tests {
             "input.messages[0].role"
         );
         assert!(validate(JobKind::Llm, &json!({"task": "chat", "messages": []})).is_err());
+        let wrong_type = json!({"task": "chat", "messages": [{"role": "user", "content": 5}]});
+        assert_eq!(
+            validate(JobKind::Llm, &wrong_type).unwrap_err().field,
+            "input.messages[0].content"
+        );
+        let missing = json!({"task": "chat", "messages": [{"role": "user"}]});
+        assert_eq!(
+            validate(JobKind::Llm, &missing).unwrap_err().field,
+            "input.messages[0].content"
+        );
     }
 }
