@@ -520,6 +520,40 @@ async fn metrics_openapi_docs_and_cors() {
 }
 
 #[tokio::test]
+async fn event_streams_past_the_instance_limit_are_refused_with_retry_after() {
+    let stack = Stack::start_with(Db::Sqlite, &[("api.max_sse_clients", "1")], 1).await;
+    let slow = stack
+        .submit("echo", json!({"message": "slow", "delay_ms": 1500}))
+        .await;
+    let open = stack
+        .get(&format!("/api/v1/jobs/{slow}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let refused = stack
+        .get(&format!("/api/v1/jobs/{slow}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.headers()["retry-after"], "5");
+    error_body(refused, 503, "unavailable").await;
+    // Once the first stream ends, its place is free again (the server lets go of it just
+    // after the client has read the end).
+    let events = read_sse(open, Duration::from_secs(10)).await;
+    assert_eq!(events.last().unwrap().json()["status"], "succeeded");
+    eventually(Duration::from_secs(5), || async {
+        let again = stack
+            .get(&format!("/api/v1/jobs/{slow}/events"))
+            .send()
+            .await
+            .unwrap();
+        again.status() == 200
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn cors_origins_star_allows_every_origin() {
     let stack = Stack::start_with(Db::Sqlite, &[("api.cors_origins", "*")], 0).await;
     let preflight = stack

@@ -422,16 +422,37 @@ fn sse(id: String, event: &JobEvent) -> SseEvent {
         .data(event.sse_data())
 }
 
-/// An SSE response that counts in `xenios_sse_clients` while it is open and flushes each
-/// event as it is produced.
+/// A place for one more event stream, or `503` when the instance holds `api.max_sse_clients`
+/// already. Taken before any work for the stream is done (an LLM call is not started for a
+/// client that cannot be served).
+pub(crate) fn sse_slot(state: &AppState) -> Result<SseSlot, crate::error::ApiError> {
+    state
+        .sse_slots
+        .clone()
+        .try_acquire_owned()
+        .map(|permit| SseSlot { _permit: permit })
+        .map_err(|_| crate::error::ApiError::Unavailable {
+            message: "this instance has as many event streams open as it may".into(),
+            retry_after: Some(Duration::from_secs(5)),
+        })
+}
+
+/// Held by the response for as long as its stream is open.
+pub(crate) struct SseSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// An SSE response that holds its slot and counts in `xenios_sse_clients` while it is open,
+/// and flushes each event as it is produced.
 pub(crate) fn sse_response<S>(
     state: &AppState,
+    slot: SseSlot,
     events: S,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
 where
     S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
 {
-    let client = SseClient::new();
+    let client = (SseClient::new(), slot);
     let events = events.map(move |event| {
         let _ = &client;
         event

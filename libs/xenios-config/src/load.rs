@@ -237,6 +237,9 @@ impl Settings {
                  the broker's own redelivery takes the job up",
             );
         }
+        if self.api.max_sse_clients == 0 {
+            return invalid("api.max_sse_clients", "must be at least 1");
+        }
         if self.api.body_limit_bytes == 0 {
             return invalid("api.body_limit_bytes", "must be positive");
         }

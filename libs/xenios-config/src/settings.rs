@@ -135,6 +135,9 @@ pub struct ApiSettings {
     /// JSON request bodies; uploads have their own limit (`files.max_bytes`).
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Event streams (job events, LLM streams) one instance keeps open at once; past it a new
+    /// one is answered 503 with `Retry-After`.
+    pub max_sse_clients: usize,
     pub shutdown_grace_secs: u64,
     pub sse_keepalive_secs: u64,
 }
@@ -147,6 +150,7 @@ impl Default for ApiSettings {
             cors_origins: Vec::new(),
             body_limit_bytes: 1 << 20,
             request_timeout_secs: 60,
+            max_sse_clients: 10_000,
             shutdown_grace_secs: 20,
             sse_keepalive_secs: 15,
         }

@@ -20,7 +20,7 @@ use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob};
 use crate::auth::User;
 use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::events::{check_resume, sse_response, Relay, Resume, ResumePoint};
+use crate::events::{check_resume, sse_response, sse_slot, Relay, Resume, ResumePoint, SseSlot};
 use crate::rate_limit::RouteGroup;
 use crate::state::AppState;
 
@@ -582,13 +582,17 @@ pub async fn job_events(
     let point = ResumePoint::parse(headers.get("last-event-id").and_then(|v| v.to_str().ok()));
     match check_resume(&state.jetstream, id, point).await {
         Resume::Ended => Ok(StatusCode::NO_CONTENT.into_response()),
-        Resume::From(point) => Ok(relay_sse(&state, id, finished, point).into_response()),
+        Resume::From(point) => {
+            let slot = sse_slot(&state)?;
+            Ok(relay_sse(&state, slot, id, finished, point).into_response())
+        }
     }
 }
 
 /// Starts a relay task for the events of `job_id` and returns its SSE response.
-pub fn relay_sse(
+pub(crate) fn relay_sse(
     state: &AppState,
+    slot: SseSlot,
     job_id: JobId,
     finished: bool,
     resume: ResumePoint,
@@ -607,6 +611,7 @@ pub fn relay_sse(
         .filter_map(|()| std::future::ready(None));
     sse_response(
         state,
+        slot,
         futures::stream::select(ReceiverStream::new(rx), relay),
     )
 }

@@ -21,7 +21,7 @@ use xenios_store::NewJob;
 use crate::auth::User;
 use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ErrorBody};
-use crate::events::{sleep_until, sse_response, FeedItem, JobFeed, TERMINAL_GRACE};
+use crate::events::{sleep_until, sse_response, sse_slot, FeedItem, JobFeed, TERMINAL_GRACE};
 use crate::rate_limit::RouteGroup;
 use crate::routes::jobs::{cancel, check_input, enqueue_while_recording};
 use crate::state::AppState;
@@ -163,6 +163,7 @@ pub async fn stream(
     state
         .limits
         .check(RouteGroup::Llm, &user.caller.subject())?;
+    let slot = sse_slot(&state)?;
     let call = LlmCall::start(
         &state,
         Some(user.user.user_id.clone()),
@@ -195,7 +196,7 @@ pub async fn stream(
         };
         Some((event, None))
     });
-    Ok((job_header(job_id), sse_response(&state, events)).into_response())
+    Ok((job_header(job_id), sse_response(&state, slot, events)).into_response())
 }
 
 fn sse(event: &str, data: String) -> Result<SseEvent, Infallible> {

@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 use crate::auth::{Caller, API_KEY_HEADER};
 use crate::correlation::CorrelationId;
 use crate::error::ApiError;
-use crate::events::sse_response;
+use crate::events::{sse_response, sse_slot};
 use crate::rate_limit::RouteGroup;
 use crate::routes::llm::{job_failure, job_header, LlmAnswer, LlmCall, Update};
 use crate::state::AppState;
@@ -356,6 +356,11 @@ pub async fn chat_completions(
     let requested = body.model.clone();
     let input = body.into_input(&state.settings.llm)?;
     let user_id = caller.user.as_ref().map(|u| u.user_id.clone());
+    let slot = if stream {
+        Some(sse_slot(&state)?)
+    } else {
+        None
+    };
     let mut call = LlmCall::start(&state, user_id, correlation_id, input).await?;
     let job_id = call.job_id;
     let id = format!("chatcmpl-{job_id}");
@@ -431,7 +436,10 @@ pub async fn chat_completions(
             Some((data_event(data.to_string()), next))
         }
     });
-    Ok((job_header(job_id), sse_response(&state, events)).into_response())
+    let Some(slot) = slot else {
+        return Err(ApiError::internal("a stream without its slot").into());
+    };
+    Ok((job_header(job_id), sse_response(&state, slot, events)).into_response())
 }
 
 enum Phase {
