@@ -563,6 +563,51 @@ async fn the_sweeper_publishes_a_recorded_but_unpublished_job() {
     );
 }
 
+/// Jobs waiting in a backlog are not published again: their commands may be in the stream,
+/// and copies would pile up once the duplicate window is past. Jobs of a kind without one are.
+#[tokio::test]
+async fn the_sweeper_leaves_a_backlog_alone() {
+    let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    for i in 0..3 {
+        stack.submit("echo", json!({"message": i})).await;
+    }
+    let lost = xenios_contract::new_job_id();
+    stack
+        .store
+        .create_job(xenios_store::NewJob {
+            id: lost,
+            kind: JobKind::Extraction,
+            user_id: Some(USER.into()),
+            input: json!({"file_id": "gone"}),
+            correlation_id: "backlog-test".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    let js = jetstream::new(stack.nats_client.clone());
+    let published = xenios_runtime::sweeper::sweep_once(&stack.store, &js, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(published, 1, "the extraction job only");
+    let mut jobs = js.get_stream(JOBS_STREAM).await.unwrap();
+    assert_eq!(jobs.info().await.unwrap().state.messages, 4);
+
+    // Once the backlog is worked off, nothing of it is left to publish.
+    stack.start_worker().await;
+    eventually(Duration::from_secs(20), || async {
+        let page: Value = stack
+            .get("/api/v1/jobs?kind=echo&status=succeeded")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["jobs"].as_array().unwrap().len() == 3
+    })
+    .await;
+}
+
 /// A running job whose consumer is gone and whose command the broker will not deliver again
 /// (its deliveries spent, or lost) is queued and run again, or failed and dead-lettered once
 /// it has had its tries; a job whose consumer still renews its lease is left alone.

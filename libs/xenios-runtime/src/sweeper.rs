@@ -10,14 +10,15 @@
 //! away) or the broker lost it. Such a job is queued and published again while it has tries
 //! left, and failed and dead-lettered once it has not, so it never stays `running` for ever.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use xenios_contract::envelope::{DeadLetter, JobEvent};
-use xenios_contract::subjects::{events_subject, MSG_ID_HEADER};
-use xenios_contract::{JobError, JobStatus};
+use xenios_contract::subjects::{consumer_name, events_subject, JOBS_STREAM, MSG_ID_HEADER};
+use xenios_contract::{JobError, JobKind, JobStatus};
 use xenios_store::{JobRecord, Store};
 
 /// Jobs re-published per sweep at most; the next sweep takes the rest.
@@ -77,7 +78,14 @@ pub enum SweepError {
 }
 
 /// One sweep: re-publishes every job queued for longer than `delay` since it was last
-/// published (or recorded). Returns how many were published.
+/// published (or recorded), except those of a kind with a backlog. Returns how many were
+/// published.
+///
+/// A backlog (commands waiting in `JOBS` for the kind's consumer) may hold the job's own
+/// command, and once the duplicate window has passed, a copy would be stored beside it: every
+/// sweep would add one more command per waiting job, filling the bounded stream. A job the
+/// broker lost waits instead until its kind's backlog is gone, which it would have waited in
+/// line anyway.
 pub async fn sweep_once(
     store: &Store,
     jetstream: &jetstream::Context,
@@ -86,12 +94,36 @@ pub async fn sweep_once(
     let older_than = chrono::Utc::now()
         - chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
     let jobs = store.jobs_to_republish(older_than, BATCH).await?;
+    let mut backlog: HashMap<JobKind, bool> = HashMap::new();
     let mut published = 0;
     for job in jobs {
+        let waiting = match backlog.get(&job.kind) {
+            Some(waiting) => *waiting,
+            None => {
+                let waiting = has_backlog(jetstream, job.kind).await;
+                backlog.insert(job.kind, waiting);
+                waiting
+            }
+        };
+        if waiting {
+            continue;
+        }
         republish(store, jetstream, &job, None).await?;
         published += 1;
     }
     Ok(published)
+}
+
+/// Whether commands of `kind` wait in `JOBS` for a consumer. Unknown (no consumer yet, the
+/// broker unreachable) counts as none, so the job is published: a duplicate is harmless.
+async fn has_backlog(jetstream: &jetstream::Context, kind: JobKind) -> bool {
+    let Ok(stream) = jetstream.get_stream_no_info(JOBS_STREAM).await else {
+        return false;
+    };
+    stream
+        .consumer_info(consumer_name(kind))
+        .await
+        .is_ok_and(|info| info.num_pending > 0)
 }
 
 /// `msg_id` replaces the job id as `Nats-Msg-Id`, for a command that must not be taken for a
