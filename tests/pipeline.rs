@@ -861,6 +861,26 @@ fn xenios_cli(stack: &Stack, args: &[&str]) -> (bool, String, String) {
 }
 
 #[tokio::test]
+async fn a_consumer_whose_metrics_address_is_taken_does_not_start() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_xenios"))
+        .args(["worker", "--kind", "echo", "--config", "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &stack.db_url)
+        .env("NATS_URL", stack.nats.url())
+        .env("XENIOS_METRICS_ADDR", &addr)
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .expect("xenios runs");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("XENIOS_METRICS_ADDR"), "{said}");
+}
+
+#[tokio::test]
 async fn the_operator_cli_lists_shows_cancels_and_resubmits_jobs() {
     let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
     let first = stack.submit("echo", json!({"message": "first"})).await;

@@ -301,10 +301,15 @@ pub async fn serve_worker(
     let store = connect_store(&settings).await?;
     let nats = connect_nats(&settings, binary).await?;
     let runtime = runtime_for(&settings, &store, &nats, binary, kinds)?;
+    // Bound before any job is taken: a consumer nobody can scrape or probe does not start.
+    let addr = settings.consumer.metrics_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on XENIOS_METRICS_ADDR {addr}"))?;
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let metrics = tokio::spawn(xenios_runtime::serve_metrics(
-        settings.consumer.metrics_addr,
+        listener,
         store.clone(),
         nats.clone(),
         async move { stopped.cancelled().await },

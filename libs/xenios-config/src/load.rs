@@ -237,6 +237,13 @@ impl Settings {
                  the broker's own redelivery takes the job up",
             );
         }
+        if !(1..=WORKERS_TTL_SECS / 3).contains(&self.consumer.heartbeat_secs) {
+            return invalid(
+                "consumer.heartbeat_secs",
+                "between 1 and 10: three heartbeats within the WORKERS bucket's 30 s TTL, or a \
+                 live consumer drops out of the listing between them",
+            );
+        }
         if self.api.max_sse_clients == 0 {
             return invalid("api.max_sse_clients", "must be at least 1");
         }
@@ -268,6 +275,8 @@ fn validate_kind(key: &'static str, kind: &KindSettings) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// `max_age` of the `WORKERS` bucket's entries (`xenios_contract::streams`).
+const WORKERS_TTL_SECS: u64 = 30;
 /// `ack_wait` of every consumer in `streams/consumers/`.
 const CONSUMER_ACK_WAIT_SECS: u64 = 30;
 

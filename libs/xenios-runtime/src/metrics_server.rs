@@ -1,5 +1,4 @@
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -20,7 +19,7 @@ struct Probes {
 
 /// A consumer's own small HTTP server: `/metrics`, `/health`, `/health/live`, `/health/ready`.
 pub async fn serve_metrics(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     store: Store,
     nats: async_nats::Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -38,7 +37,6 @@ pub async fn serve_metrics(
         )
         .route("/health/ready", get(ready))
         .with_state(Probes { store, nats });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics and health listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
