@@ -10,7 +10,6 @@
 //! away) or the broker lost it. Such a job is queued and published again while it has tries
 //! left, and failed and dead-lettered once it has not, so it never stays `running` for ever.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -93,21 +92,15 @@ pub async fn sweep_once(
 ) -> Result<usize, SweepError> {
     let older_than = chrono::Utc::now()
         - chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
-    let jobs = store.jobs_to_republish(older_than, BATCH).await?;
-    let mut backlog: HashMap<JobKind, bool> = HashMap::new();
+    let mut kinds = Vec::new();
+    for kind in JobKind::ALL {
+        if !has_backlog(jetstream, kind).await {
+            kinds.push(kind);
+        }
+    }
+    let jobs = store.jobs_to_republish(older_than, &kinds, BATCH).await?;
     let mut published = 0;
     for job in jobs {
-        let waiting = match backlog.get(&job.kind) {
-            Some(waiting) => *waiting,
-            None => {
-                let waiting = has_backlog(jetstream, job.kind).await;
-                backlog.insert(job.kind, waiting);
-                waiting
-            }
-        };
-        if waiting {
-            continue;
-        }
         republish(store, jetstream, &job, None).await?;
         published += 1;
     }

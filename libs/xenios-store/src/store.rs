@@ -260,16 +260,26 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Queued jobs whose command was last published (or, never published, created) before
-    /// `older_than`, oldest first: the sweeper publishes them again.
+    /// Queued jobs of `kinds` whose command was last published (or, never published,
+    /// created) before `older_than`, oldest first: the sweeper publishes them again.
     pub async fn jobs_to_republish(
         &self,
         older_than: DateTime<Utc>,
+        kinds: &[JobKind],
         limit: u32,
     ) -> Result<Vec<JobRecord>> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kinds = kinds
+            .iter()
+            .map(|k| format!("'{}'", k.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs \
-             WHERE status = 'queued' AND coalesce(published_at, created_at) < $1 \
+             WHERE status = 'queued' AND kind IN ({kinds}) \
+             AND coalesce(published_at, created_at) < $1 \
              ORDER BY created_at LIMIT $2"
         );
         self.pool

@@ -494,20 +494,47 @@ async fn republish_picks_old_queued_jobs(store: Store) {
     let cutoff = wait_past(Utc::now()).await;
     let fresh = create(&store, new_job(JobKind::Echo, None)).await;
 
-    let due = store.jobs_to_republish(cutoff, 100).await.unwrap();
+    let due = store
+        .jobs_to_republish(cutoff, &JobKind::ALL, 100)
+        .await
+        .unwrap();
     assert_eq!(ids(&due), [never_published.id, published.id]);
     assert!(!ids(&due).contains(&started.id) && !ids(&due).contains(&fresh.id));
-    assert_eq!(store.jobs_to_republish(cutoff, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .jobs_to_republish(cutoff, &JobKind::ALL, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Republished: not due again until its new publication is old.
     store.mark_published(never_published.id).await.unwrap();
     assert_eq!(
-        ids(&store.jobs_to_republish(cutoff, 100).await.unwrap()),
+        ids(&store
+            .jobs_to_republish(cutoff, &JobKind::ALL, 100)
+            .await
+            .unwrap()),
         [published.id]
     );
     let later = wait_past(Utc::now()).await;
-    let due = ids(&store.jobs_to_republish(later, 100).await.unwrap());
+    let due = ids(&store
+        .jobs_to_republish(later, &JobKind::ALL, 100)
+        .await
+        .unwrap());
     assert_eq!(due, [never_published.id, published.id, fresh.id]);
+    // Only the kinds asked for (the sweeper leaves out kinds with a backlog).
+    assert!(store
+        .jobs_to_republish(later, &[JobKind::Llm], 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .jobs_to_republish(later, &[], 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Returns `t` once the clock has moved past it, so rows written afterwards are newer.
