@@ -64,6 +64,10 @@ impl Default for LlmSettings {
     }
 }
 
+/// The longest wait any setting may ask for: past it a deadline computed from "now" could
+/// overflow the clock.
+const MAX_WAIT_MS: u64 = 24 * 3600 * 1000;
+
 impl LlmSettings {
     /// Checks what types alone cannot say; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
@@ -81,6 +85,15 @@ impl LlmSettings {
         if self.retry.initial_backoff_ms > self.retry.max_backoff_ms {
             return Err("llm.retry.initial_backoff_ms: must be at most max_backoff_ms".into());
         }
+        for (key, ms) in [
+            ("llm.connect_timeout_ms", self.connect_timeout_ms),
+            ("llm.stream_idle_timeout_ms", self.stream_idle_timeout_ms),
+            ("llm.retry.max_backoff_ms", self.retry.max_backoff_ms),
+        ] {
+            if ms == 0 || ms > MAX_WAIT_MS {
+                return Err(format!("{key}: between 1 and {MAX_WAIT_MS} (a day)"));
+            }
+        }
         for (name, task) in &self.tasks {
             let problem = if task.candidates.is_empty() {
                 Some("needs at least one candidate".to_owned())
@@ -90,8 +103,10 @@ impl LlmSettings {
                 Some("temperature must be between 0 and 2".to_owned())
             } else if task.max_tokens == 0 || task.max_tokens > self.max_tokens_limit {
                 Some("max_tokens must be between 1 and llm.max_tokens_limit".to_owned())
-            } else if task.timeout_ms == 0 {
-                Some("timeout_ms must be positive".to_owned())
+            } else if task.timeout_ms == 0 || task.timeout_ms > MAX_WAIT_MS {
+                Some(format!(
+                    "timeout_ms must be between 1 and {MAX_WAIT_MS} (a day)"
+                ))
             } else {
                 None
             };

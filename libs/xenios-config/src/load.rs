@@ -208,6 +208,9 @@ impl Settings {
         if self.consumer.retry_delays_ms.is_empty() {
             return invalid("consumer.retry_delays_ms", "give at least one delay");
         }
+        if self.consumer.retry_delays_ms.iter().any(|d| *d > 3_600_000) {
+            return invalid("consumer.retry_delays_ms", "each delay at most an hour");
+        }
         if !(1..=5).contains(&self.consumer.max_attempts) {
             return invalid(
                 "consumer.max_attempts",
@@ -272,9 +275,18 @@ fn validate_kind(key: &'static str, kind: &KindSettings) -> Result<(), ConfigErr
             problem: "soft_limit_secs must be positive and at most hard_limit_secs".into(),
         });
     }
+    if kind.hard_limit_secs > MAX_LIMIT_SECS {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: format!("hard_limit_secs must be at most {MAX_LIMIT_SECS} (a week)"),
+        });
+    }
     Ok(())
 }
 
+/// The longest time limit a kind may have: a deadline computed from "now" must not overflow
+/// the clock.
+const MAX_LIMIT_SECS: u64 = 7 * 24 * 3600;
 /// `max_age` of the `WORKERS` bucket's entries (`xenios_contract::streams`).
 const WORKERS_TTL_SECS: u64 = 30;
 /// `ack_wait` of every consumer in `streams/consumers/`.
@@ -433,6 +445,27 @@ mod tests {
         }
         for good in ["*", "https://app.example, http://localhost:5173"] {
             assert!(load(&[("CORS_ORIGINS", good)]).is_ok(), "{good}");
+        }
+
+        for (key, value, named) in [
+            (
+                "XENIOS__JOBS__ECHO__HARD_LIMIT_SECS",
+                "99999999999",
+                "jobs.echo",
+            ),
+            (
+                "XENIOS__LLM__STREAM_IDLE_TIMEOUT_MS",
+                "99999999999999",
+                "llm.stream_idle_timeout_ms",
+            ),
+            (
+                "XENIOS__CONSUMER__RETRY_DELAYS_MS",
+                "100,99999999999",
+                "consumer.retry_delays_ms",
+            ),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}: {err}");
         }
 
         let err = load(&[("XENIOS__LLM__MAX_TOKENS_LIMIT", "0")])

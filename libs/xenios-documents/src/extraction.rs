@@ -79,11 +79,13 @@ impl Handler for ExtractionHandler {
             let key = cache_key(&sha256, output);
 
             match job.store().cached_extraction(&key).await {
-                Ok(Some(mut hit)) => {
-                    hit["sha256"] = sha256.into();
-                    hit["cached"] = true.into();
-                    return Ok(hit);
+                Ok(Some(Value::Object(mut hit))) => {
+                    hit.insert("sha256".into(), sha256.into());
+                    hit.insert("cached".into(), true.into());
+                    return Ok(Value::Object(hit));
                 }
+                // Not an extraction's result (a damaged entry): extracted again, rewritten.
+                Ok(Some(_)) => tracing::warn!(%key, "ignoring a malformed extraction cache entry"),
                 Ok(None) => {}
                 // The cache saves work; without it the document is simply extracted again.
                 Err(e) => tracing::warn!(error = %e, "cannot read the extraction cache"),

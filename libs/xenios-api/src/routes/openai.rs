@@ -242,7 +242,7 @@ impl From<&LlmAnswer> for CompletionUsage {
         CompletionUsage {
             prompt_tokens: input,
             completion_tokens: output,
-            total_tokens: input + output,
+            total_tokens: input.saturating_add(output),
         }
     }
 }

@@ -52,8 +52,8 @@ fn absorb(usage: &mut Usage, wire: &Value) {
     let field = |name| wire.get(name).and_then(Value::as_u64);
     if let Some(input) = field("input_tokens") {
         usage.input_tokens = input
-            + field("cache_creation_input_tokens").unwrap_or(0)
-            + field("cache_read_input_tokens").unwrap_or(0);
+            .saturating_add(field("cache_creation_input_tokens").unwrap_or(0))
+            .saturating_add(field("cache_read_input_tokens").unwrap_or(0));
     }
     // Cumulative in `message_delta`, so it replaces.
     if let Some(output) = field("output_tokens") {
