@@ -266,6 +266,24 @@ async fn bad_documents_fail_with_their_code_and_the_consumer_stays_up() {
         .contains("Quarterly results"));
 }
 
+/// Uploads together are bounded (`files.max_total_bytes`): past it an upload is refused and
+/// nothing of it is kept, while the files already stored stay readable.
+#[tokio::test]
+async fn uploads_past_the_store_total_are_refused() {
+    let stack = stack(&[("files.max_total_bytes", "1500000")]).await;
+    let first = upload_ok(&stack, "first.txt", vec![b'a'; 900_000]).await;
+    let response = upload(&stack, "second.txt", vec![b'b'; 900_000]).await;
+    assert!(response.headers().contains_key("retry-after"));
+    error_body(response, 503, "unavailable").await;
+    let job = extract_file(&stack, first["file_id"].as_str().unwrap()).await;
+    assert!(succeeded(&job)["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("aaa"));
+    // Refused before any of it was stored: the room is still there for a small file.
+    upload_ok(&stack, "third.txt", vec![b'c'; 100_000]).await;
+}
+
 #[tokio::test]
 async fn uploads_over_the_limit_and_unknown_files_are_refused() {
     let stack = stack(&[]).await;

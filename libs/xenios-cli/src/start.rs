@@ -57,6 +57,7 @@ pub fn stream_settings(settings: &Settings) -> xenios_contract::streams::StreamS
         events_max_age: Duration::from_secs(n.events_max_age_secs),
         dlq_max_age: Duration::from_secs(n.dlq_max_age_secs),
         files_ttl: Duration::from_secs(settings.files.ttl_secs),
+        files_max_bytes: i64::try_from(settings.files.max_total_bytes).unwrap_or(i64::MAX),
     }
 }
 

@@ -247,6 +247,14 @@ impl Settings {
                  live consumer drops out of the listing between them",
             );
         }
+        if self.files.max_total_bytes < self.files.max_bytes
+            || i64::try_from(self.files.max_total_bytes).is_err()
+        {
+            return invalid(
+                "files.max_total_bytes",
+                "at least files.max_bytes (one upload must fit)",
+            );
+        }
         if self.api.max_sse_clients == 0 {
             return invalid("api.max_sse_clients", "must be at least 1");
         }

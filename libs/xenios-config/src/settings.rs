@@ -355,6 +355,10 @@ impl JobsSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct FilesSettings {
     pub max_bytes: u64,
+    /// All uploads kept together (the `FILES` object store's stream): past it an upload is
+    /// refused (503) until older files expire, so uploads cannot take the broker's disk from
+    /// the job streams.
+    pub max_total_bytes: u64,
     pub ttl_secs: u64,
 }
 
@@ -362,6 +366,7 @@ impl Default for FilesSettings {
     fn default() -> Self {
         FilesSettings {
             max_bytes: 200 * 1000 * 1000,
+            max_total_bytes: 10 * 1000 * 1000 * 1000,
             ttl_secs: 24 * 3600,
         }
     }

@@ -61,6 +61,8 @@ pub const CONSUMER_FILES: [DefinitionFile; 4] = [
 pub const WORKERS_TTL: Duration = Duration::from_secs(30);
 /// SPEC §3: uploaded files are kept 24 h unless configured otherwise.
 pub const DEFAULT_FILES_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// `files.max_total_bytes` by default.
+pub const DEFAULT_FILES_MAX_BYTES: i64 = 10_000_000_000;
 
 /// Server fields that hold durations in nanoseconds, shown as `1h`, `30s` in reports.
 const DURATION_FIELDS: [&str; 6] = [
@@ -82,6 +84,8 @@ pub struct StreamSettings {
     pub events_max_age: Duration,
     pub dlq_max_age: Duration,
     pub files_ttl: Duration,
+    /// Bytes the `FILES` object store may hold in all.
+    pub files_max_bytes: i64,
 }
 
 impl Default for StreamSettings {
@@ -104,6 +108,7 @@ impl Default for StreamSettings {
             events_max_age: find(EVENTS_STREAM).max_age,
             dlq_max_age: find(DLQ_STREAM).max_age,
             files_ttl: DEFAULT_FILES_TTL,
+            files_max_bytes: DEFAULT_FILES_MAX_BYTES,
         }
     }
 }
@@ -268,6 +273,7 @@ impl Layout {
                 FILES_BUCKET,
                 "Uploaded files, by file_id",
                 settings.files_ttl,
+                settings.files_max_bytes,
                 replicas,
             ),
         })
@@ -289,7 +295,7 @@ impl Layout {
                 Resource::ObjectStore(FILES_BUCKET.to_owned()),
                 Desired {
                     config: self.files.clone(),
-                    fields: fields(&["max_age", "storage", "num_replicas"]),
+                    fields: fields(&["max_age", "max_bytes", "storage", "num_replicas"]),
                 },
             ),
         ]
@@ -442,6 +448,7 @@ fn object_store_stream(
     bucket: &str,
     description: &str,
     ttl: Duration,
+    max_bytes: i64,
     replicas: usize,
 ) -> stream::Config {
     stream::Config {
@@ -449,6 +456,7 @@ fn object_store_stream(
         description: Some(description.to_owned()),
         subjects: vec![format!("$O.{bucket}.C.>"), format!("$O.{bucket}.M.>")],
         max_age: ttl,
+        max_bytes,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         discard: stream::DiscardPolicy::New,
@@ -723,6 +731,7 @@ mod tests {
             events_max_age: Duration::from_secs(60),
             dlq_max_age: Duration::from_secs(7200),
             files_ttl: Duration::from_secs(600),
+            files_max_bytes: 1 << 30,
         };
         let layout = Layout::new(&settings).unwrap();
         for d in &layout.streams {
@@ -747,6 +756,7 @@ mod tests {
         assert_eq!(layout.files.num_replicas, 3);
         assert_eq!(layout.files.name, "OBJ_FILES");
         assert_eq!(layout.files.max_age, Duration::from_secs(600));
+        assert_eq!(layout.files.max_bytes, 1 << 30);
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub struct Uploaded {
 pub async fn upload(
     State(state): State<AppState>,
     user: User,
+    headers: axum::http::HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     state
@@ -99,6 +100,12 @@ pub async fn upload(
     let content_type = sniff(&head).to_owned();
 
     let bucket = files_bucket(&state).await?;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(head.len() as u64);
+    ensure_room(&state, declared).await?;
     let file_id = uuid::Uuid::now_v7().to_string();
     let mut metadata = HashMap::from([
         (OWNER_KEY.to_owned(), user.user.user_id.clone()),
@@ -142,6 +149,34 @@ pub async fn upload(
         filename,
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// Refuses an upload the file store has no room for (`files.max_total_bytes`) before any of
+/// it is stored: a put the stream refuses halfway leaves its first chunks behind, with no
+/// object to delete them by, until they expire.
+async fn ensure_room(state: &AppState, upload_bytes: u64) -> Result<(), ApiError> {
+    let Ok(mut stream) = state
+        .jetstream
+        .get_stream(format!("OBJ_{FILES_BUCKET}"))
+        .await
+    else {
+        return Ok(());
+    };
+    let Ok(info) = stream.info().await else {
+        return Ok(());
+    };
+    let Ok(max) = u64::try_from(info.config.max_bytes) else {
+        return Ok(()); // -1: unbounded
+    };
+    // Chunk headers and the metadata entry: a little over the bytes themselves.
+    let needed = upload_bytes.saturating_add(upload_bytes / 50 + 4096);
+    if info.state.bytes.saturating_add(needed) > max {
+        return Err(ApiError::Unavailable {
+            message: "the file store is full; stored files expire after files.ttl_secs".into(),
+            retry_after: Some(std::time::Duration::from_secs(60)),
+        });
+    }
+    Ok(())
 }
 
 pub(crate) async fn files_bucket(state: &AppState) -> Result<ObjectStore, ApiError> {
