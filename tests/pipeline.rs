@@ -344,14 +344,7 @@ async fn a_full_queue_refuses_submissions_until_there_is_room() {
         assert_eq!(refused.headers()["retry-after"], "5");
         error_body(refused, 503, "unavailable").await;
     }
-    let page: Value = stack
-        .get("/api/v1/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = stack.get_json("/api/v1/jobs").await;
     assert_eq!(
         page["jobs"].as_array().unwrap().len(),
         2,
@@ -525,22 +518,27 @@ async fn failures_retry_dead_letter_and_time_out() {
     );
 }
 
-#[tokio::test]
-async fn the_sweeper_publishes_a_recorded_but_unpublished_job() {
-    let stack = Stack::start(Db::Sqlite).await;
+/// A job recorded in the store and never published (as a crash between the two leaves it).
+async fn record_only(store: &xenios_store::Store, kind: JobKind, input: Value) -> uuid::Uuid {
     let id = xenios_contract::new_job_id();
-    stack
-        .store
+    store
         .create_job(xenios_store::NewJob {
             id,
-            kind: JobKind::Echo,
+            kind,
             user_id: Some(USER.into()),
-            input: json!({"message": "swept"}),
-            correlation_id: "sweep-test".into(),
+            input,
+            correlation_id: "recorded-only".into(),
             idempotency_key: None,
         })
         .await
         .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn the_sweeper_publishes_a_recorded_but_unpublished_job() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let id = record_only(&stack.store, JobKind::Echo, json!({"message": "swept"})).await;
     // Recorded, never published: nothing happens until the sweeper runs.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stack.job(&id.to_string()).await["status"], "queued");
@@ -553,7 +551,7 @@ async fn the_sweeper_publishes_a_recorded_but_unpublished_job() {
         .wait_for(&id.to_string(), &["succeeded"], Duration::from_secs(20))
         .await;
     assert_eq!(job["result"], json!({"message": "swept"}));
-    assert_eq!(job["correlation_id"], "sweep-test");
+    assert_eq!(job["correlation_id"], "recorded-only");
     // Finished jobs are not swept again.
     assert_eq!(
         xenios_runtime::sweeper::sweep_once(&stack.store, &js, Duration::ZERO)
@@ -571,19 +569,12 @@ async fn the_sweeper_leaves_a_backlog_alone() {
     for i in 0..3 {
         stack.submit("echo", json!({"message": i})).await;
     }
-    let lost = xenios_contract::new_job_id();
-    stack
-        .store
-        .create_job(xenios_store::NewJob {
-            id: lost,
-            kind: JobKind::Extraction,
-            user_id: Some(USER.into()),
-            input: json!({"file_id": "gone"}),
-            correlation_id: "backlog-test".into(),
-            idempotency_key: None,
-        })
-        .await
-        .unwrap();
+    record_only(
+        &stack.store,
+        JobKind::Extraction,
+        json!({"file_id": "gone"}),
+    )
+    .await;
     let js = jetstream::new(stack.nats_client.clone());
     let published = xenios_runtime::sweeper::sweep_once(&stack.store, &js, Duration::ZERO)
         .await
@@ -595,14 +586,9 @@ async fn the_sweeper_leaves_a_backlog_alone() {
     // Once the backlog is worked off, nothing of it is left to publish.
     stack.start_worker().await;
     eventually(Duration::from_secs(20), || async {
-        let page: Value = stack
-            .get("/api/v1/jobs?kind=echo&status=succeeded")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = stack
+            .get_json("/api/v1/jobs?kind=echo&status=succeeded")
+            .await;
         page["jobs"].as_array().unwrap().len() == 3
     })
     .await;
@@ -617,18 +603,7 @@ async fn abandoned_running_jobs_are_taken_up(db: Db) {
     let running = |attempts: usize| {
         let store = stack.store.clone();
         async move {
-            let id = xenios_contract::new_job_id();
-            store
-                .create_job(xenios_store::NewJob {
-                    id,
-                    kind: JobKind::Echo,
-                    user_id: Some(USER.into()),
-                    input: json!({"message": "taken up"}),
-                    correlation_id: "abandoned-test".into(),
-                    idempotency_key: None,
-                })
-                .await
-                .unwrap();
+            let id = record_only(&store, JobKind::Echo, json!({"message": "taken up"})).await;
             for _ in 0..attempts {
                 store.start_attempt(id).await.unwrap();
             }

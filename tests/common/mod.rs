@@ -234,6 +234,11 @@ impl Api {
         self.authed(self.http.get(self.url(path)), USER)
     }
 
+    /// `GET path` as the test user, its body as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.authed(self.http.post(self.url(path)), USER)
     }

@@ -189,7 +189,6 @@ pub async fn reap_abandoned(
         else {
             continue;
         };
-        let subject = events_subject(job.id);
         let kind = job.kind.as_str();
         if give_up {
             let letter = DeadLetter {
@@ -214,41 +213,29 @@ pub async fn reap_abandoned(
                 }
             }
             let finished = job.finished_at.unwrap_or(job.updated_at);
-            for event in [
-                JobEvent::Error(error),
-                JobEvent::status(JobStatus::Failed, attempts, finished),
-            ] {
-                // The terminal status is stored: clients following the job learn its end.
-                if let Err(e) = confirmed(
-                    jetstream,
-                    subject.clone(),
-                    Default::default(),
-                    event.to_bytes(),
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, job_id = %job.id, "job event not confirmed");
-                }
-            }
+            // The terminal status is stored: clients following the job learn its end.
+            tell_watchers(
+                jetstream,
+                &job,
+                [
+                    JobEvent::Error(error),
+                    JobEvent::status(JobStatus::Failed, attempts, finished),
+                ],
+            )
+            .await;
             metrics::counter!("xenios_jobs_completed_total", "kind" => kind, "outcome" => "failed")
                 .increment(1);
             reaped.failed += 1;
         } else {
-            for event in [
-                JobEvent::Error(error),
-                JobEvent::status(JobStatus::Queued, attempts, job.updated_at),
-            ] {
-                if let Err(e) = confirmed(
-                    jetstream,
-                    subject.clone(),
-                    Default::default(),
-                    event.to_bytes(),
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, job_id = %job.id, "job event not confirmed");
-                }
-            }
+            tell_watchers(
+                jetstream,
+                &job,
+                [
+                    JobEvent::Error(error),
+                    JobEvent::status(JobStatus::Queued, attempts, job.updated_at),
+                ],
+            )
+            .await;
             // One command per attempt: the job's own id could fall within the duplicate window
             // of its first publish. Should this fail, the job is queued and unpublished, and
             // the next sweep publishes it.
@@ -258,4 +245,20 @@ pub async fn reap_abandoned(
         }
     }
     Ok(reaped)
+}
+
+/// Publishes a job's events in order, each stored before the next goes out.
+async fn tell_watchers(jetstream: &jetstream::Context, job: &JobRecord, events: [JobEvent; 2]) {
+    let subject = events_subject(job.id);
+    for event in events {
+        let sent = confirmed(
+            jetstream,
+            subject.clone(),
+            Default::default(),
+            event.to_bytes(),
+        );
+        if let Err(e) = sent.await {
+            tracing::warn!(error = %e, job_id = %job.id, "job event not confirmed");
+        }
+    }
 }
