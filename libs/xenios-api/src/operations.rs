@@ -65,6 +65,7 @@ pub struct Resubmitted {
 
 pub async fn resubmit(
     store: &Store,
+    nats: &async_nats::Client,
     jetstream: &jetstream::Context,
     finished: &JobRecord,
 ) -> Result<Resubmitted, OperationError> {
@@ -80,32 +81,50 @@ pub async fn resubmit(
         .await?
         .into_job();
     let command = job.command();
-    let not_published = publish_command(jetstream, &command, &job.correlation_id)
+    let not_published = publish_command(nats, jetstream, &command, &job.correlation_id)
         .await
         .err();
     Ok(Resubmitted { job, not_published })
 }
 
-async fn publish_command(
+/// Publishes a job's `queued` event and its command, and waits for the stream to take the
+/// command: its sequence in `JOBS`, or the broker's error in words.
+pub(crate) async fn publish_command(
+    nats: &async_nats::Client,
     jetstream: &jetstream::Context,
     command: &JobCommand,
     correlation_id: &str,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let queued = JobEvent::status(JobStatus::Queued, 0, command.submitted_at);
-    let _ = jetstream
+    // Same connection as the command, so it is stored before any event of the consumer; no
+    // acknowledgement asked (the stream captures the subject all the same).
+    let _ = nats
         .publish(events_subject(command.job_id), queued.to_bytes())
         .await;
-    let ack = jetstream
+    let sent = jetstream
         .publish_with_headers(
             command.subject(),
             command.headers(correlation_id),
             command.to_bytes(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out waiting for the stream".into()),
+        .await;
+    match sent {
+        Ok(ack) => match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
+            Ok(Ok(ack)) => Ok(ack.sequence),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Err(_) => Err("timed out waiting for the stream".to_owned()),
+        },
+        Err(e) => Err(error_chain(&e)),
     }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -116,7 +116,7 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
             }
             let client = connect_nats(settings, "xenios-cli").await?;
             let js = async_nats::jetstream::new(client.clone());
-            let resubmitted = operations::resubmit(store, &js, &finished).await;
+            let resubmitted = operations::resubmit(store, &client, &js, &finished).await;
             let _ = client.drain().await;
             let resubmitted = resubmitted?;
             println!("{}", resubmitted.job.id);

@@ -12,8 +12,8 @@ use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use xenios_contract::envelope::{CancelRequest, JobEvent};
-use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT, JOBS_STREAM};
+use xenios_contract::envelope::CancelRequest;
+use xenios_contract::subjects::{CANCEL_SUBJECT, JOBS_STREAM};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob};
 
@@ -347,36 +347,14 @@ fn located(job: &JobRecord) -> [(header::HeaderName, HeaderValue); 1] {
     [(header::LOCATION, location)]
 }
 
-/// Publishes a job's `queued` event and its command, and waits for the stream to take the
-/// command: its sequence in `JOBS`, or the broker's error in words.
+/// Publishes a job's `queued` event and its command (see
+/// [`crate::operations::publish_command`]).
 async fn send(
     state: &AppState,
     command: &xenios_contract::JobCommand,
     correlation_id: &str,
 ) -> Result<u64, String> {
-    let queued = JobEvent::status(JobStatus::Queued, 0, command.submitted_at);
-    // Same connection as the command, so it is stored before any event of the consumer; no
-    // acknowledgement asked (the stream captures the subject all the same).
-    let _ = state
-        .nats
-        .publish(events_subject(command.job_id), queued.to_bytes())
-        .await;
-    let sent = state
-        .jetstream
-        .publish_with_headers(
-            command.subject(),
-            command.headers(correlation_id),
-            command.to_bytes(),
-        )
-        .await;
-    match sent {
-        Ok(ack) => match tokio::time::timeout(PUBLISH_TIMEOUT, ack).await {
-            Ok(Ok(ack)) => Ok(ack.sequence),
-            Ok(Err(e)) => Err(error_chain(&e)),
-            Err(_) => Err("timed out waiting for the stream".to_owned()),
-        },
-        Err(e) => Err(error_chain(&e)),
-    }
+    crate::operations::publish_command(&state.nats, &state.jetstream, command, correlation_id).await
 }
 
 /// What a recorded job's publish came to. A full queue refuses the submission: the record
@@ -406,17 +384,6 @@ async fn settle_send(
     }
     tracing::warn!(job_id = %job.id, error = %result, "command not published now; the sweeper will publish it");
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Loads a job the user may see; someone else's job is "not found".
