@@ -1073,6 +1073,57 @@ async fn a_panicking_handler_fails_its_tries_and_the_job_is_dead_lettered() {
     assert_eq!(letters[0].command.job_id.to_string(), id);
 }
 
+/// A job fails only once its dead letter is held: with `JOBS_DLQ` gone, the last try leaves
+/// the job running (rather than failed with no letter), and once the stream is back the
+/// sweeper dead-letters and fails it.
+#[tokio::test]
+async fn a_dead_letter_the_broker_cannot_take_is_not_lost() {
+    let stack = Stack::start_with(Db::Sqlite, &[("consumer.max_attempts", "1")], 1).await;
+    let js = jetstream::new(stack.nats_client.clone());
+    // Once a job has run, the consumer has applied the streams and will not make them again.
+    let first = stack.submit("echo", json!({"message": "first"})).await;
+    stack
+        .wait_for(&first, &["succeeded"], Duration::from_secs(20))
+        .await;
+    js.delete_stream(DLQ_STREAM).await.unwrap();
+
+    let id = stack
+        .submit("echo", json!({"message": "nowhere", "fail": "transient"}))
+        .await;
+    stack
+        .wait_for(&id, &["running"], Duration::from_secs(10))
+        .await;
+    // The consumer's three tries at the letter, a second apart, and its NAK.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let job = stack.job(&id).await;
+    assert_eq!(job["status"], "running", "{job}");
+    assert_eq!(job["attempts"], 1);
+
+    let policy = xenios_runtime::sweeper::SweepPolicy {
+        republish_after: Duration::from_secs(60),
+        abandoned_after: Duration::from_secs(1),
+        max_attempts: 1,
+    };
+    let reaped = xenios_runtime::sweeper::reap_abandoned(&stack.store, &js, policy)
+        .await
+        .unwrap();
+    assert_eq!(reaped, xenios_runtime::sweeper::Reaped::default());
+    assert_eq!(stack.job(&id).await["status"], "running");
+
+    xenios_contract::streams::apply(&js, &xenios_cli::stream_settings(&stack.settings))
+        .await
+        .unwrap();
+    let reaped = xenios_runtime::sweeper::reap_abandoned(&stack.store, &js, policy)
+        .await
+        .unwrap();
+    assert_eq!(reaped.failed, 1);
+    let job = stack.job(&id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let letters = dead_letters(&stack).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].command.job_id.to_string(), id);
+}
+
 #[tokio::test]
 async fn a_drain_lets_go_of_a_handler_that_does_not_stop() {
     let stack = Stack::start_with(Db::Sqlite, &[("consumer.shutdown_grace_secs", "1")], 0).await;

@@ -3,6 +3,7 @@
 //! (`Ok(result) | Err(Transient | Permanent)`); the runtime alone decides ack, NAK, TERM,
 //! retry and dead-lettering, after the outcome is stored.
 
+mod dead_letter;
 mod echo;
 mod handler;
 mod metrics_server;

@@ -20,12 +20,13 @@ use xenios_contract::subjects::{
 use xenios_contract::{JobError, JobId, JobKind, JobStatus};
 use xenios_store::{JobRecord, Outcome, StartAttempt, Store};
 
+use crate::dead_letter::{self, PUBLISH_TIMEOUT};
 use crate::echo::EchoHandler;
 use crate::handler::{Admission, Handler, HandlerError, HandlerResult, JobContext};
 use crate::workers;
 
-/// How long publishing a terminal event or a dead letter may wait for the stream.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries at publishing a dead letter before the job is left to the sweeper.
+const DEAD_LETTER_TRIES: u32 = 3;
 /// Delay before a command is offered again when the store could not be reached.
 const STORE_DOWN_DELAY: Duration = Duration::from_secs(2);
 /// How long a handler may run on after the drain's grace period released it.
@@ -841,11 +842,16 @@ impl Attempt {
             }
             Decision::Fail { error, dead_letter } => {
                 tracing::warn!(code = %error.code, message = %error.message, "job failed");
+                if dead_letter && !self.dead_letter(&error, attempt).await {
+                    // Not recorded as failed: a failed job with no letter would be lost to the
+                    // operator. Left running, its lease lapses and the sweeper dead-letters it.
+                    tracing::error!(
+                        "cannot publish the dead letter; the sweeper will take the job up"
+                    );
+                    return self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
+                }
                 match store.finish_job(id, Outcome::Failed(error.clone())).await {
                     Ok(Some(_)) => {
-                        if dead_letter {
-                            self.dead_letter(&error, attempt).await;
-                        }
                         self.publish_confirmed(&[
                             JobEvent::Error(error).to_bytes(),
                             JobEvent::status(JobStatus::Failed, attempt, now).to_bytes(),
@@ -882,34 +888,23 @@ impl Attempt {
         self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
     }
 
-    async fn dead_letter(&self, error: &JobError, attempts: u32) {
+    /// `true` once `JOBS_DLQ` holds the letter. A few tries, well within the command's
+    /// `ack_wait`, so a broker that reconnects meanwhile does not leave the job to the sweeper.
+    async fn dead_letter(&self, error: &JobError, attempts: u32) -> bool {
         let letter = DeadLetter {
             command: self.command.clone(),
             error: error.clone(),
             attempts,
             failed_at: chrono::Utc::now(),
         };
-        let sent = self
-            .shared
-            .jetstream
-            .publish_with_headers(
-                letter.subject(),
-                letter.headers(&self.correlation_id),
-                letter.to_bytes(),
-            )
-            .await;
-        let confirmed = match sent {
-            Ok(ack) => tokio::time::timeout(PUBLISH_TIMEOUT, ack)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            Err(_) => None,
-        };
-        match confirmed {
-            Some(_) => metrics::counter!("xenios_dead_letters_total", "kind" => self.kind.as_str())
-                .increment(1),
-            None => tracing::error!("cannot publish the dead letter"),
-        }
+        dead_letter::send(
+            &self.shared.jetstream,
+            &letter,
+            &self.correlation_id,
+            DEAD_LETTER_TRIES,
+            Duration::from_secs(1),
+        )
+        .await
     }
 
     async fn ack(&self, kind: AckKind) {

@@ -20,9 +20,10 @@ use xenios_contract::subjects::{consumer_name, events_subject, JOBS_STREAM, MSG_
 use xenios_contract::{JobError, JobKind, JobStatus};
 use xenios_store::{JobRecord, Store};
 
+use crate::dead_letter;
+
 /// Jobs re-published per sweep at most; the next sweep takes the rest.
 const BATCH: u32 = 500;
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the sweeper does, and when.
 #[derive(Debug, Clone, Copy)]
@@ -144,15 +145,10 @@ async fn confirmed(
     headers: async_nats::HeaderMap,
     payload: bytes::Bytes,
 ) -> Result<(), SweepError> {
-    let ack = jetstream
-        .publish_with_headers(subject, headers, payload)
+    dead_letter::confirmed(jetstream, subject, headers, payload)
         .await
-        .map_err(|e| SweepError::Publish(e.to_string()))?;
-    tokio::time::timeout(PUBLISH_TIMEOUT, ack)
-        .await
-        .map_err(|_| SweepError::Publish("timed out".into()))?
-        .map_err(|e| SweepError::Publish(e.to_string()))?;
-    Ok(())
+        .map(drop)
+        .map_err(SweepError::Publish)
 }
 
 /// Abandoned jobs taken up by one sweep.
@@ -183,13 +179,8 @@ pub async fn reap_abandoned(
             ),
             retryable: !give_up,
         };
-        let Some(job) = store
-            .settle_abandoned(job.id, stale_before, &error, give_up)
-            .await?
-        else {
-            continue;
-        };
-        let kind = job.kind.as_str();
+        // The letter first: a job is failed only once its letter is held (see dead_letter.rs).
+        // Should it not go out, the job stays as it is and the next sweep tries again.
         if give_up {
             let letter = DeadLetter {
                 command: job.command(),
@@ -197,21 +188,24 @@ pub async fn reap_abandoned(
                 attempts,
                 failed_at: Utc::now(),
             };
-            match confirmed(
-                jetstream,
-                letter.subject(),
-                letter.headers(&job.correlation_id),
-                letter.to_bytes(),
-            )
-            .await
+            if !dead_letter::send(jetstream, &letter, &job.correlation_id, 1, Duration::ZERO).await
             {
-                Ok(()) => {
-                    metrics::counter!("xenios_dead_letters_total", "kind" => kind).increment(1)
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, job_id = %job.id, "cannot publish the dead letter")
-                }
+                continue;
             }
+        }
+        let Some(job) = store
+            .settle_abandoned(job.id, stale_before, &error, give_up)
+            .await?
+        else {
+            if give_up {
+                // Its consumer renewed the lease between the two: the job runs on, and the
+                // letter stands as a record of the lapse.
+                tracing::warn!(job_id = %job.id, "an abandoned job came back after its dead letter went out");
+            }
+            continue;
+        };
+        let kind = job.kind.as_str();
+        if give_up {
             let finished = job.finished_at.unwrap_or(job.updated_at);
             // The terminal status is stored: clients following the job learn its end.
             tell_watchers(

@@ -375,9 +375,8 @@ impl Store {
     }
 
     /// Records the job's outcome, once: `Ok(None)` if it already has one (the first outcome
-    /// wins). Success clears the last transient error. Allowed per `JobStatus::can_become`, plus queued → failed for a command the
-    /// runtime gave up on before it ever started (dead-lettered). Any other transition (e.g.
-    /// queued → succeeded) is `Conflict`; an unknown id is `NotFound`.
+    /// wins). Success clears the last transient error. Allowed per `JobStatus::can_become`; any
+    /// other transition (e.g. queued → succeeded) is `Conflict`; an unknown id is `NotFound`.
     pub async fn finish_job(&self, id: JobId, outcome: Outcome) -> Result<Option<JobRecord>> {
         let target = outcome.status();
         let finished = match &self.batches {
@@ -612,18 +611,9 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn dead_letter(from: JobStatus, to: JobStatus) -> bool {
-    from == JobStatus::Queued && to == JobStatus::Failed
-}
-
-/// The statuses an outcome may be recorded from, as an SQL list: `JobStatus::can_become`, plus
-/// queued → failed for a command given up before it ever started (dead-lettered).
+/// The statuses an outcome may be recorded from (`JobStatus::can_become`), as an SQL list.
 pub(crate) fn finishable_from(target: JobStatus) -> String {
-    status_list(
-        JobStatus::ALL
-            .into_iter()
-            .filter(|s| s.can_become(target) || dead_letter(*s, target)),
-    )
+    status_list(JobStatus::ALL.into_iter().filter(|s| s.can_become(target)))
 }
 
 fn status_list(statuses: impl Iterator<Item = JobStatus>) -> String {

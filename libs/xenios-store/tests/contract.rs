@@ -401,14 +401,14 @@ async fn illegal_transitions_are_refused(store: Store) {
     assert_eq!(store.get_job(queued.id).await.unwrap().unwrap(), queued);
     assert!(!store.retry_job(queued.id, &transient()).await.unwrap());
 
-    // queued → failed is allowed: a command dead-lettered before any attempt started.
-    let dead = store
-        .finish_job(queued.id, Outcome::Failed(transient()))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(dead.status, JobStatus::Failed);
-    assert!(!store.retry_job(queued.id, &transient()).await.unwrap());
+    // Nor queued → failed (SPEC §3): a job fails in an attempt, or is cancelled before one.
+    assert!(matches!(
+        store
+            .finish_job(queued.id, Outcome::Failed(transient()))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_job(queued.id).await.unwrap().unwrap(), queued);
 
     assert!(matches!(
         store.finish_job(new_job_id(), Outcome::Cancelled).await,
