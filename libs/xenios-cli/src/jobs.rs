@@ -70,6 +70,7 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
                     status,
                     limit,
                     before,
+                    ..JobQuery::default()
                 })
                 .await?;
             if json {

@@ -14,6 +14,6 @@ mod store;
 pub use error::StoreError;
 pub use model::{
     Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord, NewJob, Outcome,
-    StartAttempt, StoreOptions,
+    StartAttempt, StoreOptions, PAGE_BYTES,
 };
 pub use store::{Result, Store, PG_SCHEMA};

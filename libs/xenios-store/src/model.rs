@@ -122,7 +122,14 @@ pub struct JobQuery {
     pub limit: u32,
     /// Only jobs older than this one: the previous page's `next_cursor`.
     pub before: Option<JobId>,
+    /// The page ends before the job that would take its inputs and results past this many
+    /// bytes (as stored: on PostgreSQL, compressed), so `limit` jobs with results of tens of
+    /// megabytes each are not all held at once. The first job is listed whatever its size.
+    pub max_bytes: u64,
 }
+
+/// The default [`JobQuery::max_bytes`].
+pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Default for JobQuery {
     fn default() -> Self {
@@ -132,11 +139,12 @@ impl Default for JobQuery {
             status: None,
             limit: 20,
             before: None,
+            max_bytes: PAGE_BYTES,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct JobPage {
     pub jobs: Vec<JobRecord>,
     /// Some only when more jobs match after this page.

@@ -214,21 +214,55 @@ impl Store {
         if let Some(before) = q.before {
             filter("id <", before.into());
         }
-        let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs");
+        let mut sql = String::new();
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
         args.push((i64::from(limit) + 1).into());
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
-
-        let mut jobs = self.pool.fetch_all(&sql, args, job_from_row).await?;
-        let next_cursor = if jobs.len() > limit as usize {
-            jobs.truncate(limit as usize);
-            jobs.last().map(|j| j.id)
-        } else {
-            None
+        let size = match self.backend() {
+            Backend::Postgres => {
+                "(pg_column_size(input) + coalesce(pg_column_size(result), 0))::bigint"
+            }
+            Backend::Sqlite => {
+                "length(CAST(input AS BLOB)) + coalesce(length(CAST(result AS BLOB)), 0)"
+            }
         };
+        let sql = format!(
+            "SELECT id, {size} AS size FROM jobs{sql} ORDER BY id DESC LIMIT ${}",
+            args.len()
+        );
+        // Sizes first, then only the jobs that fit: the rows themselves may be large.
+        let found = self
+            .pool
+            .fetch_all(&sql, args, |r| {
+                let size = r.int("size")?.unwrap_or_default();
+                Ok((
+                    required("id", r.uuid("id")?)?,
+                    u64::try_from(size).unwrap_or(0),
+                ))
+            })
+            .await?;
+        let mut room = q.max_bytes;
+        let mut page = Vec::new();
+        for &(id, size) in found.iter().take(limit as usize) {
+            if !page.is_empty() && size > room {
+                break;
+            }
+            room = room.saturating_sub(size);
+            page.push(Arg::from(id));
+        }
+        // The first job always fits, so a page is empty only when no job matched.
+        let Some(last) = page.len().checked_sub(1) else {
+            return Ok(JobPage::default());
+        };
+        let next_cursor = (found.len() > page.len()).then(|| found[last].0);
+        let listed = (1..=page.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({listed}) ORDER BY id DESC");
+        let jobs = self.pool.fetch_all(&sql, page, job_from_row).await?;
         Ok(JobPage { jobs, next_cursor })
     }
 

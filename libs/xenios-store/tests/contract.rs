@@ -247,14 +247,14 @@ async fn list_newest_first_with_filters_and_cursor(store: Store) {
     assert_eq!(ids(&echo.jobs), [alice[0], alice[2], alice[4]]);
 
     store.start_attempt(alice[1]).await.unwrap();
-    let running = store
+    let started = store
         .list_jobs(&JobQuery {
             status: Some(JobStatus::Running),
             ..q(100, None)
         })
         .await
         .unwrap();
-    assert_eq!(ids(&running.jobs), [alice[1]]);
+    assert_eq!(ids(&started.jobs), [alice[1]]);
 
     let everyone = store
         .list_jobs(&JobQuery {
@@ -270,6 +270,44 @@ async fn list_newest_first_with_filters_and_cursor(store: Store) {
     let one = store.list_jobs(&q(0, None)).await.unwrap();
     assert_eq!(one.jobs.len(), 1);
     assert_eq!(one.next_cursor, Some(alice[0]));
+
+    // A page ends before the job that would take it past its byte budget.
+    let mut large = Vec::new();
+    for _ in 0..3 {
+        let job = running(&store, JobKind::Extraction).await;
+        // Random text: PostgreSQL counts jsonb as stored, compressed.
+        let content: String = (0..1200)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
+        store
+            .finish_job(job.id, Outcome::Succeeded(json!({ "content": content })))
+            .await
+            .unwrap();
+        large.push(job.id);
+    }
+    large.reverse();
+    let by_size = |max_bytes, before| JobQuery {
+        kind: Some(JobKind::Extraction),
+        limit: 100,
+        before,
+        max_bytes,
+        ..JobQuery::default()
+    };
+    let page = store.list_jobs(&by_size(100_000, None)).await.unwrap();
+    assert_eq!(ids(&page.jobs), large[..2]);
+    assert_eq!(page.next_cursor, Some(large[1]));
+    let page = store
+        .list_jobs(&by_size(100_000, page.next_cursor))
+        .await
+        .unwrap();
+    assert_eq!(ids(&page.jobs), large[2..]);
+    assert_eq!(page.next_cursor, None);
+    // The first job is listed whatever its size.
+    let page = store.list_jobs(&by_size(1, None)).await.unwrap();
+    assert_eq!(ids(&page.jobs), large[..1]);
+    assert_eq!(page.next_cursor, Some(large[0]));
+    let everything = store.list_jobs(&by_size(u64::MAX, None)).await.unwrap();
+    assert_eq!(ids(&everything.jobs), large);
 }
 
 fn ids(jobs: &[JobRecord]) -> Vec<uuid::Uuid> {

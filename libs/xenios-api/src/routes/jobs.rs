@@ -413,7 +413,8 @@ pub async fn get_job(
 pub struct ListParams {
     kind: Option<String>,
     status: Option<String>,
-    /// 1 to 100, default 20.
+    /// 1 to 100, default 20. A page also ends before the job that would take its jobs'
+    /// inputs and results past 8 MiB (the first job is always listed): follow `next_cursor`.
     #[param(value_type = Option<u32>)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
@@ -471,6 +472,7 @@ pub async fn list_jobs(
             status,
             limit,
             before: cursor,
+            ..JobQuery::default()
         })
         .await?;
     Ok(axum::Json(JobList {
