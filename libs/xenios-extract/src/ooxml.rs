@@ -29,10 +29,31 @@ pub(crate) struct Package<'a> {
     max_ratio: u64,
 }
 
+/// Whether the package has more than `MAX_ENTRIES` central directory headers, counted before
+/// the zip crate indexes them. It keeps about 200 bytes per entry (measured: 1 million empty
+/// entries, an 86 MB file, took 206 MB), so a 200 MB upload of empty entries would hold half
+/// a gigabyte before the count could be checked on the index. Every entry the crate reads
+/// begins with this signature, so the count bounds what it reads.
+pub(crate) fn too_many_entries(bytes: &[u8]) -> bool {
+    memchr::memmem::find_iter(bytes, b"PK\x01\x02")
+        .nth(MAX_ENTRIES)
+        .is_some()
+}
+
+/// The package's index, once it is known not to be too large to build.
+pub(crate) fn open_archive(bytes: &[u8]) -> Result<zip::ZipArchive<Cursor<&[u8]>>, ExtractError> {
+    if too_many_entries(bytes) {
+        return Err(ExtractError::too_large(format!(
+            "the package has more than {MAX_ENTRIES} entries"
+        )));
+    }
+    zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| ExtractError::corrupt(format!("not a readable zip package: {e}")))
+}
+
 impl<'a> Package<'a> {
     pub(crate) fn open(bytes: &'a [u8], opts: &ExtractOptions) -> Result<Self, ExtractError> {
-        let archive = zip::ZipArchive::new(Cursor::new(bytes))
-            .map_err(|e| ExtractError::corrupt(format!("not a readable zip package: {e}")))?;
+        let archive = open_archive(bytes)?;
         if archive.len() > MAX_ENTRIES {
             return Err(ExtractError::too_large(format!(
                 "the package has {} entries (limit {MAX_ENTRIES})",

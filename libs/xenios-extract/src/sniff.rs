@@ -1,9 +1,7 @@
 //! Telling the format from the bytes alone: file names and declared content types are
 //! whatever the uploader said.
 
-use std::io::Cursor;
-
-use crate::DocumentFormat;
+use crate::{ooxml, DocumentFormat};
 
 /// How much of a text file the heuristics look at.
 const SAMPLE: usize = 64 * 1024;
@@ -48,8 +46,17 @@ fn is_pdf(bytes: &[u8]) -> bool {
 }
 
 fn sniff_zip(bytes: &[u8]) -> Option<DocumentFormat> {
-    let archive = zip::ZipArchive::new(Cursor::new(bytes)).ok()?;
-    let has = |name: &str| archive.index_for_name_raw(name.as_bytes()).is_some();
+    // A package with too many entries to index is told by its part names, which a zip holds as
+    // plain text: its reader then refuses it as too large, rather than "not a document".
+    let archive = if ooxml::too_many_entries(bytes) {
+        None
+    } else {
+        Some(ooxml::open_archive(bytes).ok()?)
+    };
+    let has = |name: &str| match &archive {
+        Some(archive) => archive.index_for_name_raw(name.as_bytes()).is_some(),
+        None => memchr::memmem::find(bytes, name.as_bytes()).is_some(),
+    };
     if !has("[Content_Types].xml") {
         return None;
     }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{deflated_zeros, docx, noise, para, zip_parts, zip_with_raw_entry};
+use common::{deflated_zeros, docx, docx_padded, noise, para, zip_parts, zip_with_raw_entry};
 use xenios_extract::{extract, extract_as, sniff, DocumentFormat, ExtractOptions};
 
 const CONTENT_TYPES: &str = r#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#;
@@ -45,6 +45,25 @@ fn zip_bomb_lying_about_its_size_is_stopped_while_inflating() {
     assert_eq!(err.code(), "too_large", "{err}");
     assert!(err.to_string().contains("compression ratio"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A DOCX padded with more empty entries than any document has: refused as too large from a
+/// count of its central directory headers, before the zip crate indexes them.
+#[test]
+fn a_package_with_too_many_entries_is_refused() {
+    let body = para(None, None, "padded");
+    let bytes = docx_padded(&body, 50_000);
+    assert_eq!(sniff(&bytes), Some(DocumentFormat::Docx));
+    let err = extract(&bytes, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("more than 50000 entries"), "{err}");
+
+    // At the limit, the package is read.
+    let bytes = docx_padded(&body, 50_000 - 7);
+    assert!(extract(&bytes, &ExtractOptions::default())
+        .unwrap()
+        .content
+        .contains("padded"));
 }
 
 #[test]

@@ -46,6 +46,11 @@ pub fn core_xml(title: &str, creator: &str) -> String {
 /// A DOCX whose `w:body` holds `body`, with heading styles, a bullet list (numId 1), a
 /// numbered list (numId 2) and the external hyperlink `rIdLink`.
 pub fn docx(body: &str) -> Vec<u8> {
+    docx_padded(body, 0)
+}
+
+/// `docx(body)` with `padding` more (empty) entries.
+pub fn docx_padded(body: &str, padding: usize) -> Vec<u8> {
     let document = format!(
         r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <w:document xmlns:w="{W_NS}" xmlns:r="{R_NS}" xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"><w:body>{body}<w:sectPr/></w:body></w:document>"#
@@ -62,24 +67,24 @@ pub fn docx(body: &str) -> Vec<u8> {
         r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Relationships xmlns="{PKG_REL}"><Relationship Id="rId1" Type="{REL}/styles" Target="styles.xml"/><Relationship Id="rId2" Type="{REL}/numbering" Target="numbering.xml"/><Relationship Id="rIdLink" Type="{REL}/hyperlink" Target="https://example.com/spec" TargetMode="External"/></Relationships>"#
     );
-    zip_parts(&[
-        (
-            "[Content_Types].xml",
-            &content_types(
-                "word/document.xml",
-                "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
-            ),
-        ),
-        ("_rels/.rels", &root_rels("word/document.xml")),
+    let content_types = content_types(
+        "word/document.xml",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+    );
+    let root_rels = root_rels("word/document.xml");
+    let core = core_xml("Quarterly Report", "Ada Lovelace");
+    let padding: Vec<String> = (0..padding).map(|i| format!("pad/{i:x}")).collect();
+    let mut parts = vec![
+        ("[Content_Types].xml", content_types.as_str()),
+        ("_rels/.rels", &root_rels),
         ("word/document.xml", &document),
         ("word/_rels/document.xml.rels", &document_rels),
         ("word/styles.xml", &styles),
         ("word/numbering.xml", &numbering),
-        (
-            "docProps/core.xml",
-            &core_xml("Quarterly Report", "Ada Lovelace"),
-        ),
-    ])
+        ("docProps/core.xml", &core),
+    ];
+    parts.extend(padding.iter().map(|name| (name.as_str(), "")));
+    zip_parts(&parts)
 }
 
 /// `<w:p>` with an optional style and list numbering, of plain runs.
