@@ -253,6 +253,7 @@ async fn openai_compatible_provider_complete_and_stream() {
         "{cost}"
     );
     assert!(answer.get("parsed").is_none(), "{answer}");
+    assert_eq!(answer["finish_reason"], "stop");
     let seen = &stub.seen("gpt-oa")[0];
     assert_eq!(seen.path, "/v1/chat/completions");
     assert_eq!(seen.headers["authorization"], "Bearer oa-test-key");
@@ -284,6 +285,7 @@ async fn openai_compatible_provider_complete_and_stream() {
         done["latency_ms"].is_u64() && done["cost_usd"].is_f64(),
         "{done}"
     );
+    assert_eq!(done["finish_reason"], "stop");
     assert_eq!(events.last().unwrap().event.as_deref(), Some("done"));
     assert_eq!(stub.seen("gpt-oa")[1].body["stream"], true);
     let job = stack.wait_for(&job_id, &["succeeded"], WITHIN).await;
@@ -1070,6 +1072,35 @@ async fn chat_completions_speaks_openai_shapes() {
         Some(USER),
         "the bearer JWT names the user"
     );
+
+    // An answer that `max_tokens` cut short says so, whole and streamed.
+    stub.push("gpt-oc", cut_short(openai_text("gpt-oc", "Hel", 3, 1)));
+    let ask_short = |stream: bool| json!({"model": "oc_task", "messages": messages, "max_tokens": 1, "stream": stream});
+    let response = stack
+        .http
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .json(&ask_short(false))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    stub.push(
+        "gpt-oc",
+        cut_short(openai_stream("gpt-oc", &["Hel"], 3, 1, None)),
+    );
+    let response = stack
+        .http
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .json(&ask_short(true))
+        .send()
+        .await
+        .unwrap();
+    let events = SseReader::new(response).rest().await;
+    let last: Value = serde_json::from_str(&events[events.len() - 2].data).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "length", "{last}");
 
     // OpenAI's error shape.
     let response = stack

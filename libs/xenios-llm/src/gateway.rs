@@ -14,7 +14,9 @@ use crate::format::Format;
 use crate::provider::{CallError, CallSpec, Failure, Limits, Outcome, Provider, Reply};
 use crate::retry::backoff;
 use crate::stream::LlmStream;
-use crate::{CallObserver, CallRecord, LlmError, LlmRequest, LlmResult, Message, Role, Usage};
+use crate::{
+    CallObserver, CallRecord, FinishReason, LlmError, LlmRequest, LlmResult, Message, Role, Usage,
+};
 
 /// Tokens a stream's reader may fall behind by before the provider is no longer read.
 const TOKEN_BUFFER: usize = 64;
@@ -53,6 +55,7 @@ struct Answer {
     fallback_used: bool,
     usage: Usage,
     cost_usd: Option<f64>,
+    finish_reason: FinishReason,
 }
 
 impl LlmGateway {
@@ -179,6 +182,7 @@ impl LlmGateway {
                         latency_ms: millis(started.elapsed()),
                         cost_usd,
                         parsed,
+                        finish_reason: answer.finish_reason,
                     })
                 }
                 Err(problem) if round < rounds => {
@@ -301,6 +305,7 @@ impl LlmGateway {
                             fallback_used: index > 0,
                             usage: reply.usage,
                             cost_usd,
+                            finish_reason: reply.finish_reason,
                         })
                     }
                     Some(Err(e)) => e,

@@ -75,6 +75,50 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
+/// Why the model stopped, in OpenAI's words (`finish_reason`); Anthropic's `stop_reason`s
+/// are mapped onto them. A caller that sees `length` has a truncated answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its answer (or a stop sequence did).
+    #[default]
+    Stop,
+    /// `max_tokens` cut the answer short.
+    Length,
+    /// The provider withheld or cut the answer (OpenAI's `content_filter`, Anthropic's
+    /// `refusal`).
+    ContentFilter,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+
+    /// From an OpenAI-compatible `finish_reason`; reasons about tools, which are never asked
+    /// for, and unknown ones count as `stop`.
+    pub(crate) fn from_openai(reason: &str) -> Self {
+        match reason {
+            "length" => FinishReason::Length,
+            "content_filter" => FinishReason::ContentFilter,
+            _ => FinishReason::Stop,
+        }
+    }
+
+    /// From an Anthropic `stop_reason`.
+    pub(crate) fn from_anthropic(reason: &str) -> Self {
+        match reason {
+            "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+            "refusal" => FinishReason::ContentFilter,
+            _ => FinishReason::Stop,
+        }
+    }
+}
+
 /// The `llm` job result (SPEC §3), plus the provider that answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlmResult {
@@ -92,6 +136,9 @@ pub struct LlmResult {
     /// The validated JSON value, when a JSON `response_format` was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parsed: Option<Value>,
+    /// Why the answer ended; results stored before it was recorded read as `stop`.
+    #[serde(default)]
+    pub finish_reason: FinishReason,
 }
 
 /// An item of [`crate::LlmStream`]: text as it arrives, then the result.

@@ -6,7 +6,9 @@ use serde_json::json;
 use support::*;
 use tokio_util::sync::CancellationToken;
 use xenios_config::{ProviderSettings, ProvidersSettings};
-use xenios_llm::{LlmError, LlmGateway, LlmResult, LlmStream, Message, StreamEvent, Usage};
+use xenios_llm::{
+    FinishReason, LlmError, LlmGateway, LlmResult, LlmStream, Message, StreamEvent, Usage,
+};
 
 /// Every token, then the result.
 async fn collect(mut stream: LlmStream<'_>) -> (Vec<String>, Result<LlmResult, LlmError>) {
@@ -308,6 +310,77 @@ async fn anthropic_stream_reads_its_event_types() {
     let r = &calls.all()[0];
     assert!(r.ttft_ms.is_some());
     assert!((r.cost_usd.unwrap() - (50.0 * 15.0 + 7.0 * 75.0) / 1e6).abs() < 1e-12);
+}
+
+type Answer = fn() -> Script;
+
+/// Each wire's way of saying that `max_tokens` cut the answer short, whole and streamed,
+/// comes out as `length`; an answer that ended by itself as `stop`.
+#[tokio::test]
+async fn an_answer_cut_short_by_max_tokens_says_so() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![
+        ("oa", task(&["openai:gpt-cut"])),
+        ("an", task(&["anthropic:claude-cut"])),
+    ]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let calls = Calls::default();
+    // Task, model, its answer, and whether it is streamed.
+    let scripts: [(&str, &str, Answer, bool); 4] = [
+        (
+            "oa",
+            "gpt-cut",
+            || openai_text("gpt-cut", "Once", 5, 1),
+            false,
+        ),
+        (
+            "oa",
+            "gpt-cut",
+            || openai_stream("gpt-cut", &["Once"], 5, 1, None),
+            true,
+        ),
+        (
+            "an",
+            "claude-cut",
+            || anthropic_text("claude-cut", "Once", 5, 1),
+            false,
+        ),
+        (
+            "an",
+            "claude-cut",
+            || anthropic_stream("claude-cut", &["Once"], 5, 1),
+            true,
+        ),
+    ];
+    for (task, model, script, streamed) in scripts {
+        for cut in [false, true] {
+            let script = match cut {
+                true => cut_short(script()),
+                false => script(),
+            };
+            stub.push(model, script);
+            let result = if streamed {
+                collect(gateway.stream(request(task), &calls, CancellationToken::new()))
+                    .await
+                    .1
+            } else {
+                gateway
+                    .complete(request(task), &calls, CancellationToken::new())
+                    .await
+            };
+            let result = result.unwrap();
+            assert_eq!(result.content, "Once");
+            let expected = if cut {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            };
+            assert_eq!(
+                result.finish_reason, expected,
+                "{task} streamed: {streamed}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -87,6 +87,15 @@ pub struct LlmAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub parsed: Option<Value>,
+    /// Why the answer ended: `stop`, `length` (`max_tokens` cut it short) or
+    /// `content_filter`.
+    #[serde(default = "stopped")]
+    pub finish_reason: String,
+}
+
+/// The finish reason of a result stored before results had one.
+fn stopped() -> String {
+    "stop".into()
 }
 
 impl LlmAnswer {
@@ -104,6 +113,8 @@ pub struct StreamDone {
     usage: LlmUsage,
     latency_ms: u64,
     cost_usd: Option<f64>,
+    /// `stop`, `length` (`max_tokens` cut the answer short) or `content_filter`.
+    finish_reason: String,
 }
 
 /// Runs an LLM request through `jobs.llm` and answers with the whole result.
@@ -188,6 +199,7 @@ pub async fn stream(
                         usage: a.usage,
                         latency_ms: a.latency_ms,
                         cost_usd: a.cost_usd,
+                        finish_reason: a.finish_reason,
                     }),
                 ),
                 Err(e) => sse("error", json_text(&internal_error(&e))),

@@ -217,7 +217,8 @@ pub struct ChatCompletion {
 pub struct Choice {
     index: u32,
     message: AssistantMessage,
-    finish_reason: &'static str,
+    /// `stop`, `length` (`max_tokens` cut the answer short) or `content_filter`.
+    finish_reason: String,
     #[schema(value_type = Option<Object>)]
     logprobs: Option<Value>,
 }
@@ -386,7 +387,7 @@ pub async fn chat_completions(
                     content: answer.content,
                     refusal: None,
                 },
-                finish_reason: "stop",
+                finish_reason: answer.finish_reason,
                 logprobs: None,
             }],
         };
@@ -420,7 +421,8 @@ pub async fn chat_completions(
                     ),
                     Update::Done(result) => match LlmAnswer::from_result(result) {
                         Ok(answer) => {
-                            let mut last = chunk(&answer.model, json!({}), Some("stop"));
+                            let finish = Some(answer.finish_reason.as_str());
+                            let mut last = chunk(&answer.model, json!({}), finish);
                             last["usage"] = json!(CompletionUsage::from(&answer));
                             (last, Phase::Finished)
                         }

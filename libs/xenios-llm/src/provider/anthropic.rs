@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{Role, Usage};
+use crate::{FinishReason, Role, Usage};
 
 /// Anthropic accepts temperatures up to 1.
 const MAX_TEMPERATURE: f64 = 1.0;
@@ -79,18 +79,25 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
     if let Some(wire) = v.get("usage") {
         absorb(&mut usage, wire);
     }
+    let finish_reason = v
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .map(FinishReason::from_anthropic)
+        .unwrap_or_default();
     Ok(Parsed {
         content,
         usage,
         cost_usd: None,
+        finish_reason,
     })
 }
 
 /// `message_start`, `content_block_start`, `content_block_delta`…, `content_block_stop`,
-/// `message_delta` (usage), `message_stop`; `ping` and `error` anywhere.
+/// `message_delta` (usage, `stop_reason`), `message_stop`; `ping` and `error` anywhere.
 #[derive(Default)]
 pub(super) struct Decoder {
     pub usage: Usage,
+    pub finish_reason: Option<FinishReason>,
 }
 
 impl Decoder {
@@ -118,6 +125,9 @@ impl Decoder {
             "message_delta" => {
                 if let Some(wire) = v.get("usage") {
                     absorb(&mut self.usage, wire);
+                }
+                if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    self.finish_reason = Some(FinishReason::from_anthropic(reason));
                 }
                 Step::Skip
             }

@@ -23,7 +23,7 @@ use xenios_config::{LlmSettings, ProviderSettings};
 
 use crate::retry::retry_after;
 use crate::sse::{SseError, SseEvent, SseReader};
-use crate::{LlmError, Message, Usage};
+use crate::{FinishReason, LlmError, Message, Usage};
 
 /// The most of an error answer read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -86,6 +86,7 @@ pub(crate) struct Reply {
     /// As the provider reported it.
     pub cost_usd: Option<f64>,
     pub ttft: Option<Duration>,
+    pub finish_reason: FinishReason,
 }
 
 /// What a failed call means for the next step.
@@ -254,11 +255,20 @@ impl Decoder {
         }
     }
 
+    /// As the stream said; a stream that never said counts as `stop`.
+    fn finish_reason(&self) -> FinishReason {
+        match self {
+            Decoder::OpenAi(d) => d.finish_reason,
+            Decoder::Anthropic(d) => d.finish_reason,
+        }
+        .unwrap_or_default()
+    }
+
     /// Whether a body that ends here has said all it had to say (some OpenAI-compatible
     /// servers close after the finishing chunk without `[DONE]`).
     fn complete_at_end(&self) -> bool {
         match self {
-            Decoder::OpenAi(d) => d.finished,
+            Decoder::OpenAi(d) => d.finish_reason.is_some(),
             Decoder::Anthropic(_) => false,
         }
     }
@@ -269,6 +279,7 @@ pub(crate) struct Parsed {
     pub content: String,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
+    pub finish_reason: FinishReason,
 }
 
 impl Provider {
@@ -444,6 +455,7 @@ impl Provider {
                 usage: parsed.usage,
                 cost_usd: parsed.cost_usd,
                 ttft: None,
+                finish_reason: parsed.finish_reason,
             })
         }
     }
@@ -518,6 +530,7 @@ impl Provider {
             usage: decoder.usage(),
             cost_usd: decoder.cost(),
             ttft,
+            finish_reason: decoder.finish_reason(),
         })
     }
 }

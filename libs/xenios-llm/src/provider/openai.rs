@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::Usage;
+use crate::{FinishReason, Usage};
 
 pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool) -> Value {
     let messages: Vec<Value> = spec
@@ -61,6 +61,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
     #[derive(Deserialize)]
     struct Choice {
         message: ChoiceMessage,
+        finish_reason: Option<String>,
     }
     #[derive(Deserialize)]
     struct ChoiceMessage {
@@ -78,6 +79,11 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
         .next()
         .ok_or("the answer has no choices")?;
     Ok(Parsed {
+        finish_reason: choice
+            .finish_reason
+            .as_deref()
+            .map(FinishReason::from_openai)
+            .unwrap_or_default(),
         content: choice.message.content.unwrap_or_default(),
         usage: completion
             .usage
@@ -93,8 +99,8 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
 pub(super) struct Decoder {
     pub usage: Usage,
     pub cost: Option<f64>,
-    /// A choice carried a `finish_reason`.
-    pub finished: bool,
+    /// Set once a choice carries its `finish_reason`.
+    pub finish_reason: Option<FinishReason>,
 }
 
 impl Decoder {
@@ -131,7 +137,9 @@ impl Decoder {
         let Some(choice) = chunk.choices.into_iter().next() else {
             return Ok(Step::Skip);
         };
-        self.finished |= choice.finish_reason.is_some();
+        if let Some(reason) = &choice.finish_reason {
+            self.finish_reason = Some(FinishReason::from_openai(reason));
+        }
         Ok(choice
             .delta
             .and_then(|d| d.content)

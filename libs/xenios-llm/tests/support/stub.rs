@@ -319,6 +319,39 @@ pub fn openai_error(status: u16, message: &str) -> Script {
     }
 }
 
+/// The same answer, ended by `max_tokens`: OpenAI's `finish_reason: "length"`, Anthropic's
+/// `stop_reason: "max_tokens"`, whole or in the stream's last events.
+pub fn cut_short(script: Script) -> Script {
+    let cut = |text: String| {
+        text.replace(r#""finish_reason":"stop""#, r#""finish_reason":"length""#)
+            .replace(
+                r#""stop_reason":"end_turn""#,
+                r#""stop_reason":"max_tokens""#,
+            )
+    };
+    match script {
+        Script::Json {
+            status,
+            headers,
+            body,
+        } => Script::Json {
+            status,
+            headers,
+            body: serde_json::from_str(&cut(body.to_string())).unwrap(),
+        },
+        Script::Sse(pieces) => Script::Sse(
+            pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    Piece::Raw(text) => Piece::Raw(cut(text)),
+                    other => other,
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 pub fn with_header(script: Script, name: &'static str, value: &str) -> Script {
     match script {
         Script::Json {
