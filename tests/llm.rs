@@ -1002,13 +1002,15 @@ async fn chat_completions_speaks_openai_shapes() {
         .http
         .post(&url)
         .bearer_auth(API_KEY)
-        .json(&json!({"model": "xenios/oc_task", "messages": messages}))
+        .json(&json!({"model": "xenios/oc_task", "messages": messages, "stop": "\n"}))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
+    // One stop sequence as a string, as SDKs allow, goes upstream as a list.
+    assert_eq!(stub.seen("gpt-oc")[0].body["stop"], json!(["\n"]));
     assert_eq!(body["choices"][0]["message"]["content"], "Hello!");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(
@@ -1103,6 +1105,19 @@ async fn chat_completions_speaks_openai_shapes() {
     assert_eq!(last["choices"][0]["finish_reason"], "length", "{last}");
 
     // OpenAI's error shape.
+    for (stop, status, param) in [(json!(5), 400, "stop"), (json!(["a", ""]), 422, "stop[1]")] {
+        let response = stack
+            .http
+            .post(&url)
+            .bearer_auth(API_KEY)
+            .json(&json!({"model": "oc_task", "messages": messages, "stop": stop}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{stop}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["param"], param, "{body}");
+    }
     let response = stack
         .http
         .post(&url)

@@ -92,10 +92,18 @@ pub struct LlmInput {
     pub response_format: Option<Value>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
+    /// Sequences that end the answer where the model writes them (not included in it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
     /// Stream tokens on the job's events.
     #[serde(default)]
     pub stream: bool,
 }
+
+/// Stop sequences per request, as OpenAI allows.
+pub const MAX_STOP_SEQUENCES: usize = 4;
+/// The longest stop sequence, in bytes.
+pub const MAX_STOP_BYTES: usize = 256;
 
 fn parse<T: DeserializeOwned>(input: &Value) -> Result<T, InputError> {
     serde_path_to_error::deserialize(input).map_err(|e| {
@@ -201,6 +209,22 @@ pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
     }
     if llm.max_tokens == Some(0) {
         return Err(InputError::new("input.max_tokens", "at least 1"));
+    }
+    if llm.stop.len() > MAX_STOP_SEQUENCES {
+        return Err(InputError::new(
+            "input.stop",
+            format!("at most {MAX_STOP_SEQUENCES} sequences"),
+        ));
+    }
+    if let Some(i) = llm
+        .stop
+        .iter()
+        .position(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+    {
+        return Err(InputError::new(
+            &format!("input.stop[{i}]"),
+            format!("1 to {MAX_STOP_BYTES} bytes"),
+        ));
     }
     Ok(llm)
 }
@@ -314,5 +338,13 @@ mod tests {
             validate(JobKind::Llm, &missing).unwrap_err().field,
             "input.messages[0].content"
         );
+
+        let with_stop = |stop: Value| json!({"task": "chat", "messages": [{"role": "user", "content": "hi"}], "stop": stop});
+        assert!(validate(JobKind::Llm, &with_stop(json!(["\n\n", "END"]))).is_ok());
+        let field = |stop| validate(JobKind::Llm, &with_stop(stop)).unwrap_err().field;
+        assert_eq!(field(json!(["a", "b", "c", "d", "e"])), "input.stop");
+        assert_eq!(field(json!(["a", ""])), "input.stop[1]");
+        assert_eq!(field(json!(["x".repeat(257)])), "input.stop[0]");
+        assert_eq!(field(json!([1])), "input.stop[0]");
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use xenios_config::{Candidate, LlmSettings, ProvidersSettings, TaskSettings};
+use xenios_contract::inputs::{MAX_STOP_BYTES, MAX_STOP_SEQUENCES};
 
 use crate::format::Format;
 use crate::provider::{CallError, CallSpec, Failure, Limits, Outcome, Provider, Reply};
@@ -34,6 +35,7 @@ struct Plan<'a> {
     task: &'a TaskSettings,
     temperature: f64,
     max_tokens: u32,
+    stop: &'a [String],
     format: Format,
     response_format: Option<&'a Value>,
     instruction: Option<String>,
@@ -232,11 +234,22 @@ impl LlmGateway {
                 self.settings.max_tokens_limit
             ));
         }
+        if req.stop.len() > MAX_STOP_SEQUENCES
+            || req
+                .stop
+                .iter()
+                .any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+        {
+            return invalid(format!(
+                "stop: at most {MAX_STOP_SEQUENCES} sequences of 1 to {MAX_STOP_BYTES} bytes"
+            ));
+        }
         let format = Format::parse(req.response_format.as_ref())?;
         Ok(Plan {
             task,
             temperature,
             max_tokens,
+            stop: &req.stop,
             instruction: format.instruction(),
             format,
             response_format: req.response_format.as_ref(),
@@ -273,6 +286,7 @@ impl LlmGateway {
                 messages,
                 temperature: plan.temperature,
                 max_tokens: plan.max_tokens,
+                stop: plan.stop,
                 response_format: plan.response_format.filter(|_| native),
                 instruction: plan.instruction.as_deref().filter(|_| !native),
                 stream: ctx.tokens.is_some() || task.streaming,

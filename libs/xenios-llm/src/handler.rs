@@ -111,6 +111,7 @@ fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
         response_format: input.response_format,
         max_tokens: input.max_tokens,
         temperature: input.temperature,
+        stop: input.stop,
     })
 }
 

@@ -59,6 +59,9 @@ pub struct LlmRequest {
     /// Overrides the task's value, within 0..=2 (Anthropic is sent at most 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Sequences that end the answer (OpenAI's `stop`, Anthropic's `stop_sequences`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,8 @@ use support::*;
 use tokio_util::sync::CancellationToken;
 use xenios_config::{ProviderSettings, ProvidersSettings};
 use xenios_llm::{
-    FinishReason, LlmError, LlmGateway, LlmResult, LlmStream, Message, StreamEvent, Usage,
+    FinishReason, LlmError, LlmGateway, LlmRequest, LlmResult, LlmStream, Message, StreamEvent,
+    Usage,
 };
 
 /// Every token, then the result.
@@ -380,6 +381,65 @@ async fn an_answer_cut_short_by_max_tokens_says_so() {
                 "{task} streamed: {streamed}"
             );
         }
+    }
+}
+
+/// Stop sequences go out in each wire's own field: OpenAI's `stop`, Anthropic's
+/// `stop_sequences`; none means neither field.
+#[tokio::test]
+async fn stop_sequences_reach_each_provider_in_its_own_field() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![
+        ("oa", task(&["openai:gpt-stop"])),
+        ("an", task(&["anthropic:claude-stop"])),
+    ]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let calls = Calls::default();
+    let stop = vec!["\n\n".to_owned(), "END".to_owned()];
+    for (task, model, field) in [
+        ("oa", "gpt-stop", "stop"),
+        ("an", "claude-stop", "stop_sequences"),
+    ] {
+        stub.push(model, plain_answer(task, model));
+        let req = LlmRequest {
+            stop: stop.clone(),
+            ..request(task)
+        };
+        gateway
+            .complete(req, &calls, CancellationToken::new())
+            .await
+            .unwrap();
+        let seen = &stub.seen(model)[0].body;
+        assert_eq!(seen[field], json!(["\n\n", "END"]), "{seen}");
+        let other = if field == "stop" {
+            "stop_sequences"
+        } else {
+            "stop"
+        };
+        assert!(seen.get(other).is_none(), "{seen}");
+        // Without stop sequences, neither field.
+        stub.push(model, plain_answer(task, model));
+        gateway
+            .complete(request(task), &calls, CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(stub.seen(model)[1].body.get(field).is_none());
+    }
+    let too_many = LlmRequest {
+        stop: vec!["a".into(); 5],
+        ..request("oa")
+    };
+    let err = gateway
+        .complete(too_many, &calls, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_input", "{err}");
+}
+
+fn plain_answer(task: &str, model: &str) -> Script {
+    match task {
+        "oa" => openai_text(model, "a", 1, 1),
+        _ => anthropic_text(model, "a", 1, 1),
     }
 }
 

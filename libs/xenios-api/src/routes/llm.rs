@@ -48,6 +48,9 @@ pub struct LlmBody {
     /// Overrides the task's value (0 to 2).
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
+    /// Up to 4 sequences that end the answer where the model writes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    stop: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

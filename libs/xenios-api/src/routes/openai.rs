@@ -169,8 +169,8 @@ pub async fn auth(
     Ok(next.run(req).await)
 }
 
-/// An OpenAI chat completion request. Fields this gateway does not use (top_p, stop, seed,
-/// user, stream_options, …) are accepted and ignored.
+/// An OpenAI chat completion request. Fields this gateway does not use (top_p, seed, user,
+/// stream_options, …) are accepted and ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// A task of the routing table (`chat`), or `xenios/<task>`.
@@ -184,6 +184,9 @@ pub struct ChatCompletionRequest {
     temperature: Option<f64>,
     #[schema(value_type = Option<Object>)]
     response_format: Option<Value>,
+    /// A sequence, or up to 4, that ends the answer.
+    #[schema(value_type = Option<Object>)]
+    stop: Option<Value>,
     /// Only 1.
     n: Option<u32>,
     /// Not supported: a request with tools is refused.
@@ -312,6 +315,12 @@ impl ChatCompletionRequest {
         }
         if let Some(rf) = self.response_format {
             input["response_format"] = rf;
+        }
+        match self.stop {
+            None | Some(Value::Null) => {}
+            Some(Value::String(stop)) => input["stop"] = json!([stop]),
+            Some(stop @ Value::Array(_)) => input["stop"] = stop,
+            Some(_) => return Err(invalid("stop", "a string or a list of strings".into())),
         }
         Ok(input)
     }

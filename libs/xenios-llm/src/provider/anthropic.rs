@@ -41,6 +41,9 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
     if !system.is_empty() {
         body["system"] = system.join("\n\n").into();
     }
+    if !spec.stop.is_empty() {
+        body["stop_sequences"] = spec.stop.into();
+    }
     if spec.stream {
         body["stream"] = true.into();
     }

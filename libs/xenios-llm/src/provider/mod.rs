@@ -61,6 +61,7 @@ pub(crate) struct CallSpec<'a> {
     pub messages: &'a [Message],
     pub temperature: f64,
     pub max_tokens: u32,
+    pub stop: &'a [String],
     /// Passed through to OpenAI-compatible providers.
     pub response_format: Option<&'a Value>,
     /// The same demand in words, for providers without `response_format`.

@@ -21,6 +21,9 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool) -> Value {
     if let Some(rf) = spec.response_format {
         body["response_format"] = rf.clone();
     }
+    if !spec.stop.is_empty() {
+        body["stop"] = spec.stop.into();
+    }
     if spec.stream {
         body["stream"] = true.into();
         body["stream_options"] = json!({"include_usage": true});
