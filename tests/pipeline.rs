@@ -258,6 +258,19 @@ async fn idempotency_key_and_duplicate_commands_run_once() {
     assert_eq!(other.status(), 202);
     let other: Value = other.json().await.unwrap();
     assert_ne!(other["job_id"], first["job_id"]);
+    // The key with another request is refused, and makes nothing.
+    let reused = stack
+        .authed(stack.http.post(stack.url("/api/v1/jobs")), USER)
+        .header("Idempotency-Key", "order-42")
+        .json(&json!({"kind": "echo", "input": {"message": "twice"}}))
+        .send()
+        .await
+        .unwrap();
+    let error = error_body(reused, 422, "invalid_input").await;
+    assert_eq!(
+        error["error"]["details"][0]["field"], "Idempotency-Key",
+        "{error}"
+    );
 
     let id = first["job_id"].as_str().unwrap();
     stack

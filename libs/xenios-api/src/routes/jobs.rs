@@ -116,7 +116,7 @@ fn submitted(job: &JobRecord) -> Submitted {
 /// Submit a job. Answers at once; the work happens on a consumer.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs",
     security(("api_key" = [], "bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "same key and user → the same job (200)")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "same key, user and request → the same job (200); the key with another request → 422")),
     request_body = SubmitJob,
     responses(
         (status = 202, body = Submitted, description = "recorded and queued"),
@@ -161,6 +161,8 @@ pub async fn submit(
         None => None,
     };
 
+    // Kept to compare with the job a reused key made (see below).
+    let asked = idempotency_key.as_ref().map(|_| body.input.clone());
     let created = enqueue(
         &state,
         NewJob {
@@ -174,6 +176,18 @@ pub async fn submit(
     )
     .await?;
     let (status, job) = match created {
+        // A key reused for another request is a client's mistake, not a retry: answering with
+        // the first job would tell it that its new request was taken (as the IETF draft on
+        // `Idempotency-Key` has it, 422).
+        Created::Existing(job) if job.kind != kind || Some(&job.input) != asked.as_ref() => {
+            return Err(ApiError::invalid_field(
+                "Idempotency-Key",
+                format!(
+                    "already used for another request (job {}, kind {}); use a new key",
+                    job.id, job.kind
+                ),
+            ));
+        }
         Created::Existing(job) => (StatusCode::OK, job),
         Created::New(job) => (StatusCode::ACCEPTED, job),
     };
