@@ -217,7 +217,7 @@ async fn errors_have_one_shape_and_carry_the_correlation_id() {
 
     // Under /v1/ even a route that does not exist answers in OpenAI's shape.
     for (method, path, status) in [
-        (reqwest::Method::GET, "/v1/models", 404),
+        (reqwest::Method::GET, "/v1/embeddings", 404),
         (reqwest::Method::GET, "/v1/chat/completions", 405),
     ] {
         let response = stack

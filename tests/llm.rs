@@ -1104,6 +1104,40 @@ async fn chat_completions_speaks_openai_shapes() {
     let last: Value = serde_json::from_str(&events[events.len() - 2].data).unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "length", "{last}");
 
+    // The tasks are the models.
+    let get = |path: &str| stack.http.get(stack.url(path)).bearer_auth(API_KEY).send();
+    let models: Value = get("/v1/models").await.unwrap().json().await.unwrap();
+    assert_eq!(models["object"], "list");
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "oc_task" && m["object"] == "model"),
+        "{models}"
+    );
+    for path in [
+        "/v1/models/oc_task",
+        "/v1/models/xenios/oc_task",
+        "/v1/models/xenios%2Foc_task",
+    ] {
+        let response = get(path).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let model: Value = response.json().await.unwrap();
+        assert_eq!(model["id"], "oc_task", "{path}");
+    }
+    let response = get("/v1/models/gpt-4o").await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "not_found_error", "{body}");
+    let response = stack
+        .http
+        .get(stack.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
     // OpenAI's error shape.
     for (stop, status, param) in [(json!(5), 400, "stop"), (json!(["a", ""]), 422, "stop[1]")] {
         let response = stack
@@ -1238,6 +1272,13 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
         .unwrap();
     assert_eq!(stack.job(job_id).await["user_id"], USER);
 
+    // The tasks are the models; `xenios/<task>` names one too.
+    assert!(
+        report["models"].as_array().unwrap().contains(&json!("sdk")),
+        "{report}"
+    );
+    assert_eq!(report["model"], "sdk", "{report}");
+    assert_eq!(report["missing_model"]["status"], 404, "{report}");
     assert_eq!(report["unknown_model"]["status"], 400, "{report}");
     assert_eq!(report["unknown_model"]["code"], "invalid_input");
     assert_eq!(report["unknown_model"]["param"], "model");

@@ -1,6 +1,7 @@
 """Drives the gateway's /v1/chat/completions with the official OpenAI Python SDK, as a real
 client does: a whole answer and a streamed one with the API key as the SDK's key, a user call
-(`X-API-Key` header, the user's JWT as the SDK's key), and two errors. Run by tests/llm.rs.
+(`X-API-Key` header, the user's JWT as the SDK's key), the model list, and errors. Run by
+tests/llm.rs.
 
 Usage: openai_sdk.py BASE_URL API_KEY USER_JWT   (prints a JSON report on stdout)
 """
@@ -66,6 +67,14 @@ def main() -> None:
         messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
     )
     report["user"] = {"id": mine.id, "content": mine.choices[0].message.content}
+
+    report["models"] = sorted(m.id for m in service.models.list())
+    report["model"] = service.models.retrieve("xenios/sdk").id
+    try:
+        service.models.retrieve("no-such-task")
+        report["missing_model"] = "no error"
+    except openai.NotFoundError as e:
+        report["missing_model"] = {"status": e.status_code, "type": e.type}
 
     try:
         service.chat.completions.create(model="no-such-task", messages=MESSAGES)

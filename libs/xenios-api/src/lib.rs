@@ -211,6 +211,10 @@ pub fn router(state: AppState) -> Router {
     // OpenAI-compatible: its own authentication (the SDKs' bearer key) and error shape.
     let openai = OpenApiRouter::new()
         .routes(routes!(routes::openai::chat_completions))
+        .routes(routes!(routes::openai::list_models))
+        .routes(routes!(routes::openai::get_model))
+        // `xenios/<task>` with its slash as is (newer SDKs send it as `%2F`).
+        .route("/v1/models/xenios/{model}", get(routes::openai::get_model))
         .route_layer(middleware::from_fn(correlation::expose_matched_path))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -451,6 +451,69 @@ pub async fn chat_completions(
         return Err(ApiError::internal("a stream without its slot").into());
     };
     Ok((job_header(job_id), sse_response(&state, slot, events)).into_response())
+}
+
+/// An entry of `GET /v1/models`: a task of the routing table, as `model` names it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Model {
+    /// The task (`chat`); `xenios/<task>` names it too.
+    id: String,
+    object: &'static str,
+    /// Unknown for a task: 0.
+    created: i64,
+    owned_by: &'static str,
+}
+
+impl Model {
+    fn new(task: &str) -> Model {
+        Model {
+            id: task.to_owned(),
+            object: "model",
+            created: 0,
+            owned_by: "xenios",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    object: &'static str,
+    data: Vec<Model>,
+}
+
+/// The models `/v1/chat/completions` takes: the tasks of the routing table. Clients that pick a
+/// model from this list (the SDKs' `models.list()`, chat front ends) find them here.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    security(("bearer" = []), ("api_key" = [], "bearer" = [])),
+    responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorBody)))]
+pub async fn list_models(State(state): State<AppState>) -> axum::Json<ModelList> {
+    axum::Json(ModelList {
+        object: "list",
+        data: state
+            .settings
+            .llm
+            .tasks
+            .keys()
+            .map(|t| Model::new(t))
+            .collect(),
+    })
+}
+
+/// One model (task), as `/v1/chat/completions` takes its name: `chat` or `xenios/chat`.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai",
+    security(("bearer" = []), ("api_key" = [], "bearer" = [])),
+    params(("model" = String, Path)),
+    responses((status = 200, body = Model), (status = 401, body = OpenAiErrorBody),
+               (status = 404, body = OpenAiErrorBody)))]
+pub async fn get_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Model>, OpenAiError> {
+    let task = model.strip_prefix(MODEL_PREFIX).unwrap_or(&model);
+    if !state.settings.llm.tasks.contains_key(task) {
+        return Err(ApiError::NotFound(format!("no model `{model}`")).into());
+    }
+    Ok(axum::Json(Model::new(task)))
 }
 
 enum Phase {
