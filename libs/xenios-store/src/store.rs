@@ -214,10 +214,10 @@ impl Store {
         if let Some(before) = q.before {
             filter("id <", before.into());
         }
-        let mut sql = String::new();
+        let mut where_clause = String::new();
         if !conds.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conds.join(" AND "));
+            where_clause.push_str(" WHERE ");
+            where_clause.push_str(&conds.join(" AND "));
         }
         args.push((i64::from(limit) + 1).into());
         let size = match self.backend() {
@@ -229,7 +229,7 @@ impl Store {
             }
         };
         let sql = format!(
-            "SELECT id, {size} AS size FROM jobs{sql} ORDER BY id DESC LIMIT ${}",
+            "SELECT id, {size} AS size FROM jobs{where_clause} ORDER BY id DESC LIMIT ${}",
             args.len()
         );
         // Sizes first, then only the jobs that fit: the rows themselves may be large.
