@@ -210,23 +210,28 @@ pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
     if llm.max_tokens == Some(0) {
         return Err(InputError::new("input.max_tokens", "at least 1"));
     }
-    if llm.stop.len() > MAX_STOP_SEQUENCES {
+    check_stop(&llm.stop)?;
+    Ok(llm)
+}
+
+/// At most `MAX_STOP_SEQUENCES` stop sequences of 1 to `MAX_STOP_BYTES` bytes each.
+pub fn check_stop(stop: &[String]) -> Result<(), InputError> {
+    if stop.len() > MAX_STOP_SEQUENCES {
         return Err(InputError::new(
             "input.stop",
             format!("at most {MAX_STOP_SEQUENCES} sequences"),
         ));
     }
-    if let Some(i) = llm
-        .stop
+    match stop
         .iter()
         .position(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
     {
-        return Err(InputError::new(
+        Some(i) => Err(InputError::new(
             &format!("input.stop[{i}]"),
             format!("1 to {MAX_STOP_BYTES} bytes"),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(llm)
 }
 
 /// Checks a job's input for its kind.

@@ -54,12 +54,6 @@ pub(crate) fn open_archive(bytes: &[u8]) -> Result<zip::ZipArchive<Cursor<&[u8]>
 impl<'a> Package<'a> {
     pub(crate) fn open(bytes: &'a [u8], opts: &ExtractOptions) -> Result<Self, ExtractError> {
         let archive = open_archive(bytes)?;
-        if archive.len() > MAX_ENTRIES {
-            return Err(ExtractError::too_large(format!(
-                "the package has {} entries (limit {MAX_ENTRIES})",
-                archive.len()
-            )));
-        }
         let index = archive
             .file_names_raw()
             .enumerate()

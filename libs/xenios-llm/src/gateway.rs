@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use xenios_config::{Candidate, LlmSettings, ProvidersSettings, TaskSettings};
-use xenios_contract::inputs::{MAX_STOP_BYTES, MAX_STOP_SEQUENCES};
+use xenios_contract::inputs::check_stop;
 
 use crate::format::Format;
 use crate::provider::{CallError, CallSpec, Failure, Limits, Outcome, Provider, Reply};
@@ -234,15 +234,9 @@ impl LlmGateway {
                 self.settings.max_tokens_limit
             ));
         }
-        if req.stop.len() > MAX_STOP_SEQUENCES
-            || req
-                .stop
-                .iter()
-                .any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
-        {
-            return invalid(format!(
-                "stop: at most {MAX_STOP_SEQUENCES} sequences of 1 to {MAX_STOP_BYTES} bytes"
-            ));
+        if let Err(e) = check_stop(&req.stop) {
+            let field = e.field.strip_prefix("input.").unwrap_or(&e.field);
+            return invalid(format!("{field}: {}", e.message));
         }
         let format = Format::parse(req.response_format.as_ref())?;
         Ok(Plan {
