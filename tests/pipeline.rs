@@ -1111,6 +1111,9 @@ async fn a_dead_letter_the_broker_cannot_take_is_not_lost() {
     let job = stack.job(&id).await;
     assert_eq!(job["status"], "running", "{job}");
     assert_eq!(job["attempts"], 1);
+    // Its command is done with (the store holds the job): no redelivery runs it again.
+    let mut jobs = js.get_stream(JOBS_STREAM).await.unwrap();
+    assert_eq!(jobs.info().await.unwrap().state.messages, 0);
 
     let policy = xenios_runtime::sweeper::SweepPolicy {
         republish_after: Duration::from_secs(60),

@@ -845,10 +845,12 @@ impl Attempt {
                 if dead_letter && !self.dead_letter(&error, attempt).await {
                     // Not recorded as failed: a failed job with no letter would be lost to the
                     // operator. Left running, its lease lapses and the sweeper dead-letters it.
+                    // The command is done with either way: a redelivery would only run the job
+                    // past its last try.
                     tracing::error!(
                         "cannot publish the dead letter; the sweeper will take the job up"
                     );
-                    return self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
+                    return self.ack(AckKind::Term).await;
                 }
                 match store.finish_job(id, Outcome::Failed(error.clone())).await {
                     Ok(Some(_)) => {
