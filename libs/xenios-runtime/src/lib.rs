@@ -7,6 +7,7 @@ mod dead_letter;
 mod echo;
 mod handler;
 mod metrics_server;
+mod publish;
 mod runtime;
 pub mod sweeper;
 mod workers;

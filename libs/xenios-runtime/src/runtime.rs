@@ -20,9 +20,10 @@ use xenios_contract::subjects::{
 use xenios_contract::{JobError, JobId, JobKind, JobStatus};
 use xenios_store::{JobRecord, Outcome, StartAttempt, Store};
 
-use crate::dead_letter::{self, PUBLISH_TIMEOUT};
+use crate::dead_letter;
 use crate::echo::EchoHandler;
 use crate::handler::{Admission, Handler, HandlerError, HandlerResult, JobContext};
+use crate::publish::PUBLISH_TIMEOUT;
 use crate::workers;
 
 /// Tries at publishing a dead letter before the job is left to the sweeper.

@@ -20,7 +20,7 @@ use xenios_contract::subjects::{consumer_name, events_subject, JOBS_STREAM, MSG_
 use xenios_contract::{JobError, JobKind, JobStatus};
 use xenios_store::{JobRecord, Store};
 
-use crate::dead_letter;
+use crate::{dead_letter, publish};
 
 /// Jobs re-published per sweep at most; the next sweep takes the rest.
 const BATCH: u32 = 500;
@@ -145,7 +145,7 @@ async fn confirmed(
     headers: async_nats::HeaderMap,
     payload: bytes::Bytes,
 ) -> Result<(), SweepError> {
-    dead_letter::confirmed(jetstream, subject, headers, payload)
+    publish::confirmed(jetstream, subject, headers, payload)
         .await
         .map(drop)
         .map_err(SweepError::Publish)

@@ -34,6 +34,12 @@ use crate::state::AppState;
 /// `model` may name a task with this prefix, as model ids of a gateway usually are.
 const MODEL_PREFIX: &str = "xenios/";
 
+/// The task a `model` names (`chat` or `xenios/chat`), if the routing table has it.
+fn task_of<'m>(model: &'m str, llm: &xenios_config::LlmSettings) -> Option<&'m str> {
+    let task = model.strip_prefix(MODEL_PREFIX).unwrap_or(model);
+    llm.tasks.contains_key(task).then_some(task)
+}
+
 /// An [`ApiError`] in OpenAI's error shape; status and `Retry-After` stay the same.
 #[derive(Debug)]
 pub struct OpenAiError(pub ApiError);
@@ -259,8 +265,7 @@ impl ChatCompletionRequest {
             details: Some(json!([{ "field": field, "message": message }])),
             message: format!("{field}: {message}"),
         };
-        let task = self.model.strip_prefix(MODEL_PREFIX).unwrap_or(&self.model);
-        if !tasks.tasks.contains_key(task) {
+        let Some(task) = task_of(&self.model, tasks) else {
             let known: Vec<&str> = tasks.tasks.keys().map(String::as_str).collect();
             return Err(invalid(
                 "model",
@@ -270,7 +275,7 @@ impl ChatCompletionRequest {
                     known.join(", ")
                 ),
             ));
-        }
+        };
         if self.n.is_some_and(|n| n != 1) {
             return Err(invalid("n", "only one choice is supported".into()));
         }
@@ -509,11 +514,10 @@ pub async fn get_model(
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<axum::Json<Model>, OpenAiError> {
-    let task = model.strip_prefix(MODEL_PREFIX).unwrap_or(&model);
-    if !state.settings.llm.tasks.contains_key(task) {
-        return Err(ApiError::NotFound(format!("no model `{model}`")).into());
+    match task_of(&model, &state.settings.llm) {
+        Some(task) => Ok(axum::Json(Model::new(task))),
+        None => Err(ApiError::NotFound(format!("no model `{model}`")).into()),
     }
-    Ok(axum::Json(Model::new(task)))
 }
 
 enum Phase {
