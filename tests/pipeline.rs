@@ -1199,6 +1199,35 @@ async fn a_draining_consumer_asks_for_no_more_commands() {
     assert!(later.is_empty(), "pulls after the stop: {later:?}");
 }
 
+/// `xenios serve --kind echo` on the SQLite file `db` and the broker at `nats_url`, with
+/// the API on `addr`; `env` adds to its environment.
+fn serve_process(db: &std::path::Path, nats_url: &str, addr: &str, env: &[(&str, &str)]) -> Reaped {
+    let child = Command::new(env!("CARGO_BIN_EXE_xenios"))
+        .args(["serve", "--kind", "echo", "--config", "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("NATS_URL", nats_url)
+        .env("XENIOS_API_ADDR", addr)
+        .env("XENIOS_BACKEND_API_KEY", API_KEY)
+        .env("SUPABASE_JWT_SECRET", JWT_SECRET)
+        .env("LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("xenios serve starts");
+    Reaped(child)
+}
+
+async fn ready(api: &Api) {
+    eventually(Duration::from_secs(30), || {
+        let ready = api.http.get(api.url("/health/ready")).send();
+        async move { matches!(ready.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+}
+
 /// `xenios serve`: the API and the echo consumer in one process on SQLite (the embedded
 /// default's single-host layout, and what `xenios dev` runs): a job goes through it end to
 /// end, its events come back over SSE, and SIGTERM ends the process cleanly.
@@ -1207,30 +1236,9 @@ async fn one_process_serves_the_api_and_its_consumers() {
     let dir = tempfile::tempdir().unwrap();
     let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
     let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_xenios"))
-        .args(["serve", "--kind", "echo", "--config", "/dev/null"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("xenios.db").display()),
-        )
-        .env("NATS_URL", nats.url())
-        .env("XENIOS_API_ADDR", &addr)
-        .env("XENIOS_BACKEND_API_KEY", API_KEY)
-        .env("SUPABASE_JWT_SECRET", JWT_SECRET)
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("xenios serve starts");
-    let mut serve = Reaped(child);
+    let mut serve = serve_process(&dir.path().join("xenios.db"), &nats.url(), &addr, &[]);
     let api = Api::new(format!("http://{addr}"));
-    eventually(Duration::from_secs(30), || {
-        let ready = api.http.get(api.url("/health/ready")).send();
-        async move { matches!(ready.await, Ok(r) if r.status() == 200) }
-    })
-    .await;
+    ready(&api).await;
 
     let id = api
         .submit(
@@ -1275,4 +1283,108 @@ async fn workers_register_and_status_shows_the_queues() {
         }
     })
     .await;
+}
+
+/// Records past their retention are deleted by the pass beside the API (`retention.*`): a
+/// finished job submitted 40 days ago goes, and its `Idempotency-Key` with it, as does a
+/// year-old LLM audit row; a recent job and a recent audit row stay.
+#[tokio::test]
+async fn the_api_deletes_records_past_their_retention() {
+    use xenios_store::{InferenceLog, NewJob, Outcome, StoreOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("xenios.db");
+    let store = xenios_store::Store::connect(
+        &format!("sqlite://{}", db.display()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let now = chrono::Utc::now();
+    let submitted_at = |at: chrono::DateTime<chrono::Utc>, key: &str| NewJob {
+        id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            u64::try_from(at.timestamp()).unwrap(),
+            0,
+        )),
+        kind: JobKind::Echo,
+        user_id: Some(USER.into()),
+        input: json!({"message": key}),
+        correlation_id: format!("seeded-{key}"),
+        idempotency_key: Some(key.into()),
+    };
+    let mut ids = Vec::new();
+    for new in [
+        submitted_at(now - chrono::Duration::days(40), "old"),
+        submitted_at(now - chrono::Duration::days(2), "recent"),
+    ] {
+        let id = store.create_job(new).await.unwrap().into_job().id;
+        store.start_attempt(id).await.unwrap();
+        store
+            .finish_job(id, Outcome::Succeeded(json!({"message": "done"})))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let (old, recent) = (ids[0], ids[1]);
+    for (job_id, days) in [(old, 400), (recent, 2)] {
+        let log = InferenceLog {
+            id: uuid::Uuid::now_v7(),
+            created_at: now - chrono::Duration::days(days),
+            user_id: Some(USER.into()),
+            job_id: Some(job_id),
+            task: "chat".into(),
+            model: "openai/gpt-4o-mini".into(),
+            provider: "openai".into(),
+            attempt: 1,
+            input_tokens: 12,
+            output_tokens: 3,
+            latency_ms: 250,
+            ttft_ms: Some(80),
+            cost_usd: None,
+            success: true,
+            error: None,
+        };
+        store.insert_inference_log(&log).await.unwrap();
+    }
+
+    let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
+    let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
+    let serve = serve_process(
+        &db,
+        &nats.url(),
+        &addr,
+        &[("XENIOS__RETENTION__INTERVAL_SECS", "1")],
+    );
+    let api = Api::new(format!("http://{addr}"));
+    ready(&api).await;
+    eventually(Duration::from_secs(20), || {
+        let gone = api.get(&format!("/api/v1/jobs/{old}")).send();
+        async move { matches!(gone.await, Ok(r) if r.status() == 404) }
+    })
+    .await;
+    assert_eq!(api.job(&recent.to_string()).await["status"], "succeeded");
+    eventually(Duration::from_secs(10), || {
+        let store = store.clone();
+        async move { store.inference_logs_for_job(old).await.unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(store.inference_logs_for_job(recent).await.unwrap().len(), 1);
+    let metrics = api.metrics().await;
+    assert!(
+        metrics.contains(r#"xenios_records_purged_total{table="jobs"} 1"#),
+        "{metrics}"
+    );
+
+    // The old job's key is free again: the same request makes a new job.
+    let again = api
+        .post("/api/v1/jobs")
+        .header("Idempotency-Key", "old")
+        .json(&json!({"kind": "echo", "input": {"message": "old"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 202);
+    drop(serve);
 }

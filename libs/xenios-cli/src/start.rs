@@ -196,7 +196,8 @@ pub async fn serve_all(
     Ok(())
 }
 
-/// The sweeper runs beside every API instance: the API is what records jobs.
+/// The sweeper runs beside every API instance: the API is what records jobs. Beside it, the
+/// retention pass deletes the records that have expired.
 pub fn spawn_sweeper(
     settings: &Settings,
     store: &Store,
@@ -209,13 +210,27 @@ pub fn spawn_sweeper(
         abandoned_after: Duration::from_secs(consumer.abandoned_after_secs),
         max_attempts: consumer.max_attempts,
     };
-    tokio::spawn(xenios_runtime::sweeper::run(
+    let sweeper = xenios_runtime::sweeper::run(
         store.clone(),
         async_nats::jetstream::new(nats.clone()),
         policy,
         Duration::from_secs(consumer.sweeper_interval_secs),
+        stop.clone(),
+    );
+    let kept = &settings.retention;
+    let retention = xenios_runtime::retention::run(
+        store.clone(),
+        xenios_runtime::retention::RetentionPolicy::from_days(
+            kept.jobs_days,
+            kept.inference_logs_days,
+            kept.extraction_cache_days,
+        ),
+        Duration::from_secs(kept.interval_secs),
         stop,
-    ))
+    );
+    tokio::spawn(async move {
+        tokio::join!(sweeper, retention);
+    })
 }
 
 /// The job kinds this build has handlers for.

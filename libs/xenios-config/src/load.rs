@@ -255,6 +255,24 @@ impl Settings {
                 "at least files.max_bytes (one upload must fit)",
             );
         }
+        for (key, days) in [
+            ("retention.jobs_days", self.retention.jobs_days),
+            (
+                "retention.inference_logs_days",
+                self.retention.inference_logs_days,
+            ),
+            (
+                "retention.extraction_cache_days",
+                self.retention.extraction_cache_days,
+            ),
+        ] {
+            if days > MAX_RETENTION_DAYS {
+                return invalid(key, "at most 36500 days (0 keeps rows for ever)");
+            }
+        }
+        if !(1..=86_400).contains(&self.retention.interval_secs) {
+            return invalid("retention.interval_secs", "between 1 and 86400");
+        }
         if self.api.max_sse_clients == 0 {
             return invalid("api.max_sse_clients", "must be at least 1");
         }
@@ -297,6 +315,8 @@ fn validate_kind(key: &'static str, kind: &KindSettings) -> Result<(), ConfigErr
 const MAX_LIMIT_SECS: u64 = 7 * 24 * 3600;
 /// `max_age` of the `WORKERS` bucket's entries (`xenios_contract::streams`).
 const WORKERS_TTL_SECS: u64 = 30;
+/// A hundred years: longer is a mistake (days taken for seconds), not a policy.
+const MAX_RETENTION_DAYS: u32 = 36_500;
 /// `ack_wait` of every consumer in `streams/consumers/`.
 const CONSUMER_ACK_WAIT_SECS: u64 = 30;
 
@@ -393,6 +413,30 @@ mod tests {
         assert_eq!(s.api.cors_origins, vec!["https://app.xenios.example"]);
         assert_eq!(s.nats.url, vec!["nats://a:4222", "nats://b:4222"]);
         assert_eq!(s.log.level, "debug,hyper=warn");
+    }
+
+    #[test]
+    fn retention_is_days_and_zero_keeps_for_ever() {
+        let s = load(&[]).unwrap();
+        assert_eq!(
+            (s.retention.jobs_days, s.retention.inference_logs_days),
+            (30, 365)
+        );
+        let s = load(&[
+            ("XENIOS__RETENTION__JOBS_DAYS", "0"),
+            ("XENIOS__RETENTION__EXTRACTION_CACHE_DAYS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(s.retention.jobs_days, 0);
+        assert_eq!(s.retention.extraction_cache_days, 7);
+        for (key, bad) in [
+            ("XENIOS__RETENTION__JOBS_DAYS", "86400"),
+            ("XENIOS__RETENTION__INFERENCE_LOGS_DAYS", "-1"),
+            ("XENIOS__RETENTION__INTERVAL_SECS", "0"),
+        ] {
+            let err = load(&[(key, bad)]).unwrap_err().to_string();
+            assert!(err.contains("retention."), "{key}={bad}: {err}");
+        }
     }
 
     #[test]

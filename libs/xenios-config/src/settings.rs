@@ -37,6 +37,7 @@ pub struct Settings {
     pub fetch: FetchSettings,
     pub providers: ProvidersSettings,
     pub llm: crate::LlmSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -274,6 +275,33 @@ impl Default for ConsumerSettings {
             max_attempts: 5,
             pull_expires_ms: 2000,
             lease_secs: 20,
+        }
+    }
+}
+
+/// How long the database keeps what it no longer needs; 0 keeps it for ever. The sweeper
+/// beside each API deletes what has expired.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Finished jobs (succeeded, failed, cancelled), counted from their submission; their
+    /// `Idempotency-Key`s go with them.
+    pub jobs_days: u32,
+    /// Rows of `inference_logs`, the audit trail of LLM calls.
+    pub inference_logs_days: u32,
+    /// Cached extractions, counted from their last use.
+    pub extraction_cache_days: u32,
+    /// How often the sweeper looks for expired rows.
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            jobs_days: 30,
+            inference_logs_days: 365,
+            extraction_cache_days: 30,
+            interval_secs: 600,
         }
     }
 }

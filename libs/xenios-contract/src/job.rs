@@ -10,6 +10,13 @@ pub fn new_job_id() -> JobId {
     uuid::Uuid::now_v7()
 }
 
+/// The smallest id [`new_job_id`] can give at `at`: every job submitted before `at` has a
+/// smaller id, so "submitted before" is a range of the primary key.
+pub fn first_job_id_at(at: chrono::DateTime<chrono::Utc>) -> JobId {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
@@ -143,6 +150,24 @@ pub struct Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_of_jobs_submitted_before_a_time_sort_below_its_first_id() {
+        let before = new_job_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let at = chrono::Utc::now();
+        let first = first_job_id_at(at);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let after = new_job_id();
+        assert!(before < first, "{before} < {first}");
+        assert!(first < after, "{first} < {after}");
+        assert_eq!(first.get_version_num(), 7);
+        let (secs, _) = first.get_timestamp().unwrap().to_unix();
+        assert_eq!(i64::try_from(secs).unwrap(), at.timestamp());
+        // The order the databases keep: PostgreSQL's uuid bytes, SQLite's lowercase text.
+        assert!(before.to_string() < first.to_string());
+        assert!(first.to_string() < after.to_string());
+    }
 
     #[test]
     fn transitions_follow_the_spec() {

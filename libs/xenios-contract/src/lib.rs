@@ -15,6 +15,8 @@ pub use envelope::{
     CancelRequest, DeadLetter, JobCommand, JobEvent, StatusChange, StoredResult, Token,
 };
 pub use error::ContractError;
-pub use job::{new_job_id, JobError, JobId, JobKind, JobStatus, Progress, UnknownJobKind};
+pub use job::{
+    first_job_id_at, new_job_id, JobError, JobId, JobKind, JobStatus, Progress, UnknownJobKind,
+};
 pub use streams::{ApplyReport, Drift, StreamSettings};
 pub use worker::WorkerRecord;

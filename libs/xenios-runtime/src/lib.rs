@@ -8,6 +8,7 @@ mod echo;
 mod handler;
 mod metrics_server;
 mod publish;
+pub mod retention;
 mod runtime;
 pub mod sweeper;
 mod workers;

@@ -606,6 +606,46 @@ impl Store {
         self.pool.fetch_all(&sql, args![job_id], log_from_row).await
     }
 
+    /// Deletes up to `limit` finished jobs submitted before `before`, oldest first, and
+    /// returns how many. A job's age is its id's (UUIDv7 time order), so the scan is a range
+    /// of the primary key: no index of its own on the path every job's writes take.
+    pub async fn purge_finished_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        let finished = status_list(JobStatus::ALL.into_iter().filter(|s| s.is_terminal()));
+        let sql = format!(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+             WHERE id < $1 AND status IN ({finished}) ORDER BY id LIMIT $2)"
+        );
+        self.pool
+            .execute(
+                &sql,
+                args![xenios_contract::first_job_id_at(before), i64::from(limit)],
+            )
+            .await
+    }
+
+    /// Deletes up to `limit` inference logs written before `before`, oldest first.
+    pub async fn purge_inference_logs(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.pool
+            .execute(
+                "DELETE FROM inference_logs WHERE id IN (SELECT id FROM inference_logs \
+                 WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+                args![before, i64::from(limit)],
+            )
+            .await
+    }
+
+    /// Deletes up to `limit` cached extractions last used before `before`, least recently
+    /// used first.
+    pub async fn purge_extraction_cache(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.pool
+            .execute(
+                "DELETE FROM extraction_cache WHERE cache_key IN (SELECT cache_key \
+                 FROM extraction_cache WHERE last_used_at < $1 ORDER BY last_used_at LIMIT $2)",
+                args![before, i64::from(limit)],
+            )
+            .await
+    }
+
     /// A cached extraction result, counting the hit.
     pub async fn cached_extraction(&self, cache_key: &str) -> Result<Option<Value>> {
         self.pool

@@ -87,6 +87,7 @@ contract!(
     concurrent_writers_have_one_winner,
     many_callers_at_once_each_get_their_own_outcome,
     counts_by_kind_and_status,
+    expired_rows_are_purged_oldest_first,
 );
 
 fn new_job(kind: JobKind, user: Option<&str>) -> NewJob {
@@ -1015,5 +1016,112 @@ async fn many_callers_at_once_each_get_their_own_outcome(store: Store) {
             }
             _ => assert_eq!(stored.status, JobStatus::Cancelled),
         }
+    }
+}
+
+/// A job id as `new_job_id` gave it at `at`.
+fn job_id_at(at: DateTime<Utc>) -> uuid::Uuid {
+    let secs = u64::try_from(at.timestamp()).unwrap();
+    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        secs,
+        at.timestamp_subsec_nanos(),
+    ))
+}
+
+/// Contract: a purge deletes at most its batch of rows older than the cut-off, oldest first,
+/// and only finished jobs; newer rows and unfinished jobs stay.
+async fn expired_rows_are_purged_oldest_first(store: Store) {
+    let now = Utc::now();
+    let days_ago = |days: i64| now - chrono::Duration::days(days);
+    let submitted = |at: DateTime<Utc>| NewJob {
+        id: job_id_at(at),
+        ..new_job(JobKind::Echo, Some("u1"))
+    };
+    let mut finished = Vec::new();
+    for (days, outcome) in [
+        (42, Outcome::Succeeded(json!({"message": "old"}))),
+        (41, Outcome::Failed(transient())),
+        (40, Outcome::Cancelled),
+    ] {
+        let job = create(&store, submitted(days_ago(days))).await;
+        store.start_attempt(job.id).await.unwrap();
+        store.finish_job(job.id, outcome).await.unwrap().unwrap();
+        finished.push(job.id);
+    }
+    let cancelled_while_queued = create(&store, submitted(days_ago(39))).await.id;
+    store.cancel_job(cancelled_while_queued).await.unwrap();
+    finished.push(cancelled_while_queued);
+    let still_queued = create(&store, submitted(days_ago(50))).await.id;
+    let still_running = create(&store, submitted(days_ago(45))).await.id;
+    store.start_attempt(still_running).await.unwrap();
+    let recent = create(&store, new_job(JobKind::Echo, Some("u1"))).await.id;
+    store.start_attempt(recent).await.unwrap();
+    store
+        .finish_job(recent, Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+
+    let cut_off = days_ago(30);
+    assert_eq!(store.purge_finished_jobs(cut_off, 3).await.unwrap(), 3);
+    for id in &finished[..3] {
+        assert_eq!(store.get_job(*id).await.unwrap(), None, "oldest first");
+    }
+    assert!(store.get_job(finished[3]).await.unwrap().is_some());
+    assert_eq!(store.purge_finished_jobs(cut_off, 3).await.unwrap(), 1);
+    assert_eq!(store.purge_finished_jobs(cut_off, 3).await.unwrap(), 0);
+    for id in [still_queued, still_running, recent] {
+        assert!(store.get_job(id).await.unwrap().is_some(), "{id} kept");
+    }
+
+    let log = |created_at: DateTime<Utc>| InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        created_at,
+        user_id: Some("u1".into()),
+        job_id: Some(recent),
+        task: "chat".into(),
+        model: "openai/gpt-4o-mini".into(),
+        provider: "openai".into(),
+        attempt: 1,
+        input_tokens: 10,
+        output_tokens: 2,
+        latency_ms: 300,
+        ttft_ms: Some(90),
+        cost_usd: None,
+        success: true,
+        error: None,
+    };
+    for days in [402, 401, 400] {
+        store
+            .insert_inference_log(&log(days_ago(days)))
+            .await
+            .unwrap();
+    }
+    let kept = log(days_ago(1));
+    store.insert_inference_log(&kept).await.unwrap();
+    assert_eq!(
+        store.purge_inference_logs(days_ago(365), 2).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.purge_inference_logs(days_ago(365), 2).await.unwrap(),
+        1
+    );
+    let left = store.inference_logs_for_job(recent).await.unwrap();
+    assert_eq!(left.iter().map(|l| l.id).collect::<Vec<_>>(), [kept.id]);
+
+    let result = json!({"content": "# Title"});
+    store.put_extraction("unused", "aa", &result).await.unwrap();
+    store.put_extraction("used", "bb", &result).await.unwrap();
+    let cut_off = wait_past(Utc::now()).await;
+    assert!(store.cached_extraction("used").await.unwrap().is_some());
+    store.put_extraction("new", "cc", &result).await.unwrap();
+    assert_eq!(store.purge_extraction_cache(cut_off, 10).await.unwrap(), 1);
+    assert_eq!(store.cached_extraction("unused").await.unwrap(), None);
+    for key in ["used", "new"] {
+        assert!(
+            store.cached_extraction(key).await.unwrap().is_some(),
+            "{key}"
+        );
     }
 }
