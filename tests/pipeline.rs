@@ -931,6 +931,57 @@ async fn the_operator_cli_lists_shows_cancels_and_resubmits_jobs() {
     assert!(cancelled.trim_end().ends_with(" 1"), "{counts}");
 }
 
+/// `xenios jobs purge` runs the retention pass at once: a job finished 40 days ago goes, the
+/// ones of today stay.
+#[tokio::test]
+async fn the_operator_cli_purges_expired_records() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 1).await;
+    let today = stack.submit("echo", json!({"message": "today"})).await;
+    stack
+        .wait_for(&today, &["succeeded"], Duration::from_secs(20))
+        .await;
+    let old = seed_finished_job(&stack.store, chrono::Duration::days(40)).await;
+
+    let (ok, said, why) = xenios_cli(&stack, &["jobs", "purge"]);
+    assert!(ok, "{why}");
+    let jobs_line = said
+        .lines()
+        .find(|l| l.starts_with("jobs "))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(jobs_line.trim_end().ends_with(" 1"), "{said}");
+    assert_eq!(stack.store.get_job(old).await.unwrap(), None);
+    assert_eq!(stack.job(&today).await["status"], "succeeded");
+}
+
+/// Records an echo job of the test user as submitted `ago` (its `Idempotency-Key`
+/// `seeded-<id>`), and runs it to success.
+async fn seed_finished_job(store: &xenios_store::Store, ago: chrono::Duration) -> uuid::Uuid {
+    let at = chrono::Utc::now() - ago;
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(at.timestamp()).unwrap(),
+        0,
+    ));
+    let new = xenios_store::NewJob {
+        id,
+        kind: JobKind::Echo,
+        user_id: Some(USER.into()),
+        input: json!({"message": "seeded"}),
+        correlation_id: "seeded".into(),
+        idempotency_key: Some(format!("seeded-{id}")),
+    };
+    store.create_job(new).await.unwrap();
+    store.start_attempt(id).await.unwrap();
+    store
+        .finish_job(
+            id,
+            xenios_store::Outcome::Succeeded(json!({"message": "seeded"})),
+        )
+        .await
+        .unwrap();
+    id
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([format!("-{name}"), child.id().to_string()])
@@ -1290,7 +1341,7 @@ async fn workers_register_and_status_shows_the_queues() {
 /// year-old LLM audit row; a recent job and a recent audit row stay.
 #[tokio::test]
 async fn the_api_deletes_records_past_their_retention() {
-    use xenios_store::{InferenceLog, NewJob, Outcome, StoreOptions};
+    use xenios_store::{InferenceLog, StoreOptions};
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("xenios.db");
@@ -1302,32 +1353,8 @@ async fn the_api_deletes_records_past_their_retention() {
     .unwrap();
     store.migrate().await.unwrap();
     let now = chrono::Utc::now();
-    let submitted_at = |at: chrono::DateTime<chrono::Utc>, key: &str| NewJob {
-        id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            u64::try_from(at.timestamp()).unwrap(),
-            0,
-        )),
-        kind: JobKind::Echo,
-        user_id: Some(USER.into()),
-        input: json!({"message": key}),
-        correlation_id: format!("seeded-{key}"),
-        idempotency_key: Some(key.into()),
-    };
-    let mut ids = Vec::new();
-    for new in [
-        submitted_at(now - chrono::Duration::days(40), "old"),
-        submitted_at(now - chrono::Duration::days(2), "recent"),
-    ] {
-        let id = store.create_job(new).await.unwrap().into_job().id;
-        store.start_attempt(id).await.unwrap();
-        store
-            .finish_job(id, Outcome::Succeeded(json!({"message": "done"})))
-            .await
-            .unwrap();
-        ids.push(id);
-    }
-    let (old, recent) = (ids[0], ids[1]);
+    let old = seed_finished_job(&store, chrono::Duration::days(40)).await;
+    let recent = seed_finished_job(&store, chrono::Duration::days(2)).await;
     for (job_id, days) in [(old, 400), (recent, 2)] {
         let log = InferenceLog {
             id: uuid::Uuid::now_v7(),
@@ -1378,10 +1405,11 @@ async fn the_api_deletes_records_past_their_retention() {
     );
 
     // The old job's key is free again: the same request makes a new job.
+    let key = format!("seeded-{old}");
     let again = api
         .post("/api/v1/jobs")
-        .header("Idempotency-Key", "old")
-        .json(&json!({"kind": "echo", "input": {"message": "old"}}))
+        .header("Idempotency-Key", key)
+        .json(&json!({"kind": "echo", "input": {"message": "seeded"}}))
         .send()
         .await
         .unwrap();

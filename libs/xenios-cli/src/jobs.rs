@@ -10,6 +10,7 @@ use uuid::Uuid;
 use xenios_api::operations::{self, JobView};
 use xenios_config::Settings;
 use xenios_contract::{JobKind, JobStatus};
+use xenios_runtime::retention::{self, RetentionPolicy};
 use xenios_store::{CancelOutcome, JobQuery, JobRecord, Store};
 
 use crate::start::{connect_nats, connect_store};
@@ -44,6 +45,9 @@ pub(crate) enum JobsAction {
     Resubmit { id: Uuid },
     /// How many jobs there are, per kind and status.
     Counts,
+    /// Delete the records past their retention (`retention.*`) now, as the pass beside the
+    /// API does every `retention.interval_secs`.
+    Purge,
 }
 
 pub(crate) async fn jobs(settings: Settings, action: JobsAction) -> anyhow::Result<ExitCode> {
@@ -130,6 +134,18 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
             println!("{:<14} {:<10} {:>10}", "KIND", "STATUS", "JOBS");
             for (kind, status, n) in counts {
                 println!("{:<14} {:<10} {n:>10}", kind.as_str(), status.as_str());
+            }
+        }
+        JobsAction::Purge => {
+            let policy = RetentionPolicy::from(&settings.retention);
+            let purged = retention::purge_expired(store, &policy).await?;
+            println!("{:<18} {:>10}", "TABLE", "DELETED");
+            for (table, n) in [
+                ("jobs", purged.jobs),
+                ("inference_logs", purged.inference_logs),
+                ("extraction_cache", purged.extraction_cache),
+            ] {
+                println!("{table:<18} {n:>10}");
             }
         }
     }

@@ -220,11 +220,7 @@ pub fn spawn_sweeper(
     let kept = &settings.retention;
     let retention = xenios_runtime::retention::run(
         store.clone(),
-        xenios_runtime::retention::RetentionPolicy::from_days(
-            kept.jobs_days,
-            kept.inference_logs_days,
-            kept.extraction_cache_days,
-        ),
+        kept.into(),
         Duration::from_secs(kept.interval_secs),
         stop,
     );

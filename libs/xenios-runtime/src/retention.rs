@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use xenios_config::RetentionSettings;
 use xenios_store::{Store, StoreError};
 
 /// Rows deleted per statement: small, because a finished extraction's row can hold megabytes
@@ -26,14 +27,14 @@ pub struct RetentionPolicy {
     pub extraction_cache: Option<Duration>,
 }
 
-impl RetentionPolicy {
-    /// From `retention.*_days`, where 0 means for ever.
-    pub fn from_days(jobs: u32, inference_logs: u32, extraction_cache: u32) -> Self {
+impl From<&RetentionSettings> for RetentionPolicy {
+    /// `retention.*_days`, where 0 means for ever.
+    fn from(settings: &RetentionSettings) -> Self {
         let days = |n: u32| (n > 0).then(|| Duration::from_secs(u64::from(n) * 24 * 3600));
         RetentionPolicy {
-            jobs: days(jobs),
-            inference_logs: days(inference_logs),
-            extraction_cache: days(extraction_cache),
+            jobs: days(settings.jobs_days),
+            inference_logs: days(settings.inference_logs_days),
+            extraction_cache: days(settings.extraction_cache_days),
         }
     }
 }
