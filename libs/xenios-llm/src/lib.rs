@@ -24,8 +24,8 @@
 //! and counted in the SPEC §6 metrics: `xenios_llm_requests_total{task,model,outcome}` (per
 //! call; outcome `success`, `rate_limited`, `server_error`, `timeout`, `connection_error`,
 //! `bad_response`, `unusable`, `rejected`, `cancelled`), `xenios_llm_tokens_total
-//! {task,model,direction}`, `xenios_llm_cost_usd_total{task,model}` (a gauge only ever
-//! incremented: `metrics` counters are integers), `xenios_llm_time_to_first_token_seconds
+//! {task,model,direction}`, `xenios_llm_cost_usd_total{task,model}` (kept as a gauge,
+//! `metrics` counters being integers, and exposed as a counter by `xenios_telemetry::render`), `xenios_llm_time_to_first_token_seconds
 //! {task,model}` and `xenios_llm_fallbacks_total{task}` (per move to a next candidate).
 //!
 //! **The `llm` job kind.** [`LlmHandler`] is the consumer runtime's handler for `jobs.llm`:

@@ -26,7 +26,10 @@ pub async fn serve_metrics(
 ) -> std::io::Result<()> {
     let handle = xenios_telemetry::metrics();
     let app = Router::new()
-        .route("/metrics", get(move || async move { handle.render() }))
+        .route(
+            "/metrics",
+            get(move || async move { xenios_telemetry::render(&handle) }),
+        )
         .route(
             "/health",
             get(|| async { Json(json!({"status": "healthy"})) }),

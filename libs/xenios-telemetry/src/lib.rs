@@ -84,3 +84,48 @@ pub fn metrics() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// Series that only ever grow by fractions: `metrics` counters are integers, so they are kept
+/// as gauges and exposed as the counters they are (`rate()` and `increase()` read them right
+/// either way; the type is what dashboards, `promtool` and OpenMetrics go by).
+const FRACTIONAL_COUNTERS: &[&str] = &["xenios_llm_cost_usd_total"];
+
+/// The Prometheus text of `handle`, every series with its true type.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    for name in FRACTIONAL_COUNTERS {
+        let kept_as = format!("# TYPE {name} gauge\n");
+        if let Some(at) = text.find(&kept_as) {
+            text.replace_range(at..at + kept_as.len(), &format!("# TYPE {name} counter\n"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fractional_counter_is_exposed_as_a_counter() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::gauge!("xenios_llm_cost_usd_total", "task" => "chat").increment(0.25);
+            metrics::gauge!("xenios_jobs_in_flight", "kind" => "echo").increment(1.0);
+        });
+        let text = render(&handle);
+        assert!(
+            text.contains("# TYPE xenios_llm_cost_usd_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("xenios_llm_cost_usd_total{task=\"chat\"} 0.25\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE xenios_jobs_in_flight gauge\n"),
+            "{text}"
+        );
+    }
+}

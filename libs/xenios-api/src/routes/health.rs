@@ -82,6 +82,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        xenios_telemetry::render(&state.metrics),
     )
 }
