@@ -16,7 +16,9 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use common::*;
-use docs::{deflated_zeros, docx, para, pdf, xlsx, zip_with_raw_entry, Page};
+use docs::{
+    a_para, deflated_zeros, docx, para, pdf, pptx, shape, xlsx, zip_with_raw_entry, Page, Slide,
+};
 use serde_json::{json, Value};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -92,6 +94,19 @@ fn sample_docx() -> Vec<u8> {
     )
 }
 
+fn sample_pptx() -> Vec<u8> {
+    let shapes = [
+        shape(Some(r#"type="title""#), &a_para("Kickoff", "")),
+        shape(Some(r#"idx="1""#), &a_para("Goals for the quarter", "")),
+    ]
+    .concat();
+    pptx(&[Slide {
+        shapes: &shapes,
+        notes: Some("Ask about sleep"),
+        hidden: false,
+    }])
+}
+
 fn sample_pdf() -> Vec<u8> {
     pdf(
         &[
@@ -126,6 +141,12 @@ async fn uploaded_documents_are_extracted_and_cached() {
             xlsx(&[("Q1", sheet)], &["region", "total", "Europe"]),
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
             &["region", "Europe", "42"],
+        ),
+        (
+            "kickoff.pptx",
+            sample_pptx(),
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+            &["## Slide 1: Kickoff", "- Goals for the quarter", "### Notes", "Ask about sleep"],
         ),
     ];
     for (name, bytes, content_type, expected) in cases {

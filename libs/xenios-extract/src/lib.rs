@@ -1,5 +1,5 @@
-//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, HTML,
-//! CSV, Markdown and plain text become Markdown or plain text, with the format told from
+//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX,
+//! HTML, CSV, Markdown and plain text become Markdown or plain text, with the format told from
 //! the bytes ([`sniff`]), never from a name or a header.
 //!
 //! [`extract`] is synchronous and CPU-bound (run it on a blocking thread). Every input
@@ -19,6 +19,7 @@ mod html;
 mod limits;
 mod ooxml;
 mod pdf;
+mod pptx;
 mod sniff;
 mod text;
 mod xlsx;
@@ -42,6 +43,7 @@ pub enum DocumentFormat {
     Pdf,
     Docx,
     Xlsx,
+    Pptx,
     Html,
     Csv,
     Markdown,
@@ -49,13 +51,14 @@ pub enum DocumentFormat {
 }
 
 impl DocumentFormat {
-    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `html`, `csv`,
-    /// `markdown` or `text`.
+    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `html`,
+    /// `csv`, `markdown` or `text`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentFormat::Pdf => "pdf",
             DocumentFormat::Docx => "docx",
             DocumentFormat::Xlsx => "xlsx",
+            DocumentFormat::Pptx => "pptx",
             DocumentFormat::Html => "html",
             DocumentFormat::Csv => "csv",
             DocumentFormat::Markdown => "markdown",
@@ -72,6 +75,9 @@ impl DocumentFormat {
             }
             DocumentFormat::Xlsx => {
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
+            DocumentFormat::Pptx => {
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation"
             }
             DocumentFormat::Html => "text/html",
             DocumentFormat::Csv => "text/csv",
@@ -111,7 +117,7 @@ pub struct ExtractOptions {
     pub output: OutputFormat,
     /// A PDF with more pages fails with `too_large` before any page is read.
     pub max_pages: u32,
-    /// Decompressed bytes allowed in total across the parts of a DOCX or XLSX, and for
+    /// Decompressed bytes allowed in total across the parts of a DOCX, XLSX or PPTX, and for
     /// each PDF stream.
     pub max_decompressed_bytes: u64,
     /// Largest decompressed-to-compressed ratio of a zip part past its first MiB.
@@ -145,11 +151,11 @@ pub struct Extracted {
     pub content: String,
     /// `markdown` or `text`, as asked.
     pub format: OutputFormat,
-    /// Pages of a PDF; `None` for formats without pages.
+    /// Pages of a PDF, slides of a presentation; `None` for formats without pages.
     pub pages: Option<u32>,
     pub title: Option<String>,
     /// Always `source_format`; then what the format offers cheaply: `author`, `sheets`
-    /// (XLSX), `rows`/`columns`/`delimiter` (CSV), `language` (HTML), `pdf_version`.
+    /// (XLSX), `slides` and `hidden_slides` (PPTX), `rows`/`columns`/`delimiter` (CSV), `language` (HTML), `pdf_version`.
     pub metadata: Map<String, Value>,
 }
 
@@ -174,7 +180,7 @@ impl Extracted {
 pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
     let format = sniff(bytes).ok_or_else(|| {
         ExtractError::UnsupportedFormat(
-            "not a PDF, DOCX, XLSX, HTML, CSV, Markdown or text document".into(),
+            "not a PDF, DOCX, XLSX, PPTX, HTML, CSV, Markdown or text document".into(),
         )
     })?;
     extract_as(bytes, format, opts)
@@ -192,6 +198,7 @@ pub fn extract_as(
         DocumentFormat::Pdf => pdf::extract(bytes, &mut cx),
         DocumentFormat::Docx => docx::extract(bytes, &mut cx),
         DocumentFormat::Xlsx => xlsx::extract(bytes, &mut cx),
+        DocumentFormat::Pptx => pptx::extract(bytes, &mut cx),
         DocumentFormat::Html => html::extract(bytes, &mut cx),
         DocumentFormat::Csv => delimited::extract(bytes, &mut cx),
         DocumentFormat::Markdown | DocumentFormat::Text => text::extract(bytes, format, &mut cx),

@@ -7,7 +7,7 @@ use crate::{ooxml, DocumentFormat};
 const SAMPLE: usize = 64 * 1024;
 
 /// The format of `bytes`, or `None` when it is none this library reads (including empty
-/// input, binary data, RTF and zip files that are not DOCX or XLSX).
+/// input, binary data, RTF and zip files that are not DOCX, XLSX or PPTX).
 pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     if is_pdf(bytes) {
         return Some(DocumentFormat::Pdf);
@@ -64,6 +64,8 @@ fn sniff_zip(bytes: &[u8]) -> Option<DocumentFormat> {
         Some(DocumentFormat::Docx)
     } else if has("xl/workbook.xml") {
         Some(DocumentFormat::Xlsx)
+    } else if has("ppt/presentation.xml") {
+        Some(DocumentFormat::Pptx)
     } else {
         None
     }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{docx, para, run, xlsx};
+use common::{a_para, a_table, docx, para, pptx, run, shape, xlsx, Slide};
 use serde_json::json;
 use xenios_extract::{extract, sniff, DocumentFormat, ExtractOptions, OutputFormat};
 
@@ -163,6 +163,167 @@ fn xlsx_sheets_become_tables() {
     assert!(plain
         .content
         .starts_with("Sales\n\nRegion\tRevenue\tDate\nNorth\t1250.5\t2024-01-01\n"));
+}
+
+fn review_deck() -> Vec<u8> {
+    let title = |t: &str| shape(Some(r#"type="title""#), &a_para(t, ""));
+    let opening = [
+        shape(Some(r#"type="ctrTitle""#), &a_para("Quarterly review", "")),
+        shape(
+            Some(r#"type="subTitle" idx="1""#),
+            &a_para("Team Xenios", ""),
+        ),
+    ]
+    .concat();
+    let results = [
+        title("Results &amp; plans"),
+        shape(
+            Some(r#"idx="1""#),
+            &[
+                a_para("Revenue up", ""),
+                a_para("EMEA 12%", r#"<a:pPr lvl="1"/>"#),
+                a_para("Churn down", ""),
+                a_para("Plain line", r#"<a:pPr><a:buNone/></a:pPr>"#),
+            ]
+            .concat(),
+        ),
+        shape(None, &a_para("Source: finance", "")),
+        a_table(&[&["Region", "Q3"], &["EMEA", "1.2"]]),
+        shape(Some(r#"type="sldNum" idx="12""#), &a_para("2", "")),
+        shape(Some(r#"type="ftr" idx="11""#), &a_para("Confidential", "")),
+    ]
+    .concat();
+    let hidden = [
+        title("Backup"),
+        shape(Some(r#"idx="1""#), &a_para("spare numbers", "")),
+    ]
+    .concat();
+    let steps = shape(
+        None,
+        &[
+            a_para(
+                "First",
+                r#"<a:pPr><a:buAutoNum type="arabicPeriod"/></a:pPr>"#,
+            ),
+            a_para(
+                "Second",
+                r#"<a:pPr><a:buAutoNum type="arabicPeriod"/></a:pPr>"#,
+            ),
+        ]
+        .concat(),
+    );
+    pptx(&[
+        Slide {
+            shapes: &opening,
+            notes: None,
+            hidden: false,
+        },
+        Slide {
+            shapes: &results,
+            notes: Some("Mention the churn work"),
+            hidden: false,
+        },
+        Slide {
+            shapes: &hidden,
+            notes: Some("not shown"),
+            hidden: true,
+        },
+        Slide {
+            shapes: &steps,
+            notes: None,
+            hidden: false,
+        },
+    ])
+}
+
+#[test]
+fn pptx_slides_become_sections_in_presentation_order() {
+    let bytes = review_deck();
+    assert_eq!(sniff(&bytes), Some(DocumentFormat::Pptx));
+    let out = extract(&bytes, &markdown()).unwrap();
+    let expected = "\
+## Slide 1: Quarterly review
+
+Team Xenios
+
+## Slide 2: Results & plans
+
+- Revenue up
+    - EMEA 12%
+- Churn down
+
+Plain line
+
+Source: finance
+
+| Region | Q3 |
+| --- | --- |
+| EMEA | 1.2 |
+
+### Notes
+
+Mention the churn work
+
+## Slide 3
+
+1. First
+2. Second";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Quarterly review"));
+    assert_eq!(out.pages, Some(3));
+    assert_eq!(out.metadata["source_format"], "pptx");
+    assert_eq!(out.metadata["slides"], 3);
+    assert_eq!(out.metadata["hidden_slides"], 1);
+
+    let plain = extract(&bytes, &text()).unwrap();
+    assert!(
+        plain
+            .content
+            .starts_with("Slide 1: Quarterly review\n\nTeam Xenios\n\nSlide 2: Results & plans\n\n- Revenue up\n"),
+        "{}",
+        plain.content
+    );
+    assert!(
+        plain.content.contains("Region\tQ3\nEMEA\t1.2"),
+        "{}",
+        plain.content
+    );
+}
+
+/// A deck written by python-pptx (`fixtures/make_coaching_pptx.py`), not by this test code:
+/// the XML of its default template is what PowerPoint writes.
+#[test]
+fn a_deck_written_by_python_pptx_reads_as_its_slides() {
+    let bytes = include_bytes!("fixtures/coaching.pptx");
+    assert_eq!(sniff(bytes), Some(DocumentFormat::Pptx));
+    let out = extract(bytes, &markdown()).unwrap();
+    let expected = "\
+## Slide 1: Welcome
+
+Xenios coaching, week 1
+
+## Slide 2: Goals
+
+- Sleep eight hours
+    - No screens after 10 pm
+- Walk daily
+
+### Notes
+
+Ask how last week went
+
+## Slide 3: Measurements
+
+| Metric | Value |
+| --- | --- |
+| Resting HR | 58 |
+| HRV | 72 ms |
+
+Measured on Monday";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Coaching programme"));
+    assert_eq!(out.metadata["author"], "Dr. Ada");
+    assert_eq!(out.pages, Some(3));
 }
 
 const PAGE: &str = r##"<!DOCTYPE html>

@@ -4,7 +4,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{deflated_zeros, docx, docx_padded, noise, para, zip_parts, zip_with_raw_entry};
+use common::{
+    a_para, deflated_zeros, docx, docx_padded, noise, para, pptx, shape, zip_parts,
+    zip_with_raw_entry, Slide,
+};
 use xenios_extract::{extract, extract_as, sniff, DocumentFormat, ExtractOptions};
 
 const CONTENT_TYPES: &str = r#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#;
@@ -64,6 +67,72 @@ fn a_package_with_too_many_entries_is_refused() {
         .unwrap()
         .content
         .contains("padded"));
+}
+
+/// A presentation whose slide list names one slide over and over: each mention reads the
+/// slide again, so the list is bounded, and so is what the reads inflate.
+#[test]
+fn a_slide_listed_again_and_again_is_bounded() {
+    let text: String = (0..400).map(|i| a_para(&format!("line {i}"), "")).collect();
+    let body = shape(Some(r#"idx="1""#), &text);
+    let once = pptx(&[Slide {
+        shapes: &body,
+        notes: None,
+        hidden: false,
+    }]);
+    let slide_size = extract(&once, &ExtractOptions::default())
+        .unwrap()
+        .content
+        .len();
+    assert!(slide_size > 4000, "{slide_size}");
+
+    let repeat = |times: usize| {
+        let listed: String = (0..times)
+            .map(|i| format!(r#"<p:sldId id="{}" r:id="rId2"/>"#, 256 + i))
+            .collect();
+        let presentation = format!(
+            r#"<p:presentation xmlns:p="{}" xmlns:r="{}"><p:sldIdLst>{listed}</p:sldIdLst></p:presentation>"#,
+            common::P_NS,
+            common::R_NS
+        );
+        rewrite_part(&once, "ppt/presentation.xml", &presentation)
+    };
+    let opts = ExtractOptions {
+        max_decompressed_bytes: 1 << 20,
+        ..ExtractOptions::default()
+    };
+    let err = extract(&repeat(5000), &opts).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    let err = extract(&repeat(10_001), &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("10000 slides"), "{err}");
+    // Three mentions are three slides.
+    let out = extract(&repeat(3), &opts).unwrap();
+    assert_eq!(out.pages, Some(3));
+}
+
+/// `package` with the part `name` replaced by `body`.
+fn rewrite_part(package: &[u8], name: &str, body: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).unwrap();
+    let mut parts = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        let entry_name = entry.name().unwrap().into_owned();
+        let mut text = String::new();
+        entry.read_to_string(&mut text).unwrap();
+        let text = if entry_name == name {
+            body.to_owned()
+        } else {
+            text
+        };
+        parts.push((entry_name, text));
+    }
+    let borrowed: Vec<(&str, &str)> = parts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    zip_parts(&borrowed)
 }
 
 #[test]
@@ -131,6 +200,7 @@ fn random_bytes_read_as_each_format_never_panic() {
         DocumentFormat::Pdf,
         DocumentFormat::Docx,
         DocumentFormat::Xlsx,
+        DocumentFormat::Pptx,
         DocumentFormat::Html,
         DocumentFormat::Csv,
         DocumentFormat::Markdown,

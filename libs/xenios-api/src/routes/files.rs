@@ -204,6 +204,9 @@ fn sniff(head: &[u8]) -> &'static str {
         if has(b"[Content_Types].xml") && has(b"xl/") {
             return xenios_extract::DocumentFormat::Xlsx.mime_type();
         }
+        if has(b"[Content_Types].xml") && has(b"ppt/") {
+            return xenios_extract::DocumentFormat::Pptx.mime_type();
+        }
         return "application/zip";
     }
     "application/octet-stream"

@@ -43,6 +43,123 @@ pub fn core_xml(title: &str, creator: &str) -> String {
     )
 }
 
+pub const P_NS: &str = "http://schemas.openxmlformats.org/presentationml/2006/main";
+pub const A_NS: &str = "http://schemas.openxmlformats.org/drawingml/2006/main";
+
+/// One slide of [`pptx`]: its shapes (the inside of `p:spTree`), its speaker notes if any,
+/// and whether it is hidden.
+pub struct Slide<'a> {
+    pub shapes: &'a str,
+    pub notes: Option<&'a str>,
+    pub hidden: bool,
+}
+
+/// A PPTX of `slides`, listed in this order in `ppt/presentation.xml` while their parts are
+/// numbered the other way round (a reader must follow the list, not the part names).
+pub fn pptx(slides: &[Slide]) -> Vec<u8> {
+    let n = slides.len();
+    let mut ids = String::new();
+    let mut rels = String::new();
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for (i, slide) in slides.iter().enumerate() {
+        let number = n - i;
+        ids.push_str(&format!(
+            r#"<p:sldId id="{}" r:id="rId{}"/>"#,
+            256 + i,
+            i + 2
+        ));
+        rels.push_str(&format!(
+            r#"<Relationship Id="rId{}" Type="{REL}/slide" Target="slides/slide{number}.xml"/>"#,
+            i + 2
+        ));
+        let show = if slide.hidden { r#" show="0""# } else { "" };
+        parts.push((
+            format!("ppt/slides/slide{number}.xml"),
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<p:sld xmlns:a="{A_NS}" xmlns:r="{R_NS}" xmlns:p="{P_NS}"{show}><p:cSld><p:spTree><p:nvGrpSpPr><p:cNvPr id="1" name=""/><p:cNvGrpSpPr/><p:nvPr/></p:nvGrpSpPr><p:grpSpPr/>{}</p:spTree></p:cSld></p:sld>"#,
+                slide.shapes
+            ),
+        ));
+        let Some(notes) = slide.notes else { continue };
+        parts.push((
+            format!("ppt/slides/_rels/slide{number}.xml.rels"),
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="{PKG_REL}"><Relationship Id="rId1" Type="{REL}/slideLayout" Target="../slideLayouts/slideLayout1.xml"/><Relationship Id="rId2" Type="{REL}/notesSlide" Target="../notesSlides/notesSlide{number}.xml"/></Relationships>"#
+            ),
+        ));
+        parts.push((
+            format!("ppt/notesSlides/notesSlide{number}.xml"),
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<p:notes xmlns:a="{A_NS}" xmlns:r="{R_NS}" xmlns:p="{P_NS}"><p:cSld><p:spTree>{}{}{}</p:spTree></p:cSld></p:notes>"#,
+                shape(Some(r#"type="sldImg""#), ""),
+                shape(Some(r#"type="body" idx="1""#), &a_para(notes, "")),
+                shape(Some(r#"type="sldNum" idx="5""#), &a_para(&number.to_string(), "")),
+            ),
+        ));
+    }
+    let presentation = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<p:presentation xmlns:a="{A_NS}" xmlns:r="{R_NS}" xmlns:p="{P_NS}"><p:sldMasterIdLst><p:sldMasterId id="2147483648" r:id="rId1"/></p:sldMasterIdLst><p:sldIdLst>{ids}</p:sldIdLst><p:sldSz cx="12192000" cy="6858000"/></p:presentation>"#
+    );
+    let presentation_rels = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="{PKG_REL}"><Relationship Id="rId1" Type="{REL}/slideMaster" Target="slideMasters/slideMaster1.xml"/>{rels}</Relationships>"#
+    );
+    let main = "ppt/presentation.xml";
+    let mut all: Vec<(&str, &str)> = Vec::new();
+    let types = content_types(
+        main,
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation.main+xml",
+    );
+    let root = root_rels(main);
+    all.push(("[Content_Types].xml", &types));
+    all.push(("_rels/.rels", &root));
+    all.push((main, &presentation));
+    all.push(("ppt/_rels/presentation.xml.rels", &presentation_rels));
+    for (name, body) in &parts {
+        all.push((name, body));
+    }
+    zip_parts(&all)
+}
+
+/// A text shape: `placeholder` holds the attributes of its `p:ph` (none: a plain text box),
+/// `paragraphs` its `a:p` elements.
+pub fn shape(placeholder: Option<&str>, paragraphs: &str) -> String {
+    let ph = placeholder
+        .map(|attrs| format!("<p:ph {attrs}/>"))
+        .unwrap_or_default();
+    format!(
+        r#"<p:sp><p:nvSpPr><p:cNvPr id="3" name="Shape"/><p:cNvSpPr/><p:nvPr>{ph}</p:nvPr></p:nvSpPr><p:spPr/><p:txBody><a:bodyPr/><a:lstStyle/>{paragraphs}</p:txBody></p:sp>"#
+    )
+}
+
+/// A DrawingML paragraph of one run; `ppr` is its `a:pPr` (or nothing).
+pub fn a_para(text: &str, ppr: &str) -> String {
+    format!(r#"<a:p>{ppr}<a:r><a:rPr lang="en-US" dirty="0"/><a:t>{text}</a:t></a:r></a:p>"#)
+}
+
+/// A table in a graphic frame, one `a:tc` per cell.
+pub fn a_table(rows: &[&[&str]]) -> String {
+    let mut tbl = String::from("<a:tbl><a:tblPr firstRow=\"1\"/><a:tblGrid/>");
+    for row in rows {
+        tbl.push_str(r#"<a:tr h="370840">"#);
+        for cell in *row {
+            tbl.push_str(&format!(
+                "<a:tc><a:txBody><a:bodyPr/><a:lstStyle/>{}</a:txBody><a:tcPr/></a:tc>",
+                a_para(cell, "")
+            ));
+        }
+        tbl.push_str("</a:tr>");
+    }
+    tbl.push_str("</a:tbl>");
+    format!(
+        r#"<p:graphicFrame><p:nvGraphicFramePr><p:cNvPr id="4" name="Table"/><p:cNvGraphicFramePr/><p:nvPr/></p:nvGraphicFramePr><p:xfrm/><a:graphic><a:graphicData uri="http://schemas.openxmlformats.org/drawingml/2006/table">{tbl}</a:graphicData></a:graphic></p:graphicFrame>"#
+    )
+}
+
 /// A DOCX whose `w:body` holds `body`, with heading styles, a bullet list (numId 1), a
 /// numbered list (numId 2) and the external hyperlink `rIdLink`.
 pub fn docx(body: &str) -> Vec<u8> {
