@@ -17,7 +17,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use common::*;
 use docs::{
-    a_para, deflated_zeros, docx, para, pdf, pptx, shape, xlsx, zip_with_raw_entry, Page, Slide,
+    a_para, deflated_zeros, docx, para, pdf, png, pptx, shape, xlsx, zip_with_raw_entry, Page,
+    Slide,
 };
 use serde_json::{json, Value};
 
@@ -654,6 +655,13 @@ async fn scanned_pdfs_need_ocr_and_go_to_docling_when_configured() {
         &extract_file(&stack_without, uploaded["file_id"].as_str().unwrap()).await,
         "ocr_required",
     );
+    // A photographed page is an image: uploaded as one, and needs OCR too.
+    let photo = upload_ok(&stack_without, "page.png", png()).await;
+    assert_eq!(photo["content_type"], "image/png");
+    failed_with(
+        &extract_file(&stack_without, photo["file_id"].as_str().unwrap()).await,
+        "ocr_required",
+    );
     drop(stack_without);
 
     // docling-serve's answer to `POST /v1/convert/file`.
@@ -687,6 +695,19 @@ async fn scanned_pdfs_need_ocr_and_go_to_docling_when_configured() {
     let job = extract_file(&stack, uploaded["file_id"].as_str().unwrap()).await;
     assert_eq!(succeeded(&job)["cached"], true);
     assert_eq!(*calls.lock().unwrap(), 1);
+
+    let photo = upload_ok(&stack, "page.png", png()).await;
+    let job = extract_file(&stack, photo["file_id"].as_str().unwrap()).await;
+    let result = succeeded(&job);
+    assert!(
+        result["content"]
+            .as_str()
+            .unwrap()
+            .contains("Text recognised by OCR."),
+        "{result}"
+    );
+    assert_eq!(result["metadata"]["source_format"], "png");
+    assert_eq!(*calls.lock().unwrap(), 2);
 }
 
 #[tokio::test]

@@ -117,7 +117,7 @@ impl Handler for ExtractionHandler {
             let extracted =
                 joined.map_err(|e| HandlerError::transient("internal", e.to_string()))?;
             let extracted = match (extracted, &self.docling) {
-                (Err(ExtractError::OcrRequired { .. }), Some(docling)) => {
+                (Err(ExtractError::OcrRequired(_)), Some(docling)) => {
                     job.progress(stage(0.5, "ocr")).await;
                     tokio::select! {
                         converted = docling.convert(loaded.bytes.clone(), &loaded.filename, &opts) => converted,

@@ -12,9 +12,10 @@ pub enum ExtractError {
     /// A size, page, compression-ratio or output limit was reached.
     #[error("document too large: {0}")]
     TooLarge(String),
-    /// A PDF whose pages carry no text layer: it needs OCR (docling-serve).
-    #[error("the PDF has {pages} page(s) but no text layer; it needs OCR")]
-    OcrRequired { pages: u32 },
+    /// A document with no text layer, a scanned PDF or an image: it needs OCR
+    /// (docling-serve). The message says which.
+    #[error("{0}; it needs OCR")]
+    OcrRequired(String),
     /// The deadline passed before the extraction finished.
     #[error("extraction did not finish before its deadline")]
     Timeout,
@@ -35,7 +36,7 @@ impl ExtractError {
             ExtractError::UnsupportedFormat(_) => "unsupported_format",
             ExtractError::Corrupt(_) => "corrupt_document",
             ExtractError::TooLarge(_) => "too_large",
-            ExtractError::OcrRequired { .. } => "ocr_required",
+            ExtractError::OcrRequired(_) => "ocr_required",
             ExtractError::Timeout => "timeout",
             ExtractError::Stopped => "stopped",
             ExtractError::Unavailable(_) => "unavailable",

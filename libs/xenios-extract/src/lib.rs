@@ -1,6 +1,7 @@
 //! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX,
 //! HTML, CSV, Markdown and plain text become Markdown or plain text, with the format told from
-//! the bytes ([`sniff`]), never from a name or a header.
+//! the bytes ([`sniff`]), never from a name or a header. Images (PNG, JPEG, TIFF, BMP, WebP)
+//! are recognised too, and, like scanned PDFs, answered with `ocr_required`.
 //!
 //! [`extract`] is synchronous and CPU-bound (run it on a blocking thread). Every input
 //! is hostile until read: zip parts are held to a decompression budget and a compression
@@ -48,11 +49,16 @@ pub enum DocumentFormat {
     Csv,
     Markdown,
     Text,
+    Png,
+    Jpeg,
+    Tiff,
+    Bmp,
+    Webp,
 }
 
 impl DocumentFormat {
     /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `html`,
-    /// `csv`, `markdown` or `text`.
+    /// `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentFormat::Pdf => "pdf",
@@ -63,6 +69,11 @@ impl DocumentFormat {
             DocumentFormat::Csv => "csv",
             DocumentFormat::Markdown => "markdown",
             DocumentFormat::Text => "text",
+            DocumentFormat::Png => "png",
+            DocumentFormat::Jpeg => "jpeg",
+            DocumentFormat::Tiff => "tiff",
+            DocumentFormat::Bmp => "bmp",
+            DocumentFormat::Webp => "webp",
         }
     }
 
@@ -83,6 +94,11 @@ impl DocumentFormat {
             DocumentFormat::Csv => "text/csv",
             DocumentFormat::Markdown => "text/markdown",
             DocumentFormat::Text => "text/plain",
+            DocumentFormat::Png => "image/png",
+            DocumentFormat::Jpeg => "image/jpeg",
+            DocumentFormat::Tiff => "image/tiff",
+            DocumentFormat::Bmp => "image/bmp",
+            DocumentFormat::Webp => "image/webp",
         }
     }
 
@@ -91,8 +107,21 @@ impl DocumentFormat {
         match self {
             DocumentFormat::Markdown => "md",
             DocumentFormat::Text => "txt",
+            DocumentFormat::Jpeg => "jpg",
             other => other.as_str(),
         }
+    }
+
+    /// An image: text only through OCR.
+    pub fn is_image(self) -> bool {
+        matches!(
+            self,
+            DocumentFormat::Png
+                | DocumentFormat::Jpeg
+                | DocumentFormat::Tiff
+                | DocumentFormat::Bmp
+                | DocumentFormat::Webp
+        )
     }
 }
 
@@ -180,7 +209,8 @@ impl Extracted {
 pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
     let format = sniff(bytes).ok_or_else(|| {
         ExtractError::UnsupportedFormat(
-            "not a PDF, DOCX, XLSX, PPTX, HTML, CSV, Markdown or text document".into(),
+            "not a PDF, DOCX, XLSX, PPTX, HTML, CSV, Markdown or text document, nor an image"
+                .into(),
         )
     })?;
     extract_as(bytes, format, opts)
@@ -202,6 +232,10 @@ pub fn extract_as(
         DocumentFormat::Html => html::extract(bytes, &mut cx),
         DocumentFormat::Csv => delimited::extract(bytes, &mut cx),
         DocumentFormat::Markdown | DocumentFormat::Text => text::extract(bytes, format, &mut cx),
+        image => Err(ExtractError::OcrRequired(format!(
+            "a {} image has no text layer",
+            image.as_str().to_uppercase()
+        ))),
     };
     // The extractors do not panic by design; this is the backstop the "never panic"
     // promise rests on should a dependency do so on some input.

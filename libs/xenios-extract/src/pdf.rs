@@ -67,7 +67,9 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         return Err(ExtractError::corrupt("no page of the PDF could be read"));
     }
     if chars == 0 || image_only_pages * 2 > page_count {
-        return Err(ExtractError::OcrRequired { pages: page_count });
+        return Err(ExtractError::OcrRequired(format!(
+            "the PDF has {page_count} page(s) but no text layer"
+        )));
     }
 
     let mut extracted = Extracted::new(blocks.into_string(), cx.opts.output, DocumentFormat::Pdf);

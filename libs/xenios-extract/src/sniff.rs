@@ -7,13 +7,17 @@ use crate::{ooxml, DocumentFormat};
 const SAMPLE: usize = 64 * 1024;
 
 /// The format of `bytes`, or `None` when it is none this library reads (including empty
-/// input, binary data, RTF and zip files that are not DOCX, XLSX or PPTX).
+/// input, binary data other than the images docling-serve reads, RTF and zip files that are
+/// not DOCX, XLSX or PPTX).
 pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     if is_pdf(bytes) {
         return Some(DocumentFormat::Pdf);
     }
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return sniff_zip(bytes);
+    }
+    if let Some(image) = sniff_image(bytes) {
+        return Some(image);
     }
     let sample = text_sample(bytes)?;
     let trimmed = sample.trim_start();
@@ -43,6 +47,34 @@ fn is_pdf(bytes: &[u8]) -> bool {
     let head = &bytes[..bytes.len().min(1024)];
     let tail = &bytes[bytes.len().saturating_sub(1024)..];
     find(head, b"%PDF-").is_some() && find(tail, b"%%EOF").is_some()
+}
+
+/// The image formats docling-serve reads (PNG, JPEG, TIFF, BMP, WebP), by their signatures; a
+/// BMP also by the size of its info header, as `BM` alone starts many a text.
+fn sniff_image(bytes: &[u8]) -> Option<DocumentFormat> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(DocumentFormat::Png)
+    } else if bytes.starts_with(b"\xFF\xD8\xFF") {
+        Some(DocumentFormat::Jpeg)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(DocumentFormat::Tiff)
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some(DocumentFormat::Webp)
+    } else if is_bmp(bytes) {
+        Some(DocumentFormat::Bmp)
+    } else {
+        None
+    }
+}
+
+fn is_bmp(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.get(..18) else {
+        return false;
+    };
+    let info_size = u32::from_le_bytes([header[14], header[15], header[16], header[17]]);
+    header.starts_with(b"BM")
+        && header[6..10] == [0, 0, 0, 0]
+        && matches!(info_size, 12 | 40 | 52 | 56 | 64 | 108 | 124)
 }
 
 fn sniff_zip(bytes: &[u8]) -> Option<DocumentFormat> {
@@ -233,7 +265,22 @@ mod tests {
         assert_eq!(sniff(b"\x00\x01\x02\x03binary"), None);
         assert_eq!(sniff(b"{\\rtf1\\ansi hello}"), None);
         assert_eq!(sniff(b"PK\x03\x04garbage"), None);
-        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), None);
+        assert_eq!(sniff(b"\x7fELF\x02\x01\x01\0\0\0"), None);
+    }
+
+    #[test]
+    fn images_by_their_signatures() {
+        assert_eq!(
+            sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+            Some(DocumentFormat::Png)
+        );
+        assert_eq!(sniff(b"\xFF\xD8\xFF\xDB"), Some(DocumentFormat::Jpeg));
+        assert_eq!(sniff(b"RIFF\x24\0\0\0WAVEfmt "), None);
+        // `BM` then a file size and reserved bytes that are not zero: text.
+        assert_eq!(
+            sniff(b"BM notes: 1234 bytes, 40 lines"),
+            Some(DocumentFormat::Text)
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{pdf, Page};
+use common::{pdf, png, Page};
 use serde_json::{json, Value};
 use xenios_extract::{DoclingClient, ExtractError, ExtractOptions, OutputFormat};
 
@@ -164,6 +164,25 @@ async fn converts_a_scan_through_v1_convert_file() {
     assert_eq!(text_field(&fields, "to_formats"), "md");
     assert_eq!(text_field(&fields, "do_ocr"), "true");
     assert_eq!(text_field(&fields, "image_export_mode"), "placeholder");
+}
+
+/// An image goes as what it is: named with its extension when the upload's name lacks one,
+/// and typed by its signature.
+#[tokio::test]
+async fn an_image_is_sent_under_its_own_type() {
+    let (base, seen) = stub("/v1/convert/file", success).await;
+    let photo = png();
+    let out = client(&base)
+        .convert(photo.clone(), "IMG_2041", &ExtractOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.metadata["source_format"], "png");
+    assert_eq!(out.metadata["extractor"], "docling");
+    let (_, fields) = seen.only();
+    let files = field(&fields, "files");
+    assert_eq!(files[0].file_name.as_deref(), Some("IMG_2041.png"));
+    assert_eq!(files[0].content_type.as_deref(), Some("image/png"));
+    assert_eq!(files[0].data, photo);
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{a_para, a_table, docx, para, pptx, run, shape, xlsx, Slide};
+use common::{a_para, a_table, docx, image_heads, para, pptx, run, shape, xlsx, Slide};
 use serde_json::json;
 use xenios_extract::{extract, sniff, DocumentFormat, ExtractOptions, OutputFormat};
 
@@ -324,6 +324,27 @@ Measured on Monday";
     assert_eq!(out.title.as_deref(), Some("Coaching programme"));
     assert_eq!(out.metadata["author"], "Dr. Ada");
     assert_eq!(out.pages, Some(3));
+}
+
+#[test]
+fn images_are_recognised_and_need_ocr() {
+    for (name, bytes) in image_heads() {
+        let format = sniff(&bytes).unwrap_or_else(|| panic!("{name} not recognised"));
+        assert_eq!(format.as_str(), name);
+        assert!(format.is_image());
+        let err = extract(&bytes, &markdown()).unwrap_err();
+        assert_eq!(err.code(), "ocr_required", "{name}: {err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "a {} image has no text layer",
+                name.to_uppercase()
+            )),
+            "{err}"
+        );
+    }
+    // `BM` alone is how many a text begins.
+    let text = b"BMW service notes: brakes checked, tyres rotated.\n";
+    assert_eq!(sniff(text), Some(DocumentFormat::Text));
 }
 
 const PAGE: &str = r##"<!DOCTYPE html>

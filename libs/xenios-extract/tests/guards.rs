@@ -205,6 +205,8 @@ fn random_bytes_read_as_each_format_never_panic() {
         DocumentFormat::Csv,
         DocumentFormat::Markdown,
         DocumentFormat::Text,
+        DocumentFormat::Png,
+        DocumentFormat::Webp,
     ];
     for seed in 1..50 {
         let bytes = noise(2048, seed);

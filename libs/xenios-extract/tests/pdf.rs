@@ -84,7 +84,10 @@ fn compressed_content_streams_are_read() {
 fn scanned_pdf_needs_ocr() {
     let bytes = pdf(&[Page::Image, Page::Image, Page::Image], None);
     let err = extract(&bytes, &ExtractOptions::default()).unwrap_err();
-    assert_eq!(err, ExtractError::OcrRequired { pages: 3 });
+    assert_eq!(
+        err,
+        ExtractError::OcrRequired("the PDF has 3 page(s) but no text layer".into())
+    );
     assert_eq!(err.code(), "ocr_required");
     assert!(!err.is_retryable());
 

@@ -563,3 +563,38 @@ pub fn zip_with_raw_entry(
     out.extend_from_slice(&0u16.to_le_bytes());
     out
 }
+
+/// A real 1×1 PNG (the smallest valid one: signature, IHDR, IDAT, IEND).
+pub fn png() -> Vec<u8> {
+    const HEX: &str = "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082";
+    (0..HEX.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&HEX[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The first bytes of an image of each other kind docling-serve reads, as a camera or a
+/// scanner writes them (sniffing looks no further).
+pub fn image_heads() -> Vec<(&'static str, Vec<u8>)> {
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&70u32.to_le_bytes());
+    bmp.extend_from_slice(&[0, 0, 0, 0]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&[0; 52]);
+    let mut webp = b"RIFF".to_vec();
+    webp.extend_from_slice(&26u32.to_le_bytes());
+    webp.extend_from_slice(b"WEBPVP8L");
+    webp.extend_from_slice(&[0; 14]);
+    vec![
+        ("png", png()),
+        (
+            "jpeg",
+            [&b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00"[..], &[0; 32]].concat(),
+        ),
+        ("tiff", [&b"II*\x00\x08\x00\x00\x00"[..], &[0; 32]].concat()),
+        ("tiff", [&b"MM\x00*\x00\x00\x00\x08"[..], &[0; 32]].concat()),
+        ("bmp", bmp),
+        ("webp", webp),
+    ]
+}
