@@ -4,11 +4,10 @@
 //! twice, with a notes slide that is the input too), which random bytes alone would rarely
 //! reach through the zip layer.
 
-use std::io::Write;
+mod common;
 
 use libfuzzer_sys::fuzz_target;
-use xenios_extract::{extract_as, DocumentFormat, ExtractOptions};
-use zip::write::SimpleFileOptions;
+use xenios_extract::DocumentFormat;
 
 const RELS: &[u8] = br#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="ppt/presentation.xml"/></Relationships>"#;
 const PRESENTATION: &[u8] = br#"<p:presentation xmlns:p="p" xmlns:r="r"><p:sldIdLst><p:sldId id="256" r:id="rId2"/><p:sldId id="257" r:id="rId2"/></p:sldIdLst></p:presentation>"#;
@@ -16,21 +15,16 @@ const PRESENTATION_RELS: &[u8] = br#"<?xml version="1.0"?><Relationships xmlns="
 const SLIDE_RELS: &[u8] = br#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/notesSlide" Target="../notesSlides/notesSlide1.xml"/></Relationships>"#;
 
 fuzz_target!(|data: &[u8]| {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, body) in [
-        ("[Content_Types].xml", &b"<Types/>"[..]),
-        ("_rels/.rels", RELS),
-        ("ppt/presentation.xml", PRESENTATION),
-        ("ppt/_rels/presentation.xml.rels", PRESENTATION_RELS),
-        ("ppt/slides/_rels/slide1.xml.rels", SLIDE_RELS),
-        ("ppt/slides/slide1.xml", data),
-        ("ppt/notesSlides/notesSlide1.xml", data),
-    ] {
-        zip.start_file(name, stored).unwrap();
-        zip.write_all(body).unwrap();
-    }
-    let bytes = zip.finish().unwrap().into_inner();
-    let opts = ExtractOptions { max_output_chars: 1 << 20, ..ExtractOptions::default() };
-    let _ = extract_as(&bytes, DocumentFormat::Pptx, &opts);
+    common::extract_package(
+        DocumentFormat::Pptx,
+        &[
+            ("[Content_Types].xml", &b"<Types/>"[..]),
+            ("_rels/.rels", RELS),
+            ("ppt/presentation.xml", PRESENTATION),
+            ("ppt/_rels/presentation.xml.rels", PRESENTATION_RELS),
+            ("ppt/slides/_rels/slide1.xml.rels", SLIDE_RELS),
+            ("ppt/slides/slide1.xml", data),
+            ("ppt/notesSlides/notesSlide1.xml", data),
+        ],
+    );
 });

@@ -3,11 +3,10 @@
 //! The worksheet reader: the input is `xl/worksheets/sheet1.xml` of an otherwise valid
 //! workbook with shared strings and a date style.
 
-use std::io::Write;
+mod common;
 
 use libfuzzer_sys::fuzz_target;
-use xenios_extract::{extract_as, DocumentFormat, ExtractOptions};
-use zip::write::SimpleFileOptions;
+use xenios_extract::DocumentFormat;
 
 const RELS: &[u8] = br#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#;
 const WORKBOOK: &[u8] = br#"<workbook><workbookPr date1904="1"/><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>"#;
@@ -16,21 +15,16 @@ const SHARED: &[u8] = br#"<sst><si><t>a</t></si><si><r><t>b</t></r></si></sst>"#
 const STYLES: &[u8] = br#"<styleSheet><cellXfs><xf numFmtId="0"/><xf numFmtId="14"/></cellXfs></styleSheet>"#;
 
 fuzz_target!(|data: &[u8]| {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, body) in [
-        ("[Content_Types].xml", &b"<Types/>"[..]),
-        ("_rels/.rels", RELS),
-        ("xl/workbook.xml", WORKBOOK),
-        ("xl/_rels/workbook.xml.rels", BOOK_RELS),
-        ("xl/sharedStrings.xml", SHARED),
-        ("xl/styles.xml", STYLES),
-        ("xl/worksheets/sheet1.xml", data),
-    ] {
-        zip.start_file(name, stored).unwrap();
-        zip.write_all(body).unwrap();
-    }
-    let bytes = zip.finish().unwrap().into_inner();
-    let opts = ExtractOptions { max_output_chars: 1 << 20, ..ExtractOptions::default() };
-    let _ = extract_as(&bytes, DocumentFormat::Xlsx, &opts);
+    common::extract_package(
+        DocumentFormat::Xlsx,
+        &[
+            ("[Content_Types].xml", &b"<Types/>"[..]),
+            ("_rels/.rels", RELS),
+            ("xl/workbook.xml", WORKBOOK),
+            ("xl/_rels/workbook.xml.rels", BOOK_RELS),
+            ("xl/sharedStrings.xml", SHARED),
+            ("xl/styles.xml", STYLES),
+            ("xl/worksheets/sheet1.xml", data),
+        ],
+    );
 });

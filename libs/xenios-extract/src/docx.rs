@@ -5,14 +5,11 @@
 use std::collections::HashMap;
 
 use quick_xml::events::{BytesStart, Event};
-use serde_json::Value;
 
 use crate::blocks::{collapse_lines, Blocks};
 use crate::limits::{table_too_large, Clock, Ctx, MAX_TABLE_CELLS};
 use crate::ooxml::{attr, next, push_text, toggle, xml_reader, Package};
 use crate::{DocumentFormat, ExtractError, Extracted};
-
-const OFFICE_DOCUMENT: &str = "/officeDocument";
 
 /// Tables in tables, and links in links, followed this deep: each level copies the text
 /// of those inside it, so unbounded nesting would make the work quadratic.
@@ -20,7 +17,7 @@ const MAX_NESTING: usize = 8;
 
 pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractError> {
     let mut pkg = Package::open(bytes, cx.opts)?;
-    let main = main_part(&mut pkg, &mut cx.clock)?;
+    let main = pkg.main_part("word/document.xml", &mut cx.clock)?;
     let rels = pkg.relationships(&main, &mut cx.clock)?;
     let part_of = |suffix: &str| {
         rels.values()
@@ -73,23 +70,8 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         DocumentFormat::Docx,
     );
     extracted.title = core_title.or(first_heading);
-    if let Some(author) = author {
-        extracted
-            .metadata
-            .insert("author".into(), Value::String(author));
-    }
+    extracted.set_author(author);
     Ok(extracted)
-}
-
-/// The main document part named by the package relationships, `word/document.xml` by
-/// convention.
-fn main_part(pkg: &mut Package, clock: &mut Clock) -> Result<String, ExtractError> {
-    let rels = pkg.relationships("", clock)?;
-    let named = rels
-        .values()
-        .find(|r| r.kind.ends_with(OFFICE_DOCUMENT) && !r.external && pkg.has(&r.target))
-        .map(|r| r.target.clone());
-    Ok(named.unwrap_or_else(|| "word/document.xml".to_owned()))
 }
 
 #[derive(Default)]

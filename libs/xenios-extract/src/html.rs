@@ -70,11 +70,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|t| !t.is_empty())
         .or(converter.first_h1);
-    if let Some(author) = converter.author {
-        extracted
-            .metadata
-            .insert("author".into(), Value::String(author));
-    }
+    extracted.set_author(converter.author);
     if let Some(lang) = converter.lang {
         extracted
             .metadata

@@ -203,6 +203,12 @@ impl Extracted {
             metadata,
         }
     }
+    /// Records `metadata.author` when the document names one.
+    pub(crate) fn set_author(&mut self, author: Option<String>) {
+        if let Some(author) = author {
+            self.metadata.insert("author".into(), Value::String(author));
+        }
+    }
 }
 
 /// Extracts the text of `bytes`, whose format is sniffed from the bytes themselves.

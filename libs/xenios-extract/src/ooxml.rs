@@ -230,6 +230,20 @@ impl<'a> Package<'a> {
         Ok(rels)
     }
 
+    /// The main part the package relationships name (`officeDocument`), else `conventional`.
+    pub(crate) fn main_part(
+        &mut self,
+        conventional: &str,
+        clock: &mut Clock,
+    ) -> Result<String, ExtractError> {
+        let rels = self.relationships("", clock)?;
+        let named = rels
+            .values()
+            .find(|r| r.kind.ends_with("/officeDocument") && !r.external && self.has(&r.target))
+            .map(|r| r.target.clone());
+        Ok(named.unwrap_or_else(|| conventional.to_owned()))
+    }
+
     /// Title and author from `docProps/core.xml` (Dublin Core), when present.
     pub(crate) fn core_properties(
         &mut self,

@@ -76,11 +76,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
     extracted.pages = Some(page_count);
     let info = |key: &[u8]| guarded(|| info_string(&doc, key)).ok().flatten();
     extracted.title = info(b"Title");
-    if let Some(author) = info(b"Author") {
-        extracted
-            .metadata
-            .insert("author".into(), Value::String(author));
-    }
+    extracted.set_author(info(b"Author"));
     extracted
         .metadata
         .insert("pdf_version".into(), Value::String(doc.version.clone()));

@@ -11,14 +11,12 @@ use crate::limits::{table_too_large, Clock, Ctx, MAX_TABLE_CELLS};
 use crate::ooxml::{attr, next, push_text, xml_reader, Package};
 use crate::{DocumentFormat, ExtractError, Extracted};
 
-const OFFICE_DOCUMENT: &str = "/officeDocument";
-const MAIN_PART: &str = "ppt/presentation.xml";
 /// Slides listed more than this are not a presentation anyone shows.
 const MAX_SLIDES: usize = 10_000;
 
 pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractError> {
     let mut pkg = Package::open(bytes, cx.opts)?;
-    let main = main_part(&mut pkg, &mut cx.clock)?;
+    let main = pkg.main_part("ppt/presentation.xml", &mut cx.clock)?;
     let xml = pkg
         .read_text(&main, &cx.clock)?
         .ok_or_else(|| ExtractError::corrupt(format!("the package lacks its main part {main}")))?;
@@ -75,23 +73,8 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
             .metadata
             .insert("hidden_slides".into(), Value::from(hidden));
     }
-    if let Some(author) = author {
-        extracted
-            .metadata
-            .insert("author".into(), Value::String(author));
-    }
+    extracted.set_author(author);
     Ok(extracted)
-}
-
-/// The presentation part named by the package relationships, `ppt/presentation.xml` by
-/// convention.
-fn main_part(pkg: &mut Package, clock: &mut Clock) -> Result<String, ExtractError> {
-    let rels = pkg.relationships("", clock)?;
-    let named = rels
-        .values()
-        .find(|r| r.kind.ends_with(OFFICE_DOCUMENT) && !r.external && pkg.has(&r.target))
-        .map(|r| r.target.clone());
-    Ok(named.unwrap_or_else(|| MAIN_PART.to_owned()))
 }
 
 /// The relationship ids of `<p:sldIdLst>`, in presentation order.

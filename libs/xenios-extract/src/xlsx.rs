@@ -16,12 +16,7 @@ const MAX_COLUMNS: u32 = 16_384;
 
 pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractError> {
     let mut pkg = Package::open(bytes, cx.opts)?;
-    let root = pkg.relationships("", &mut cx.clock)?;
-    let workbook = root
-        .values()
-        .find(|r| r.kind.ends_with("/officeDocument") && !r.external && pkg.has(&r.target))
-        .map(|r| r.target.clone())
-        .unwrap_or_else(|| "xl/workbook.xml".to_owned());
+    let workbook = pkg.main_part("xl/workbook.xml", &mut cx.clock)?;
     let rels = pkg.relationships(&workbook, &mut cx.clock)?;
     let part_of = |suffix: &str| {
         rels.values()
@@ -67,11 +62,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
     extracted
         .metadata
         .insert("sheets".into(), Value::Array(names));
-    if let Some(author) = author {
-        extracted
-            .metadata
-            .insert("author".into(), Value::String(author));
-    }
+    extracted.set_author(author);
     Ok(extracted)
 }
 

@@ -7,6 +7,7 @@ mod dead_letter;
 mod echo;
 mod handler;
 mod metrics_server;
+mod periodic;
 mod publish;
 pub mod retention;
 mod runtime;

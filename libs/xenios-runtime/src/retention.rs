@@ -54,11 +54,7 @@ pub async fn run(
     interval: Duration,
     stop: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => return,
-        }
+    crate::periodic::every(interval, &stop, || async {
         match purge_expired(&store, &policy).await {
             Ok(purged) if purged == Purged::default() => {}
             Ok(purged) => tracing::info!(
@@ -69,7 +65,8 @@ pub async fn run(
             ),
             Err(e) => tracing::warn!(error = %e, "retention pass failed"),
         }
-    }
+    })
+    .await;
 }
 
 /// One pass over the three tables.

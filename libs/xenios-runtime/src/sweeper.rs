@@ -44,11 +44,7 @@ pub async fn run(
     interval: Duration,
     stop: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => return,
-        }
+    crate::periodic::every(interval, &stop, || async {
         match reap_abandoned(&store, &jetstream, policy).await {
             Ok(Reaped {
                 requeued: 0,
@@ -66,7 +62,8 @@ pub async fn run(
             Ok(n) => tracing::info!(republished = n, "sweeper re-published queued jobs"),
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
         }
-    }
+    })
+    .await;
 }
 
 #[derive(Debug, thiserror::Error)]
