@@ -149,6 +149,12 @@ async fn uploaded_documents_are_extracted_and_cached() {
             "application/vnd.openxmlformats-officedocument.presentationml.presentation",
             &["## Slide 1: Kickoff", "- Goals for the quarter", "### Notes", "Ask about sleep"],
         ),
+        (
+            "plan.odt",
+            include_bytes!("../libs/xenios-extract/tests/fixtures/plan.odt").to_vec(),
+            "application/vnd.oasis.opendocument.text",
+            &["# Session plan", "- Walk daily", "| Steps | 8000 |"],
+        ),
     ];
     for (name, bytes, content_type, expected) in cases {
         let size = bytes.len();

@@ -1,4 +1,4 @@
-//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX,
+//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX, ODT,
 //! HTML, CSV, Markdown and plain text become Markdown or plain text, with the format told from
 //! the bytes ([`sniff`]), never from a name or a header. Images (PNG, JPEG, TIFF, BMP, WebP)
 //! are recognised too, and, like scanned PDFs, answered with `ocr_required`.
@@ -18,6 +18,7 @@ mod docx;
 mod error;
 mod html;
 mod limits;
+mod odt;
 mod ooxml;
 mod pdf;
 mod pptx;
@@ -45,6 +46,7 @@ pub enum DocumentFormat {
     Docx,
     Xlsx,
     Pptx,
+    Odt,
     Html,
     Csv,
     Markdown,
@@ -57,7 +59,7 @@ pub enum DocumentFormat {
 }
 
 impl DocumentFormat {
-    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `html`,
+    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `html`,
     /// `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,6 +67,7 @@ impl DocumentFormat {
             DocumentFormat::Docx => "docx",
             DocumentFormat::Xlsx => "xlsx",
             DocumentFormat::Pptx => "pptx",
+            DocumentFormat::Odt => "odt",
             DocumentFormat::Html => "html",
             DocumentFormat::Csv => "csv",
             DocumentFormat::Markdown => "markdown",
@@ -90,6 +93,7 @@ impl DocumentFormat {
             DocumentFormat::Pptx => {
                 "application/vnd.openxmlformats-officedocument.presentationml.presentation"
             }
+            DocumentFormat::Odt => "application/vnd.oasis.opendocument.text",
             DocumentFormat::Html => "text/html",
             DocumentFormat::Csv => "text/csv",
             DocumentFormat::Markdown => "text/markdown",
@@ -146,7 +150,7 @@ pub struct ExtractOptions {
     pub output: OutputFormat,
     /// A PDF with more pages fails with `too_large` before any page is read.
     pub max_pages: u32,
-    /// Decompressed bytes allowed in total across the parts of a DOCX, XLSX or PPTX, and for
+    /// Decompressed bytes allowed in total across the parts of a DOCX, XLSX, PPTX or ODT, and for
     /// each PDF stream.
     pub max_decompressed_bytes: u64,
     /// Largest decompressed-to-compressed ratio of a zip part past its first MiB.
@@ -215,7 +219,7 @@ impl Extracted {
 pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
     let format = sniff(bytes).ok_or_else(|| {
         ExtractError::UnsupportedFormat(
-            "not a PDF, DOCX, XLSX, PPTX, HTML, CSV, Markdown or text document, nor an image"
+            "not a PDF, DOCX, XLSX, PPTX, ODT, HTML, CSV, Markdown or text document, nor an image"
                 .into(),
         )
     })?;
@@ -235,6 +239,7 @@ pub fn extract_as(
         DocumentFormat::Docx => docx::extract(bytes, &mut cx),
         DocumentFormat::Xlsx => xlsx::extract(bytes, &mut cx),
         DocumentFormat::Pptx => pptx::extract(bytes, &mut cx),
+        DocumentFormat::Odt => odt::extract(bytes, &mut cx),
         DocumentFormat::Html => html::extract(bytes, &mut cx),
         DocumentFormat::Csv => delimited::extract(bytes, &mut cx),
         DocumentFormat::Markdown | DocumentFormat::Text => text::extract(bytes, format, &mut cx),

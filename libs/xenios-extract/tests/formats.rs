@@ -347,6 +347,49 @@ fn images_are_recognised_and_need_ocr() {
     assert_eq!(sniff(text), Some(DocumentFormat::Text));
 }
 
+/// An ODT written by odfpy (`fixtures/make_plan_odt.py`): headings, lists by their list
+/// styles, a table with a repeated empty column; its footnote and comment left out.
+#[test]
+fn an_odt_written_by_odfpy_reads_as_markdown() {
+    let bytes = include_bytes!("fixtures/plan.odt");
+    assert_eq!(sniff(bytes), Some(DocumentFormat::Odt));
+    let out = extract(bytes, &markdown()).unwrap();
+    let expected = "\
+# Session plan
+
+Weekly check-ins,  thirty minutes each.
+
+## Habits
+
+- Sleep by eleven
+    - No screens in bed
+- Walk daily
+
+1. Baseline
+2. Review
+
+| Metric | Target |
+| --- | --- |
+| Steps | 8000 |
+
+Next session:
+Tuesday";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Eight-week plan"));
+    assert_eq!(out.metadata["author"], "Coach Grace");
+    assert_eq!(out.metadata["source_format"], "odt");
+
+    let plain = extract(bytes, &text()).unwrap();
+    assert!(
+        plain
+            .content
+            .starts_with("Session plan\n\nWeekly check-ins,"),
+        "{}",
+        plain.content
+    );
+    assert!(!plain.content.contains("Footnote") && !plain.content.contains("Reviewer"));
+}
+
 const PAGE: &str = r##"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Test  Page</title><meta name="author" content="Jane Doe">
 <style>p { color: red }</style><script>var s = "<p>not text</p>"; if (a < b) {}</script></head>

@@ -111,6 +111,47 @@ fn a_slide_listed_again_and_again_is_bounded() {
     assert_eq!(out.pages, Some(3));
 }
 
+/// An ODT table that repeats a row or a cell past any real table is refused without being
+/// built; trailing empty rows and cells, however many, cost nothing.
+#[test]
+fn repeated_odt_table_cells_are_bounded() {
+    let odt = include_bytes!("fixtures/plan.odt");
+    let with_table = |rows: &str| {
+        let content = format!(
+            r#"<office:document-content xmlns:office="o" xmlns:text="t" xmlns:table="tb"><office:body><office:text><table:table>{rows}</table:table></office:text></office:body></office:document-content>"#
+        );
+        // Rewritten, its `mimetype` is deflated like every part, so it is read as an ODT
+        // rather than sniffed as one.
+        rewrite_part(odt, "content.xml", &content)
+    };
+    let cell = |text: &str, repeat: u64| {
+        format!(
+            r#"<table:table-cell table:number-columns-repeated="{repeat}"><text:p>{text}</text:p></table:table-cell>"#
+        )
+    };
+    let wide = with_table(&format!(
+        "<table:table-row>{}</table:table-row>",
+        cell("x", 1 << 40)
+    ));
+    let err = extract_as(&wide, DocumentFormat::Odt, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    let tall = with_table(&format!(
+        r#"<table:table-row table:number-rows-repeated="100000000">{}</table:table-row>"#,
+        cell("y", 2)
+    ));
+    let err = extract_as(&tall, DocumentFormat::Odt, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+
+    let sparse = with_table(&format!(
+        r#"<table:table-row>{}{}</table:table-row><table:table-row table:number-rows-repeated="1048000"><table:table-cell table:number-columns-repeated="16384"/></table:table-row>"#,
+        cell("a", 1),
+        cell("", 16_000)
+    ));
+    // Held, they would be 17 billion cells.
+    let out = extract_as(&sparse, DocumentFormat::Odt, &ExtractOptions::default()).unwrap();
+    assert_eq!(out.content, "| a |\n| --- |");
+}
+
 /// `package` with the part `name` replaced by `body`.
 fn rewrite_part(package: &[u8], name: &str, body: &str) -> Vec<u8> {
     use std::io::Read;
@@ -201,6 +242,7 @@ fn random_bytes_read_as_each_format_never_panic() {
         DocumentFormat::Docx,
         DocumentFormat::Xlsx,
         DocumentFormat::Pptx,
+        DocumentFormat::Odt,
         DocumentFormat::Html,
         DocumentFormat::Csv,
         DocumentFormat::Markdown,

@@ -207,6 +207,9 @@ fn sniff(head: &[u8]) -> &'static str {
         if has(b"[Content_Types].xml") && has(b"ppt/") {
             return xenios_extract::DocumentFormat::Pptx.mime_type();
         }
+        if has(b"mimetypeapplication/vnd.oasis.opendocument.text") {
+            return xenios_extract::DocumentFormat::Odt.mime_type();
+        }
         return "application/zip";
     }
     "application/octet-stream"

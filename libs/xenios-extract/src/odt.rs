@@ -1,0 +1,476 @@
+//! ODT (OpenDocument text, LibreOffice's and Google Docs' other format): `content.xml` walked
+//! once with quick-xml. Headings by outline level, lists (numbered or bulleted as their list
+//! style says), tables, text frames; notes, comments, tracked deletions and generated indexes
+//! are left out. Title and author from `meta.xml`.
+
+use std::collections::HashMap;
+
+use quick_xml::events::{BytesStart, Event};
+
+use crate::blocks::Blocks;
+use crate::limits::{table_too_large, Clock, Ctx, MAX_TABLE_CELLS};
+use crate::ooxml::{attr, next, push_text, xml_reader, Package};
+use crate::{DocumentFormat, ExtractError, Extracted};
+
+/// The media type an ODT's `mimetype` entry holds (templates add `-template`).
+pub(crate) const MEDIA_TYPE: &[u8] = b"application/vnd.oasis.opendocument.text";
+
+/// Elements whose text is not the document's running text.
+const SKIPPED: &[&str] = &[
+    "annotation",
+    "note",
+    "tracked-changes",
+    "table-of-content",
+    "alphabetical-index",
+    "illustration-index",
+    "table-index",
+    "object-index",
+    "user-index",
+    "bibliography",
+    "sequence-decls",
+    "desc",
+    "title",
+];
+
+/// `text:s` spaces at one place, at most.
+const MAX_SPACES: usize = 100;
+/// Lists in lists, and tables in tables, followed this deep.
+const MAX_NESTING: usize = 16;
+
+pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractError> {
+    let mut pkg = Package::open(bytes, cx.opts)?;
+    let mut list_styles = HashMap::new();
+    if let Some(styles) = pkg.read_text("styles.xml", &cx.clock)? {
+        collect_list_styles(&styles, "styles.xml", &mut list_styles, &mut cx.clock)?;
+    }
+    let xml = pkg
+        .read_text("content.xml", &cx.clock)?
+        .ok_or_else(|| ExtractError::corrupt("the package lacks its content.xml"))?;
+    collect_list_styles(&xml, "content.xml", &mut list_styles, &mut cx.clock)?;
+    let (meta_title, author) = meta(&mut pkg, &mut cx.clock)?;
+
+    let mut walker = Walker {
+        blocks: Blocks::new(cx.out(), cx.markdown()),
+        list_styles,
+        lists: Vec::new(),
+        paragraphs: Vec::new(),
+        tables: Vec::new(),
+        skipping: 0,
+        first_heading: None,
+    };
+    walker.walk(&xml, &mut cx.clock)?;
+    let first_heading = walker.first_heading.take();
+    let mut extracted = Extracted::new(
+        walker.blocks.into_string(),
+        cx.opts.output,
+        DocumentFormat::Odt,
+    );
+    extracted.title = meta_title.or(first_heading);
+    extracted.set_author(author);
+    Ok(extracted)
+}
+
+/// Whether `bytes` is a zip whose first entry is an ODT's `mimetype`, as the OpenDocument
+/// package format requires (stored, uncompressed, first).
+pub(crate) fn has_odt_media_type(bytes: &[u8]) -> bool {
+    let field = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let (Some(name_len), Some(extra_len)) = (field(26), field(28)) else {
+        return false;
+    };
+    bytes.get(30..30 + name_len) == Some(b"mimetype")
+        && bytes
+            .get(30 + name_len + extra_len..)
+            .is_some_and(|data| data.starts_with(MEDIA_TYPE))
+}
+
+/// Title and author from `meta.xml`.
+fn meta(
+    pkg: &mut Package,
+    clock: &mut Clock,
+) -> Result<(Option<String>, Option<String>), ExtractError> {
+    let Some(xml) = pkg.read_text("meta.xml", clock)? else {
+        return Ok((None, None));
+    };
+    let mut reader = xml_reader(&xml);
+    let (mut title, mut creator, mut initial_creator) = (None, None, None);
+    let mut field: Option<&'static str> = None;
+    let mut text = String::new();
+    loop {
+        clock.tick()?;
+        match next(&mut reader, "meta.xml")? {
+            Event::Start(e) => {
+                field = match e.local_name().as_ref() {
+                    "title" => Some("title"),
+                    "creator" => Some("creator"),
+                    "initial-creator" => Some("initial-creator"),
+                    _ => None,
+                };
+                text.clear();
+            }
+            Event::End(_) => {
+                let value = Some(text.trim().to_owned()).filter(|v| !v.is_empty());
+                match field.take() {
+                    Some("title") => title = title.or(value),
+                    Some("creator") => creator = creator.or(value),
+                    Some("initial-creator") => initial_creator = initial_creator.or(value),
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            ev => {
+                if field.is_some() {
+                    push_text(&mut text, &ev);
+                }
+            }
+        }
+    }
+    Ok((title, initial_creator.or(creator)))
+}
+
+/// For each list style, whether each level (1 = outermost) is numbered.
+type ListStyles = HashMap<String, HashMap<usize, bool>>;
+
+fn collect_list_styles(
+    xml: &str,
+    part: &str,
+    styles: &mut ListStyles,
+    clock: &mut Clock,
+) -> Result<(), ExtractError> {
+    let mut reader = xml_reader(xml);
+    let mut current: Option<String> = None;
+    loop {
+        clock.tick()?;
+        match next(&mut reader, part)? {
+            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
+                "list-style" => current = attr(&e, "name"),
+                "list-level-style-number"
+                | "list-level-style-bullet"
+                | "list-level-style-image" => {
+                    if let (Some(style), Some(level)) = (&current, level_of(&e)) {
+                        let numbered = e.local_name().as_ref() == "list-level-style-number"
+                            && attr(&e, "num-format").is_some_and(|f| !f.is_empty());
+                        styles
+                            .entry(style.clone())
+                            .or_default()
+                            .insert(level, numbered);
+                    }
+                }
+                // The automatic styles come before the body; nothing after them is a style.
+                "body" => break,
+                _ => {}
+            },
+            Event::End(e) if e.local_name().as_ref() == "list-style" => current = None,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn level_of(e: &BytesStart) -> Option<usize> {
+    attr(e, "level").and_then(|l| l.parse().ok())
+}
+
+struct List {
+    style: Option<String>,
+    /// Items begun at this level, for numbering.
+    items: usize,
+    /// Whether the current item has had its first paragraph (later ones continue it).
+    marked: bool,
+}
+
+struct Paragraph {
+    text: String,
+    /// `Some(level)` for a heading.
+    heading: Option<usize>,
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<Vec<String>>,
+    row: Vec<String>,
+    /// Empty cells not yet written: only a cell with text after them needs them.
+    pending_empty: usize,
+    row_repeat: usize,
+    cell: Option<(String, usize)>,
+    gathered: usize,
+}
+
+struct Walker {
+    blocks: Blocks,
+    list_styles: ListStyles,
+    lists: Vec<List>,
+    /// Open paragraphs, innermost last (a text frame's paragraphs sit inside another).
+    paragraphs: Vec<Paragraph>,
+    tables: Vec<Table>,
+    /// Depth inside a skipped element; 0 when not skipping.
+    skipping: usize,
+    first_heading: Option<String>,
+}
+
+impl Walker {
+    fn walk(&mut self, xml: &str, clock: &mut Clock) -> Result<(), ExtractError> {
+        let mut reader = xml_reader(xml);
+        let mut in_body = false;
+        loop {
+            clock.tick()?;
+            let event = next(&mut reader, "content.xml")?;
+            if self.skipping > 0 {
+                match event {
+                    Event::Start(_) => self.skipping += 1,
+                    Event::End(_) => self.skipping -= 1,
+                    Event::Eof => break,
+                    _ => {}
+                }
+                continue;
+            }
+            match &event {
+                Event::Start(e) | Event::Empty(e) => {
+                    let empty = matches!(event, Event::Empty(_));
+                    let name = e.local_name();
+                    let name = name.as_ref();
+                    if !in_body {
+                        in_body = name == "body";
+                        continue;
+                    }
+                    if SKIPPED.contains(&name) && !empty {
+                        self.skipping = 1;
+                        continue;
+                    }
+                    self.open(e, name, empty)?;
+                }
+                Event::End(e) if in_body => self.close(e.local_name().as_ref())?,
+                Event::Eof => break,
+                ev => {
+                    if let Some(p) = self.paragraphs.last_mut() {
+                        push_text(&mut p.text, ev);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, e: &BytesStart, name: &str, empty: bool) -> Result<(), ExtractError> {
+        match name {
+            "h" | "p" if !empty => {
+                let heading = (name == "h").then(|| {
+                    attr(e, "outline-level")
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(1usize)
+                        .clamp(1, 6)
+                });
+                self.paragraphs.push(Paragraph {
+                    text: String::new(),
+                    heading,
+                });
+            }
+            "s" => {
+                let n = attr(e, "c").and_then(|c| c.parse().ok()).unwrap_or(1usize);
+                self.push_str(&" ".repeat(n.min(MAX_SPACES)));
+            }
+            "tab" => self.push_str("\t"),
+            "line-break" => self.push_str("\n"),
+            "list" if !empty => {
+                if self.lists.len() == MAX_NESTING {
+                    return Err(nested_too_deep());
+                }
+                // A nested list without a style of its own follows its parent's.
+                let style = attr(e, "style-name")
+                    .or_else(|| self.lists.last().and_then(|l| l.style.clone()));
+                // A list right after another one begins apart from it.
+                if self.lists.is_empty() {
+                    self.blocks.end_list();
+                }
+                self.lists.push(List {
+                    style,
+                    items: 0,
+                    marked: false,
+                });
+            }
+            "list-item" | "list-header" => {
+                if let Some(list) = self.lists.last_mut() {
+                    if name == "list-item" {
+                        list.items += 1;
+                    }
+                    list.marked = name == "list-header";
+                }
+            }
+            "table" if !empty => {
+                if self.tables.len() == MAX_NESTING {
+                    return Err(nested_too_deep());
+                }
+                self.tables.push(Table::default());
+            }
+            "table-row" => {
+                if let Some(t) = self.tables.last_mut() {
+                    t.row.clear();
+                    t.pending_empty = 0;
+                    t.row_repeat = repeat(e, "number-rows-repeated");
+                }
+                if empty {
+                    self.end_row()?;
+                }
+            }
+            "table-cell" | "covered-table-cell" => {
+                if let Some(t) = self.tables.last_mut() {
+                    t.cell = Some((String::new(), repeat(e, "number-columns-repeated")));
+                }
+                if empty {
+                    self.end_cell()?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, name: &str) -> Result<(), ExtractError> {
+        match name {
+            "h" | "p" => self.end_paragraph()?,
+            "list" => {
+                self.lists.pop();
+                // The end of a nested list is not the end of the list around it.
+                if self.lists.is_empty() {
+                    self.blocks.end_list();
+                }
+            }
+            "table-cell" | "covered-table-cell" => self.end_cell()?,
+            "table-row" => self.end_row()?,
+            "table" => self.end_table()?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn push_str(&mut self, s: &str) {
+        if let Some(p) = self.paragraphs.last_mut() {
+            p.text.push_str(s);
+        }
+    }
+
+    fn end_paragraph(&mut self) -> Result<(), ExtractError> {
+        let Some(p) = self.paragraphs.pop() else {
+            return Ok(());
+        };
+        if let Some(t) = self.tables.last_mut() {
+            if let Some((cell, _)) = &mut t.cell {
+                if !cell.is_empty() {
+                    cell.push('\n');
+                }
+                cell.push_str(p.text.trim());
+                return Ok(());
+            }
+        }
+        if let Some(level) = p.heading {
+            if self.first_heading.is_none() && !p.text.trim().is_empty() {
+                self.first_heading = Some(p.text.trim().to_owned());
+            }
+            self.blocks.end_list();
+            return self.blocks.heading(level, &p.text);
+        }
+        let depth = self.lists.len();
+        let Some(list) = self.lists.last_mut() else {
+            return self.blocks.paragraph(&p.text);
+        };
+        if p.text.trim().is_empty() {
+            return Ok(());
+        }
+        let marker = if list.marked {
+            String::new()
+        } else if self
+            .list_styles
+            .get(list.style.as_deref().unwrap_or_default())
+            .and_then(|levels| levels.get(&depth))
+            .copied()
+            .unwrap_or(false)
+        {
+            format!("{}.", list.items)
+        } else {
+            "-".to_owned()
+        };
+        list.marked = true;
+        self.blocks.list_item(depth - 1, &marker, &p.text)
+    }
+
+    fn end_cell(&mut self) -> Result<(), ExtractError> {
+        let Some(t) = self.tables.last_mut() else {
+            return Ok(());
+        };
+        let Some((text, repeat)) = t.cell.take() else {
+            return Ok(());
+        };
+        if text.trim().is_empty() {
+            t.pending_empty = t.pending_empty.saturating_add(repeat);
+            return Ok(());
+        }
+        let cells = t.pending_empty.saturating_add(repeat);
+        t.gathered = t.gathered.saturating_add(cells);
+        if t.gathered > MAX_TABLE_CELLS {
+            return Err(table_too_large());
+        }
+        t.row
+            .extend(std::iter::repeat_n(String::new(), t.pending_empty));
+        t.row.extend(std::iter::repeat_n(text, repeat));
+        t.pending_empty = 0;
+        Ok(())
+    }
+
+    fn end_row(&mut self) -> Result<(), ExtractError> {
+        let Some(t) = self.tables.last_mut() else {
+            return Ok(());
+        };
+        let row = std::mem::take(&mut t.row);
+        // Rows with no text are dropped when written; repeated empty rows (a spreadsheet's
+        // thousand trailing ones) are never held.
+        if row.is_empty() {
+            return Ok(());
+        }
+        t.gathered = t
+            .gathered
+            .saturating_add(row.len().saturating_mul(t.row_repeat));
+        if t.gathered > MAX_TABLE_CELLS {
+            return Err(table_too_large());
+        }
+        for _ in 1..t.row_repeat {
+            t.rows.push(row.clone());
+        }
+        t.rows.push(row);
+        Ok(())
+    }
+
+    fn end_table(&mut self) -> Result<(), ExtractError> {
+        let Some(table) = self.tables.pop() else {
+            return Ok(());
+        };
+        // A table in a table's cell becomes that cell's text.
+        if let Some((cell, _)) = self.tables.last_mut().and_then(|t| t.cell.as_mut()) {
+            for row in &table.rows {
+                if !cell.is_empty() {
+                    cell.push('\n');
+                }
+                cell.push_str(&row.join(" "));
+            }
+            return Ok(());
+        }
+        self.blocks.end_list();
+        self.blocks.table(&table.rows)
+    }
+}
+
+fn repeat(e: &BytesStart, name: &str) -> usize {
+    attr(e, name)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1usize)
+        .max(1)
+}
+
+fn nested_too_deep() -> ExtractError {
+    ExtractError::too_large(format!(
+        "lists or tables nested more than {MAX_NESTING} deep"
+    ))
+}
