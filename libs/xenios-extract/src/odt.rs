@@ -1,5 +1,5 @@
-//! ODT (OpenDocument text, LibreOffice's and Google Docs' other format): `content.xml` walked
-//! once with quick-xml. Headings by outline level, lists (numbered or bulleted as their list
+//! ODT (OpenDocument text: LibreOffice's own format, and one Google Docs exports):
+//! `content.xml` walked once with quick-xml. Headings by outline level, lists (numbered or bulleted as their list
 //! style says), tables, text frames; notes, comments, tracked deletions and generated indexes
 //! are left out. Title and author from `meta.xml`.
 
@@ -15,7 +15,8 @@ use crate::{DocumentFormat, ExtractError, Extracted};
 /// The media type an ODT's `mimetype` entry holds (templates add `-template`).
 pub(crate) const MEDIA_TYPE: &[u8] = b"application/vnd.oasis.opendocument.text";
 
-/// Elements whose text is not the document's running text.
+/// Elements whose text is not the document's running text (`title` and `desc` are a frame's
+/// alternative text, and the document-title field, whose text is in `meta.xml`).
 const SKIPPED: &[&str] = &[
     "annotation",
     "note",

@@ -1,5 +1,5 @@
 //! PPTX: the slides in the order `ppt/presentation.xml` lists them, each a section headed by
-//! its number and title, then its text frames (bullets by level in body placeholders), its
+//! its number (as PowerPoint numbers it, hidden slides counted) and title, then its text frames (bullets by level in body placeholders), its
 //! tables, and its speaker notes. Hidden slides are left out; footers, dates and slide
 //! numbers too. Each part is walked once with quick-xml.
 
@@ -27,7 +27,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
     let mut blocks = Blocks::new(cx.out(), cx.markdown());
     let (mut shown, mut hidden) = (0u32, 0u32);
     let mut first_title = None;
-    for id in &listed {
+    for (position, id) in listed.iter().enumerate() {
         let Some(part) = rels
             .get(id)
             .filter(|r| !r.external && r.kind.ends_with("/slide"))
@@ -49,9 +49,10 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         if first_title.is_none() {
             first_title.clone_from(&title);
         }
+        let number = position + 1;
         let heading = match &title {
-            Some(title) => format!("Slide {shown}: {title}"),
-            None => format!("Slide {shown}"),
+            Some(title) => format!("Slide {number}: {title}"),
+            None => format!("Slide {number}"),
         };
         blocks.heading(2, &heading)?;
         write_items(&mut blocks, &slide.items, true)?;

@@ -264,7 +264,7 @@ Source: finance
 
 Mention the churn work
 
-## Slide 3
+## Slide 4
 
 1. First
 2. Second";
