@@ -47,7 +47,7 @@ bench:
 FUZZ_SECONDS ?= 60
 fuzz:
 	@set -e; for t in $$($(CARGO) +nightly fuzz list); do \
-	  dict=""; case $$t in docx*|xlsx*|pptx*|odt*|extract) dict="-dict=fuzz/dicts/ooxml.dict";; esac; \
+	  dict=""; case $$t in docx*|xlsx*|pptx*|odf*|extract) dict="-dict=fuzz/dicts/ooxml.dict";; esac; \
 	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; \
 	  mkdir -p fuzz/corpus/$$t fuzz/seeds/$$t; \
 	  $(CARGO) +nightly fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \

@@ -155,6 +155,12 @@ async fn uploaded_documents_are_extracted_and_cached() {
             "application/vnd.oasis.opendocument.text",
             &["# Session plan", "- Walk daily", "| Steps | 8000 |"],
         ),
+        (
+            "scores.ods",
+            include_bytes!("../libs/xenios-extract/tests/fixtures/scores.ods").to_vec(),
+            "application/vnd.oasis.opendocument.spreadsheet",
+            &["## Scores", "| Ana | 12 | 15.5 |"],
+        ),
     ];
     for (name, bytes, content_type, expected) in cases {
         let size = bytes.len();

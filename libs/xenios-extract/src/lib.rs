@@ -1,5 +1,5 @@
 //! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX, ODT,
-//! HTML, CSV, Markdown and plain text become Markdown or plain text, with the format told from
+//! ODS, HTML, CSV, Markdown and plain text become Markdown or plain text, with the format told from
 //! the bytes ([`sniff`]), never from a name or a header. Images (PNG, JPEG, TIFF, BMP, WebP)
 //! are recognised too, and, like scanned PDFs, answered with `ocr_required`.
 //!
@@ -18,7 +18,7 @@ mod docx;
 mod error;
 mod html;
 mod limits;
-mod odt;
+mod odf;
 mod ooxml;
 mod pdf;
 mod pptx;
@@ -47,6 +47,7 @@ pub enum DocumentFormat {
     Xlsx,
     Pptx,
     Odt,
+    Ods,
     Html,
     Csv,
     Markdown,
@@ -59,7 +60,7 @@ pub enum DocumentFormat {
 }
 
 impl DocumentFormat {
-    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `html`,
+    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `ods`, `html`,
     /// `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,6 +69,7 @@ impl DocumentFormat {
             DocumentFormat::Xlsx => "xlsx",
             DocumentFormat::Pptx => "pptx",
             DocumentFormat::Odt => "odt",
+            DocumentFormat::Ods => "ods",
             DocumentFormat::Html => "html",
             DocumentFormat::Csv => "csv",
             DocumentFormat::Markdown => "markdown",
@@ -94,6 +96,7 @@ impl DocumentFormat {
                 "application/vnd.openxmlformats-officedocument.presentationml.presentation"
             }
             DocumentFormat::Odt => "application/vnd.oasis.opendocument.text",
+            DocumentFormat::Ods => "application/vnd.oasis.opendocument.spreadsheet",
             DocumentFormat::Html => "text/html",
             DocumentFormat::Csv => "text/csv",
             DocumentFormat::Markdown => "text/markdown",
@@ -150,7 +153,7 @@ pub struct ExtractOptions {
     pub output: OutputFormat,
     /// A PDF with more pages fails with `too_large` before any page is read.
     pub max_pages: u32,
-    /// Decompressed bytes allowed in total across the parts of a DOCX, XLSX, PPTX or ODT, and for
+    /// Decompressed bytes allowed in total across the parts of a zip package (DOCX, ODT, …), and for
     /// each PDF stream.
     pub max_decompressed_bytes: u64,
     /// Largest decompressed-to-compressed ratio of a zip part past its first MiB.
@@ -188,7 +191,7 @@ pub struct Extracted {
     pub pages: Option<u32>,
     pub title: Option<String>,
     /// Always `source_format`; then what the format offers cheaply: `author`, `sheets`
-    /// (XLSX), `slides` and `hidden_slides` (PPTX), `rows`/`columns`/`delimiter` (CSV), `language` (HTML), `pdf_version`.
+    /// (XLSX, ODS), `slides` and `hidden_slides` (PPTX), `rows`/`columns`/`delimiter` (CSV), `language` (HTML), `pdf_version`.
     pub metadata: Map<String, Value>,
 }
 
@@ -219,7 +222,7 @@ impl Extracted {
 pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
     let format = sniff(bytes).ok_or_else(|| {
         ExtractError::UnsupportedFormat(
-            "not a PDF, DOCX, XLSX, PPTX, ODT, HTML, CSV, Markdown or text document, nor an image"
+            "not a PDF, DOCX, XLSX, PPTX, ODT, ODS, HTML, CSV, Markdown or text document, nor an image"
                 .into(),
         )
     })?;
@@ -239,7 +242,7 @@ pub fn extract_as(
         DocumentFormat::Docx => docx::extract(bytes, &mut cx),
         DocumentFormat::Xlsx => xlsx::extract(bytes, &mut cx),
         DocumentFormat::Pptx => pptx::extract(bytes, &mut cx),
-        DocumentFormat::Odt => odt::extract(bytes, &mut cx),
+        DocumentFormat::Odt | DocumentFormat::Ods => odf::extract(bytes, format, &mut cx),
         DocumentFormat::Html => html::extract(bytes, &mut cx),
         DocumentFormat::Csv => delimited::extract(bytes, &mut cx),
         DocumentFormat::Markdown | DocumentFormat::Text => text::extract(bytes, format, &mut cx),

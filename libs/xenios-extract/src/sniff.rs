@@ -1,14 +1,14 @@
 //! Telling the format from the bytes alone: file names and declared content types are
 //! whatever the uploader said.
 
-use crate::{odt, ooxml, DocumentFormat};
+use crate::{odf, ooxml, DocumentFormat};
 
 /// How much of a text file the heuristics look at.
 const SAMPLE: usize = 64 * 1024;
 
 /// The format of `bytes`, or `None` when it is none this library reads (including empty
 /// input, binary data other than the images docling-serve reads, RTF and zip files that are
-/// not DOCX, XLSX, PPTX or ODT).
+/// not DOCX, XLSX, PPTX, ODT or ODS).
 pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     if is_pdf(bytes) {
         return Some(DocumentFormat::Pdf);
@@ -89,8 +89,8 @@ fn sniff_zip(bytes: &[u8]) -> Option<DocumentFormat> {
         Some(archive) => archive.index_for_name_raw(name.as_bytes()).is_some(),
         None => memchr::memmem::find(bytes, name.as_bytes()).is_some(),
     };
-    if odt::has_odt_media_type(bytes) && has("content.xml") {
-        return Some(DocumentFormat::Odt);
+    if let Some(format) = odf::package_format(bytes).filter(|_| has("content.xml")) {
+        return Some(format);
     }
     if !has("[Content_Types].xml") {
         return None;

@@ -390,6 +390,31 @@ Tuesday";
     assert!(!plain.content.contains("Footnote") && !plain.content.contains("Reviewer"));
 }
 
+/// An ODS written by odfpy (`fixtures/make_scores_ods.py`): each sheet under its name, with
+/// the thousand repeated empty columns and million repeated empty rows spreadsheets write.
+#[test]
+fn an_ods_written_by_odfpy_reads_as_its_sheets() {
+    let bytes = include_bytes!("fixtures/scores.ods");
+    assert_eq!(sniff(bytes), Some(DocumentFormat::Ods));
+    let out = extract(bytes, &markdown()).unwrap();
+    let expected = "\
+## Scores
+
+| Client | Week 1 | Week 2 |
+| --- | --- | --- |
+| Ana | 12 | 15.5 |
+| Ben | 9 | 11 |
+
+## Notes
+
+| Ana sleeps better |
+| --- |";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Client scores"));
+    assert_eq!(out.metadata["sheets"], json!(["Scores", "Notes"]));
+    assert_eq!(out.metadata["source_format"], "ods");
+}
+
 const PAGE: &str = r##"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Test  Page</title><meta name="author" content="Jane Doe">
 <style>p { color: red }</style><script>var s = "<p>not text</p>"; if (a < b) {}</script></head>

@@ -243,6 +243,7 @@ fn random_bytes_read_as_each_format_never_panic() {
         DocumentFormat::Xlsx,
         DocumentFormat::Pptx,
         DocumentFormat::Odt,
+        DocumentFormat::Ods,
         DocumentFormat::Html,
         DocumentFormat::Csv,
         DocumentFormat::Markdown,

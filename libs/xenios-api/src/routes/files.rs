@@ -210,6 +210,9 @@ fn sniff(head: &[u8]) -> &'static str {
         if has(b"mimetypeapplication/vnd.oasis.opendocument.text") {
             return xenios_extract::DocumentFormat::Odt.mime_type();
         }
+        if has(b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet") {
+            return xenios_extract::DocumentFormat::Ods.mime_type();
+        }
         return "application/zip";
     }
     "application/octet-stream"

@@ -1,19 +1,30 @@
-//! ODT (OpenDocument text: LibreOffice's own format, and one Google Docs exports):
-//! `content.xml` walked once with quick-xml. Headings by outline level, lists (numbered or bulleted as their list
-//! style says), tables, text frames; notes, comments, tracked deletions and generated indexes
-//! are left out. Title and author from `meta.xml`.
+//! OpenDocument text and spreadsheets (ODT, ODS: LibreOffice's own formats, which Google
+//! Docs and Sheets export too): `content.xml` walked once with quick-xml. Headings by outline
+//! level, lists (numbered or bulleted as their list style says), tables (a spreadsheet's
+//! sheets, each under its name), text frames; notes, comments, tracked deletions and
+//! generated indexes are left out. Title and author from `meta.xml`.
 
 use std::collections::HashMap;
 
 use quick_xml::events::{BytesStart, Event};
+use serde_json::Value;
 
 use crate::blocks::Blocks;
 use crate::limits::{table_too_large, Clock, Ctx, MAX_TABLE_CELLS};
 use crate::ooxml::{attr, next, push_text, xml_reader, Package};
 use crate::{DocumentFormat, ExtractError, Extracted};
 
-/// The media type an ODT's `mimetype` entry holds (templates add `-template`).
-pub(crate) const MEDIA_TYPE: &[u8] = b"application/vnd.oasis.opendocument.text";
+/// What a package's `mimetype` entry says it is (templates add `-template`).
+const MEDIA_TYPES: [(&[u8], DocumentFormat); 2] = [
+    (
+        b"application/vnd.oasis.opendocument.text",
+        DocumentFormat::Odt,
+    ),
+    (
+        b"application/vnd.oasis.opendocument.spreadsheet",
+        DocumentFormat::Ods,
+    ),
+];
 
 /// Elements whose text is not the document's running text (`title` and `desc` are a frame's
 /// alternative text, and the document-title field, whose text is in `meta.xml`).
@@ -38,7 +49,11 @@ const MAX_SPACES: usize = 100;
 /// Lists in lists, and tables in tables, followed this deep.
 const MAX_NESTING: usize = 16;
 
-pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractError> {
+pub(crate) fn extract(
+    bytes: &[u8],
+    format: DocumentFormat,
+    cx: &mut Ctx,
+) -> Result<Extracted, ExtractError> {
     let mut pkg = Package::open(bytes, cx.opts)?;
     let mut list_styles = HashMap::new();
     if let Some(styles) = pkg.read_text("styles.xml", &cx.clock)? {
@@ -58,34 +73,39 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         tables: Vec::new(),
         skipping: 0,
         first_heading: None,
+        sheets: (format == DocumentFormat::Ods).then(Vec::new),
     };
     walker.walk(&xml, &mut cx.clock)?;
     let first_heading = walker.first_heading.take();
-    let mut extracted = Extracted::new(
-        walker.blocks.into_string(),
-        cx.opts.output,
-        DocumentFormat::Odt,
-    );
+    let sheets = walker.sheets.take();
+    let mut extracted = Extracted::new(walker.blocks.into_string(), cx.opts.output, format);
     extracted.title = meta_title.or(first_heading);
     extracted.set_author(author);
+    if let Some(sheets) = sheets {
+        extracted
+            .metadata
+            .insert("sheets".into(), Value::Array(sheets));
+    }
     Ok(extracted)
 }
 
-/// Whether `bytes` is a zip whose first entry is an ODT's `mimetype`, as the OpenDocument
-/// package format requires (stored, uncompressed, first).
-pub(crate) fn has_odt_media_type(bytes: &[u8]) -> bool {
+/// The format a zip's first entry names, when it is an OpenDocument `mimetype` (the package
+/// format wants it first and stored, uncompressed, so that it can be read in place).
+pub(crate) fn package_format(bytes: &[u8]) -> Option<DocumentFormat> {
     let field = |at: usize| {
         bytes
             .get(at..at + 2)
             .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
     };
-    let (Some(name_len), Some(extra_len)) = (field(26), field(28)) else {
-        return false;
-    };
-    bytes.get(30..30 + name_len) == Some(b"mimetype")
-        && bytes
-            .get(30 + name_len + extra_len..)
-            .is_some_and(|data| data.starts_with(MEDIA_TYPE))
+    let (name_len, extra_len) = (field(26)?, field(28)?);
+    if bytes.get(30..30 + name_len) != Some(b"mimetype") {
+        return None;
+    }
+    let data = bytes.get(30 + name_len + extra_len..)?;
+    MEDIA_TYPES
+        .iter()
+        .find(|(media_type, _)| data.starts_with(media_type))
+        .map(|&(_, format)| format)
 }
 
 /// Title and author from `meta.xml`.
@@ -211,6 +231,8 @@ struct Walker {
     /// Depth inside a skipped element; 0 when not skipping.
     skipping: usize,
     first_heading: Option<String>,
+    /// A spreadsheet's sheet names, in order; `None` for a text document.
+    sheets: Option<Vec<Value>>,
 }
 
 impl Walker {
@@ -304,6 +326,12 @@ impl Walker {
             "table" if !empty => {
                 if self.tables.len() == MAX_NESTING {
                     return Err(nested_too_deep());
+                }
+                if let (Some(sheets), true) = (&mut self.sheets, self.tables.is_empty()) {
+                    let name =
+                        attr(e, "name").unwrap_or_else(|| format!("Sheet {}", sheets.len() + 1));
+                    self.blocks.heading(2, &name)?;
+                    sheets.push(Value::String(name));
                 }
                 self.tables.push(Table::default());
             }

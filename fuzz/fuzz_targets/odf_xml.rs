@@ -1,7 +1,7 @@
 #![no_main]
 
-//! The ODT body walker: the input is `content.xml` of an otherwise valid package with a list
-//! style in `styles.xml`.
+//! The OpenDocument body walker, as ODT (an ODS differs only by its sheet headings): the input
+//! is `content.xml` of an otherwise valid package with a list style in `styles.xml`.
 
 mod common;
 
