@@ -37,7 +37,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         .filter(|(_, r)| r.external && r.kind.ends_with("/hyperlink"))
         .map(|(id, r)| (id.clone(), r.target.clone()))
         .collect();
-    let (core_title, author) = pkg.core_properties(&mut cx.clock)?;
+    let (core_title, author) = pkg.title_and_author("docProps/core.xml", &mut cx.clock)?;
     let xml = pkg
         .read_text(&main, &cx.clock)?
         .ok_or_else(|| ExtractError::corrupt(format!("the package lacks its main part {main}")))?;

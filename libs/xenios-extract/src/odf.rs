@@ -63,7 +63,7 @@ pub(crate) fn extract(
         .read_text("content.xml", &cx.clock)?
         .ok_or_else(|| ExtractError::corrupt("the package lacks its content.xml"))?;
     collect_list_styles(&xml, "content.xml", &mut list_styles, &mut cx.clock)?;
-    let (meta_title, author) = meta(&mut pkg, &mut cx.clock)?;
+    let (meta_title, author) = pkg.title_and_author("meta.xml", &mut cx.clock)?;
 
     let mut walker = Walker {
         blocks: Blocks::new(cx.out(), cx.markdown()),
@@ -106,50 +106,6 @@ pub(crate) fn package_format(bytes: &[u8]) -> Option<DocumentFormat> {
         .iter()
         .find(|(media_type, _)| data.starts_with(media_type))
         .map(|&(_, format)| format)
-}
-
-/// Title and author from `meta.xml`.
-fn meta(
-    pkg: &mut Package,
-    clock: &mut Clock,
-) -> Result<(Option<String>, Option<String>), ExtractError> {
-    let Some(xml) = pkg.read_text("meta.xml", clock)? else {
-        return Ok((None, None));
-    };
-    let mut reader = xml_reader(&xml);
-    let (mut title, mut creator, mut initial_creator) = (None, None, None);
-    let mut field: Option<&'static str> = None;
-    let mut text = String::new();
-    loop {
-        clock.tick()?;
-        match next(&mut reader, "meta.xml")? {
-            Event::Start(e) => {
-                field = match e.local_name().as_ref() {
-                    "title" => Some("title"),
-                    "creator" => Some("creator"),
-                    "initial-creator" => Some("initial-creator"),
-                    _ => None,
-                };
-                text.clear();
-            }
-            Event::End(_) => {
-                let value = Some(text.trim().to_owned()).filter(|v| !v.is_empty());
-                match field.take() {
-                    Some("title") => title = title.or(value),
-                    Some("creator") => creator = creator.or(value),
-                    Some("initial-creator") => initial_creator = initial_creator.or(value),
-                    _ => {}
-                }
-            }
-            Event::Eof => break,
-            ev => {
-                if field.is_some() {
-                    push_text(&mut text, &ev);
-                }
-            }
-        }
-    }
-    Ok((title, initial_creator.or(creator)))
 }
 
 /// For each list style, whether each level (1 = outermost) is numbered.

@@ -244,34 +244,38 @@ impl<'a> Package<'a> {
         Ok(named.unwrap_or_else(|| conventional.to_owned()))
     }
 
-    /// Title and author from `docProps/core.xml` (Dublin Core), when present.
-    pub(crate) fn core_properties(
+    /// Title and author from a Dublin Core part (an OOXML `docProps/core.xml`, an OpenDocument
+    /// `meta.xml`), when present: `title`, and `initial-creator` or else `creator`.
+    pub(crate) fn title_and_author(
         &mut self,
+        part: &str,
         clock: &mut Clock,
     ) -> Result<(Option<String>, Option<String>), ExtractError> {
-        let Some(xml) = self.read_text("docProps/core.xml", clock)? else {
+        let Some(xml) = self.read_text(part, clock)? else {
             return Ok((None, None));
         };
         let mut reader = xml_reader(&xml);
-        let (mut title, mut creator) = (None, None);
+        let (mut title, mut creator, mut initial_creator) = (None, None, None);
         let mut field: Option<&'static str> = None;
         let mut text = String::new();
         loop {
             clock.tick()?;
-            match next(&mut reader, "docProps/core.xml")? {
+            match next(&mut reader, part)? {
                 Event::Start(e) => {
                     field = match e.local_name().as_ref() {
                         "title" => Some("title"),
                         "creator" => Some("creator"),
+                        "initial-creator" => Some("initial-creator"),
                         _ => None,
                     };
                     text.clear();
                 }
                 Event::End(_) => {
-                    let value = text.trim();
+                    let value = Some(text.trim().to_owned()).filter(|v| !v.is_empty());
                     match field.take() {
-                        Some("title") if !value.is_empty() => title = Some(value.to_owned()),
-                        Some("creator") if !value.is_empty() => creator = Some(value.to_owned()),
+                        Some("title") => title = title.or(value),
+                        Some("creator") => creator = creator.or(value),
+                        Some("initial-creator") => initial_creator = initial_creator.or(value),
                         _ => {}
                     }
                 }
@@ -283,7 +287,7 @@ impl<'a> Package<'a> {
                 }
             }
         }
-        Ok((title, creator))
+        Ok((title, initial_creator.or(creator)))
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         .ok_or_else(|| ExtractError::corrupt(format!("the package lacks its main part {main}")))?;
     let listed = slide_list(&xml, &main, &mut cx.clock)?;
     let rels = pkg.relationships(&main, &mut cx.clock)?;
-    let (core_title, author) = pkg.core_properties(&mut cx.clock)?;
+    let (core_title, author) = pkg.title_and_author("docProps/core.xml", &mut cx.clock)?;
 
     let mut blocks = Blocks::new(cx.out(), cx.markdown());
     let (mut shown, mut hidden) = (0u32, 0u32);

@@ -32,7 +32,7 @@ pub(crate) fn extract(bytes: &[u8], cx: &mut Ctx) -> Result<Extracted, ExtractEr
         None => Vec::new(),
     };
     let book = Workbook::parse(&mut pkg, &workbook, &mut cx.clock)?;
-    let (title, author) = pkg.core_properties(&mut cx.clock)?;
+    let (title, author) = pkg.title_and_author("docProps/core.xml", &mut cx.clock)?;
 
     let mut blocks = Blocks::new(cx.out(), cx.markdown());
     let mut names = Vec::new();
