@@ -1,7 +1,7 @@
-//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX, ODT,
-//! ODS, HTML, CSV, Markdown and plain text become Markdown or plain text, with the format told from
-//! the bytes ([`sniff`]), never from a name or a header. Images (PNG, JPEG, TIFF, BMP, WebP)
-//! are recognised too, and, like scanned PDFs, answered with `ocr_required`.
+//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX,
+//! ODT, ODS, HTML, CSV, Markdown and plain text become Markdown or plain text, with the format
+//! told from the bytes ([`sniff`]), never from a name or a header. Images (PNG, JPEG, TIFF,
+//! BMP, WebP) are recognised too, and, like scanned PDFs, answered with `ocr_required`.
 //!
 //! [`extract`] is synchronous and CPU-bound (run it on a blocking thread). Every input
 //! is hostile until read: zip parts are held to a decompression budget and a compression
@@ -60,8 +60,8 @@ pub enum DocumentFormat {
 }
 
 impl DocumentFormat {
-    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `ods`, `html`,
-    /// `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
+    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `ods`,
+    /// `html`, `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentFormat::Pdf => "pdf",
@@ -153,8 +153,8 @@ pub struct ExtractOptions {
     pub output: OutputFormat,
     /// A PDF with more pages fails with `too_large` before any page is read.
     pub max_pages: u32,
-    /// Decompressed bytes allowed in total across the parts of a zip package (DOCX, ODT, …), and for
-    /// each PDF stream.
+    /// Decompressed bytes allowed in total across the parts of a zip package (DOCX, ODT, …),
+    /// and for each PDF stream.
     pub max_decompressed_bytes: u64,
     /// Largest decompressed-to-compressed ratio of a zip part past its first MiB.
     pub max_compression_ratio: u32,
@@ -191,7 +191,8 @@ pub struct Extracted {
     pub pages: Option<u32>,
     pub title: Option<String>,
     /// Always `source_format`; then what the format offers cheaply: `author`, `sheets`
-    /// (XLSX, ODS), `slides` and `hidden_slides` (PPTX), `rows`/`columns`/`delimiter` (CSV), `language` (HTML), `pdf_version`.
+    /// (XLSX, ODS), `slides` and `hidden_slides` (PPTX), `rows`/`columns`/`delimiter` (CSV),
+    /// `language` (HTML), `pdf_version`.
     pub metadata: Map<String, Value>,
 }
 
@@ -210,6 +211,7 @@ impl Extracted {
             metadata,
         }
     }
+
     /// Records `metadata.author` when the document names one.
     pub(crate) fn set_author(&mut self, author: Option<String>) {
         if let Some(author) = author {
