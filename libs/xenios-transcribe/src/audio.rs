@@ -46,6 +46,13 @@ impl AudioFormat {
     }
 }
 
+/// Major brands of ISO base media files that hold still images (HEIF and HEIC, as phones take
+/// photos, and AVIF), not sound.
+const IMAGE_BRANDS: [&[u8]; 12] = [
+    b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1",
+    b"avif", b"avis",
+];
+
 /// The format of `bytes` by its signature, or `None` when it is none of [`AudioFormat`].
 pub fn sniff_audio(bytes: &[u8]) -> Option<AudioFormat> {
     let riff = matches!(bytes.get(..4), Some(b"RIFF" | b"RF64" | b"BW64"));
@@ -53,7 +60,10 @@ pub fn sniff_audio(bytes: &[u8]) -> Option<AudioFormat> {
         return Some(AudioFormat::Wav);
     }
     if bytes.get(4..8) == Some(b"ftyp") {
-        return Some(AudioFormat::Mp4);
+        let photo = bytes
+            .get(8..12)
+            .is_some_and(|brand| IMAGE_BRANDS.contains(&brand));
+        return (!photo).then_some(AudioFormat::Mp4);
     }
     let rest = skip_id3v2(bytes);
     if rest.starts_with(b"fLaC") {
@@ -518,6 +528,9 @@ mod tests {
             b"PK\x03\x04",
             b"\xFF\xFB\x90",
             b"hello world",
+            // A phone's HEIC photo and an AVIF image: ISO base media, but no sound.
+            b"\0\0\0\x18ftypheic\0\0\0\0mif1heic",
+            b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf",
         ] {
             assert_eq!(sniff_audio(junk), None, "{junk:?}");
         }
