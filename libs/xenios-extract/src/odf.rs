@@ -46,7 +46,8 @@ const SKIPPED: &[&str] = &[
 
 /// `text:s` spaces at one place, at most.
 const MAX_SPACES: usize = 100;
-/// Lists in lists, and tables in tables, followed this deep.
+/// Lists in lists, tables in tables, and paragraphs in paragraphs (a text frame's), followed
+/// this deep.
 const MAX_NESTING: usize = 16;
 
 pub(crate) fn extract(
@@ -74,6 +75,7 @@ pub(crate) fn extract(
         skipping: 0,
         first_heading: None,
         sheets: (format == DocumentFormat::Ods).then(Vec::new),
+        max_chars: cx.opts.max_output_chars,
     };
     walker.walk(&xml, &mut cx.clock)?;
     let first_heading = walker.first_heading.take();
@@ -162,6 +164,8 @@ struct List {
 
 struct Paragraph {
     text: String,
+    /// Characters in `text`: a few bytes of input (`<text:s text:c="100"/>`) make many.
+    chars: usize,
     /// `Some(level)` for a heading.
     heading: Option<usize>,
 }
@@ -175,6 +179,8 @@ struct Table {
     row_repeat: usize,
     cell: Option<(String, usize)>,
     gathered: usize,
+    /// Characters of text held, repeats counted: a repeated cell is held once per repeat.
+    held: usize,
 }
 
 struct Walker {
@@ -189,6 +195,8 @@ struct Walker {
     first_heading: Option<String>,
     /// A spreadsheet's sheet names, in order; `None` for a text document.
     sheets: Option<Vec<Value>>,
+    /// `max_output_chars`: no paragraph or table may hold more before it is written.
+    max_chars: usize,
 }
 
 impl Walker {
@@ -224,11 +232,7 @@ impl Walker {
                 }
                 Event::End(e) if in_body => self.close(e.local_name().as_ref())?,
                 Event::Eof => break,
-                ev => {
-                    if let Some(p) = self.paragraphs.last_mut() {
-                        push_text(&mut p.text, ev);
-                    }
-                }
+                ev => self.append(|text| push_text(text, ev))?,
             }
         }
         Ok(())
@@ -237,6 +241,9 @@ impl Walker {
     fn open(&mut self, e: &BytesStart, name: &str, empty: bool) -> Result<(), ExtractError> {
         match name {
             "h" | "p" if !empty => {
+                if self.paragraphs.len() == MAX_NESTING {
+                    return Err(nested_too_deep());
+                }
                 let heading = (name == "h").then(|| {
                     attr(e, "outline-level")
                         .and_then(|l| l.parse().ok())
@@ -245,15 +252,16 @@ impl Walker {
                 });
                 self.paragraphs.push(Paragraph {
                     text: String::new(),
+                    chars: 0,
                     heading,
                 });
             }
             "s" => {
                 let n = attr(e, "c").and_then(|c| c.parse().ok()).unwrap_or(1usize);
-                self.push_str(&" ".repeat(n.min(MAX_SPACES)));
+                self.append(|text| text.push_str(&" ".repeat(n.min(MAX_SPACES))))?;
             }
-            "tab" => self.push_str("\t"),
-            "line-break" => self.push_str("\n"),
+            "tab" => self.append(|text| text.push('\t'))?,
+            "line-break" => self.append(|text| text.push('\n'))?,
             "list" if !empty => {
                 if self.lists.len() == MAX_NESTING {
                     return Err(nested_too_deep());
@@ -332,10 +340,21 @@ impl Walker {
         Ok(())
     }
 
-    fn push_str(&mut self, s: &str) {
-        if let Some(p) = self.paragraphs.last_mut() {
-            p.text.push_str(s);
+    /// Adds to the open paragraph's text, within `max_chars`.
+    fn append(&mut self, add: impl FnOnce(&mut String)) -> Result<(), ExtractError> {
+        let Some(p) = self.paragraphs.last_mut() else {
+            return Ok(());
+        };
+        let before = p.text.len();
+        add(&mut p.text);
+        p.chars += p.text[before..].chars().count();
+        if p.chars > self.max_chars {
+            return Err(ExtractError::too_large(format!(
+                "a paragraph exceeds {} characters",
+                self.max_chars
+            )));
         }
+        Ok(())
     }
 
     fn end_paragraph(&mut self) -> Result<(), ExtractError> {
@@ -398,6 +417,8 @@ impl Walker {
         if t.gathered > MAX_TABLE_CELLS {
             return Err(table_too_large());
         }
+        let chars = text.chars().count().saturating_mul(repeat);
+        hold(t, chars, self.max_chars)?;
         t.row
             .extend(std::iter::repeat_n(String::new(), t.pending_empty));
         t.row.extend(std::iter::repeat_n(text, repeat));
@@ -421,6 +442,13 @@ impl Walker {
         if t.gathered > MAX_TABLE_CELLS {
             return Err(table_too_large());
         }
+        // The row itself is held already; each repeat holds it again.
+        let row_chars: usize = row.iter().map(|cell| cell.chars().count()).sum();
+        hold(
+            t,
+            row_chars.saturating_mul(t.row_repeat - 1),
+            self.max_chars,
+        )?;
         for _ in 1..t.row_repeat {
             t.rows.push(row.clone());
         }
@@ -445,6 +473,17 @@ impl Walker {
         self.blocks.end_list();
         self.blocks.table(&table.rows)
     }
+}
+
+/// Counts `chars` more against what table `t` may hold before it is written.
+fn hold(t: &mut Table, chars: usize, max_chars: usize) -> Result<(), ExtractError> {
+    t.held = t.held.saturating_add(chars);
+    if t.held > max_chars {
+        return Err(ExtractError::too_large(format!(
+            "a table's text exceeds {max_chars} characters"
+        )));
+    }
+    Ok(())
 }
 
 fn repeat(e: &BytesStart, name: &str) -> usize {

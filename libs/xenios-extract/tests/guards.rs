@@ -150,6 +150,55 @@ fn repeated_odt_table_cells_are_bounded() {
     // Held, they would be 17 billion cells.
     let out = extract_as(&sparse, DocumentFormat::Odt, &ExtractOptions::default()).unwrap();
     assert_eq!(out.content, "| a |\n| --- |");
+
+    // Within the cell limit, a long text repeated is still many copies of it: refused as it is
+    // gathered, before the copies are held (the output limit alone would see them only once
+    // the table was written).
+    let small_output = ExtractOptions {
+        max_output_chars: 100_000,
+        ..ExtractOptions::default()
+    };
+    let long = "w".repeat(1000);
+    for rows in [
+        format!("<table:table-row>{}</table:table-row>", cell(&long, 1000)),
+        format!(
+            r#"<table:table-row table:number-rows-repeated="1000">{}</table:table-row>"#,
+            cell(&long, 1)
+        ),
+    ] {
+        let err = extract_as(&with_table(&rows), DocumentFormat::Odt, &small_output).unwrap_err();
+        assert_eq!(err.code(), "too_large", "{err}");
+        assert!(err.to_string().contains("a table's text exceeds"), "{err}");
+    }
+}
+
+/// A few bytes of ODT make many characters (`<text:s text:c="100"/>`), and text frames put
+/// paragraphs in paragraphs: both are bounded while a paragraph is read.
+#[test]
+fn odt_paragraphs_are_bounded_while_read() {
+    let odt = include_bytes!("fixtures/plan.odt");
+    let with_body = |body: &str| {
+        let content = format!(
+            r#"<office:document-content xmlns:office="o" xmlns:text="t"><office:body><office:text>{body}</office:text></office:body></office:document-content>"#
+        );
+        rewrite_part(odt, "content.xml", &content)
+    };
+    let opts = ExtractOptions {
+        max_output_chars: 10_000,
+        ..ExtractOptions::default()
+    };
+    let spaces = format!(
+        "<text:p>x{}</text:p>",
+        r#"<text:s text:c="100"/>"#.repeat(200)
+    );
+    let err = extract_as(&with_body(&spaces), DocumentFormat::Odt, &opts).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("a paragraph exceeds"), "{err}");
+
+    let nested = format!("{}deep{}", "<text:p>".repeat(100), "</text:p>".repeat(100));
+    let err = extract_as(&with_body(&nested), DocumentFormat::Odt, &opts).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("nested more than"), "{err}");
 }
 
 /// `package` with the part `name` replaced by `body`.
