@@ -94,6 +94,9 @@ pub(crate) fn extract(
 /// The format a zip's first entry names, when it is an OpenDocument `mimetype` (the package
 /// format wants it first and stored, uncompressed, so that it can be read in place).
 pub(crate) fn package_format(bytes: &[u8]) -> Option<DocumentFormat> {
+    if !bytes.starts_with(b"PK\x03\x04") {
+        return None;
+    }
     let field = |at: usize| {
         bytes
             .get(at..at + 2)

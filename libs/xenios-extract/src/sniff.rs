@@ -13,6 +13,11 @@ pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     if is_pdf(bytes) {
         return Some(DocumentFormat::Pdf);
     }
+    // An OpenDocument package says what it is in its first entry, readable without the zip's
+    // directory (so from the head of an upload too).
+    if let Some(format) = odf::package_format(bytes) {
+        return Some(format);
+    }
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return sniff_zip(bytes);
     }
@@ -89,9 +94,6 @@ fn sniff_zip(bytes: &[u8]) -> Option<DocumentFormat> {
         Some(archive) => archive.index_for_name_raw(name.as_bytes()).is_some(),
         None => memchr::memmem::find(bytes, name.as_bytes()).is_some(),
     };
-    if let Some(format) = odf::package_format(bytes).filter(|_| has("content.xml")) {
-        return Some(format);
-    }
     if !has("[Content_Types].xml") {
         return None;
     }

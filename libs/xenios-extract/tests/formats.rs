@@ -353,6 +353,8 @@ fn images_are_recognised_and_need_ocr() {
 fn an_odt_written_by_odfpy_reads_as_markdown() {
     let bytes = include_bytes!("fixtures/plan.odt");
     assert_eq!(sniff(bytes), Some(DocumentFormat::Odt));
+    // Told from its first entry alone, as from the head of an upload.
+    assert_eq!(sniff(&bytes[..100]), Some(DocumentFormat::Odt));
     let out = extract(bytes, &markdown()).unwrap();
     let expected = "\
 # Session plan
@@ -396,6 +398,7 @@ Tuesday";
 fn an_ods_written_by_odfpy_reads_as_its_sheets() {
     let bytes = include_bytes!("fixtures/scores.ods");
     assert_eq!(sniff(bytes), Some(DocumentFormat::Ods));
+    assert_eq!(sniff(&bytes[..100]), Some(DocumentFormat::Ods));
     let out = extract(bytes, &markdown()).unwrap();
     let expected = "\
 ## Scores

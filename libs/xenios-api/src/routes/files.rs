@@ -207,12 +207,6 @@ fn sniff(head: &[u8]) -> &'static str {
         if has(b"[Content_Types].xml") && has(b"ppt/") {
             return xenios_extract::DocumentFormat::Pptx.mime_type();
         }
-        if has(b"mimetypeapplication/vnd.oasis.opendocument.text") {
-            return xenios_extract::DocumentFormat::Odt.mime_type();
-        }
-        if has(b"mimetypeapplication/vnd.oasis.opendocument.spreadsheet") {
-            return xenios_extract::DocumentFormat::Ods.mime_type();
-        }
         return "application/zip";
     }
     "application/octet-stream"
