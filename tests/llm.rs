@@ -488,6 +488,95 @@ async fn fallback_after_503s_logs_every_try_postgres() {
     fallback_after_503s_logs_every_try(Db::Postgres, "fb_postgres").await;
 }
 
+/// A task with `prompt_cache` on: what the provider's cache wrote and read reaches the answer
+/// of both routes, the audit log (the columns of migration 0004, on each database), the cost
+/// and the token metric.
+async fn prompt_cache_counts_reach_answers_and_the_audit_log(db: Db, task: &str) {
+    let stub = Stub::start().await;
+    let model = "claude-cache";
+    let prompt_cache = format!("llm.tasks.{task}.prompt_cache");
+    let stack = stack_with(
+        db,
+        &stub,
+        &[Task::new(task, "anthropic:claude-cache")],
+        &[
+            (prompt_cache.as_str(), "true"),
+            ("llm.prices.claude-cache.input_per_mtok", "10"),
+            ("llm.prices.claude-cache.output_per_mtok", "20"),
+            ("llm.prices.claude-cache.cache_read_per_mtok", "1"),
+            ("llm.prices.claude-cache.cache_write_per_mtok", "12.5"),
+        ],
+    )
+    .await;
+    stub.push(
+        model,
+        anthropic_text_cached(model, "Hi.", [40, 2000, 3000, 25]),
+    );
+
+    let (status, job_id, answer) = complete(&stack, ask(task)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["usage"],
+        json!({"input_tokens": 5040, "output_tokens": 25,
+               "cache_read_tokens": 3000, "cache_write_tokens": 2000})
+    );
+    let expected = (40.0 * 10.0 + 2000.0 * 12.5 + 3000.0 * 1.0 + 25.0 * 20.0) / 1e6;
+    let cost = answer["cost_usd"].as_f64().unwrap();
+    assert!((cost - expected).abs() < 1e-12, "{cost}");
+    let system = &stub.seen(model)[0].body["system"];
+    assert_eq!(system[0]["cache_control"]["type"], "ephemeral", "{system}");
+    let logs = stack
+        .store
+        .inference_logs_for_job(job_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            logs[0].input_tokens,
+            logs[0].cache_read_tokens,
+            logs[0].cache_write_tokens
+        ),
+        (5040, 3000, 2000),
+        "{db:?}"
+    );
+
+    stub.push(
+        model,
+        anthropic_text_cached(model, "Hi again.", [40, 0, 5000, 25]),
+    );
+    let response = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": task, "messages": ask(task)["messages"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 5040, "completion_tokens": 25, "total_tokens": 5065,
+               "prompt_tokens_details": {"cached_tokens": 5000, "cache_write_tokens": 0}})
+    );
+
+    let text = stack.metrics().await;
+    let line = format!(
+        r#"xenios_llm_tokens_total{{task="{task}",model="{model}",direction="cache_read"}} 8000"#
+    );
+    assert!(text.lines().any(|l| l == line), "missing `{line}`");
+}
+
+#[tokio::test]
+async fn prompt_cache_counts_reach_answers_and_the_audit_log_sqlite() {
+    prompt_cache_counts_reach_answers_and_the_audit_log(Db::Sqlite, "pc_sqlite").await;
+}
+
+#[tokio::test]
+async fn prompt_cache_counts_reach_answers_and_the_audit_log_postgres() {
+    prompt_cache_counts_reach_answers_and_the_audit_log(Db::Postgres, "pc_postgres").await;
+}
+
 #[tokio::test]
 async fn retry_after_on_429_is_honoured() {
     let stub = Stub::start().await;
@@ -1015,7 +1104,8 @@ async fn chat_completions_speaks_openai_shapes() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(
         body["usage"],
-        json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+        json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+               "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0}})
     );
     let job_id = body["id"]
         .as_str()
@@ -1224,7 +1314,7 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
     let (stub, stack) = one_task_stack("sdk", "openai:gpt-sdk").await;
     stub.push(
         "gpt-sdk",
-        openai_text("gpt-sdk", "Hello from the stub.", 11, 5),
+        with_cached_prompt(openai_text("gpt-sdk", "Hello from the stub.", 11, 5), 6, 0),
     );
     stub.push(
         "gpt-sdk",
@@ -1251,6 +1341,11 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
     assert_eq!(complete["finish_reason"], "stop");
     assert_eq!(complete["usage"]["prompt_tokens"], 11);
     assert_eq!(complete["usage"]["completion_tokens"], 5);
+    // The SDK's own type reads what the provider's cache served.
+    assert_eq!(
+        complete["usage"]["prompt_tokens_details"]["cached_tokens"],
+        6
+    );
 
     let stream = &report["stream"];
     assert_eq!(stream["deltas"], json!(["Str", "eam", "ed."]), "{report}");

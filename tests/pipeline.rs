@@ -1367,6 +1367,8 @@ async fn the_api_deletes_records_past_their_retention() {
             attempt: 1,
             input_tokens: 12,
             output_tokens: 3,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 250,
             ttft_ms: Some(80),
             cost_usd: None,

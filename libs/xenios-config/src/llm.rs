@@ -114,6 +114,17 @@ impl LlmSettings {
                 return Err(format!("llm.tasks.{name}: {problem}"));
             }
         }
+        for (model, price) in &self.prices {
+            let amounts = [price.input_per_mtok, price.output_per_mtok]
+                .into_iter()
+                .chain(price.cache_read_per_mtok)
+                .chain(price.cache_write_per_mtok);
+            if amounts.into_iter().any(|p| !(p.is_finite() && p >= 0.0)) {
+                return Err(format!(
+                    "llm.prices.{model}: prices must be numbers of at least 0"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -135,6 +146,14 @@ pub struct TaskSettings {
     /// Tries per candidate after the first, on rate limits, 5xx, timeouts and broken
     /// connections.
     pub retries: u32,
+    /// Mark the prompt for Anthropic's prompt cache (on Anthropic, and on OpenRouter for
+    /// `anthropic/` models): the system prompt and the conversation so far, so that the next
+    /// turn of a conversation reads them at a tenth of the input price. A write costs 1.25×
+    /// the input price, so it pays for prompts that come back within the cache's five
+    /// minutes. Prompts under the model's minimum (1024 tokens) are not cached and cost
+    /// nothing more. Other providers cache by themselves.
+    #[serde(default)]
+    pub prompt_cache: bool,
 }
 
 impl Default for TaskSettings {
@@ -147,6 +166,7 @@ impl Default for TaskSettings {
             streaming: false,
             timeout_ms: 60_000,
             retries: 2,
+            prompt_cache: false,
         }
     }
 }
@@ -203,6 +223,12 @@ impl fmt::Display for Candidate {
 pub struct ModelPrice {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Input read from the provider's prompt cache; unset: the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
+    /// Input written to the provider's prompt cache; unset: the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +265,7 @@ fn default_tasks() -> BTreeMap<String, TaskSettings> {
         streaming,
         timeout_ms,
         retries: 2,
+        prompt_cache: false,
     };
     BTreeMap::from([
         (
@@ -249,7 +276,14 @@ fn default_tasks() -> BTreeMap<String, TaskSettings> {
             "insight_generation".into(),
             task(OPUS, SONNET, 0.5, 2000, false, 120_000),
         ),
-        ("chat".into(), task(OPUS, SONNET, 0.7, 1500, true, 60_000)),
+        (
+            "chat".into(),
+            // Each turn of a conversation sends the turns before it again.
+            TaskSettings {
+                prompt_cache: true,
+                ..task(OPUS, SONNET, 0.7, 1500, true, 60_000)
+            },
+        ),
         (
             "intent_classification".into(),
             task(SONNET, GPT4O_MINI, 0.0, 100, false, 30_000),
@@ -261,16 +295,26 @@ fn default_tasks() -> BTreeMap<String, TaskSettings> {
     ])
 }
 
-/// List prices of the default table's models, by every id they may be named with.
+/// List prices of the default table's models, by every id they may be named with. Anthropic
+/// bills a cache write at 1.25× and a read at 0.1× the input price (five-minute cache); OpenAI
+/// caches by itself, writes at no extra cost, and bills reads at half the input price.
 fn default_prices() -> BTreeMap<String, ModelPrice> {
-    let price = |input_per_mtok, output_per_mtok| ModelPrice {
-        input_per_mtok,
-        output_per_mtok,
+    let anthropic = |input: f64, output| ModelPrice {
+        input_per_mtok: input,
+        output_per_mtok: output,
+        cache_read_per_mtok: Some(input * 0.1),
+        cache_write_per_mtok: Some(input * 1.25),
+    };
+    let openai = |input: f64, output| ModelPrice {
+        input_per_mtok: input,
+        output_per_mtok: output,
+        cache_read_per_mtok: Some(input * 0.5),
+        cache_write_per_mtok: None,
     };
     [
-        ("claude-opus-4-20250514", price(15.0, 75.0)),
-        ("claude-sonnet-4-20250514", price(3.0, 15.0)),
-        ("gpt-4o-mini", price(0.15, 0.6)),
+        ("claude-opus-4-20250514", anthropic(15.0, 75.0)),
+        ("claude-sonnet-4-20250514", anthropic(3.0, 15.0)),
+        ("gpt-4o-mini", openai(0.15, 0.6)),
     ]
     .into_iter()
     .flat_map(|(model, p)| {
@@ -295,6 +339,7 @@ struct TaskPatch {
     streaming: Option<bool>,
     timeout_ms: Option<u64>,
     retries: Option<u32>,
+    prompt_cache: Option<bool>,
 }
 
 fn merge_tasks<'de, D: Deserializer<'de>>(
@@ -321,6 +366,9 @@ fn merge_tasks<'de, D: Deserializer<'de>>(
         }
         if let Some(v) = p.retries {
             task.retries = v;
+        }
+        if let Some(v) = p.prompt_cache {
+            task.prompt_cache = v;
         }
     }
     Ok(tasks)
@@ -404,6 +452,8 @@ mod tests {
             (chat.temperature, chat.max_tokens, chat.streaming),
             (0.7, 1500, true)
         );
+        assert!(chat.prompt_cache);
+        assert!(!s.tasks["session_summary"].prompt_cache);
         let intent = &s.tasks["intent_classification"];
         assert_eq!(intent.candidates[1].model, "openai/gpt-4o-mini");
         assert_eq!(
@@ -426,6 +476,8 @@ mod tests {
             r#"
 [llm.tasks.chat]
 max_tokens = 900
+[llm.tasks.session_summary]
+prompt_cache = true
 [llm.tasks.triage]
 candidates = ["openai:llama3.1:8b", { provider = "anthropic", model = "claude-haiku" }]
 [llm.prices."meta-llama/llama-3.1-8b"]
@@ -463,7 +515,11 @@ output_per_mtok = 0.2
             ]
         );
         assert_eq!(llm.tasks["session_summary"].max_tokens, 4000);
-        assert_eq!(llm.prices["meta-llama/llama-3.1-8b"].output_per_mtok, 0.2);
+        assert!(llm.tasks["session_summary"].prompt_cache && chat.prompt_cache);
+        assert!(!llm.tasks["triage"].prompt_cache);
+        let llama = llm.prices["meta-llama/llama-3.1-8b"];
+        assert_eq!(llama.output_per_mtok, 0.2);
+        assert_eq!(llama.cache_read_per_mtok, None);
         // The defaults survive a price table given in configuration.
         assert!(llm.prices.contains_key("openai/gpt-4o-mini"));
     }
@@ -494,5 +550,18 @@ output_per_mtok = 0.2
         .unwrap_err()
         .to_string();
         assert!(err.contains("no_such"), "{err}");
+    }
+
+    #[test]
+    fn bad_prices_are_named() {
+        let mut s = LlmSettings::default();
+        s.prices
+            .get_mut("gpt-4o-mini")
+            .unwrap()
+            .cache_write_per_mtok = Some(-1.0);
+        assert!(s.validate().unwrap_err().contains("llm.prices.gpt-4o-mini"));
+        let mut s = LlmSettings::default();
+        s.prices.get_mut("gpt-4o-mini").unwrap().input_per_mtok = f64::NAN;
+        assert!(s.validate().is_err());
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use xenios_config::{Candidate, LlmSettings, ProvidersSettings, TaskSettings};
+use xenios_config::{Candidate, LlmSettings, ModelPrice, ProvidersSettings, TaskSettings};
 use xenios_contract::inputs::check_stop;
 
 use crate::format::Format;
@@ -284,6 +284,7 @@ impl LlmGateway {
                 response_format: plan.response_format.filter(|_| native),
                 instruction: plan.instruction.as_deref().filter(|_| !native),
                 stream: ctx.tokens.is_some() || task.streaming,
+                prompt_cache: task.prompt_cache,
             };
             // The candidate's last failure: the one the summary names.
             let mut last = None;
@@ -390,11 +391,7 @@ impl LlmGateway {
             let price = prices
                 .get(&candidate.model)
                 .or_else(|| prices.get(provider.wire_model(&candidate.model)))?;
-            Some(
-                (usage.input_tokens as f64 * price.input_per_mtok
-                    + usage.output_tokens as f64 * price.output_per_mtok)
-                    / 1e6,
-            )
+            Some(cost_of(&usage, price))
         });
         let record = CallRecord {
             task: ctx.task.to_owned(),
@@ -405,6 +402,8 @@ impl LlmGateway {
             status,
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
             latency_ms: millis(latency),
             ttft_ms: ttft.map(millis),
             cost_usd,
@@ -428,15 +427,34 @@ impl LlmGateway {
     }
 }
 
+/// In USD. Cached input is billed at the cache's prices, the input price where the table has
+/// none.
+fn cost_of(usage: &Usage, price: &ModelPrice) -> f64 {
+    let (read, written) = (usage.cache_read_tokens, usage.cache_write_tokens);
+    let uncached = usage
+        .input_tokens
+        .saturating_sub(read)
+        .saturating_sub(written);
+    let input = price.input_per_mtok;
+    (uncached as f64 * input
+        + read as f64 * price.cache_read_per_mtok.unwrap_or(input)
+        + written as f64 * price.cache_write_per_mtok.unwrap_or(input)
+        + usage.output_tokens as f64 * price.output_per_mtok)
+        / 1e6
+}
+
 /// The SPEC §6 LLM metrics of one call.
 fn count(record: &CallRecord, outcome: Outcome) {
     let (task, model) = (record.task.clone(), record.model.clone());
     metrics::counter!("xenios_llm_requests_total",
         "task" => task.clone(), "model" => model.clone(), "outcome" => outcome.as_str())
     .increment(1);
+    // `cache_read` and `cache_write` are parts of `input`, not more of it.
     for (direction, tokens) in [
         ("input", record.input_tokens),
         ("output", record.output_tokens),
+        ("cache_read", record.cache_read_tokens),
+        ("cache_write", record.cache_write_tokens),
     ] {
         if tokens > 0 {
             metrics::counter!("xenios_llm_tokens_total",

@@ -172,6 +172,8 @@ fn row(record: &CallRecord, user_id: Option<String>, job_id: JobId) -> Inference
         attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
         input_tokens: int(record.input_tokens),
         output_tokens: int(record.output_tokens),
+        cache_read_tokens: int(record.cache_read_tokens),
+        cache_write_tokens: int(record.cache_write_tokens),
         latency_ms: int(record.latency_ms),
         ttft_ms: record.ttft_ms.map(int),
         cost_usd: record.cost_usd,

@@ -66,8 +66,19 @@ pub struct LlmRequest {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Every input token billed, cached or not.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, those read from the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    /// Of `input_tokens`, those written to the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl std::ops::AddAssign for Usage {
@@ -75,6 +86,12 @@ impl std::ops::AddAssign for Usage {
         // Counts come from providers: a wrong one must not wrap (or panic in a debug build).
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(other.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(other.cache_write_tokens);
     }
 }
 
@@ -165,6 +182,9 @@ pub struct CallRecord {
     pub status: Option<u16>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, read from and written to the provider's prompt cache.
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
     pub latency_ms: u64,
     /// Streamed calls that produced text only.
     pub ttft_ms: Option<u64>,

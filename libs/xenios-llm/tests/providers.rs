@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use xenios_config::{ProviderSettings, ProvidersSettings};
 use xenios_llm::{
     FinishReason, LlmError, LlmGateway, LlmRequest, LlmResult, LlmStream, Message, StreamEvent,
-    Usage,
+    TaskSettings, Usage,
 };
 
 /// Every token, then the result.
@@ -62,7 +62,8 @@ async fn openrouter_complete_sends_its_headers_and_uses_its_reported_cost() {
         result.usage,
         Usage {
             input_tokens: 12,
-            output_tokens: 3
+            output_tokens: 3,
+            ..Usage::default()
         }
     );
     assert_eq!(result.cost_usd, Some(0.0042));
@@ -135,7 +136,8 @@ async fn openrouter_stream_yields_each_token_then_the_result() {
         result.usage,
         Usage {
             input_tokens: 20,
-            output_tokens: 4
+            output_tokens: 4,
+            ..Usage::default()
         }
     );
     assert_eq!(result.cost_usd, Some(0.001));
@@ -255,7 +257,8 @@ async fn anthropic_complete_splits_out_the_system_prompt_and_merges_turns() {
         result.usage,
         Usage {
             input_tokens: 2000,
-            output_tokens: 100
+            output_tokens: 100,
+            ..Usage::default()
         }
     );
     // Sonnet 4 lists at $3 in / $15 out per million tokens.
@@ -304,7 +307,8 @@ async fn anthropic_stream_reads_its_event_types() {
         result.usage,
         Usage {
             input_tokens: 50,
-            output_tokens: 7
+            output_tokens: 7,
+            ..Usage::default()
         }
     );
     assert_eq!(stub.seen(model)[0].body["stream"], true);
@@ -534,6 +538,163 @@ async fn a_finished_stream_leaves_its_connection_to_the_next_call() {
         assert_eq!(
             seen[0].peer, seen[1].peer,
             "{task}: the second call opened a new connection"
+        );
+    }
+}
+
+/// A task with `prompt_cache` marks, on Anthropic, the system prompt and the last turn (the
+/// conversation so far) as cache prefixes; the answer's cache writes and reads are counted in
+/// the usage, the call record and the cost, at the cache's prices.
+#[tokio::test]
+async fn anthropic_prompt_cache_marks_the_prompt_and_prices_cached_input() {
+    let stub = Stub::start().await;
+    let cached = |candidate| TaskSettings {
+        prompt_cache: true,
+        ..task(&[candidate])
+    };
+    let llm = settings(vec![
+        ("chat", cached("anthropic:claude-opus-4-20250514")),
+        ("plain", task(&["anthropic:claude-opus-4-20250514"])),
+    ]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "claude-opus-4-20250514";
+    stub.push(
+        model,
+        anthropic_text_cached(model, "Welcome back.", [40, 2000, 3000, 25]),
+    );
+
+    let mut req = request("chat");
+    req.messages.push(Message::assistant("Hello."));
+    req.messages.push(Message::user("How was my week?"));
+    let calls = Calls::default();
+    let result = gateway
+        .complete(req.clone(), &calls, CancellationToken::new())
+        .await
+        .unwrap();
+
+    let mark = json!({"type": "ephemeral"});
+    assert_eq!(
+        stub.seen(model)[0].body["system"],
+        json!([{"type": "text", "text": "You are terse.", "cache_control": mark}])
+    );
+    assert_eq!(
+        stub.seen(model)[0].body["messages"],
+        json!([
+            {"role": "user", "content": "Say hello."},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "How was my week?", "cache_control": mark}]},
+        ])
+    );
+    let usage = Usage {
+        input_tokens: 5040,
+        output_tokens: 25,
+        cache_read_tokens: 3000,
+        cache_write_tokens: 2000,
+    };
+    assert_eq!(result.usage, usage);
+    // Opus 4: $15 per million input tokens, a cache write 1.25× that, a read a tenth; $75 out.
+    let expected = (40.0 * 15.0 + 2000.0 * 18.75 + 3000.0 * 1.5 + 25.0 * 75.0) / 1e6;
+    assert!((result.cost_usd.unwrap() - expected).abs() < 1e-12);
+    let record = &calls.all()[0];
+    assert_eq!(
+        (record.cache_read_tokens, record.cache_write_tokens),
+        (3000, 2000)
+    );
+    assert_eq!(record.cost_usd, result.cost_usd);
+
+    // Streamed: the counts come in `message_start`.
+    let usage_start = json!({"input_tokens": 40, "cache_creation_input_tokens": 0,
+                             "cache_read_input_tokens": 5000, "output_tokens": 1});
+    let mut script = anthropic_stream_start_with(model, &["Fine", "."], usage_start);
+    script.extend(anthropic_stream_end(9));
+    stub.push(model, Script::Sse(script));
+    let (tokens, result) = collect(gateway.stream(req, &calls, CancellationToken::new())).await;
+    assert_eq!(tokens, ["Fine", "."]);
+    let usage = result.unwrap().usage;
+    assert_eq!(
+        (
+            usage.input_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens
+        ),
+        (5040, 5000, 0)
+    );
+
+    // A task without it sends plain strings.
+    stub.push(model, anthropic_text(model, "Hi.", 10, 2));
+    gateway
+        .complete(request("plain"), &calls, CancellationToken::new())
+        .await
+        .unwrap();
+    let seen = &stub.seen(model)[2].body;
+    assert_eq!(seen["system"], "You are terse.");
+    assert_eq!(seen["messages"][0]["content"], "Say hello.");
+}
+
+/// Through OpenRouter the marks go on the last system message and the last message, but only
+/// for Claude models: others cache by themselves, and a plain OpenAI-compatible server is
+/// never sent them. OpenAI's `prompt_tokens_details` says what the cache read and wrote.
+#[tokio::test]
+async fn openrouter_marks_only_claude_prompts_and_reads_cached_counts() {
+    let stub = Stub::start().await;
+    let cached = |candidate| TaskSettings {
+        prompt_cache: true,
+        ..task(&[candidate])
+    };
+    let claude = "anthropic/claude-sonnet-4-20250514";
+    let llm = settings(vec![
+        ("claude", cached(claude)),
+        ("mini", cached("openai/gpt-4o-mini")),
+        ("direct", cached("openai:gpt-4o-mini")),
+    ]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let calls = Calls::default();
+    stub.push(
+        claude,
+        with_cached_prompt(openrouter_text(claude, "Hi.", 3000, 4, 0.0012), 2048, 900),
+    );
+    let result = gateway
+        .complete(request("claude"), &calls, CancellationToken::new())
+        .await
+        .unwrap();
+    let mark = json!({"type": "ephemeral"});
+    assert_eq!(
+        stub.seen(claude)[0].body["messages"],
+        json!([
+            {"role": "system", "content": [
+                {"type": "text", "text": "You are terse.", "cache_control": mark}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Say hello.", "cache_control": mark}]},
+        ])
+    );
+    assert_eq!(
+        (
+            result.usage.cache_read_tokens,
+            result.usage.cache_write_tokens
+        ),
+        (2048, 900)
+    );
+    assert_eq!(result.cost_usd, Some(0.0012), "the reported cost wins");
+
+    for (task, model) in [("mini", "openai/gpt-4o-mini"), ("direct", "gpt-4o-mini")] {
+        stub.push(
+            model,
+            with_cached_prompt(openai_text(model, "Hi.", 2000, 10), 1024, 0),
+        );
+        let result = gateway
+            .complete(request(task), &calls, CancellationToken::new())
+            .await
+            .unwrap();
+        let seen = &stub.seen(model)[0].body;
+        assert_eq!(seen["messages"][0]["content"], "You are terse.", "{task}");
+        assert_eq!(seen["messages"][1]["content"], "Say hello.", "{task}");
+        assert_eq!(result.usage.cache_read_tokens, 1024);
+        // gpt-4o-mini: $0.15 per million input tokens, cached reads half that; $0.60 out.
+        let expected = (976.0 * 0.15 + 1024.0 * 0.075 + 10.0 * 0.6) / 1e6;
+        assert!(
+            (result.cost_usd.unwrap() - expected).abs() < 1e-12,
+            "{task}"
         );
     }
 }

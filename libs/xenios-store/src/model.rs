@@ -205,8 +205,11 @@ pub struct InferenceLog {
     pub provider: String,
     /// Which try against this model, from 1.
     pub attempt: i32,
+    /// Every input token billed; the two cache counts are parts of it.
     pub input_tokens: i64,
     pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
     pub latency_ms: i64,
     pub ttft_ms: Option<i64>,
     pub cost_usd: Option<f64>,

@@ -32,7 +32,8 @@ pub(crate) const JOB_COLUMNS: &str =
      finished_at, updated_at";
 
 const LOG_COLUMNS: &str = "id, created_at, user_id, job_id, task, model, provider, attempt, \
-     input_tokens, output_tokens, latency_ms, ttft_ms, cost_usd, success, error";
+     input_tokens, output_tokens, latency_ms, ttft_ms, cost_usd, success, error, \
+     cache_read_tokens, cache_write_tokens";
 
 /// A handle on the database; clones share one connection pool.
 ///
@@ -570,7 +571,7 @@ impl Store {
     pub async fn insert_inference_log(&self, log: &InferenceLog) -> Result<()> {
         let sql = format!(
             "INSERT INTO inference_logs ({LOG_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         self.pool
             .execute(
@@ -591,6 +592,8 @@ impl Store {
                     log.cost_usd,
                     log.success,
                     log.error.clone(),
+                    log.cache_read_tokens,
+                    log.cache_write_tokens,
                 ],
             )
             .await
@@ -883,5 +886,7 @@ fn log_from_row(r: &dyn Row) -> Result<InferenceLog> {
         cost_usd: r.real("cost_usd")?,
         success: r.boolean("success")?,
         error: r.text("error")?,
+        cache_read_tokens: required("cache_read_tokens", r.int("cache_read_tokens")?)?,
+        cache_write_tokens: required("cache_write_tokens", r.int("cache_write_tokens")?)?,
     })
 }

@@ -244,15 +244,30 @@ pub struct CompletionUsage {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
+    prompt_tokens_details: PromptTokensDetails,
+}
+
+/// Of `prompt_tokens`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct PromptTokensDetails {
+    /// Read from the provider's prompt cache.
+    cached_tokens: u64,
+    /// Written to the provider's prompt cache (OpenRouter's name; Anthropic's cache writes).
+    cache_write_tokens: u64,
 }
 
 impl From<&LlmAnswer> for CompletionUsage {
     fn from(answer: &LlmAnswer) -> Self {
-        let (input, output) = (answer.usage.input_tokens, answer.usage.output_tokens);
+        let usage = &answer.usage;
+        let (input, output) = (usage.input_tokens, usage.output_tokens);
         CompletionUsage {
             prompt_tokens: input,
             completion_tokens: output,
             total_tokens: input.saturating_add(output),
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: usage.cache_read_tokens,
+                cache_write_tokens: usage.cache_write_tokens,
+            },
         }
     }
 }

@@ -28,9 +28,19 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
             _ => turns.push((m.role, m.content.clone())),
         }
     }
+    let last = turns.len().saturating_sub(1);
     let messages: Vec<Value> = turns
         .into_iter()
-        .map(|(role, content)| json!({"role": role.as_str(), "content": content}))
+        .enumerate()
+        .map(|(i, (role, content))| {
+            // The last turn's mark caches the whole conversation: the next turn, which sends it
+            // again, reads it from the cache.
+            let content = match spec.prompt_cache && i == last {
+                true => cached_text(content),
+                false => content.into(),
+            };
+            json!({"role": role.as_str(), "content": content})
+        })
         .collect();
     let mut body = json!({
         "model": spec.model,
@@ -39,7 +49,11 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
         "temperature": spec.temperature.min(MAX_TEMPERATURE),
     });
     if !system.is_empty() {
-        body["system"] = system.join("\n\n").into();
+        let system = system.join("\n\n");
+        body["system"] = match spec.prompt_cache {
+            true => cached_text(system),
+            false => system.into(),
+        };
     }
     if !spec.stop.is_empty() {
         body["stop_sequences"] = spec.stop.into();
@@ -50,13 +64,26 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
     body
 }
 
-/// Input tokens count cache writes and reads too: they are billed.
+/// Text as a one-block list whose block ends a prefix for the prompt cache: the cache holds
+/// everything up to and including it.
+pub(super) fn cached_text(text: impl Into<String>) -> Value {
+    json!([{"type": "text", "text": text.into(), "cache_control": {"type": "ephemeral"}}])
+}
+
+/// Input tokens count cache writes and reads too: they are billed. A `message_delta` may
+/// repeat the input counts, or not the cache's.
 fn absorb(usage: &mut Usage, wire: &Value) {
     let field = |name| wire.get(name).and_then(Value::as_u64);
+    if let Some(written) = field("cache_creation_input_tokens") {
+        usage.cache_write_tokens = written;
+    }
+    if let Some(read) = field("cache_read_input_tokens") {
+        usage.cache_read_tokens = read;
+    }
     if let Some(input) = field("input_tokens") {
         usage.input_tokens = input
-            .saturating_add(field("cache_creation_input_tokens").unwrap_or(0))
-            .saturating_add(field("cache_read_input_tokens").unwrap_or(0));
+            .saturating_add(usage.cache_write_tokens)
+            .saturating_add(usage.cache_read_tokens);
     }
     // Cumulative in `message_delta`, so it replaces.
     if let Some(output) = field("output_tokens") {

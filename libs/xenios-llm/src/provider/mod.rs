@@ -67,6 +67,8 @@ pub(crate) struct CallSpec<'a> {
     /// The same demand in words, for providers without `response_format`.
     pub instruction: Option<&'a str>,
     pub stream: bool,
+    /// The task asks for the prompt to be cached (see `TaskSettings::prompt_cache`).
+    pub prompt_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -386,6 +388,13 @@ impl Provider {
             .unwrap_or(model)
     }
 
+    /// Whether an OpenAI-wire request carries Anthropic's cache marks: only OpenRouter passes
+    /// them on, and only Claude models take them (other models cache by themselves, and a
+    /// strict OpenAI-compatible server could refuse the unknown field).
+    fn marks_cache(&self, spec: &CallSpec<'_>) -> bool {
+        spec.prompt_cache && self.name == "openrouter" && spec.model.starts_with("anthropic/")
+    }
+
     /// Whether `response_format` is understood natively (else the instruction goes in the
     /// prompt).
     pub fn takes_response_format(&self) -> bool {
@@ -412,7 +421,7 @@ impl Provider {
         let started = Instant::now();
         let deadline = started + limits.timeout;
         let body = match self.wire {
-            Wire::OpenAi => openai::body(spec, self.ask_usage),
+            Wire::OpenAi => openai::body(spec, self.ask_usage, self.marks_cache(spec)),
             Wire::Anthropic => anthropic::body(spec),
         };
         let url = match self.wire {

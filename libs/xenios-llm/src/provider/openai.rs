@@ -2,15 +2,27 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::anthropic::cached_text;
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{FinishReason, Usage};
+use crate::{FinishReason, Role, Usage};
 
-pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool) -> Value {
+/// `mark_cache`: Anthropic's cache marks, as OpenRouter passes them on to Claude models: on the
+/// last system message and on the last message (see `anthropic::body`).
+pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Value {
+    let last = spec.messages.len().saturating_sub(1);
+    let last_system = spec.messages.iter().rposition(|m| m.role == Role::System);
     let messages: Vec<Value> = spec
         .messages
         .iter()
-        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match mark_cache && (i == last || Some(i) == last_system) {
+                true => cached_text(m.content.as_str()),
+                false => m.content.as_str().into(),
+            };
+            json!({"role": m.role.as_str(), "content": content})
+        })
         .collect();
     let mut body = json!({
         "model": spec.model,
@@ -42,13 +54,25 @@ struct WireUsage {
     completion_tokens: u64,
     /// OpenRouter's, in USD.
     cost: Option<f64>,
+    prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// Of `prompt_tokens`: OpenAI's `cached_tokens` (read from its cache), and OpenRouter's
+/// `cache_write_tokens` (written to Anthropic's).
+#[derive(Deserialize)]
+struct PromptTokensDetails {
+    cached_tokens: Option<u64>,
+    cache_write_tokens: Option<u64>,
 }
 
 impl WireUsage {
     fn usage(&self) -> Usage {
+        let details = self.prompt_tokens_details.as_ref();
         Usage {
             input_tokens: self.prompt_tokens,
             output_tokens: self.completion_tokens,
+            cache_read_tokens: details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_write_tokens: details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
         }
     }
 }

@@ -20,6 +20,7 @@ pub fn task(candidates: &[&str]) -> TaskSettings {
         streaming: false,
         timeout_ms: 5000,
         retries: 2,
+        prompt_cache: false,
     }
 }
 

@@ -383,19 +383,68 @@ pub fn anthropic_text(model: &str, text: &str, input: u64, output: u64) -> Scrip
     }
 }
 
+/// `anthropic_text` whose usage counts the prompt cache's writes and reads too; `input` is the
+/// uncached rest, as Anthropic counts it.
+pub fn anthropic_text_cached(
+    model: &str,
+    text: &str,
+    [input, written, read, output]: [u64; 4],
+) -> Script {
+    let Script::Json { mut body, .. } = anthropic_text(model, text, input, output) else {
+        unreachable!()
+    };
+    body["usage"]["cache_creation_input_tokens"] = written.into();
+    body["usage"]["cache_read_input_tokens"] = read.into();
+    Script::Json {
+        status: 200,
+        headers: vec![],
+        body,
+    }
+}
+
+/// An OpenAI-wire JSON answer whose usage says how much of the prompt the cache read and (as
+/// OpenRouter says of Anthropic's cache) wrote.
+pub fn with_cached_prompt(script: Script, cached: u64, written: u64) -> Script {
+    match script {
+        Script::Json {
+            status,
+            headers,
+            mut body,
+        } => {
+            body["usage"]["prompt_tokens_details"] =
+                json!({"cached_tokens": cached, "cache_write_tokens": written});
+            Script::Json {
+                status,
+                headers,
+                body,
+            }
+        }
+        other => other,
+    }
+}
+
 fn event(name: &str, v: Value) -> Piece {
     Piece::Raw(format!("event: {name}\ndata: {v}\n\n"))
 }
 
 /// `message_start`, `content_block_start`, `ping`, one `text_delta` per piece.
 pub fn anthropic_stream_start(model: &str, pieces: &[&str], input: u64) -> Vec<Piece> {
+    anthropic_stream_start_with(
+        model,
+        pieces,
+        json!({"input_tokens": input, "output_tokens": 1}),
+    )
+}
+
+/// `anthropic_stream_start` with `usage` in its `message_start`.
+pub fn anthropic_stream_start_with(model: &str, pieces: &[&str], usage: Value) -> Vec<Piece> {
     let mut out = vec![
         event(
             "message_start",
             json!({"type": "message_start", "message": {
             "id": "msg_01", "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input, "output_tokens": 1}}}),
+            "usage": usage}}),
         ),
         event(
             "content_block_start",
