@@ -1078,6 +1078,113 @@ async fn a_json_schema_answer_is_asked_again_with_feedback() {
     assert_eq!(logs.len(), 2, "one row per call");
 }
 
+// ---- Usage ----
+
+/// `GET /api/v1/llm/usage` as `user`, until its total counts `calls` (the audit log is
+/// written beside the answer, not before it).
+async fn usage_once_logged(stack: &Stack, user_token: &str, query: &str, calls: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = stack
+            .http
+            .get(stack.url(&format!("/api/v1/llm/usage{query}")))
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(user_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let usage: Value = response.json().await.unwrap();
+        if usage["total"]["calls"] == calls || Instant::now() > deadline {
+            return usage;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A user sees what their own LLM calls consumed and cost; `service_role` sees everyone's,
+/// service calls without a user included; another user's usage is forbidden to others.
+#[tokio::test]
+async fn usage_sums_the_callers_llm_calls() {
+    let (stub, stack) = one_task_stack("us_task", "openai:gpt-us").await;
+    stub.push("gpt-us", openai_text("gpt-us", "One.", 12, 3));
+    let (status, _, answer) = complete(&stack, ask("us_task")).await;
+    assert_eq!(status, 200, "{answer}");
+    // A service call: an SDK's bearer API key, no user.
+    stub.push("gpt-us", openai_text("gpt-us", "Two.", 20, 5));
+    let response = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": "us_task", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let own = usage_once_logged(&stack, &stack.token(USER), "", 1).await;
+    assert_eq!(own["user_id"], USER);
+    assert_eq!(
+        own["total"],
+        json!({"requests": 1, "calls": 1, "failed_calls": 0, "input_tokens": 12,
+               "output_tokens": 3, "cache_read_tokens": 0, "cache_write_tokens": 0,
+               "cost_usd": 0.0})
+    );
+    assert_eq!(own["by_model"][0]["task"], "us_task");
+    assert_eq!(own["by_model"][0]["model"], "gpt-us");
+    assert_eq!(own["by_model"][0]["calls"], 1);
+    let since = own["since"].as_str().unwrap();
+    let until = own["until"].as_str().unwrap();
+    let days = chrono::DateTime::parse_from_rfc3339(until).unwrap()
+        - chrono::DateTime::parse_from_rfc3339(since).unwrap();
+    assert_eq!(days.num_days(), 30, "the default window");
+
+    let admin = token_for("an-operator", "service_role");
+    let everyone = usage_once_logged(&stack, &admin, "", 2).await;
+    assert_eq!(everyone["user_id"], Value::Null);
+    assert_eq!(everyone["total"]["requests"], 2);
+    assert_eq!(everyone["total"]["input_tokens"], 32);
+    let theirs = usage_once_logged(&stack, &admin, &format!("?user_id={USER}"), 1).await;
+    assert_eq!(theirs["total"]["input_tokens"], 12);
+
+    // A window without the calls.
+    let before = "?since=2026-01-01T00:00:00Z&until=2026-01-02T00:00:00Z";
+    let empty = usage_once_logged(&stack, &stack.token(USER), before, 0).await;
+    assert_eq!(empty["total"]["calls"], 0);
+    assert_eq!(empty["by_model"], json!([]));
+
+    for (query, status, field) in [
+        (&*format!("?user_id={OTHER_USER}"), 403, None),
+        ("?since=yesterday", 422, Some("since")),
+        ("?until=2026-13-01T00:00:00Z", 422, Some("until")),
+        (
+            "?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+            422,
+            Some("since"),
+        ),
+        (
+            "?since=2024-01-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+            422,
+            Some("since"),
+        ),
+        ("?group=model", 400, None),
+    ] {
+        let response = stack
+            .get(&format!("/api/v1/llm/usage{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{query}");
+        let body: Value = response.json().await.unwrap();
+        if let Some(field) = field {
+            assert_eq!(
+                body["error"]["details"][0]["field"], field,
+                "{query}: {body}"
+            );
+        }
+    }
+}
+
 // ---- The OpenAI-compatible route ----
 
 #[tokio::test]

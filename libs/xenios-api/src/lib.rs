@@ -187,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::jobs::get_job))
         .routes(routes!(routes::jobs::cancel_job))
         .routes(routes!(routes::jobs::job_events))
+        .routes(routes!(routes::usage::usage))
         .layer(middleware::from_fn_with_state(
             deadline,
             error::within_deadline,

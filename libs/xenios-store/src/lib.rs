@@ -13,7 +13,7 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord, NewJob, Outcome,
-    StartAttempt, StoreOptions, PAGE_BYTES,
+    Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord, ModelUsage,
+    NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport, PAGE_BYTES,
 };
 pub use store::{Result, Store, PG_SCHEMA};

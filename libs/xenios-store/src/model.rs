@@ -216,3 +216,44 @@ pub struct InferenceLog {
     pub success: bool,
     pub error: Option<String>,
 }
+
+/// Which provider calls [`crate::Store::llm_usage`] sums: those made in `[since, until)`, of one
+/// user or (`None`) of everyone, service calls included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub user_id: Option<String>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// Provider calls summed (rows of `inference_logs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageCounts {
+    /// LLM requests (jobs) the calls served.
+    pub requests: i64,
+    /// Every try, retries, fallbacks and JSON-schema re-asks included.
+    pub calls: i64,
+    pub failed_calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    /// Of the calls with a known cost.
+    pub cost_usd: f64,
+}
+
+/// One task and model's share of a [`UsageReport`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelUsage {
+    pub task: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub counts: UsageCounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageReport {
+    pub total: UsageCounts,
+    /// Costliest first.
+    pub by_model: Vec<ModelUsage>,
+}

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use xenios_contract::{new_job_id, JobError, JobKind, JobStatus, Progress};
 use xenios_store::{
     Backend, CancelOutcome, Created, InferenceLog, JobQuery, JobRecord, NewJob, Outcome,
-    StartAttempt, Store, StoreError, StoreOptions,
+    StartAttempt, Store, StoreError, StoreOptions, UsageCounts, UsageQuery, UsageReport,
 };
 
 /// Keeps the SQLite temp dir alive for as long as the test's store.
@@ -83,6 +83,7 @@ contract!(
     republish_picks_old_queued_jobs,
     progress_only_while_running,
     inference_logs_round_trip,
+    llm_usage_sums_a_window_per_user_and_model,
     extraction_cache_put_get_upsert,
     concurrent_writers_have_one_winner,
     many_callers_at_once_each_get_their_own_outcome,
@@ -667,6 +668,92 @@ async fn inference_logs_round_trip(store: Store) {
         l
     };
     assert_eq!(logs, [micros(first), micros(second)], "oldest first");
+}
+
+/// Calls inside the window are summed, for one user or for all, in all and per task and
+/// model (costliest first); unknown costs add nothing; a job's calls count one request.
+async fn llm_usage_sums_a_window_per_user_and_model(store: Store) {
+    let t0 = Utc::now() - chrono::Duration::hours(1);
+    let (job_a, job_b) = (new_job_id(), new_job_id());
+    let call =
+        |user: Option<&str>, job: xenios_contract::JobId, model: &str, minutes: i64| InferenceLog {
+            id: uuid::Uuid::now_v7(),
+            created_at: t0 + chrono::Duration::minutes(minutes),
+            user_id: user.map(str::to_owned),
+            job_id: Some(job),
+            task: "chat".into(),
+            model: model.into(),
+            provider: "anthropic".into(),
+            attempt: 1,
+            input_tokens: 1000,
+            output_tokens: 100,
+            cache_read_tokens: 600,
+            cache_write_tokens: 0,
+            latency_ms: 900,
+            ttft_ms: None,
+            cost_usd: Some(0.5),
+            success: true,
+            error: None,
+        };
+    let logs = [
+        // u1: a failed try then a fallback in one job, and a second job.
+        InferenceLog {
+            success: false,
+            output_tokens: 0,
+            cost_usd: None,
+            error: Some("HTTP 503".into()),
+            ..call(Some("u1"), job_a, "opus", 1)
+        },
+        call(Some("u1"), job_a, "sonnet", 2),
+        InferenceLog {
+            cost_usd: Some(2.0),
+            cache_write_tokens: 300,
+            ..call(Some("u1"), job_b, "opus", 3)
+        },
+        // Outside the window.
+        call(Some("u1"), new_job_id(), "opus", -5),
+        call(Some("u1"), new_job_id(), "opus", 60),
+        // Another user, and a service call.
+        call(Some("u2"), new_job_id(), "opus", 4),
+        call(None, new_job_id(), "sonnet", 5),
+    ];
+    for log in &logs {
+        store.insert_inference_log(log).await.unwrap();
+    }
+    let window = |user_id: Option<&str>| UsageQuery {
+        user_id: user_id.map(str::to_owned),
+        since: t0,
+        until: t0 + chrono::Duration::minutes(60),
+    };
+
+    let u1 = store.llm_usage(&window(Some("u1"))).await.unwrap();
+    assert_eq!(
+        u1.total,
+        UsageCounts {
+            requests: 2,
+            calls: 3,
+            failed_calls: 1,
+            input_tokens: 3000,
+            output_tokens: 200,
+            cache_read_tokens: 1800,
+            cache_write_tokens: 300,
+            cost_usd: 2.5,
+        }
+    );
+    let by_model: Vec<_> = u1
+        .by_model
+        .iter()
+        .map(|m| (m.model.as_str(), m.counts.calls, m.counts.cost_usd))
+        .collect();
+    assert_eq!(by_model, [("opus", 2, 2.0), ("sonnet", 1, 0.5)]);
+    assert_eq!(u1.by_model[0].task, "chat");
+
+    let everyone = store.llm_usage(&window(None)).await.unwrap();
+    assert_eq!((everyone.total.calls, everyone.total.requests), (5, 4));
+    assert_eq!(everyone.total.cost_usd, 3.5);
+
+    let nobody = store.llm_usage(&window(Some("u3"))).await.unwrap();
+    assert_eq!(nobody, UsageReport::default());
 }
 
 async fn extraction_cache_put_get_upsert(store: Store) {

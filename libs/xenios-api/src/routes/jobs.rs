@@ -438,7 +438,7 @@ pub struct ListParams {
 
 /// A query parameter's value; an empty one (`?kind=&status=`, as a form or a URL template
 /// sends it) is no value.
-fn given(value: &Option<String>) -> Option<&str> {
+pub(crate) fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 

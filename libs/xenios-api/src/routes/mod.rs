@@ -6,3 +6,4 @@ pub mod llm;
 pub mod me;
 pub mod openai;
 pub mod status;
+pub mod usage;
