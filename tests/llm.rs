@@ -1124,6 +1124,7 @@ async fn usage_sums_the_callers_llm_calls() {
 
     let own = usage_once_logged(&stack, &stack.token(USER), "", 1).await;
     assert_eq!(own["user_id"], USER);
+    assert!(own.get("daily_budget").is_none(), "no budget is set: {own}");
     assert_eq!(
         own["total"],
         json!({"requests": 1, "calls": 1, "failed_calls": 0, "input_tokens": 12,
@@ -1183,6 +1184,107 @@ async fn usage_sums_the_callers_llm_calls() {
             );
         }
     }
+}
+
+/// With `llm.user_daily_budget_usd`, a user whose calls today cost the budget has their LLM
+/// requests refused on every route (`429`, until midnight UTC); calls without a user and
+/// `service_role` callers are not limited; the usage report shows the day's spending.
+#[tokio::test]
+async fn a_spent_daily_budget_refuses_the_users_llm_requests() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("bud_task", "openai:gpt-bud")],
+        &[
+            ("llm.user_daily_budget_usd", "0.01"),
+            // 12 input tokens at $1000 per million: $0.012, past the budget in one call.
+            ("llm.prices.gpt-bud.input_per_mtok", "1000"),
+            ("llm.prices.gpt-bud.output_per_mtok", "0"),
+        ],
+    )
+    .await;
+    stub.push("gpt-bud", openai_text("gpt-bud", "Spent.", 12, 3));
+    let (status, _, answer) = complete(&stack, ask("bud_task")).await;
+    assert_eq!(status, 200, "{answer}");
+    let usage = usage_once_logged(&stack, &stack.token(USER), "", 1).await;
+    let budget = &usage["daily_budget"];
+    assert_eq!(budget["limit_usd"], 0.01, "{usage}");
+    assert!((budget["spent_usd"].as_f64().unwrap() - 0.012).abs() < 1e-12);
+    let resets_at = budget["resets_at"].as_str().unwrap();
+    assert!(resets_at.ends_with("T00:00:00Z"), "{resets_at}");
+
+    let refused = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 429);
+        let wait: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=86_400).contains(&wait), "{wait}");
+        response.json::<Value>().await.unwrap()
+    };
+    let body = refused(
+        stack
+            .post("/api/v1/llm/complete")
+            .json(&ask("bud_task"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("daily LLM budget of $0.01"), "{message}");
+    let body = refused(
+        stack
+            .post("/api/v1/llm/stream")
+            .json(&ask("bud_task"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let job = json!({"kind": "llm", "input": ask("bud_task")});
+    let body = refused(stack.post("/api/v1/jobs").json(&job).send().await.unwrap()).await;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let chat = json!({"model": "bud_task", "messages": [{"role": "user", "content": "Hi"}]});
+    let as_user = stack.authed(stack.http.post(stack.url("/v1/chat/completions")), USER);
+    let body = refused(as_user.json(&chat).send().await.unwrap()).await;
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    // Other kinds are not LLM spending.
+    let echo = json!({"kind": "echo", "input": {"message": "still here"}});
+    let response = stack.post("/api/v1/jobs").json(&echo).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+
+    // A service call, and a service_role caller, are not limited.
+    stub.push("gpt-bud", openai_text("gpt-bud", "Service.", 12, 3));
+    let response = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .bearer_auth(API_KEY)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    stub.push("gpt-bud", openai_text("gpt-bud", "Admin.", 12, 3));
+    let response = stack
+        .http
+        .post(stack.url("/api/v1/llm/complete"))
+        .header("X-API-Key", API_KEY)
+        .bearer_auth(token_for(OTHER_USER, "service_role"))
+        .json(&ask("bud_task"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        stub.seen("gpt-bud").len(),
+        3,
+        "no refused request reached the provider"
+    );
 }
 
 // ---- The OpenAI-compatible route ----

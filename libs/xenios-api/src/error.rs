@@ -35,6 +35,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
+    /// A user's LLM spending limit is reached: `rate_limited` too, with its own message.
+    #[error("{message}")]
+    BudgetSpent {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{message}")]
     Unavailable {
         message: String,
@@ -83,7 +89,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::BudgetSpent { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,7 +106,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Conflict(_) => "conflict",
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { .. } | ApiError::BudgetSpent { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -106,7 +114,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            ApiError::RateLimited { retry_after } | ApiError::BudgetSpent { retry_after, .. } => {
+                Some(*retry_after)
+            }
             ApiError::Unavailable { retry_after, .. } => *retry_after,
             _ => None,
         }

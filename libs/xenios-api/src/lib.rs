@@ -2,6 +2,7 @@
 //! from a [`Settings`] value; the binary and the tests start it the same way.
 
 pub mod auth;
+mod budget;
 pub mod correlation;
 pub mod error;
 pub mod events;

@@ -43,6 +43,11 @@ pub struct LlmSettings {
     pub openrouter_referer: Option<String>,
     /// Sent to OpenRouter as `X-Title`.
     pub openrouter_title: String,
+    /// USD a user's LLM calls may cost per UTC day; once spent, their LLM requests are refused
+    /// (`429`) until midnight UTC. Calls without a user and `service_role` callers are not
+    /// limited. A request already running finishes, so the spend may pass the limit by what
+    /// the requests admitted before it was reached cost. 0: no limit.
+    pub user_daily_budget_usd: f64,
 }
 
 impl Default for LlmSettings {
@@ -60,6 +65,7 @@ impl Default for LlmSettings {
             schema_retries: 2,
             openrouter_referer: None,
             openrouter_title: "Xenios".into(),
+            user_daily_budget_usd: 0.0,
         }
     }
 }
@@ -113,6 +119,9 @@ impl LlmSettings {
             if let Some(problem) = problem {
                 return Err(format!("llm.tasks.{name}: {problem}"));
             }
+        }
+        if !(self.user_daily_budget_usd.is_finite() && self.user_daily_budget_usd >= 0.0) {
+            return Err("llm.user_daily_budget_usd: a number of at least 0 (0: no limit)".into());
         }
         for (model, price) in &self.prices {
             let amounts = [price.input_per_mtok, price.output_per_mtok]
@@ -563,5 +572,13 @@ output_per_mtok = 0.2
         let mut s = LlmSettings::default();
         s.prices.get_mut("gpt-4o-mini").unwrap().input_per_mtok = f64::NAN;
         assert!(s.validate().is_err());
+        let s = LlmSettings {
+            user_daily_budget_usd: -5.0,
+            ..LlmSettings::default()
+        };
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .starts_with("llm.user_daily_budget_usd"));
     }
 }

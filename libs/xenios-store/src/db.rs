@@ -29,7 +29,7 @@ fn writes(sql: &str) -> bool {
     !head.eq_ignore_ascii_case("select")
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Arg {
     Uuid(Option<Uuid>),
     Text(Option<String>),

@@ -609,36 +609,17 @@ impl Store {
         self.pool.fetch_all(&sql, args![job_id], log_from_row).await
     }
 
-    /// The provider calls of `q` summed, in all and per task and model. The sums are cast back
-    /// to bigint: PostgreSQL sums a bigint column as numeric.
+    /// The provider calls of `q` summed, in all and per task and model.
     pub async fn llm_usage(&self, q: &UsageQuery) -> Result<UsageReport> {
-        let mut args = args![q.since, q.until];
-        let mut filter = "created_at >= $1 AND created_at < $2".to_owned();
-        if let Some(user) = &q.user_id {
-            args.push(user.clone().into());
-            filter.push_str(" AND user_id = $3");
-        }
-        let sums = "count(DISTINCT job_id) AS requests, count(*) AS calls, \
-             CAST(coalesce(sum(CASE WHEN success THEN 0 ELSE 1 END), 0) AS BIGINT) AS failed_calls, \
-             CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens, \
-             CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens, \
-             CAST(coalesce(sum(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
-             CAST(coalesce(sum(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
-             coalesce(sum(cost_usd), 0.0) AS cost_usd";
-        let total_sql = format!("SELECT {sums} FROM inference_logs WHERE {filter}");
-        let total = self
-            .pool
-            .fetch_all(&total_sql, args.clone(), usage_counts_from_row)
-            .await?
-            .pop()
-            .unwrap_or_default();
-        let by_model_sql = format!(
-            "SELECT task, model, {sums} FROM inference_logs WHERE {filter} \
+        let total = self.llm_usage_total(q).await?;
+        let (filter, args) = usage_filter(q);
+        let sql = format!(
+            "SELECT task, model, {USAGE_SUMS} FROM inference_logs WHERE {filter} \
              GROUP BY task, model ORDER BY cost_usd DESC, calls DESC, task, model"
         );
         let by_model = self
             .pool
-            .fetch_all(&by_model_sql, args, |r| {
+            .fetch_all(&sql, args, |r| {
                 Ok(ModelUsage {
                     task: required("task", r.text("task")?)?,
                     model: required("model", r.text("model")?)?,
@@ -647,6 +628,18 @@ impl Store {
             })
             .await?;
         Ok(UsageReport { total, by_model })
+    }
+
+    /// The provider calls of `q` summed in all.
+    pub async fn llm_usage_total(&self, q: &UsageQuery) -> Result<UsageCounts> {
+        let (filter, args) = usage_filter(q);
+        let sql = format!("SELECT {USAGE_SUMS} FROM inference_logs WHERE {filter}");
+        Ok(self
+            .pool
+            .fetch_all(&sql, args, usage_counts_from_row)
+            .await?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// Deletes up to `limit` finished jobs submitted before `before`, oldest first, and
@@ -907,6 +900,25 @@ pub(crate) fn job_from_row(r: &dyn Row) -> Result<JobRecord> {
         finished_at: r.time("finished_at")?,
         updated_at: required("updated_at", r.time("updated_at")?)?,
     })
+}
+
+/// The sums of a usage report, cast back to bigint: PostgreSQL sums a bigint column as numeric.
+const USAGE_SUMS: &str = "count(DISTINCT job_id) AS requests, count(*) AS calls, \
+     CAST(coalesce(sum(CASE WHEN success THEN 0 ELSE 1 END), 0) AS BIGINT) AS failed_calls, \
+     CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens, \
+     CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens, \
+     CAST(coalesce(sum(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
+     CAST(coalesce(sum(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
+     coalesce(sum(cost_usd), 0.0) AS cost_usd";
+
+fn usage_filter(q: &UsageQuery) -> (String, Vec<Arg>) {
+    let mut args = args![q.since, q.until];
+    let mut filter = "created_at >= $1 AND created_at < $2".to_owned();
+    if let Some(user) = &q.user_id {
+        args.push(user.clone().into());
+        filter.push_str(" AND user_id = $3");
+    }
+    (filter, args)
 }
 
 fn usage_counts_from_row(r: &dyn Row) -> Result<UsageCounts> {

@@ -144,6 +144,9 @@ pub async fn submit(
         })?;
     check_input(&state, kind, &body.input)?;
     check_source(&state, &user, kind, &body.input).await?;
+    if kind == JobKind::Llm {
+        crate::budget::check(&state, Some(&user.user)).await?;
+    }
     let idempotency_key = match headers.get("idempotency-key") {
         Some(value) => {
             let key = value

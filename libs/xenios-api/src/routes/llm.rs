@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 use utoipa::ToSchema;
+use xenios_auth::UserContext;
 use xenios_contract::envelope::JobEvent;
 use xenios_contract::{JobError, JobId, JobKind, JobStatus};
 use xenios_store::NewJob;
 
 use crate::auth::User;
+use crate::budget;
 use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::events::{sleep_until, sse_response, sse_slot, FeedItem, JobFeed, TERMINAL_GRACE};
@@ -155,7 +157,7 @@ pub async fn complete(
         .check(RouteGroup::Llm, &user.caller.subject())?;
     let mut call = LlmCall::start(
         &state,
-        Some(user.user.user_id.clone()),
+        Some(&user.user),
         correlation_id,
         body.into_input(false),
     )
@@ -191,7 +193,7 @@ pub async fn stream(
     let slot = sse_slot(&state)?;
     let call = LlmCall::start(
         &state,
-        Some(user.user.user_id.clone()),
+        Some(&user.user),
         correlation_id,
         body.into_input(true),
     )
@@ -294,11 +296,13 @@ impl LlmCall {
     /// missed.
     pub async fn start(
         state: &AppState,
-        user_id: Option<String>,
+        user: Option<&UserContext>,
         correlation_id: String,
         input: Value,
     ) -> Result<LlmCall, ApiError> {
         check_input(state, JobKind::Llm, &input)?;
+        budget::check(state, user).await?;
+        let user_id = user.map(|u| u.user_id.clone());
         let job_id = xenios_contract::new_job_id();
         let feed = JobFeed::live(state.hub.clone(), state.jetstream.clone(), job_id);
         enqueue_while_recording(

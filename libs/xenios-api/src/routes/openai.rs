@@ -385,13 +385,12 @@ pub async fn chat_completions(
     let stream = body.stream;
     let requested = body.model.clone();
     let input = body.into_input(&state.settings.llm)?;
-    let user_id = caller.user.as_ref().map(|u| u.user_id.clone());
     let slot = if stream {
         Some(sse_slot(&state)?)
     } else {
         None
     };
-    let mut call = LlmCall::start(&state, user_id, correlation_id, input).await?;
+    let mut call = LlmCall::start(&state, caller.user.as_ref(), correlation_id, input).await?;
     let job_id = call.job_id;
     let id = format!("chatcmpl-{job_id}");
     let created = Utc::now().timestamp();

@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use xenios_store::{UsageCounts, UsageQuery};
 
 use crate::auth::User;
+use crate::budget::{self, DailyBudget};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::routes::jobs::given;
 use crate::state::AppState;
@@ -82,6 +83,9 @@ pub struct LlmUsageView {
     total: UsageTotals,
     /// Per task and model, costliest first.
     by_model: Vec<ModelUsageView>,
+    /// The user's spending today against `llm.user_daily_budget_usd`, when one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daily_budget: Option<DailyBudget>,
 }
 
 fn time_param(field: &str, value: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -140,7 +144,12 @@ pub async fn usage(
             until,
         })
         .await?;
+    let daily_budget = match &user_id {
+        Some(id) => budget::today(&state, id).await?,
+        None => None,
+    };
     Ok(axum::Json(LlmUsageView {
+        daily_budget,
         user_id,
         since,
         until,
