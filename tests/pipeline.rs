@@ -953,6 +953,69 @@ async fn the_operator_cli_purges_expired_records() {
     assert_eq!(stack.job(&today).await["status"], "succeeded");
 }
 
+/// `xenios jobs usage` sums the audit log per task and model, for everyone or one user.
+#[tokio::test]
+async fn the_operator_cli_reports_llm_usage() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 1).await;
+    for (user, model, cost) in [
+        (Some(USER), "anthropic/claude-opus-4-20250514", 0.25),
+        (Some(USER), "anthropic/claude-opus-4-20250514", 0.5),
+        (None, "openai/gpt-4o-mini", 0.125),
+    ] {
+        let log = xenios_store::InferenceLog {
+            id: uuid::Uuid::now_v7(),
+            created_at: chrono::Utc::now() - chrono::Duration::hours(2),
+            user_id: user.map(str::to_owned),
+            job_id: Some(uuid::Uuid::now_v7()),
+            task: "chat".into(),
+            model: model.into(),
+            provider: "openrouter".into(),
+            attempt: 1,
+            input_tokens: 1000,
+            output_tokens: 50,
+            cache_read_tokens: 800,
+            cache_write_tokens: 0,
+            latency_ms: 900,
+            ttft_ms: Some(300),
+            cost_usd: Some(cost),
+            success: true,
+            error: None,
+        };
+        stack.store.insert_inference_log(&log).await.unwrap();
+    }
+
+    let (ok, said, why) = xenios_cli(&stack, &["jobs", "usage"]);
+    assert!(ok, "{why}");
+    let row = |name: &str| {
+        said.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` row in:\n{said}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let opus = row("chat                   anthropic/claude-opus-4-20250514");
+    assert_eq!(
+        opus[2..],
+        ["2", "2", "0", "2000", "1600", "0", "100", "0.7500"],
+        "{said}"
+    );
+    assert_eq!(
+        row("total")[1..],
+        ["3", "3", "0", "3000", "2400", "0", "150", "0.8750"]
+    );
+
+    let (ok, said, why) = xenios_cli(&stack, &["jobs", "usage", "--user", USER, "--json"]);
+    assert!(ok, "{why}");
+    let report: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(report["total"]["calls"], 2, "{report}");
+    assert_eq!(report["by_model"][0]["cache_read_tokens"], 1600);
+
+    let (ok, _, why) = xenios_cli(&stack, &["jobs", "usage", "--days", "0"]);
+    assert!(!ok, "a window of 0 days is refused");
+    assert!(why.contains("--days"), "{why}");
+}
+
 /// Records an echo job of the test user as submitted `ago` (its `Idempotency-Key`
 /// `seeded-<id>`), and runs it to success.
 async fn seed_finished_job(store: &xenios_store::Store, ago: chrono::Duration) -> uuid::Uuid {

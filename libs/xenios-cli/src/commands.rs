@@ -57,7 +57,7 @@ enum Command {
         #[command(subcommand)]
         action: StreamsAction,
     },
-    /// Jobs: list, show, cancel, resubmit, counts (straight from the store).
+    /// Jobs: list, show, cancel, resubmit, counts, purge, LLM usage (straight from the store).
     Jobs {
         #[command(subcommand)]
         action: JobsAction,

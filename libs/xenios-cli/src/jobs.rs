@@ -11,7 +11,7 @@ use xenios_api::operations::{self, JobView};
 use xenios_config::Settings;
 use xenios_contract::{JobKind, JobStatus};
 use xenios_runtime::retention::{self, RetentionPolicy};
-use xenios_store::{CancelOutcome, JobQuery, JobRecord, Store};
+use xenios_store::{CancelOutcome, JobQuery, JobRecord, Store, UsageQuery, UsageReport};
 
 use crate::start::{connect_nats, connect_store};
 
@@ -48,6 +48,19 @@ pub(crate) enum JobsAction {
     /// Delete the records past their retention (`retention.*`) now, as the pass beside the
     /// API does every `retention.interval_secs`.
     Purge,
+    /// What the LLM jobs' provider calls consumed and cost over the last days, per task and
+    /// model (from `inference_logs`).
+    Usage {
+        /// Only this user's calls (default: every call, service calls included).
+        #[arg(long)]
+        user: Option<String>,
+        /// The window: the last this many days (1 to 366).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=366))]
+        days: u32,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) async fn jobs(settings: Settings, action: JobsAction) -> anyhow::Result<ExitCode> {
@@ -148,8 +161,57 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
                 println!("{table:<18} {n:>10}");
             }
         }
+        JobsAction::Usage { user, days, json } => {
+            let until = chrono::Utc::now();
+            let report = store
+                .llm_usage(&UsageQuery {
+                    user_id: user,
+                    since: until - chrono::Duration::days(days.into()),
+                    until,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_usage(&report);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_usage(report: &UsageReport) {
+    println!(
+        "{:<22} {:<36} {:>8} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "TASK",
+        "MODEL",
+        "REQUESTS",
+        "CALLS",
+        "FAILED",
+        "INPUT",
+        "CACHE_READ",
+        "CACHE_WRITE",
+        "OUTPUT",
+        "COST_USD"
+    );
+    let rows = report
+        .by_model
+        .iter()
+        .map(|m| (m.task.as_str(), m.model.as_str(), &m.counts))
+        .chain([("total", "", &report.total)]);
+    for (task, model, c) in rows {
+        println!(
+            "{task:<22} {model:<36} {:>8} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12.4}",
+            c.requests,
+            c.calls,
+            c.failed_calls,
+            c.input_tokens,
+            c.cache_read_tokens,
+            c.cache_write_tokens,
+            c.output_tokens,
+            c.cost_usd
+        );
+    }
 }
 
 async fn find(store: &Store, id: Uuid) -> anyhow::Result<JobRecord> {
