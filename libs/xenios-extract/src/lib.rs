@@ -1,5 +1,5 @@
 //! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX,
-//! ODT, ODS, HTML, CSV, Markdown and plain text become Markdown or plain text, with the format
+//! ODT, ODS, ODP, HTML, CSV, Markdown and plain text become Markdown or plain text, with the format
 //! told from the bytes ([`sniff`]), never from a name or a header. Images (PNG, JPEG, TIFF,
 //! BMP, WebP) are recognised too, and, like scanned PDFs, answered with `ocr_required`.
 //!
@@ -48,6 +48,7 @@ pub enum DocumentFormat {
     Pptx,
     Odt,
     Ods,
+    Odp,
     Html,
     Csv,
     Markdown,
@@ -61,7 +62,7 @@ pub enum DocumentFormat {
 
 impl DocumentFormat {
     /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `ods`,
-    /// `html`, `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
+    /// `odp`, `html`, `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentFormat::Pdf => "pdf",
@@ -70,6 +71,7 @@ impl DocumentFormat {
             DocumentFormat::Pptx => "pptx",
             DocumentFormat::Odt => "odt",
             DocumentFormat::Ods => "ods",
+            DocumentFormat::Odp => "odp",
             DocumentFormat::Html => "html",
             DocumentFormat::Csv => "csv",
             DocumentFormat::Markdown => "markdown",
@@ -97,6 +99,7 @@ impl DocumentFormat {
             }
             DocumentFormat::Odt => "application/vnd.oasis.opendocument.text",
             DocumentFormat::Ods => "application/vnd.oasis.opendocument.spreadsheet",
+            DocumentFormat::Odp => "application/vnd.oasis.opendocument.presentation",
             DocumentFormat::Html => "text/html",
             DocumentFormat::Csv => "text/csv",
             DocumentFormat::Markdown => "text/markdown",
@@ -179,7 +182,7 @@ pub struct Extracted {
     pub pages: Option<u32>,
     pub title: Option<String>,
     /// Always `source_format`; then what the format offers cheaply: `author`, `sheets`
-    /// (XLSX, ODS), `slides` and `hidden_slides` (PPTX), `rows`/`columns`/`delimiter` (CSV),
+    /// (XLSX, ODS), `slides` and `hidden_slides` (PPTX, ODP), `rows`/`columns`/`delimiter` (CSV),
     /// `language` (HTML), `pdf_version`.
     pub metadata: Map<String, Value>,
 }
@@ -212,7 +215,7 @@ impl Extracted {
 pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
     let format = sniff(bytes).ok_or_else(|| {
         ExtractError::UnsupportedFormat(
-            "not a PDF, DOCX, XLSX, PPTX, ODT, ODS, HTML, CSV, Markdown or text document, nor an image"
+            "not a PDF, DOCX, XLSX, PPTX, ODT, ODS, ODP, HTML, CSV, Markdown or text document, nor an image"
                 .into(),
         )
     })?;
@@ -232,7 +235,9 @@ pub fn extract_as(
         DocumentFormat::Docx => docx::extract(bytes, &mut cx),
         DocumentFormat::Xlsx => xlsx::extract(bytes, &mut cx),
         DocumentFormat::Pptx => pptx::extract(bytes, &mut cx),
-        DocumentFormat::Odt | DocumentFormat::Ods => odf::extract(bytes, format, &mut cx),
+        DocumentFormat::Odt | DocumentFormat::Ods | DocumentFormat::Odp => {
+            odf::extract(bytes, format, &mut cx)
+        }
         DocumentFormat::Html => html::extract(bytes, &mut cx),
         DocumentFormat::Csv => delimited::extract(bytes, &mut cx),
         DocumentFormat::Markdown | DocumentFormat::Text => text::extract(bytes, format, &mut cx),

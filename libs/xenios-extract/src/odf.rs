@@ -1,10 +1,12 @@
-//! OpenDocument text and spreadsheets (ODT, ODS: LibreOffice's own formats, which Google
-//! Docs and Sheets export too): `content.xml` walked once with quick-xml. Headings by outline
-//! level, lists (numbered or bulleted as their list style says), tables (a spreadsheet's
-//! sheets, each under its name), text frames; notes, comments, tracked deletions and
+//! OpenDocument text, spreadsheets and presentations (ODT, ODS, ODP: LibreOffice's own
+//! formats, which Google Docs, Sheets and Slides export too): `content.xml` walked once with
+//! quick-xml. Headings by outline level, lists (numbered or bulleted as their list style says),
+//! tables (a spreadsheet's sheets, each under its name), text frames; a presentation's slides
+//! as sections (`## Slide 2: Title`, numbered as the application numbers them) with their
+//! speaker notes, hidden slides and footers left out; notes, comments, tracked deletions and
 //! generated indexes are left out. Title and author from `meta.xml`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use quick_xml::events::{BytesStart, Event};
 use serde_json::Value;
@@ -15,7 +17,7 @@ use crate::ooxml::{attr, next, push_text, xml_reader, Package};
 use crate::{DocumentFormat, ExtractError, Extracted};
 
 /// What a package's `mimetype` entry says it is (templates add `-template`).
-const MEDIA_TYPES: [(&[u8], DocumentFormat); 2] = [
+const MEDIA_TYPES: [(&[u8], DocumentFormat); 3] = [
     (
         b"application/vnd.oasis.opendocument.text",
         DocumentFormat::Odt,
@@ -24,7 +26,14 @@ const MEDIA_TYPES: [(&[u8], DocumentFormat); 2] = [
         b"application/vnd.oasis.opendocument.spreadsheet",
         DocumentFormat::Ods,
     ),
+    (
+        b"application/vnd.oasis.opendocument.presentation",
+        DocumentFormat::Odp,
+    ),
 ];
+
+/// A presentation's frames whose text repeats on every slide rather than belonging to one.
+const SLIDE_FURNITURE: &[&str] = &["footer", "header", "date-time", "page-number"];
 
 /// Elements whose text is not the document's running text (`title` and `desc` are a frame's
 /// alternative text, and the document-title field, whose text is in `meta.xml`).
@@ -56,30 +65,33 @@ pub(crate) fn extract(
     cx: &mut Ctx,
 ) -> Result<Extracted, ExtractError> {
     let mut pkg = Package::open(bytes, cx.opts)?;
-    let mut list_styles = HashMap::new();
-    if let Some(styles) = pkg.read_text("styles.xml", &cx.clock)? {
-        collect_list_styles(&styles, "styles.xml", &mut list_styles, &mut cx.clock)?;
+    let mut styles = Styles::default();
+    if let Some(xml) = pkg.read_text("styles.xml", &cx.clock)? {
+        collect_styles(&xml, "styles.xml", &mut styles, &mut cx.clock)?;
     }
     let xml = pkg
         .read_text("content.xml", &cx.clock)?
         .ok_or_else(|| ExtractError::corrupt("the package lacks its content.xml"))?;
-    collect_list_styles(&xml, "content.xml", &mut list_styles, &mut cx.clock)?;
+    collect_styles(&xml, "content.xml", &mut styles, &mut cx.clock)?;
     let (meta_title, author) = pkg.title_and_author("meta.xml", &mut cx.clock)?;
 
     let mut walker = Walker {
         blocks: Blocks::new(cx.out(), cx.markdown()),
-        list_styles,
+        list_styles: styles.lists,
+        hidden_pages: styles.hidden_pages,
         lists: Vec::new(),
         paragraphs: Vec::new(),
         tables: Vec::new(),
         skipping: 0,
         first_heading: None,
         sheets: (format == DocumentFormat::Ods).then(Vec::new),
+        slides: (format == DocumentFormat::Odp).then(Slides::default),
         max_chars: cx.opts.max_output_chars,
     };
     walker.walk(&xml, &mut cx.clock)?;
     let first_heading = walker.first_heading.take();
     let sheets = walker.sheets.take();
+    let slides = walker.slides.take();
     let mut extracted = Extracted::new(walker.blocks.into_string(), cx.opts.output, format);
     extracted.title = meta_title.or(first_heading);
     extracted.set_author(author);
@@ -87,6 +99,17 @@ pub(crate) fn extract(
         extracted
             .metadata
             .insert("sheets".into(), Value::Array(sheets));
+    }
+    if let Some(slides) = slides {
+        extracted.pages = Some(u32::try_from(slides.shown).unwrap_or(u32::MAX));
+        extracted
+            .metadata
+            .insert("slides".into(), Value::from(slides.shown));
+        if slides.hidden > 0 {
+            extracted
+                .metadata
+                .insert("hidden_slides".into(), Value::from(slides.hidden));
+        }
     }
     Ok(extracted)
 }
@@ -116,36 +139,61 @@ pub(crate) fn package_format(bytes: &[u8]) -> Option<DocumentFormat> {
 /// For each list style, whether each level (1 = outermost) is numbered.
 type ListStyles = HashMap<String, HashMap<usize, bool>>;
 
-fn collect_list_styles(
+#[derive(Default)]
+struct Styles {
+    lists: ListStyles,
+    /// Drawing-page styles that hide a presentation's slide.
+    hidden_pages: HashSet<String>,
+}
+
+fn collect_styles(
     xml: &str,
     part: &str,
-    styles: &mut ListStyles,
+    styles: &mut Styles,
     clock: &mut Clock,
 ) -> Result<(), ExtractError> {
     let mut reader = xml_reader(xml);
-    let mut current: Option<String> = None;
+    let mut list: Option<String> = None;
+    let mut page: Option<String> = None;
     loop {
         clock.tick()?;
         match next(&mut reader, part)? {
             Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
-                "list-style" => current = attr(&e, "name"),
+                "list-style" => list = attr(&e, "name"),
                 "list-level-style-number"
                 | "list-level-style-bullet"
                 | "list-level-style-image" => {
-                    if let (Some(style), Some(level)) = (&current, level_of(&e)) {
+                    if let (Some(style), Some(level)) = (&list, level_of(&e)) {
                         let numbered = e.local_name().as_ref() == "list-level-style-number"
                             && attr(&e, "num-format").is_some_and(|f| !f.is_empty());
                         styles
+                            .lists
                             .entry(style.clone())
                             .or_default()
                             .insert(level, numbered);
+                    }
+                }
+                "style" => {
+                    page = (attr(&e, "family").as_deref() == Some("drawing-page"))
+                        .then(|| attr(&e, "name"))
+                        .flatten();
+                }
+                "drawing-page-properties" => {
+                    if let Some(style) = &page {
+                        if attr(&e, "visibility").as_deref() == Some("hidden") {
+                            styles.hidden_pages.insert(style.clone());
+                        }
                     }
                 }
                 // The automatic styles come before the body; nothing after them is a style.
                 "body" => break,
                 _ => {}
             },
-            Event::End(e) if e.local_name().as_ref() == "list-style" => current = None,
+            Event::End(e) => match e.local_name().as_ref() {
+                "list-style" => list = None,
+                "style" => page = None,
+                _ => {}
+            },
             Event::Eof => break,
             _ => {}
         }
@@ -186,9 +234,27 @@ struct Table {
     held: usize,
 }
 
+/// Where a presentation's walk is.
+#[derive(Default)]
+struct Slides {
+    /// Slides met, hidden ones included: the number of the current one.
+    position: usize,
+    shown: usize,
+    hidden: usize,
+    /// The current slide's heading is not written yet: it waits for the slide's title.
+    heading_due: bool,
+    /// The text of the title frame being read, when it can still name the slide.
+    title: Option<String>,
+    /// About the characters in `title` (a space between paragraphs counted for each).
+    title_chars: usize,
+    /// Inside the slide's speaker notes; `true` in the pair until their heading is written.
+    notes: Option<bool>,
+}
+
 struct Walker {
     blocks: Blocks,
     list_styles: ListStyles,
+    hidden_pages: HashSet<String>,
     lists: Vec<List>,
     /// Open paragraphs, innermost last (a text frame's paragraphs sit inside another).
     paragraphs: Vec<Paragraph>,
@@ -198,6 +264,8 @@ struct Walker {
     first_heading: Option<String>,
     /// A spreadsheet's sheet names, in order; `None` for a text document.
     sheets: Option<Vec<Value>>,
+    /// `None` unless the document is a presentation.
+    slides: Option<Slides>,
     /// `max_output_chars`: no paragraph or table may hold more before it is written.
     max_chars: usize,
 }
@@ -242,6 +310,39 @@ impl Walker {
     }
 
     fn open(&mut self, e: &BytesStart, name: &str, empty: bool) -> Result<(), ExtractError> {
+        if let Some(slides) = &mut self.slides {
+            match name {
+                "page" if !empty => {
+                    self.blocks.end_list();
+                    slides.position += 1;
+                    let hidden = attr(e, "style-name")
+                        .is_some_and(|style| self.hidden_pages.contains(&style));
+                    if hidden {
+                        slides.hidden += 1;
+                        self.skipping = 1;
+                    } else {
+                        slides.shown += 1;
+                        slides.heading_due = true;
+                    }
+                    return Ok(());
+                }
+                "frame" if !empty => {
+                    let class = attr(e, "class").unwrap_or_default();
+                    if SLIDE_FURNITURE.contains(&class.as_str()) {
+                        self.skipping = 1;
+                    } else if class == "title" && slides.heading_due && slides.notes.is_none() {
+                        slides.title = Some(String::new());
+                        slides.title_chars = 0;
+                    }
+                    return Ok(());
+                }
+                "notes" if !empty => {
+                    slides.notes = Some(true);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
         match name {
             "h" | "p" if !empty => {
                 if self.paragraphs.len() == MAX_NESTING {
@@ -327,6 +428,18 @@ impl Walker {
 
     fn close(&mut self, name: &str) -> Result<(), ExtractError> {
         match name {
+            "frame" => {
+                if let Some(title) = self.slides.as_mut().and_then(|s| s.title.take()) {
+                    self.slide_heading(Some(title.trim()))?;
+                }
+            }
+            "notes" => {
+                if let Some(slides) = &mut self.slides {
+                    slides.notes = None;
+                }
+            }
+            // A slide without text still has its section.
+            "page" => self.slide_heading(None)?,
             "h" | "p" => self.end_paragraph()?,
             "list" => {
                 self.lists.pop();
@@ -360,10 +473,68 @@ impl Walker {
         Ok(())
     }
 
+    /// Writes the current slide's heading if it is still due: `Slide N: title`, or
+    /// `Slide N` when the slide's text begins with anything but its title.
+    fn slide_heading(&mut self, title: Option<&str>) -> Result<(), ExtractError> {
+        let Some(slides) = self.slides.as_mut().filter(|s| s.heading_due) else {
+            return Ok(());
+        };
+        slides.heading_due = false;
+        let number = slides.position;
+        self.blocks.end_list();
+        match title.filter(|t| !t.is_empty()) {
+            Some(title) => {
+                if self.first_heading.is_none() {
+                    self.first_heading = Some(title.to_owned());
+                }
+                self.blocks.heading(2, &format!("Slide {number}: {title}"))
+            }
+            None => self.blocks.heading(2, &format!("Slide {number}")),
+        }
+    }
+
+    /// Before a block of a slide is written: the slide's heading, and the notes' heading
+    /// before their first text.
+    fn before_block(&mut self, text: &str) -> Result<(), ExtractError> {
+        if self.slides.is_none() {
+            return Ok(());
+        }
+        self.slide_heading(None)?;
+        let Some(slides) = &mut self.slides else {
+            return Ok(());
+        };
+        if slides.notes == Some(true) && !text.trim().is_empty() {
+            slides.notes = Some(false);
+            self.blocks.end_list();
+            self.blocks.heading(3, "Notes")?;
+        }
+        Ok(())
+    }
+
     fn end_paragraph(&mut self) -> Result<(), ExtractError> {
         let Some(p) = self.paragraphs.pop() else {
             return Ok(());
         };
+        if let Some(Slides {
+            title: Some(title),
+            title_chars,
+            ..
+        }) = &mut self.slides
+        {
+            if !title.is_empty() && !p.text.trim().is_empty() {
+                title.push(' ');
+            }
+            title.push_str(p.text.trim());
+            // Bounded like a paragraph: a title frame may hold any number of them.
+            *title_chars += p.chars + 1;
+            if *title_chars > self.max_chars {
+                return Err(ExtractError::too_large(format!(
+                    "a slide's title exceeds {} characters",
+                    self.max_chars
+                )));
+            }
+            return Ok(());
+        }
         if let Some(t) = self.tables.last_mut() {
             if let Some((cell, _)) = &mut t.cell {
                 if !cell.is_empty() {
@@ -373,6 +544,7 @@ impl Walker {
                 return Ok(());
             }
         }
+        self.before_block(&p.text)?;
         if let Some(level) = p.heading {
             if self.first_heading.is_none() && !p.text.trim().is_empty() {
                 self.first_heading = Some(p.text.trim().to_owned());
@@ -473,6 +645,8 @@ impl Walker {
             }
             return Ok(());
         }
+        let text: String = table.rows.iter().flatten().map(String::as_str).collect();
+        self.before_block(&text)?;
         self.blocks.end_list();
         self.blocks.table(&table.rows)
     }

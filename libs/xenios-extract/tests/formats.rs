@@ -417,6 +417,58 @@ fn an_ods_written_by_odfpy_reads_as_its_sheets() {
     assert_eq!(out.metadata["source_format"], "ods");
 }
 
+/// An ODP written by odfpy (`fixtures/make_checkin_odp.py`): each shown slide a section named
+/// by its title and numbered as the application numbers it (the hidden third slide counts),
+/// its outline as nested bullets, its speaker notes under their own heading; footers and the
+/// hidden slide left out. A title that comes after the slide's other text cannot name it.
+#[test]
+fn an_odp_written_by_odfpy_reads_as_its_slides() {
+    let bytes = include_bytes!("fixtures/checkin.odp");
+    assert_eq!(sniff(bytes), Some(DocumentFormat::Odp));
+    assert_eq!(sniff(&bytes[..100]), Some(DocumentFormat::Odp));
+    let out = extract(bytes, &markdown()).unwrap();
+    let expected = "\
+## Slide 1: Quarterly check-in
+
+Ana, spring
+
+## Slide 2: Goals
+
+- Sleep seven hours
+    - Lights out by eleven
+- Walk daily
+
+### Notes
+
+Ask how the walks went.
+
+## Slide 4
+
+| Week | Steps |
+| --- | --- |
+| 1 | 6000 |
+| 2 | 8000 |
+
+Progress";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Quarterly check-in"));
+    assert_eq!(out.pages, Some(3));
+    assert_eq!(out.metadata["slides"], 3);
+    assert_eq!(out.metadata["hidden_slides"], 1);
+    assert_eq!(out.metadata["author"], "Coach Grace");
+    assert_eq!(out.metadata["source_format"], "odp");
+    assert!(!out.content.contains("Confidential") && !out.content.contains("Not ready"));
+
+    let plain = extract(bytes, &text()).unwrap();
+    assert!(
+        plain
+            .content
+            .starts_with("Slide 1: Quarterly check-in\n\nAna, spring"),
+        "{}",
+        plain.content
+    );
+}
+
 const PAGE: &str = r##"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Test  Page</title><meta name="author" content="Jane Doe">
 <style>p { color: red }</style><script>var s = "<p>not text</p>"; if (a < b) {}</script></head>

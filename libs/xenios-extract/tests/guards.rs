@@ -201,6 +201,35 @@ fn odt_paragraphs_are_bounded_while_read() {
     assert!(err.to_string().contains("nested more than"), "{err}");
 }
 
+/// A slide title gathers every paragraph of its frame: bounded by the output limit as it grows,
+/// not once written. Hidden slides and footers hold nothing.
+#[test]
+fn odp_titles_are_bounded_while_read() {
+    let odp = include_bytes!("fixtures/checkin.odp");
+    let with_pages = |pages: &str| {
+        let content = format!(
+            r#"<office:document-content xmlns:office="o" xmlns:text="t" xmlns:draw="d" xmlns:presentation="p"><office:body><office:presentation>{pages}</office:presentation></office:body></office:document-content>"#
+        );
+        rewrite_part(odp, "content.xml", &content)
+    };
+    let opts = ExtractOptions {
+        max_output_chars: 10_000,
+        ..ExtractOptions::default()
+    };
+    let title = format!(
+        r#"<draw:page><draw:frame presentation:class="title"><draw:text-box>{}</draw:text-box></draw:frame></draw:page>"#,
+        "<text:p>0123456789</text:p>".repeat(2000)
+    );
+    let err = extract_as(&with_pages(&title), DocumentFormat::Odp, &opts).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("a slide's title exceeds"), "{err}");
+
+    // The same text in a footer frame is left out whole.
+    let footer = title.replace("\"title\"", "\"footer\"");
+    let out = extract_as(&with_pages(&footer), DocumentFormat::Odp, &opts).unwrap();
+    assert_eq!(out.content, "## Slide 1");
+}
+
 /// `package` with the part `name` replaced by `body`.
 fn rewrite_part(package: &[u8], name: &str, body: &str) -> Vec<u8> {
     use std::io::Read;
