@@ -911,6 +911,7 @@ async fn a_command_ahead_of_its_record_waits_for_it() {
             input: late.input.clone(),
             correlation_id: "ahead".into(),
             idempotency_key: None,
+            webhook_url: None,
         })
         .await
         .unwrap();

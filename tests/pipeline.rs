@@ -542,6 +542,7 @@ async fn record_only(store: &xenios_store::Store, kind: JobKind, input: Value) -
             input,
             correlation_id: "recorded-only".into(),
             idempotency_key: None,
+            webhook_url: None,
         })
         .await
         .unwrap();
@@ -1032,6 +1033,7 @@ async fn seed_finished_job(store: &xenios_store::Store, ago: chrono::Duration) -
         input: json!({"message": "seeded"}),
         correlation_id: "seeded".into(),
         idempotency_key: Some(format!("seeded-{id}")),
+        webhook_url: None,
     };
     store.create_job(new).await.unwrap();
     store.start_attempt(id).await.unwrap();
@@ -1340,6 +1342,168 @@ async fn ready(api: &Api) {
         async move { matches!(ready.await, Ok(r) if r.status() == 200) }
     })
     .await;
+}
+
+/// What a webhook receiver was sent: the `Xenios-Signature` header and the body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A webhook receiver on 127.0.0.1 answering each `POST` with the next of `statuses` (then
+/// 200), keeping what it was sent.
+async fn webhook_receiver(statuses: Vec<u16>) -> (String, Received) {
+    use axum::http::{HeaderMap, StatusCode};
+    let received: Received = Default::default();
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(statuses));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let received = received.clone();
+            move |headers: HeaderMap, body: axum::body::Bytes| async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default()
+                };
+                received.lock().unwrap().push((
+                    header("xenios-signature"),
+                    header("xenios-event"),
+                    body.to_vec(),
+                ));
+                let mut answers = answers.lock().unwrap();
+                let status = if answers.is_empty() {
+                    200
+                } else {
+                    answers.remove(0)
+                };
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// A job submitted with a `webhook_url` is announced there once finished: a signed POST of the
+/// job as the API shows it, tried again after a failed answer; the store records the delivery.
+/// A URL the service may not reach, or a server without a webhook secret, refuses the job.
+#[tokio::test]
+async fn a_finished_job_is_announced_at_its_webhook() {
+    const SECRET: &str = "whsec-test-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("xenios.db");
+    let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
+    let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
+    let (hook, received) = webhook_receiver(vec![500]).await;
+    let _serve = serve_process(
+        &db,
+        &nats.url(),
+        &addr,
+        &[
+            ("XENIOS__WEBHOOKS__SECRET", SECRET),
+            ("XENIOS__WEBHOOKS__POLL_INTERVAL_MS", "50"),
+            ("XENIOS__WEBHOOKS__INITIAL_BACKOFF_MS", "200"),
+            ("XENIOS_FETCH_ALLOW_HOSTS", "127.0.0.1"),
+        ],
+    );
+    let api = Api::new(format!("http://{addr}"));
+    ready(&api).await;
+
+    let submitted: Value = api
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": "done"}, "webhook_url": hook}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["job_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(20), || {
+        let n = received.lock().unwrap().len();
+        async move { n >= 2 }
+    })
+    .await;
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "a failed answer, then one try more");
+    for (signature, event, body) in &received {
+        assert_eq!(event, "job.succeeded");
+        let t: i64 = signature
+            .strip_prefix("t=")
+            .and_then(|rest| rest.split(',').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (chrono::Utc::now().timestamp() - t).abs() < 60,
+            "{signature}"
+        );
+        assert_eq!(
+            *signature,
+            xenios_api::webhooks::signature(SECRET, t, body),
+            "signed with the secret"
+        );
+        let payload: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(payload["event"], "job.succeeded");
+        assert_eq!(payload["job"]["id"], id.as_str());
+        assert_eq!(payload["job"]["status"], "succeeded");
+        assert_eq!(payload["job"]["result"], json!({"message": "done"}));
+    }
+
+    let store = xenios_store::Store::connect(
+        &format!("sqlite://{}", db.display()),
+        &xenios_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let job_id: uuid::Uuid = id.parse().unwrap();
+    eventually(Duration::from_secs(10), || {
+        let store = store.clone();
+        async move {
+            let status = store.webhook_status(job_id).await.unwrap().unwrap();
+            status.state == "delivered"
+        }
+    })
+    .await;
+    let status = store.webhook_status(job_id).await.unwrap().unwrap();
+    assert_eq!((status.attempts, status.error), (2, None));
+
+    // Not reachable by policy: a private address that is not allow-listed.
+    let response = api
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": "x"},
+                      "webhook_url": "http://10.1.2.3/hook"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["details"][0]["field"], "webhook_url",
+        "{body}"
+    );
+}
+
+/// Without `webhooks.secret` a job asking for a webhook is refused, and nothing is recorded.
+#[tokio::test]
+async fn a_webhook_needs_a_configured_secret() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let response = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": "x"},
+                      "webhook_url": "https://hooks.example.com/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["details"][0]["field"], "webhook_url",
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("webhooks.secret"), "{message}");
 }
 
 /// `xenios serve`: the API and the echo consumer in one process on SQLite (the embedded

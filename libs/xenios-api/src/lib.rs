@@ -11,6 +11,7 @@ pub mod operations;
 pub mod rate_limit;
 mod routes;
 pub mod state;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;

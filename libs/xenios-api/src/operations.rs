@@ -77,6 +77,7 @@ pub async fn resubmit(
             input: finished.input.clone(),
             correlation_id: finished.correlation_id.clone(),
             idempotency_key: None,
+            webhook_url: None,
         })
         .await?
         .into_job();

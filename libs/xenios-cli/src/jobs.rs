@@ -36,7 +36,8 @@ pub(crate) enum JobsAction {
         #[arg(long)]
         json: bool,
     },
-    /// One job as the API shows it, with the provider calls made for it.
+    /// One job as the API shows it, with the provider calls made for it and where its webhook
+    /// delivery stands.
     Show { id: Uuid },
     /// Cancel a queued job (it never starts) or a running one (its consumer is told).
     Cancel { id: Uuid },
@@ -104,8 +105,12 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
         JobsAction::Show { id } => {
             let job = find(store, id).await?;
             let calls = store.inference_logs_for_job(id).await?;
+            let webhook = store.webhook_status(id).await?;
             let mut shown = serde_json::to_value(JobView::from(job))?;
             shown["inference_logs"] = json!(calls);
+            if let Some(webhook) = webhook {
+                shown["webhook"] = json!(webhook);
+            }
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         JobsAction::Cancel { id } => {

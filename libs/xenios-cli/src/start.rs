@@ -197,7 +197,8 @@ pub async fn serve_all(
 }
 
 /// The sweeper runs beside every API instance: the API is what records jobs. Beside it, the
-/// retention pass deletes the records that have expired.
+/// retention pass deletes the records that have expired, and finished jobs are announced at
+/// their webhooks.
 pub fn spawn_sweeper(
     settings: &Settings,
     store: &Store,
@@ -222,10 +223,16 @@ pub fn spawn_sweeper(
         store.clone(),
         kept.into(),
         Duration::from_secs(kept.interval_secs),
+        stop.clone(),
+    );
+    let webhooks = xenios_api::webhooks::run(
+        store.clone(),
+        settings.webhooks.clone(),
+        xenios_fetch::FetchPolicy::from(&settings.fetch),
         stop,
     );
     tokio::spawn(async move {
-        tokio::join!(sweeper, retention);
+        tokio::join!(sweeper, retention, webhooks);
     })
 }
 

@@ -273,6 +273,35 @@ impl Settings {
         if !(1..=86_400).contains(&self.retention.interval_secs) {
             return invalid("retention.interval_secs", "between 1 and 86400");
         }
+        let hooks = &self.webhooks;
+        if hooks
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.expose().trim().len() < 16)
+        {
+            return invalid("webhooks.secret", "at least 16 characters when set");
+        }
+        if !(1..=50).contains(&hooks.max_attempts) {
+            return invalid("webhooks.max_attempts", "between 1 and 50");
+        }
+        if !(1..=300).contains(&hooks.timeout_secs) {
+            return invalid("webhooks.timeout_secs", "between 1 and 300");
+        }
+        if hooks.initial_backoff_ms == 0
+            || hooks.initial_backoff_ms > hooks.max_backoff_ms
+            || hooks.max_backoff_ms > 7 * 86_400_000
+        {
+            return invalid(
+                "webhooks.initial_backoff_ms",
+                "at least 1 and at most webhooks.max_backoff_ms (itself at most a week)",
+            );
+        }
+        if !(10..=60_000).contains(&hooks.poll_interval_ms) {
+            return invalid("webhooks.poll_interval_ms", "between 10 and 60000");
+        }
+        if hooks.max_body_bytes < 4096 {
+            return invalid("webhooks.max_body_bytes", "at least 4096");
+        }
         if self.api.max_sse_clients == 0 {
             return invalid("api.max_sse_clients", "must be at least 1");
         }

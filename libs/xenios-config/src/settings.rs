@@ -38,6 +38,7 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     pub llm: crate::LlmSettings,
     pub retention: RetentionSettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -302,6 +303,42 @@ impl Default for RetentionSettings {
             inference_logs_days: 365,
             extraction_cache_days: 30,
             interval_secs: 600,
+        }
+    }
+}
+
+/// Jobs submitted with a `webhook_url` are announced there when they finish: a signed POST,
+/// tried again with backoff until the receiver answers 2xx.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The HMAC-SHA256 key of each delivery's `Xenios-Signature`; without it a job asking
+    /// for a webhook is refused.
+    pub secret: Option<Secret>,
+    /// Tries per delivery, the first included; then it is given up as failed.
+    pub max_attempts: u32,
+    /// One try's limit, the receiver's answer included.
+    pub timeout_secs: u64,
+    /// The wait before the second try; doubled for each later one, up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// How often each API looks for deliveries that are due.
+    pub poll_interval_ms: u64,
+    /// The largest body sent; past it the job's `result` is left out (`result_omitted`) and
+    /// the receiver reads it with `GET /api/v1/jobs/{id}`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            secret: None,
+            max_attempts: 8,
+            timeout_secs: 10,
+            initial_backoff_ms: 10_000,
+            max_backoff_ms: 3_600_000,
+            poll_interval_ms: 1_000,
+            max_body_bytes: 1 << 20,
         }
     }
 }

@@ -61,6 +61,27 @@ impl Fetcher {
             .unwrap_or(Err(FetchError::Timeout(limit)))
     }
 
+    /// POSTs `body` to `url` under the same address rules, within `timeout`, and returns the
+    /// answer's status. No redirect is followed (a 3xx is the receiver's answer), and the
+    /// answer's body is not read.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: reqwest::header::HeaderMap,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<u16, FetchError> {
+        let url = check_url_syntax(url)?;
+        check_host_literal(&url, &self.policy)?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let sent = self.client.post(url).headers(headers).body(body).send();
+        match tokio::time::timeout(timeout, sent).await {
+            Err(_) => Err(FetchError::Timeout(timeout)),
+            Ok(Err(e)) => Err(transport_error(e, &host)),
+            Ok(Ok(response)) => Ok(response.status().as_u16()),
+        }
+    }
+
     async fn fetch_within_time(&self, url: &str) -> Result<Fetched, FetchError> {
         let mut url = check_url_syntax(url)?;
         let mut redirects = 0;

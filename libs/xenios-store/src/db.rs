@@ -65,6 +65,11 @@ impl From<Option<String>> for Arg {
         Arg::Text(v)
     }
 }
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
 impl From<Value> for Arg {
     fn from(v: Value) -> Self {
         Arg::Json(Some(v))
@@ -73,6 +78,11 @@ impl From<Value> for Arg {
 impl From<DateTime<Utc>> for Arg {
     fn from(v: DateTime<Utc>) -> Self {
         Arg::Time(Some(v))
+    }
+}
+impl From<Option<DateTime<Utc>>> for Arg {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        Arg::Time(v)
     }
 }
 impl From<i64> for Arg {

@@ -54,6 +54,8 @@ pub struct NewJob {
     pub correlation_id: String,
     /// Unique per user (callers without a user share one namespace).
     pub idempotency_key: Option<String>,
+    /// Where the job is announced once finished (see [`crate::Store::claim_webhooks`]).
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -256,4 +258,25 @@ pub struct UsageReport {
     pub total: UsageCounts,
     /// Costliest first.
     pub by_model: Vec<ModelUsage>,
+}
+
+/// A finished job's announcement, claimed for one try.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookDue {
+    pub job: JobRecord,
+    pub url: String,
+    /// This try's number, from 1.
+    pub attempt: i32,
+}
+
+/// Where a job's announcement stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookStatus {
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i32,
+    pub next_at: Option<DateTime<Utc>>,
+    /// Why the last try failed.
+    pub error: Option<String>,
 }

@@ -208,11 +208,14 @@ pub(crate) struct CreateJobs;
 static CREATE_JOBS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO jobs (id, kind, status, user_id, input, attempts, correlation_id, \
-         idempotency_key, cancel_requested, created_at, updated_at) \
+         idempotency_key, cancel_requested, created_at, updated_at, webhook_url, \
+         webhook_state) \
          SELECT b.id, b.kind, 'queued', b.user_id, b.input, 0, b.correlation_id, \
-         b.idempotency_key, FALSE, $7, $7 \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[]) \
-         AS b(id, kind, user_id, input, correlation_id, idempotency_key) \
+         b.idempotency_key, FALSE, $7, $7, b.webhook_url, b.webhook_state \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], \
+         $8::text[], $9::text[]) \
+         AS b(id, kind, user_id, input, correlation_id, idempotency_key, webhook_url, \
+         webhook_state) \
          ON CONFLICT DO NOTHING RETURNING {JOB_COLUMNS}"
     )
 });
@@ -237,6 +240,8 @@ impl BatchOp for CreateJobs {
             .bind(column(reqs, |r| r.correlation_id.as_str()))
             .bind(column(reqs, |r| r.idempotency_key.as_deref()))
             .bind(now)
+            .bind(column(reqs, |r| r.webhook_url.as_deref()))
+            .bind(column(reqs, crate::store::webhook_state_of))
             .fetch_all(conn)
     }
 }

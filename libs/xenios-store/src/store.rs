@@ -164,10 +164,12 @@ impl Store {
     }
 
     async fn insert_job(&self, new: NewJob) -> Result<Option<JobRecord>> {
+        let webhook_state = webhook_state_of(&new);
         let sql = format!(
             "INSERT INTO jobs (id, kind, status, user_id, input, attempts, correlation_id, \
-             idempotency_key, cancel_requested, created_at, updated_at) \
-             VALUES ($1, $2, 'queued', $3, $4, 0, $5, $6, FALSE, $7, $7) \
+             idempotency_key, cancel_requested, created_at, updated_at, webhook_url, \
+             webhook_state) \
+             VALUES ($1, $2, 'queued', $3, $4, 0, $5, $6, FALSE, $7, $7, $8, $9) \
              ON CONFLICT DO NOTHING RETURNING {JOB_COLUMNS}"
         );
         self.pool
@@ -181,6 +183,8 @@ impl Store {
                     new.correlation_id,
                     new.idempotency_key,
                     now(),
+                    new.webhook_url,
+                    webhook_state,
                 ],
                 job_from_row,
             )
@@ -642,6 +646,77 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// Claims up to `limit` announcements of finished jobs that are due at `now`, oldest job
+    /// first: each is counted as a try and leased until `lease_until`, so that another API
+    /// does not take it meanwhile (a crashed try is taken again once its lease ends).
+    pub async fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDue>> {
+        let finished = status_list(JobStatus::ALL.into_iter().filter(|s| s.is_terminal()));
+        let due =
+            "webhook_state = 'pending' AND (webhook_next_at IS NULL OR webhook_next_at <= $1)";
+        let sql = format!(
+            "UPDATE jobs SET webhook_attempts = webhook_attempts + 1, webhook_next_at = $2 \
+             WHERE id IN (SELECT id FROM jobs WHERE {due} AND status IN ({finished}) \
+             ORDER BY id LIMIT $3) AND {due} \
+             RETURNING {JOB_COLUMNS}, webhook_url, webhook_attempts"
+        );
+        self.pool
+            .fetch_all(&sql, args![now, lease_until, i64::from(limit)], |r| {
+                Ok(WebhookDue {
+                    job: job_from_row(r)?,
+                    url: required("webhook_url", r.text("webhook_url")?)?,
+                    attempt: r.int4("webhook_attempts")?,
+                })
+            })
+            .await
+    }
+
+    /// Records a claimed announcement's try: delivered (`Ok`), or failed with its error and
+    /// either the time of the next try or (`None`) none: given up.
+    pub async fn finish_webhook(
+        &self,
+        id: JobId,
+        outcome: std::result::Result<(), (String, Option<DateTime<Utc>>)>,
+    ) -> Result<()> {
+        let (state, next_at, error) = match outcome {
+            Ok(()) => ("delivered", None, None),
+            Err((error, Some(next))) => ("pending", Some(next), Some(error)),
+            Err((error, None)) => ("failed", None, Some(error)),
+        };
+        self.pool
+            .execute(
+                "UPDATE jobs SET webhook_state = $2, webhook_next_at = $3, webhook_error = $4 \
+                 WHERE id = $1 AND webhook_state = 'pending'",
+                args![id, state, next_at, error],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Where job `id`'s announcement stands; `None` for a job without a webhook (or none).
+    pub async fn webhook_status(&self, id: JobId) -> Result<Option<WebhookStatus>> {
+        self.pool
+            .fetch_optional(
+                "SELECT webhook_url, webhook_state, webhook_attempts, webhook_next_at, \
+                 webhook_error FROM jobs WHERE id = $1 AND webhook_url IS NOT NULL",
+                args![id],
+                |r| {
+                    Ok(WebhookStatus {
+                        url: required("webhook_url", r.text("webhook_url")?)?,
+                        state: required("webhook_state", r.text("webhook_state")?)?,
+                        attempts: r.int4("webhook_attempts")?,
+                        next_at: r.time("webhook_next_at")?,
+                        error: r.text("webhook_error")?,
+                    })
+                },
+            )
+            .await
+    }
+
     /// Deletes up to `limit` finished jobs submitted before `before`, oldest first, and
     /// returns how many. A job's age is its id's (UUIDv7 time order), so the scan is a range
     /// of the primary key: no index of its own on the path every job's writes take.
@@ -910,6 +985,11 @@ const USAGE_SUMS: &str = "count(DISTINCT job_id) AS requests, count(*) AS calls,
      CAST(coalesce(sum(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
      CAST(coalesce(sum(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
      coalesce(sum(cost_usd), 0.0) AS cost_usd";
+
+/// A new job's announcement starts pending; a job without a webhook has none.
+pub(crate) fn webhook_state_of(new: &NewJob) -> Option<&'static str> {
+    new.webhook_url.as_ref().map(|_| "pending")
+}
 
 fn usage_filter(q: &UsageQuery) -> (String, Vec<Arg>) {
     let mut args = args![q.since, q.until];

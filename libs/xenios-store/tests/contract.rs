@@ -84,6 +84,7 @@ contract!(
     progress_only_while_running,
     inference_logs_round_trip,
     llm_usage_sums_a_window_per_user_and_model,
+    webhook_deliveries_are_claimed_once_and_recorded,
     extraction_cache_put_get_upsert,
     concurrent_writers_have_one_winner,
     many_callers_at_once_each_get_their_own_outcome,
@@ -99,6 +100,7 @@ fn new_job(kind: JobKind, user: Option<&str>) -> NewJob {
         input: json!({"message": "hi", "nested": {"n": [1, 2.5, null, "ü"]}}),
         correlation_id: "corr-1".into(),
         idempotency_key: None,
+        webhook_url: None,
     }
 }
 
@@ -181,6 +183,7 @@ async fn create_and_get_round_trip(store: Store) {
 async fn idempotency_key_returns_the_existing_job(store: Store) {
     let keyed = |user: Option<&str>| NewJob {
         idempotency_key: Some("key-1".into()),
+        webhook_url: None,
         ..new_job(JobKind::Llm, user)
     };
     let first = create(&store, keyed(Some("alice"))).await;
@@ -754,6 +757,104 @@ async fn llm_usage_sums_a_window_per_user_and_model(store: Store) {
 
     let nobody = store.llm_usage(&window(Some("u3"))).await.unwrap();
     assert_eq!(nobody, UsageReport::default());
+}
+
+/// A finished job's announcement is claimed by one taker at a time (leased), tried again once
+/// due, recorded as delivered or failed; a job without a webhook, or not finished, never is.
+async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
+    let hooked = |kind| NewJob {
+        webhook_url: Some("https://hooks.example.com/x".into()),
+        ..new_job(kind, Some("u1"))
+    };
+    let finish = |id| {
+        let store = store.clone();
+        async move {
+            store.start_attempt(id).await.unwrap();
+            store
+                .finish_job(id, Outcome::Succeeded(json!({"ok": true})))
+                .await
+                .unwrap();
+        }
+    };
+    let now = Utc::now();
+    let lease = now + chrono::Duration::seconds(40);
+    let a = create(&store, hooked(JobKind::Echo)).await.id;
+    let plain = create(&store, new_job(JobKind::Echo, Some("u1"))).await.id;
+    assert!(
+        store
+            .claim_webhooks(now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not finished yet"
+    );
+    let pending = store.webhook_status(a).await.unwrap().unwrap();
+    assert_eq!((pending.state.as_str(), pending.attempts), ("pending", 0));
+    finish(a).await;
+    finish(plain).await;
+
+    let due = store.claim_webhooks(now, lease, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!((due[0].job.id, due[0].attempt), (a, 1));
+    assert_eq!(due[0].url, "https://hooks.example.com/x");
+    assert_eq!(due[0].job.status, JobStatus::Succeeded);
+    assert!(
+        store
+            .claim_webhooks(now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased to the first taker"
+    );
+    // A taker that never reports back: the lease ends and the try is taken again.
+    let later = lease + chrono::Duration::seconds(1);
+    let again = store
+        .claim_webhooks(later, later + chrono::Duration::seconds(40), 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempt, 2);
+
+    let retry_at = later + chrono::Duration::seconds(5);
+    store
+        .finish_webhook(a, Err(("the receiver answered 500".into(), Some(retry_at))))
+        .await
+        .unwrap();
+    let waiting = store.webhook_status(a).await.unwrap().unwrap();
+    assert_eq!(waiting.state, "pending");
+    assert_eq!(waiting.error.as_deref(), Some("the receiver answered 500"));
+    assert!(store
+        .claim_webhooks(later, lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let third = store.claim_webhooks(retry_at, retry_at, 10).await.unwrap();
+    assert_eq!(third[0].attempt, 3);
+    store.finish_webhook(a, Ok(())).await.unwrap();
+    let delivered = store.webhook_status(a).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            delivered.state.as_str(),
+            delivered.attempts,
+            delivered.error
+        ),
+        ("delivered", 3, None)
+    );
+    let far = retry_at + chrono::Duration::days(1);
+    assert!(store.claim_webhooks(far, far, 10).await.unwrap().is_empty());
+    assert_eq!(store.webhook_status(plain).await.unwrap(), None);
+
+    let gone = create(&store, hooked(JobKind::Llm)).await.id;
+    finish(gone).await;
+    let due = store.claim_webhooks(far, far, 10).await.unwrap();
+    assert_eq!(due[0].job.id, gone);
+    store
+        .finish_webhook(gone, Err(("the receiver answered 410".into(), None)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.webhook_status(gone).await.unwrap().unwrap().state,
+        "failed"
+    );
 }
 
 async fn extraction_cache_put_get_upsert(store: Store) {

@@ -26,6 +26,7 @@ use crate::state::AppState;
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_IDEMPOTENCY_KEY: usize = 200;
+const MAX_WEBHOOK_URL: usize = 2048;
 /// How long a submission waits for DNS to check a `url` input's addresses.
 const URL_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -37,6 +38,10 @@ pub struct SubmitJob {
     /// The kind's input (see the API description of each kind).
     #[schema(value_type = Object)]
     input: Value,
+    /// Where to announce the job once it has finished: a signed `POST` (see the API
+    /// description), tried again with backoff until it is answered 2xx.
+    #[serde(default)]
+    webhook_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -144,6 +149,7 @@ pub async fn submit(
         })?;
     check_input(&state, kind, &body.input)?;
     check_source(&state, &user, kind, &body.input).await?;
+    let webhook_url = check_webhook(&state, body.webhook_url).await?;
     if kind == JobKind::Llm {
         crate::budget::check(&state, Some(&user.user)).await?;
     }
@@ -175,6 +181,7 @@ pub async fn submit(
             input: body.input,
             correlation_id: correlation_id.clone(),
             idempotency_key,
+            webhook_url,
         },
     )
     .await?;
@@ -225,6 +232,49 @@ pub(crate) fn check_input(state: &AppState, kind: JobKind, input: &Value) -> Res
 
 /// The `url` or `file_id` of an `extraction` or `transcription` input: a URL the fetch policy
 /// refuses is a `400`, a file that does not exist (or is another user's) a `422`.
+/// Refuses a URL that the fetch policy never lets the service reach (not http(s), or a
+/// private, loopback or metadata address that is not allow-listed), as `400` naming `field`.
+async fn check_public_url(state: &AppState, field: &str, url: &str) -> Result<(), ApiError> {
+    let policy = xenios_fetch::FetchPolicy::from(&state.settings.fetch);
+    // A resolver that does not answer holds no submission: the fetch, which checks every
+    // address again, decides then.
+    let checked = tokio::time::timeout(URL_CHECK_TIMEOUT, xenios_fetch::check_url(url, &policy))
+        .await
+        .unwrap_or(Ok(()));
+    // A name that does not resolve now may later; the fetch decides.
+    if let Some(refusal) = checked.as_ref().err().and_then(|e| e.refusal()) {
+        let message = refusal.to_string();
+        return Err(ApiError::InvalidInput {
+            status: StatusCode::BAD_REQUEST,
+            details: Some(serde_json::json!([{ "field": field, "message": message }])),
+            message: format!("{field}: {message}"),
+        });
+    }
+    Ok(())
+}
+
+/// The submission's `webhook_url`, checked: webhooks configured, a URL of bounded length that
+/// the service may reach.
+async fn check_webhook(state: &AppState, url: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    if state.settings.webhooks.secret.is_none() {
+        return Err(ApiError::invalid_field(
+            "webhook_url",
+            "webhooks are not configured on this server (webhooks.secret)",
+        ));
+    }
+    if url.len() > MAX_WEBHOOK_URL {
+        return Err(ApiError::invalid_field(
+            "webhook_url",
+            format!("at most {MAX_WEBHOOK_URL} bytes"),
+        ));
+    }
+    check_public_url(state, "webhook_url", &url).await?;
+    Ok(Some(url))
+}
+
 pub(crate) async fn check_source(
     state: &AppState,
     user: &User,
@@ -235,26 +285,7 @@ pub(crate) async fn check_source(
         return Ok(());
     }
     if let Some(url) = input["url"].as_str() {
-        let policy = xenios_fetch::FetchPolicy::from(&state.settings.fetch);
-        // A resolver that does not answer holds no submission: the consumer's fetch, which
-        // checks every address again, decides then.
-        let checked =
-            tokio::time::timeout(URL_CHECK_TIMEOUT, xenios_fetch::check_url(url, &policy))
-                .await
-                .unwrap_or(Ok(()));
-        if let Err(e) = checked {
-            // A name that does not resolve now may later; the consumer's fetch decides.
-            if let Some(refusal) = e.refusal() {
-                let message = refusal.to_string();
-                return Err(ApiError::InvalidInput {
-                    status: StatusCode::BAD_REQUEST,
-                    details: Some(
-                        serde_json::json!([{ "field": "input.url", "message": message }]),
-                    ),
-                    message: format!("input.url: {message}"),
-                });
-            }
-        }
+        check_public_url(state, "input.url", url).await?;
     }
     if let Some(file_id) = input["file_id"].as_str() {
         use async_nats::jetstream::object_store::InfoErrorKind;

@@ -314,6 +314,7 @@ impl LlmCall {
                 input,
                 correlation_id,
                 idempotency_key: None,
+                webhook_url: None,
             },
         )
         .await?;
