@@ -1425,9 +1425,9 @@ async fn a_finished_job_is_announced_at_its_webhook() {
         async move { n >= 2 }
     })
     .await;
-    let received = received.lock().unwrap().clone();
-    assert_eq!(received.len(), 2, "a failed answer, then one try more");
-    for (signature, event, body) in &received {
+    let sent = received.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "a failed answer, then one try more");
+    for (signature, event, body) in &sent {
         assert_eq!(event, "job.succeeded");
         let t: i64 = signature
             .strip_prefix("t=")
@@ -1469,6 +1469,25 @@ async fn a_finished_job_is_announced_at_its_webhook() {
     let status = store.webhook_status(job_id).await.unwrap().unwrap();
     assert_eq!((status.attempts, status.error), (2, None));
 
+    // The operator's second chance sends it once more.
+    let output = Command::new(env!("CARGO_BIN_EXE_xenios"))
+        .args(["--config", "/dev/null", "jobs", "redeliver", &id])
+        .env_clear()
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually(Duration::from_secs(20), || {
+        let n = received.lock().unwrap().len();
+        async move { n == 3 }
+    })
+    .await;
+
     // Not reachable by policy: a private address that is not allow-listed.
     let response = api
         .post("/api/v1/jobs")
@@ -1485,7 +1504,7 @@ async fn a_finished_job_is_announced_at_its_webhook() {
     );
 }
 
-/// Without `webhooks.secret` a job asking for a webhook is refused, and nothing is recorded.
+/// Without `webhooks.secret` a job asking for a webhook is refused: it would never be announced.
 #[tokio::test]
 async fn a_webhook_needs_a_configured_secret() {
     let stack = Stack::start_with(Db::Sqlite, &[], 0).await;

@@ -44,6 +44,9 @@ pub(crate) enum JobsAction {
     /// Submit a failed or cancelled job's kind and input again, as a new job of the same user
     /// (a dead letter's second chance once its cause is fixed).
     Resubmit { id: Uuid },
+    /// Announce a finished job at its webhook again, its tries counted afresh (a delivery
+    /// given up, once its receiver is fixed).
+    Redeliver { id: Uuid },
     /// How many jobs there are, per kind and status.
     Counts,
     /// Delete the records past their retention (`retention.*`) now, as the pass beside the
@@ -145,6 +148,20 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
             println!("{}", resubmitted.job.id);
             if let Some(why) = resubmitted.not_published {
                 eprintln!("recorded but not published now ({why}); the sweeper publishes it");
+            }
+        }
+        JobsAction::Redeliver { id } => {
+            let job = find(store, id).await?;
+            if !store.redeliver_webhook(id).await? {
+                bail!("{id} has no webhook");
+            }
+            if job.status.is_terminal() {
+                println!("{id}: its webhook is due again");
+            } else {
+                println!(
+                    "{id} is {}: its webhook is sent once it finishes",
+                    job.status
+                );
             }
         }
         JobsAction::Counts => {

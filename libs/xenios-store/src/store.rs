@@ -697,6 +697,22 @@ impl Store {
             .map(drop)
     }
 
+    /// Starts job `id`'s announcement over (its tries counted from 0, due at once): an
+    /// operator's second chance for a delivery given up, once its receiver is fixed. `false`
+    /// for a job without a webhook.
+    pub async fn redeliver_webhook(&self, id: JobId) -> Result<bool> {
+        let changed = self
+            .pool
+            .execute(
+                "UPDATE jobs SET webhook_state = 'pending', webhook_attempts = 0, \
+                 webhook_next_at = NULL, webhook_error = NULL \
+                 WHERE id = $1 AND webhook_url IS NOT NULL",
+                args![id],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
     /// Where job `id`'s announcement stands; `None` for a job without a webhook (or none).
     pub async fn webhook_status(&self, id: JobId) -> Result<Option<WebhookStatus>> {
         self.pool

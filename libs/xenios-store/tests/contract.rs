@@ -855,6 +855,12 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
         store.webhook_status(gone).await.unwrap().unwrap().state,
         "failed"
     );
+
+    // An operator's second chance: due at once, tries counted afresh.
+    assert!(store.redeliver_webhook(gone).await.unwrap());
+    let again = store.claim_webhooks(far, far, 10).await.unwrap();
+    assert_eq!((again[0].job.id, again[0].attempt), (gone, 1));
+    assert!(!store.redeliver_webhook(plain).await.unwrap(), "no webhook");
 }
 
 async fn extraction_cache_put_get_upsert(store: Store) {
