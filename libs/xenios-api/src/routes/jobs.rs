@@ -230,8 +230,6 @@ pub(crate) fn check_input(state: &AppState, kind: JobKind, input: &Value) -> Res
     Ok(())
 }
 
-/// The `url` or `file_id` of an `extraction` or `transcription` input: a URL the fetch policy
-/// refuses is a `400`, a file that does not exist (or is another user's) a `422`.
 /// Refuses a URL that the fetch policy never lets the service reach (not http(s), or a
 /// private, loopback or metadata address that is not allow-listed), as `400` naming `field`.
 async fn check_public_url(state: &AppState, field: &str, url: &str) -> Result<(), ApiError> {
@@ -275,6 +273,8 @@ async fn check_webhook(state: &AppState, url: Option<String>) -> Result<Option<S
     Ok(Some(url))
 }
 
+/// The `url` or `file_id` of an `extraction` or `transcription` input: a URL the fetch policy
+/// refuses is a `400`, a file that does not exist (or is another user's) a `422`.
 pub(crate) async fn check_source(
     state: &AppState,
     user: &User,

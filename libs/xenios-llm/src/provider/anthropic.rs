@@ -35,7 +35,8 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
         .map(|(i, (role, content))| {
             // The last turn's mark caches the whole conversation: the next turn, which sends it
             // again, reads it from the cache.
-            let content = match spec.prompt_cache && i == last {
+            // Anthropic refuses a mark on an empty block.
+            let content = match spec.prompt_cache && i == last && !content.is_empty() {
                 true => cached_text(content),
                 false => content.into(),
             };
@@ -50,7 +51,7 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
     });
     if !system.is_empty() {
         let system = system.join("\n\n");
-        body["system"] = match spec.prompt_cache {
+        body["system"] = match spec.prompt_cache && !system.is_empty() {
             true => cached_text(system),
             false => system.into(),
         };

@@ -17,7 +17,8 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let content = match mark_cache && (i == last || Some(i) == last_system) {
+            let marked = i == last || Some(i) == last_system;
+            let content = match mark_cache && marked && !m.content.is_empty() {
                 true => cached_text(m.content.as_str()),
                 false => m.content.as_str().into(),
             };
