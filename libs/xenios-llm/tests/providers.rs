@@ -630,6 +630,21 @@ async fn anthropic_prompt_cache_marks_the_prompt_and_prices_cached_input() {
     let seen = &stub.seen(model)[2].body;
     assert_eq!(seen["system"], "You are terse.");
     assert_eq!(seen["messages"][0]["content"], "Say hello.");
+
+    // An empty block is never marked: Anthropic refuses a mark on one.
+    stub.push(model, anthropic_text(model, "Hi.", 10, 2));
+    let mut req = request("chat");
+    req.messages.push(Message::assistant(""));
+    gateway
+        .complete(req, &calls, CancellationToken::new())
+        .await
+        .unwrap();
+    let seen = &stub.seen(model)[3].body;
+    assert_eq!(
+        seen["messages"][1],
+        json!({"role": "assistant", "content": ""})
+    );
+    assert_eq!(seen["system"][0]["cache_control"]["type"], "ephemeral");
 }
 
 /// Through OpenRouter the marks go on the last system message and the last message, but only
