@@ -38,8 +38,10 @@ pub struct SubmitJob {
     /// The kind's input (see the API description of each kind).
     #[schema(value_type = Object)]
     input: Value,
-    /// Where to announce the job once it has finished: a signed `POST` (see the API
-    /// description), tried again with backoff until it is answered 2xx.
+    /// Where to announce the job once it has finished: a `POST` of
+    /// `{"event": "job.<status>", "job": {…}}` signed in `Xenios-Signature:
+    /// t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with the server's
+    /// `webhooks.secret`, tried again with backoff until it is answered 2xx.
     #[serde(default)]
     webhook_url: Option<String>,
 }
