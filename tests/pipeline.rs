@@ -1489,38 +1489,32 @@ async fn a_finished_job_is_announced_at_its_webhook() {
     .await;
 
     // Not reachable by policy: a private address that is not allow-listed.
-    let response = api
-        .post("/api/v1/jobs")
-        .json(&json!({"kind": "echo", "input": {"message": "x"},
-                      "webhook_url": "http://10.1.2.3/hook"}))
+    refused_webhook(api.post("/api/v1/jobs"), "http://10.1.2.3/hook", 400).await;
+}
+
+/// Submits an echo job asking for a webhook at `url`; asserts it is refused with `status`,
+/// the error naming `webhook_url`, and returns the error body.
+async fn refused_webhook(post: reqwest::RequestBuilder, url: &str, status: u16) -> Value {
+    let response = post
+        .json(&json!({"kind": "echo", "input": {"message": "x"}, "webhook_url": url}))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), status);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body["error"]["details"][0]["field"], "webhook_url",
         "{body}"
     );
+    body
 }
 
 /// Without `webhooks.secret` a job asking for a webhook is refused: it would never be announced.
 #[tokio::test]
 async fn a_webhook_needs_a_configured_secret() {
     let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
-    let response = stack
-        .post("/api/v1/jobs")
-        .json(&json!({"kind": "echo", "input": {"message": "x"},
-                      "webhook_url": "https://hooks.example.com/x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 422);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(
-        body["error"]["details"][0]["field"], "webhook_url",
-        "{body}"
-    );
+    let post = stack.post("/api/v1/jobs");
+    let body = refused_webhook(post, "https://hooks.example.com/x", 422).await;
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("webhooks.secret"), "{message}");
 }

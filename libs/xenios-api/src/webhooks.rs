@@ -15,7 +15,7 @@ use ring::hmac;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use xenios_config::{Secret, WebhookSettings};
-use xenios_fetch::{FetchPolicy, Fetcher};
+use xenios_fetch::{FetchError, FetchPolicy, Fetcher};
 use xenios_store::{Store, WebhookDue};
 
 use crate::operations::JobView;
@@ -112,15 +112,11 @@ impl Delivery {
                 headers.insert(HeaderName::from_static(name), value);
             }
         }
-        let error = match self.fetcher.post(&due.url, headers, body, timeout).await {
-            Ok(status) if (200..300).contains(&status) => None,
-            Ok(status) => Some((format!("the receiver answered {status}"), status == 410)),
-            Err(e) => Some((e.to_string(), false)),
-        };
-        let outcome = match error {
-            None => Ok(()),
-            Some((error, gone)) => {
-                let last = gone
+        let answer = self.fetcher.post(&due.url, headers, body, timeout).await;
+        let outcome = match verdict(answer) {
+            Ok(()) => Ok(()),
+            Err(Failed { error, last }) => {
+                let last = last
                     || due.attempt >= i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX);
                 let next = (!last).then(|| Utc::now() + self.backoff(due.attempt));
                 Err((error, next))
@@ -161,6 +157,30 @@ impl Delivery {
     }
 }
 
+/// A try that did not deliver: why, and whether no later try can do better.
+#[derive(Debug, PartialEq)]
+struct Failed {
+    error: String,
+    last: bool,
+}
+
+/// What a try's answer means: delivered on 2xx. A `410 Gone` says the receiver is gone, and a
+/// URL the fetch policy now refuses (its name has come to resolve to a private address) stays
+/// refused: neither is tried again. Anything else may pass later.
+fn verdict(answer: Result<u16, FetchError>) -> Result<(), Failed> {
+    match answer {
+        Ok(status) if (200..300).contains(&status) => Ok(()),
+        Ok(status) => Err(Failed {
+            error: format!("the receiver answered {status}"),
+            last: status == 410,
+        }),
+        Err(e) => Err(Failed {
+            last: e.refusal().is_some(),
+            error: e.to_string(),
+        }),
+    }
+}
+
 /// `{"event","job"}`; past `max_bytes` without the job's `result`, then its `input`, each
 /// marked omitted (the receiver reads them with `GET /api/v1/jobs/{id}`).
 fn payload(event: &str, job: JobView, max_bytes: usize) -> Vec<u8> {
@@ -182,6 +202,31 @@ fn payload(event: &str, job: JobView, max_bytes: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_gone_receivers_and_refused_urls_end_the_tries() {
+        assert_eq!(verdict(Ok(204)), Ok(()));
+        for (answer, last) in [
+            (Ok(500), false),
+            (Ok(404), false),
+            (Ok(410), true),
+            (Err(FetchError::Timeout(Duration::from_secs(10))), false),
+            (
+                Err(FetchError::Network {
+                    host: "hooks.example.com".into(),
+                    message: "connection refused".into(),
+                }),
+                false,
+            ),
+            (
+                Err(xenios_fetch::check_url_syntax("ftp://hooks.example.com/x").unwrap_err()),
+                true,
+            ),
+        ] {
+            let failed = verdict(answer).unwrap_err();
+            assert_eq!(failed.last, last, "{}", failed.error);
+        }
+    }
 
     /// Stripe's scheme, checked against an HMAC computed independently (`openssl dgst
     /// -sha256 -hmac whsec-test-0123456789 <<< '1700000000.{"a":1}'`, without the newline).

@@ -495,7 +495,7 @@ impl Walker {
 
     /// Before a block of a slide is written: the slide's heading, and the notes' heading
     /// before their first text.
-    fn before_block(&mut self, text: &str) -> Result<(), ExtractError> {
+    fn before_block(&mut self, has_text: bool) -> Result<(), ExtractError> {
         if self.slides.is_none() {
             return Ok(());
         }
@@ -503,7 +503,7 @@ impl Walker {
         let Some(slides) = &mut self.slides else {
             return Ok(());
         };
-        if slides.notes == Some(true) && !text.trim().is_empty() {
+        if slides.notes == Some(true) && has_text {
             slides.notes = Some(false);
             self.blocks.end_list();
             self.blocks.heading(3, "Notes")?;
@@ -544,7 +544,7 @@ impl Walker {
                 return Ok(());
             }
         }
-        self.before_block(&p.text)?;
+        self.before_block(!p.text.trim().is_empty())?;
         if let Some(level) = p.heading {
             if self.first_heading.is_none() && !p.text.trim().is_empty() {
                 self.first_heading = Some(p.text.trim().to_owned());
@@ -645,8 +645,8 @@ impl Walker {
             }
             return Ok(());
         }
-        let text: String = table.rows.iter().flatten().map(String::as_str).collect();
-        self.before_block(&text)?;
+        let has_text = table.rows.iter().flatten().any(|c| !c.trim().is_empty());
+        self.before_block(has_text)?;
         self.blocks.end_list();
         self.blocks.table(&table.rows)
     }

@@ -613,7 +613,9 @@ impl Store {
         self.pool.fetch_all(&sql, args![job_id], log_from_row).await
     }
 
-    /// The provider calls of `q` summed, in all and per task and model.
+    /// The provider calls of `q` summed, in all and per task and model. The total is a query
+    /// of its own: its `requests` count distinct jobs, which the groups cannot add up (a
+    /// fallback's job has calls under two models).
     pub async fn llm_usage(&self, q: &UsageQuery) -> Result<UsageReport> {
         let total = self.llm_usage_total(q).await?;
         let (filter, args) = usage_filter(q);
