@@ -188,6 +188,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::jobs::submit, routes::jobs::list_jobs))
         .routes(routes!(routes::jobs::get_job))
         .routes(routes!(routes::jobs::cancel_job))
+        .routes(routes!(routes::jobs::redeliver_webhook))
         .routes(routes!(routes::jobs::job_events))
         .routes(routes!(routes::usage::usage))
         .layer(middleware::from_fn_with_state(

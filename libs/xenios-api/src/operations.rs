@@ -53,7 +53,7 @@ pub async fn cancel(
     Ok(outcome)
 }
 
-/// A finished job's kind and input submitted again as a new job of the same user and
+/// A finished job's kind, input and webhook submitted again as a new job of the same user and
 /// correlation id: a dead letter's second chance once its cause is fixed. The finished job
 /// stays as it was.
 pub struct Resubmitted {
@@ -77,7 +77,8 @@ pub async fn resubmit(
             input: finished.input.clone(),
             correlation_id: finished.correlation_id.clone(),
             idempotency_key: None,
-            webhook_url: None,
+            // The new job is announced where the first would have been.
+            webhook_url: finished.webhook.as_ref().map(|w| w.url.clone()),
         })
         .await?
         .into_job();

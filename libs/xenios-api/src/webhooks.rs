@@ -100,9 +100,12 @@ impl Delivery {
     }
 
     async fn deliver(&self, due: WebhookDue, timeout: Duration) {
-        let id = due.job.id;
-        let event = format!("job.{}", due.job.status.as_str());
-        let body = payload(&event, JobView::from(due.job), self.settings.max_body_bytes);
+        let mut job = due.job;
+        let id = job.id;
+        let event = format!("job.{}", job.status.as_str());
+        // The delivery's own state, mid-try, would only confuse its receiver.
+        job.webhook = None;
+        let body = payload(&event, JobView::from(job), self.settings.max_body_bytes);
         let timestamp = Utc::now().timestamp();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

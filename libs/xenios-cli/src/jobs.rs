@@ -41,8 +41,8 @@ pub(crate) enum JobsAction {
     Show { id: Uuid },
     /// Cancel a queued job (it never starts) or a running one (its consumer is told).
     Cancel { id: Uuid },
-    /// Submit a failed or cancelled job's kind and input again, as a new job of the same user
-    /// (a dead letter's second chance once its cause is fixed).
+    /// Submit a failed or cancelled job's kind, input and webhook again, as a new job of the
+    /// same user (a dead letter's second chance once its cause is fixed).
     Resubmit { id: Uuid },
     /// Announce a finished job at its webhook again, its tries counted afresh (a delivery
     /// given up, once its receiver is fixed).
@@ -108,12 +108,8 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
         JobsAction::Show { id } => {
             let job = find(store, id).await?;
             let calls = store.inference_logs_for_job(id).await?;
-            let webhook = store.webhook_status(id).await?;
             let mut shown = serde_json::to_value(JobView::from(job))?;
             shown["inference_logs"] = json!(calls);
-            if let Some(webhook) = webhook {
-                shown["webhook"] = json!(webhook);
-            }
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         JobsAction::Cancel { id } => {

@@ -78,6 +78,8 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Where the job's announcement at its `webhook_url` stands; `None` without one.
+    pub webhook: Option<WebhookStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

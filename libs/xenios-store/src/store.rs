@@ -29,7 +29,8 @@ const START_TRIES: usize = 3;
 pub(crate) const JOB_COLUMNS: &str =
     "id, kind, status, user_id, input, progress, result, error, attempts, \
      correlation_id, idempotency_key, cancel_requested, published_at, created_at, started_at, \
-     finished_at, updated_at";
+     finished_at, updated_at, webhook_url, webhook_state, webhook_attempts, webhook_next_at, \
+     webhook_error";
 
 const LOG_COLUMNS: &str = "id, created_at, user_id, job_id, task, model, provider, attempt, \
      input_tokens, output_tokens, latency_ms, ttft_ms, cost_usd, success, error, \
@@ -664,14 +665,16 @@ impl Store {
             "UPDATE jobs SET webhook_attempts = webhook_attempts + 1, webhook_next_at = $2 \
              WHERE id IN (SELECT id FROM jobs WHERE {due} AND status IN ({finished}) \
              ORDER BY id LIMIT $3) AND {due} \
-             RETURNING {JOB_COLUMNS}, webhook_url, webhook_attempts"
+             RETURNING {JOB_COLUMNS}"
         );
         self.pool
             .fetch_all(&sql, args![now, lease_until, i64::from(limit)], |r| {
+                let job = job_from_row(r)?;
+                let webhook = required("webhook_url", job.webhook.as_ref())?;
                 Ok(WebhookDue {
-                    job: job_from_row(r)?,
-                    url: required("webhook_url", r.text("webhook_url")?)?,
-                    attempt: r.int4("webhook_attempts")?,
+                    url: webhook.url.clone(),
+                    attempt: webhook.attempts,
+                    job,
                 })
             })
             .await
@@ -713,26 +716,6 @@ impl Store {
             )
             .await?;
         Ok(changed > 0)
-    }
-
-    /// Where job `id`'s announcement stands; `None` for a job without a webhook (or none).
-    pub async fn webhook_status(&self, id: JobId) -> Result<Option<WebhookStatus>> {
-        self.pool
-            .fetch_optional(
-                "SELECT webhook_url, webhook_state, webhook_attempts, webhook_next_at, \
-                 webhook_error FROM jobs WHERE id = $1 AND webhook_url IS NOT NULL",
-                args![id],
-                |r| {
-                    Ok(WebhookStatus {
-                        url: required("webhook_url", r.text("webhook_url")?)?,
-                        state: required("webhook_state", r.text("webhook_state")?)?,
-                        attempts: r.int4("webhook_attempts")?,
-                        next_at: r.time("webhook_next_at")?,
-                        error: r.text("webhook_error")?,
-                    })
-                },
-            )
-            .await
     }
 
     /// Deletes up to `limit` finished jobs submitted before `before`, oldest first, and
@@ -992,7 +975,21 @@ pub(crate) fn job_from_row(r: &dyn Row) -> Result<JobRecord> {
         started_at: r.time("started_at")?,
         finished_at: r.time("finished_at")?,
         updated_at: required("updated_at", r.time("updated_at")?)?,
+        webhook: webhook_from_row(r)?,
     })
+}
+
+fn webhook_from_row(r: &dyn Row) -> Result<Option<WebhookStatus>> {
+    let Some(url) = r.text("webhook_url")? else {
+        return Ok(None);
+    };
+    Ok(Some(WebhookStatus {
+        url,
+        state: required("webhook_state", r.text("webhook_state")?)?,
+        attempts: r.int4("webhook_attempts")?,
+        next_at: r.time("webhook_next_at")?,
+        error: r.text("webhook_error")?,
+    }))
 }
 
 /// The sums of a usage report, cast back to bigint: PostgreSQL sums a bigint column as numeric.

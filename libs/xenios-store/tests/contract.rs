@@ -7,10 +7,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tempfile::TempDir;
-use xenios_contract::{new_job_id, JobError, JobKind, JobStatus, Progress};
+use xenios_contract::{new_job_id, JobError, JobId, JobKind, JobStatus, Progress};
 use xenios_store::{
     Backend, CancelOutcome, Created, InferenceLog, JobQuery, JobRecord, NewJob, Outcome,
     StartAttempt, Store, StoreError, StoreOptions, UsageCounts, UsageQuery, UsageReport,
+    WebhookStatus,
 };
 
 /// Keeps the SQLite temp dir alive for as long as the test's store.
@@ -678,26 +679,25 @@ async fn inference_logs_round_trip(store: Store) {
 async fn llm_usage_sums_a_window_per_user_and_model(store: Store) {
     let t0 = Utc::now() - chrono::Duration::hours(1);
     let (job_a, job_b) = (new_job_id(), new_job_id());
-    let call =
-        |user: Option<&str>, job: xenios_contract::JobId, model: &str, minutes: i64| InferenceLog {
-            id: uuid::Uuid::now_v7(),
-            created_at: t0 + chrono::Duration::minutes(minutes),
-            user_id: user.map(str::to_owned),
-            job_id: Some(job),
-            task: "chat".into(),
-            model: model.into(),
-            provider: "anthropic".into(),
-            attempt: 1,
-            input_tokens: 1000,
-            output_tokens: 100,
-            cache_read_tokens: 600,
-            cache_write_tokens: 0,
-            latency_ms: 900,
-            ttft_ms: None,
-            cost_usd: Some(0.5),
-            success: true,
-            error: None,
-        };
+    let call = |user: Option<&str>, job: JobId, model: &str, minutes: i64| InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        created_at: t0 + chrono::Duration::minutes(minutes),
+        user_id: user.map(str::to_owned),
+        job_id: Some(job),
+        task: "chat".into(),
+        model: model.into(),
+        provider: "anthropic".into(),
+        attempt: 1,
+        input_tokens: 1000,
+        output_tokens: 100,
+        cache_read_tokens: 600,
+        cache_write_tokens: 0,
+        latency_ms: 900,
+        ttft_ms: None,
+        cost_usd: Some(0.5),
+        success: true,
+        error: None,
+    };
     let logs = [
         // u1: a failed try then a fallback in one job, and a second job.
         InferenceLog {
@@ -788,7 +788,7 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
             .is_empty(),
         "not finished yet"
     );
-    let pending = store.webhook_status(a).await.unwrap().unwrap();
+    let pending = webhook_of(&store, a).await.unwrap();
     assert_eq!((pending.state.as_str(), pending.attempts), ("pending", 0));
     finish(a).await;
     finish(plain).await;
@@ -819,7 +819,7 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
         .finish_webhook(a, Err(("the receiver answered 500".into(), Some(retry_at))))
         .await
         .unwrap();
-    let waiting = store.webhook_status(a).await.unwrap().unwrap();
+    let waiting = webhook_of(&store, a).await.unwrap();
     assert_eq!(waiting.state, "pending");
     assert_eq!(waiting.error.as_deref(), Some("the receiver answered 500"));
     assert!(store
@@ -830,7 +830,7 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     let third = store.claim_webhooks(retry_at, retry_at, 10).await.unwrap();
     assert_eq!(third[0].attempt, 3);
     store.finish_webhook(a, Ok(())).await.unwrap();
-    let delivered = store.webhook_status(a).await.unwrap().unwrap();
+    let delivered = webhook_of(&store, a).await.unwrap();
     assert_eq!(
         (
             delivered.state.as_str(),
@@ -841,7 +841,7 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     );
     let far = retry_at + chrono::Duration::days(1);
     assert!(store.claim_webhooks(far, far, 10).await.unwrap().is_empty());
-    assert_eq!(store.webhook_status(plain).await.unwrap(), None);
+    assert_eq!(webhook_of(&store, plain).await, None);
 
     let gone = create(&store, hooked(JobKind::Llm)).await.id;
     finish(gone).await;
@@ -851,16 +851,18 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
         .finish_webhook(gone, Err(("the receiver answered 410".into(), None)))
         .await
         .unwrap();
-    assert_eq!(
-        store.webhook_status(gone).await.unwrap().unwrap().state,
-        "failed"
-    );
+    assert_eq!(webhook_of(&store, gone).await.unwrap().state, "failed");
 
     // An operator's second chance: due at once, tries counted afresh.
     assert!(store.redeliver_webhook(gone).await.unwrap());
     let again = store.claim_webhooks(far, far, 10).await.unwrap();
     assert_eq!((again[0].job.id, again[0].attempt), (gone, 1));
     assert!(!store.redeliver_webhook(plain).await.unwrap(), "no webhook");
+}
+
+/// Where a job's announcement stands, as every read of the job shows it.
+async fn webhook_of(store: &Store, id: JobId) -> Option<WebhookStatus> {
+    store.get_job(id).await.unwrap().unwrap().webhook
 }
 
 async fn extraction_cache_put_get_upsert(store: Store) {

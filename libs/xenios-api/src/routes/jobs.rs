@@ -15,7 +15,7 @@ use uuid::Uuid;
 use xenios_contract::envelope::CancelRequest;
 use xenios_contract::subjects::{CANCEL_SUBJECT, JOBS_STREAM};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
-use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob};
+use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, WebhookStatus};
 
 use crate::auth::User;
 use crate::correlation::CorrelationId;
@@ -83,6 +83,36 @@ pub struct JobView {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
+    /// Where the announcement at the job's `webhook_url` stands; absent for a job without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<WebhookView>,
+}
+
+/// A job's announcement at its `webhook_url`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    url: String,
+    /// `pending` (until the job finishes, and between tries), `delivered` (answered 2xx) or
+    /// `failed` (the tries ran out, or the receiver answered `410 Gone`).
+    state: String,
+    /// Tries made so far.
+    attempts: i32,
+    /// When the next try is due, while one is.
+    next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the last try failed.
+    last_error: Option<String>,
+}
+
+impl From<WebhookStatus> for WebhookView {
+    fn from(webhook: WebhookStatus) -> Self {
+        WebhookView {
+            url: webhook.url,
+            state: webhook.state,
+            attempts: webhook.attempts,
+            next_attempt_at: webhook.next_at,
+            last_error: webhook.error,
+        }
+    }
 }
 
 impl From<JobRecord> for JobView {
@@ -102,6 +132,7 @@ impl From<JobRecord> for JobView {
             started_at: job.started_at,
             finished_at: job.finished_at,
             updated_at: job.updated_at,
+            webhook: job.webhook.map(WebhookView::from),
         }
     }
 }
@@ -566,6 +597,39 @@ pub async fn cancel_job(
         axum::Json(CancelAccepted { job_id: id, status }),
     )
         .into_response())
+}
+
+/// Announce a finished job at its `webhook_url` again, its tries counted afresh and the first
+/// due at once: for a delivery given up, or one waiting out its backoff, once the receiver
+/// is fixed.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/webhook/redeliver", tag = "jobs",
+    security(("api_key" = [], "bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = JobView, description = "the announcement is due again"),
+               (status = 404, body = ErrorBody),
+               (status = 409, body = ErrorBody, description = "no webhook, or the job has not finished")))]
+pub async fn redeliver_webhook(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    // Each redelivery is an outgoing request: counted like a submission.
+    state
+        .limits
+        .check(RouteGroup::Jobs, &user.caller.subject())?;
+    let job = visible_job(&state, &user, id).await?;
+    if job.webhook.is_none() {
+        return Err(ApiError::Conflict("the job has no webhook_url".into()));
+    }
+    if !job.status.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "the job is {}: it is announced once it finishes",
+            job.status
+        )));
+    }
+    state.store.redeliver_webhook(id).await?;
+    let job = visible_job(&state, &user, id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(JobView::from(job))).into_response())
 }
 
 /// Cancels a job (see [`crate::operations::cancel`]).
