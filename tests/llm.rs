@@ -1301,15 +1301,28 @@ async fn chat_completions_speaks_openai_shapes() {
         .http
         .post(&url)
         .bearer_auth(API_KEY)
-        .json(&json!({"model": "xenios/oc_task", "messages": messages, "stop": "\n"}))
+        .json(
+            &json!({"model": "xenios/oc_task", "messages": messages, "stop": "\n",
+                      "top_p": 0.25, "seed": 7, "presence_penalty": 0.5,
+                      "frequency_penalty": -1}),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
+    let upstream = &stub.seen("gpt-oc")[0].body;
     // One stop sequence as a string, as SDKs allow, goes upstream as a list.
-    assert_eq!(stub.seen("gpt-oc")[0].body["stop"], json!(["\n"]));
+    assert_eq!(upstream["stop"], json!(["\n"]));
+    for (field, value) in [
+        ("top_p", json!(0.25)),
+        ("seed", json!(7)),
+        ("presence_penalty", json!(0.5)),
+        ("frequency_penalty", json!(-1.0)),
+    ] {
+        assert_eq!(upstream[field], value, "{field}: {upstream}");
+    }
     assert_eq!(body["choices"][0]["message"]["content"], "Hello!");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(
@@ -1439,16 +1452,26 @@ async fn chat_completions_speaks_openai_shapes() {
     assert_eq!(response.status(), 401);
 
     // OpenAI's error shape.
-    for (stop, status, param) in [(json!(5), 400, "stop"), (json!(["a", ""]), 422, "stop[1]")] {
+    for (extra, status, param) in [
+        (json!({"stop": 5}), 400, "stop"),
+        (json!({"stop": ["a", ""]}), 422, "stop[1]"),
+        (json!({"top_p": 1.5}), 422, "top_p"),
+        (json!({"presence_penalty": -3}), 422, "presence_penalty"),
+    ] {
+        let mut request = json!({"model": "oc_task", "messages": messages});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let response = stack
             .http
             .post(&url)
             .bearer_auth(API_KEY)
-            .json(&json!({"model": "oc_task", "messages": messages, "stop": stop}))
+            .json(&request)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), status, "{stop}");
+        assert_eq!(response.status(), status, "{extra}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["param"], param, "{body}");
     }
@@ -1589,5 +1612,18 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
     assert_eq!(report["unknown_model"]["param"], "model");
     assert_eq!(report["bad_key"]["status"], 401, "{report}");
     assert_eq!(report["bad_key"]["type"], "authentication_error");
-    assert_eq!(stub.seen("gpt-sdk").len(), 3);
+    let seen = stub.seen("gpt-sdk");
+    assert_eq!(seen.len(), 3);
+    // The SDK's sampling arguments reach the provider.
+    let streamed = &seen[1].body;
+    assert_eq!(streamed["stream"], true, "{streamed}");
+    assert_eq!(
+        (
+            &streamed["top_p"],
+            &streamed["seed"],
+            &streamed["frequency_penalty"]
+        ),
+        (&json!(0.9), &json!(11), &json!(0.5)),
+        "{streamed}"
+    );
 }

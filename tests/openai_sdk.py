@@ -40,6 +40,9 @@ def main() -> None:
             messages=MESSAGES,
             stream=True,
             stream_options={"include_usage": True},
+            top_p=0.9,
+            seed=11,
+            frequency_penalty=0.5,
         )
     )
     last = chunks[-1]

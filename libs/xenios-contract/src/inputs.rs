@@ -98,6 +98,64 @@ pub struct LlmInput {
     /// Stream tokens on the job's events.
     #[serde(default)]
     pub stream: bool,
+    // The fields of `Sampling`, one by one: serde cannot deny unknown fields beside a
+    // flattened struct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+}
+
+impl LlmInput {
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            top_p: self.top_p,
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        }
+    }
+}
+
+/// How the model samples, beyond `temperature`, in OpenAI's names and ranges. Each is passed
+/// to the model only when given; a provider without one of them is not sent it (Anthropic
+/// takes only `top_p`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Nucleus sampling: only the tokens of this much probability mass, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Best-effort repeatable sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// -2 to 2: positive values favour tokens not yet used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    /// -2 to 2: positive values disfavour tokens by how often they were used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+}
+
+impl Sampling {
+    /// Each value within OpenAI's range; the field named as in the job input.
+    pub fn check(&self) -> Result<(), InputError> {
+        if self.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            return Err(InputError::new("input.top_p", "between 0 and 1"));
+        }
+        for (field, penalty) in [
+            ("input.presence_penalty", self.presence_penalty),
+            ("input.frequency_penalty", self.frequency_penalty),
+        ] {
+            if penalty.is_some_and(|p| !(-2.0..=2.0).contains(&p)) {
+                return Err(InputError::new(field, "between -2 and 2"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Stop sequences per request, as OpenAI allows.
@@ -211,6 +269,7 @@ pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
         return Err(InputError::new("input.max_tokens", "at least 1"));
     }
     check_stop(&llm.stop)?;
+    llm.sampling().check()?;
     Ok(llm)
 }
 
@@ -351,5 +410,46 @@ mod tests {
         assert_eq!(field(json!(["a", ""])), "input.stop[1]");
         assert_eq!(field(json!(["x".repeat(257)])), "input.stop[0]");
         assert_eq!(field(json!([1])), "input.stop[0]");
+    }
+
+    #[test]
+    fn llm_sampling_within_openai_ranges() {
+        let with = |extra: Value| {
+            let mut input =
+                json!({"task": "chat", "messages": [{"role": "user", "content": "hi"}]});
+            input
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            validate(JobKind::Llm, &input)
+                .map(|_| ())
+                .map_err(|e| e.field)
+        };
+        let all =
+            json!({"top_p": 0.9, "seed": -7, "presence_penalty": -2.0, "frequency_penalty": 2});
+        assert_eq!(with(all.clone()), Ok(()));
+        let parsed = parse_llm(
+            &json!({"task": "chat", "messages": [{"role": "user", "content": "hi"}], "top_p": 0.9, "seed": -7}),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.sampling(),
+            Sampling {
+                top_p: Some(0.9),
+                seed: Some(-7),
+                ..Sampling::default()
+            }
+        );
+        assert_eq!(with(json!({"top_p": 1.5})), Err("input.top_p".into()));
+        assert_eq!(with(json!({"top_p": -0.1})), Err("input.top_p".into()));
+        assert_eq!(
+            with(json!({"presence_penalty": 2.5})),
+            Err("input.presence_penalty".into())
+        );
+        assert_eq!(
+            with(json!({"frequency_penalty": -3})),
+            Err("input.frequency_penalty".into())
+        );
+        assert_eq!(with(json!({"seed": 1.5})), Err("input.seed".into()));
     }
 }

@@ -16,7 +16,8 @@ use crate::provider::{CallError, CallSpec, Failure, Limits, Outcome, Provider, R
 use crate::retry::backoff;
 use crate::stream::LlmStream;
 use crate::{
-    CallObserver, CallRecord, FinishReason, LlmError, LlmRequest, LlmResult, Message, Role, Usage,
+    CallObserver, CallRecord, FinishReason, LlmError, LlmRequest, LlmResult, Message, Role,
+    Sampling, Usage,
 };
 
 /// Tokens a stream's reader may fall behind by before the provider is no longer read.
@@ -36,6 +37,7 @@ struct Plan<'a> {
     temperature: f64,
     max_tokens: u32,
     stop: &'a [String],
+    sampling: Sampling,
     format: Format,
     response_format: Option<&'a Value>,
     instruction: Option<String>,
@@ -234,7 +236,7 @@ impl LlmGateway {
                 self.settings.max_tokens_limit
             ));
         }
-        if let Err(e) = check_stop(&req.stop) {
+        if let Err(e) = check_stop(&req.stop).and_then(|()| req.sampling.check()) {
             let field = e.field.strip_prefix("input.").unwrap_or(&e.field);
             return invalid(format!("{field}: {}", e.message));
         }
@@ -244,6 +246,7 @@ impl LlmGateway {
             temperature,
             max_tokens,
             stop: &req.stop,
+            sampling: req.sampling,
             instruction: format.instruction(),
             format,
             response_format: req.response_format.as_ref(),
@@ -281,6 +284,7 @@ impl LlmGateway {
                 temperature: plan.temperature,
                 max_tokens: plan.max_tokens,
                 stop: plan.stop,
+                sampling: plan.sampling,
                 response_format: plan.response_format.filter(|_| native),
                 instruction: plan.instruction.as_deref().filter(|_| !native),
                 stream: ctx.tokens.is_some() || task.streaming,

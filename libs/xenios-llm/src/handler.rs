@@ -86,6 +86,7 @@ impl LlmHandler {
 }
 
 fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
+    let sampling = input.sampling();
     let messages = input
         .messages
         .into_iter()
@@ -111,6 +112,7 @@ fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
         response_format: input.response_format,
         max_tokens: input.max_tokens,
         temperature: input.temperature,
+        sampling,
         stop: input.stop,
     })
 }

@@ -47,7 +47,7 @@ pub use gateway::LlmGateway;
 pub use handler::LlmHandler;
 pub use stream::LlmStream;
 pub use types::{
-    CallObserver, CallRecord, FinishReason, LlmRequest, LlmResult, Message, Role, StreamEvent,
-    Usage,
+    CallObserver, CallRecord, FinishReason, LlmRequest, LlmResult, Message, Role, Sampling,
+    StreamEvent, Usage,
 };
 pub use xenios_config::{Candidate, LlmSettings, ProvidersSettings, TaskSettings};

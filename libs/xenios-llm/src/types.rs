@@ -1,6 +1,7 @@
 //! What callers hand in and get back.
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use xenios_contract::inputs::Sampling;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +63,9 @@ pub struct LlmRequest {
     /// Sequences that end the answer (OpenAI's `stop`, Anthropic's `stop_sequences`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// `top_p`, `seed` and the penalties, passed on as given.
+    #[serde(default, flatten)]
+    pub sampling: Sampling,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,8 @@ use support::*;
 use tokio_util::sync::CancellationToken;
 use xenios_config::{ProviderSettings, ProvidersSettings};
 use xenios_llm::{
-    FinishReason, LlmError, LlmGateway, LlmRequest, LlmResult, LlmStream, Message, StreamEvent,
-    TaskSettings, Usage,
+    FinishReason, LlmError, LlmGateway, LlmRequest, LlmResult, LlmStream, Message, Sampling,
+    StreamEvent, TaskSettings, Usage,
 };
 
 /// Every token, then the result.
@@ -438,6 +438,102 @@ async fn stop_sequences_reach_each_provider_in_its_own_field() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "invalid_input", "{err}");
+}
+
+/// `top_p`, `seed` and the penalties reach an OpenAI-compatible provider as given. Anthropic is
+/// sent `top_p` in place of the temperature (its newer models refuse both) and none of the
+/// rest, which it does not have; a value out of range is the caller's error.
+#[tokio::test]
+async fn sampling_choices_reach_each_provider_as_it_takes_them() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![
+        ("oa", task(&["openai:gpt-sample"])),
+        ("an", task(&["anthropic:claude-sample"])),
+    ]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let calls = Calls::default();
+    let sampling = Sampling {
+        top_p: Some(0.5),
+        seed: Some(42),
+        presence_penalty: Some(-0.5),
+        frequency_penalty: Some(1.25),
+    };
+    for (task, model) in [("oa", "gpt-sample"), ("an", "claude-sample")] {
+        stub.push(model, plain_answer(task, model));
+        let req = LlmRequest {
+            sampling,
+            ..request(task)
+        };
+        gateway
+            .complete(req, &calls, CancellationToken::new())
+            .await
+            .unwrap();
+        stub.push(model, plain_answer(task, model));
+        gateway
+            .complete(request(task), &calls, CancellationToken::new())
+            .await
+            .unwrap();
+    }
+    let asked = |model: &str, field: &str| stub.seen(model)[0].body.get(field).cloned();
+    let plain = |model: &str, field: &str| stub.seen(model)[1].body.get(field).cloned();
+    for (field, value) in [
+        ("top_p", json!(0.5)),
+        ("seed", json!(42)),
+        ("presence_penalty", json!(-0.5)),
+        ("frequency_penalty", json!(1.25)),
+    ] {
+        assert_eq!(asked("gpt-sample", field), Some(value), "{field}");
+        assert_eq!(plain("gpt-sample", field), None, "{field} only when given");
+        assert_eq!(
+            plain("claude-sample", field),
+            None,
+            "{field} only when given"
+        );
+    }
+    assert!(asked("gpt-sample", "temperature").is_some());
+    assert_eq!(asked("claude-sample", "top_p"), Some(json!(0.5)));
+    for absent in [
+        "temperature",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    ] {
+        assert_eq!(asked("claude-sample", absent), None, "{absent}");
+    }
+    assert!(plain("claude-sample", "temperature").is_some());
+
+    for (bad, field) in [
+        (
+            Sampling {
+                top_p: Some(1.5),
+                ..Sampling::default()
+            },
+            "top_p",
+        ),
+        (
+            Sampling {
+                frequency_penalty: Some(-2.5),
+                ..Sampling::default()
+            },
+            "frequency_penalty",
+        ),
+    ] {
+        let req = LlmRequest {
+            sampling: bad,
+            ..request("oa")
+        };
+        let err = gateway
+            .complete(req, &calls, CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_input", "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    assert_eq!(
+        stub.seen("gpt-sample").len(),
+        2,
+        "an invalid request is not sent"
+    );
 }
 
 fn plain_answer(task: &str, model: &str) -> Script {

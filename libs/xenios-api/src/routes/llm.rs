@@ -53,6 +53,18 @@ pub struct LlmBody {
     /// Up to 4 sequences that end the answer where the model writes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     stop: Vec<String>,
+    /// Nucleus sampling, 0 to 1 (sent to Anthropic instead of the temperature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    /// Best-effort repeatable sampling (OpenAI-compatible providers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    /// -2 to 2 (OpenAI-compatible providers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    /// -2 to 2 (OpenAI-compatible providers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

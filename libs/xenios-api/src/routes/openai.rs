@@ -175,7 +175,7 @@ pub async fn auth(
     Ok(next.run(req).await)
 }
 
-/// An OpenAI chat completion request. Fields this gateway does not use (top_p, seed, user,
+/// An OpenAI chat completion request. Fields this gateway does not use (user, logit_bias,
 /// stream_options, …) are accepted and ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
@@ -193,6 +193,13 @@ pub struct ChatCompletionRequest {
     /// A sequence, or up to 4, that ends the answer.
     #[schema(value_type = Option<Object>)]
     stop: Option<Value>,
+    /// 0 to 1 (sent to Anthropic models instead of the temperature).
+    top_p: Option<f64>,
+    seed: Option<i64>,
+    /// -2 to 2; not sent to Anthropic models, which have none.
+    presence_penalty: Option<f64>,
+    /// -2 to 2; not sent to Anthropic models, which have none.
+    frequency_penalty: Option<f64>,
     /// Only 1.
     n: Option<u32>,
     /// Not supported: a request with tools is refused.
@@ -332,6 +339,18 @@ impl ChatCompletionRequest {
         }
         if let Some(t) = self.temperature {
             input["temperature"] = t.into();
+        }
+        if let Some(p) = self.top_p {
+            input["top_p"] = p.into();
+        }
+        if let Some(seed) = self.seed {
+            input["seed"] = seed.into();
+        }
+        if let Some(p) = self.presence_penalty {
+            input["presence_penalty"] = p.into();
+        }
+        if let Some(p) = self.frequency_penalty {
+            input["frequency_penalty"] = p.into();
         }
         if let Some(rf) = self.response_format {
             input["response_format"] = rf;

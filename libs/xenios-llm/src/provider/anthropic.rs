@@ -59,6 +59,14 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
     if !spec.stop.is_empty() {
         body["stop_sequences"] = spec.stop.into();
     }
+    // Anthropic asks for one of the two to be altered, not both, and its newer models refuse
+    // both: a request's `top_p` replaces the temperature. It has no seed or penalties.
+    if let Some(top_p) = spec.sampling.top_p {
+        body["top_p"] = top_p.into();
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("temperature");
+        }
+    }
     if spec.stream {
         body["stream"] = true.into();
     }

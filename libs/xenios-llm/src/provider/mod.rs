@@ -23,7 +23,7 @@ use xenios_config::{LlmSettings, ProviderSettings};
 
 use crate::retry::retry_after;
 use crate::sse::{SseError, SseEvent, SseReader};
-use crate::{FinishReason, LlmError, Message, Usage};
+use crate::{FinishReason, LlmError, Message, Sampling, Usage};
 
 /// The most of an error answer read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -62,6 +62,7 @@ pub(crate) struct CallSpec<'a> {
     pub temperature: f64,
     pub max_tokens: u32,
     pub stop: &'a [String],
+    pub sampling: Sampling,
     /// Passed through to OpenAI-compatible providers.
     pub response_format: Option<&'a Value>,
     /// The same demand in words, for providers without `response_format`.

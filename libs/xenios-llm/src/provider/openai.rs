@@ -37,6 +37,19 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
     if !spec.stop.is_empty() {
         body["stop"] = spec.stop.into();
     }
+    let sampling = spec.sampling;
+    if let Some(top_p) = sampling.top_p {
+        body["top_p"] = top_p.into();
+    }
+    if let Some(seed) = sampling.seed {
+        body["seed"] = seed.into();
+    }
+    if let Some(penalty) = sampling.presence_penalty {
+        body["presence_penalty"] = penalty.into();
+    }
+    if let Some(penalty) = sampling.frequency_penalty {
+        body["frequency_penalty"] = penalty.into();
+    }
     if spec.stream {
         body["stream"] = true.into();
         body["stream_options"] = json!({"include_usage": true});
