@@ -39,6 +39,10 @@ async fn stack(extra: &[(&str, &str)]) -> Stack {
 }
 
 async fn upload(stack: &Stack, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+    upload_as(stack, USER, name, bytes).await
+}
+
+async fn upload_as(stack: &Stack, user: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
     let part = reqwest::multipart::Part::bytes(bytes)
         .file_name(name.to_owned())
         // Declared wrongly on purpose: the API sniffs.
@@ -48,7 +52,7 @@ async fn upload(stack: &Stack, name: &str, bytes: Vec<u8>) -> reqwest::Response 
         .text("note", "ignored")
         .part("file", part);
     stack
-        .post("/api/v1/files")
+        .authed(stack.http.post(stack.url("/api/v1/files")), user)
         .multipart(form)
         .send()
         .await
@@ -763,4 +767,164 @@ async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
     );
     assert_eq!(job["attempts"], 2, "{job}");
     assert_eq!(*calls.lock().unwrap(), 2);
+}
+
+/// `DELETE /api/v1/users/{user}/data` as `caller`: the status and the report.
+async fn erase(stack: &Stack, caller: &str, user: &str) -> (u16, Value) {
+    let url = stack.url(&format!("/api/v1/users/{user}/data"));
+    let response = stack
+        .authed(stack.http.delete(url), caller)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// A user's data is erased on request, everywhere it is held (jobs, events, dead letters,
+/// files, cached extractions, the LLM audit), and no one else's: queued jobs are cancelled
+/// first, a running one is told to stop and taken by the next call.
+#[tokio::test]
+async fn a_users_data_is_erased_on_request_and_no_one_elses() {
+    use async_nats::jetstream;
+    let stack = stack(&[]).await;
+    let notes = b"# Session notes\n\nSlept badly; walk after lunch.\n".to_vec();
+    let file = upload_ok(&stack, "notes.md", notes.clone()).await;
+    let file_id = file["file_id"].as_str().unwrap().to_owned();
+    let extracted = extract_file(&stack, &file_id).await;
+    assert_eq!(succeeded(&extracted)["cached"], false);
+    let echo = stack.submit("echo", json!({"message": "hi"})).await;
+    stack.wait_for(&echo, &["succeeded"], WITHIN).await;
+    let hopeless = stack
+        .submit("echo", json!({"message": "never", "fail": "transient"}))
+        .await;
+    stack.wait_for(&hopeless, &["failed"], WITHIN).await;
+    let slow = stack
+        .submit("echo", json!({"message": "slow", "delay_ms": 60000}))
+        .await;
+    stack.wait_for(&slow, &["running"], WITHIN).await;
+
+    let response = upload_as(&stack, OTHER_USER, "theirs.md", notes.clone()).await;
+    assert_eq!(response.status(), 201);
+    let theirs: Value = response.json().await.unwrap();
+    let theirs = theirs["file_id"].as_str().unwrap().to_owned();
+    let their_job: Value = stack
+        .authed(stack.http.post(stack.url("/api/v1/jobs")), OTHER_USER)
+        .json(&json!({"kind": "echo", "input": {"message": "mine"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let their_job = their_job["job_id"].as_str().unwrap().to_owned();
+    for (user, job) in [(USER, &echo), (OTHER_USER, &their_job)] {
+        let log = xenios_store::InferenceLog {
+            id: uuid::Uuid::now_v7(),
+            created_at: chrono::Utc::now(),
+            user_id: Some(user.into()),
+            job_id: Some(job.parse().unwrap()),
+            task: "chat".into(),
+            model: "m".into(),
+            provider: "p".into(),
+            attempt: 1,
+            input_tokens: 10,
+            output_tokens: 5,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            latency_ms: 100,
+            ttft_ms: None,
+            cost_usd: Some(0.01),
+            success: true,
+            error: None,
+        };
+        stack.store.insert_inference_log(&log).await.unwrap();
+    }
+
+    let (status, body) = erase(&stack, OTHER_USER, USER).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+
+    let (status, first) = erase(&stack, USER, USER).await;
+    assert_eq!(first["dead_letters_deleted"], 1, "{first}");
+    assert_eq!(first["files_deleted"], 1, "{first}");
+    assert_eq!(first["cached_extractions_deleted"], 1, "{first}");
+    assert_eq!(first["inference_logs_deleted"], 1, "{first}");
+    assert!(first["job_events_purged"].as_u64().unwrap() >= 3, "{first}");
+    // The running job is told to stop; if it has not yet by the end of the call, it is left
+    // (202) for the next, which takes it, and then nothing is left.
+    let mut deleted = first["jobs_deleted"].as_u64().unwrap();
+    if first["complete"] == false {
+        assert_eq!(
+            (status, &first["jobs_still_running"]),
+            (202, &json!(1)),
+            "{first}"
+        );
+        stack.wait_for(&slow, &["cancelled"], WITHIN).await;
+        let (status, second) = erase(&stack, USER, USER).await;
+        assert_eq!(
+            (status, &second["complete"]),
+            (200, &json!(true)),
+            "{second}"
+        );
+        deleted += second["jobs_deleted"].as_u64().unwrap();
+    } else {
+        assert_eq!(status, 200, "{first}");
+    }
+    assert_eq!(deleted, 4, "extraction, echo, dead-lettered, cancelled");
+    assert_eq!(stack.store.user_jobs(USER).await.unwrap(), vec![]);
+    for id in [&echo, &hopeless, &slow] {
+        let response = stack
+            .get(&format!("/api/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+    }
+    let js = jetstream::new(stack.nats_client.clone());
+    let events = js.get_stream("JOB_EVENTS").await.unwrap();
+    for id in [&echo, &hopeless] {
+        let last = events
+            .direct_get_last_for_subject(format!("events.{id}"))
+            .await;
+        assert!(last.is_err(), "events of {id} purged");
+    }
+    let dlq = js.get_stream("JOBS_DLQ").await.unwrap();
+    assert!(dlq
+        .direct_get_next_for_subject("dlq.jobs.>", None)
+        .await
+        .is_err());
+    let response = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "extraction", "input": {"file_id": file_id, "output": "markdown"}}))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 422, "invalid_input").await;
+    // The extraction cache forgot the document: the same bytes are read again.
+    let again = upload_ok(&stack, "again.md", notes).await;
+    let again = extract_file(&stack, again["file_id"].as_str().unwrap()).await;
+    assert_eq!(succeeded(&again)["cached"], false);
+
+    // The other user's data is untouched.
+    let job = stack
+        .authed(
+            stack
+                .http
+                .get(stack.url(&format!("/api/v1/jobs/{their_job}"))),
+            OTHER_USER,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.status(), 200);
+    let bucket = js.get_object_store("FILES").await.unwrap();
+    assert!(bucket.info(&theirs).await.is_ok());
+    let their_logs = stack
+        .store
+        .inference_logs_for_job(their_job.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(their_logs.len(), 1);
 }

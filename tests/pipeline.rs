@@ -935,6 +935,23 @@ async fn the_operator_cli_lists_shows_cancels_and_resubmits_jobs() {
         .find(|l| l.contains("echo") && l.contains("cancelled"))
         .unwrap_or_else(|| panic!("{counts}"));
     assert!(cancelled.trim_end().ends_with(" 1"), "{counts}");
+
+    // Erasing a user takes every job of theirs; a queued one is cancelled first.
+    stack.stop_workers().await;
+    let queued = stack.submit("echo", json!({"message": "x"})).await;
+    let (ok, said, why) = xenios_cli(&stack, &["users", "erase", USER]);
+    assert!(ok, "{said} {why}");
+    let erased: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(erased["complete"], true, "{erased}");
+    assert_eq!(erased["jobs_deleted"], 4, "{erased}");
+    assert_eq!(erased["jobs_cancelled"], 1, "{erased}");
+    assert_eq!(stack.store.user_jobs(USER).await.unwrap(), vec![]);
+    let gone = stack
+        .get(&format!("/api/v1/jobs/{queued}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
 }
 
 /// `xenios jobs purge` runs the retention pass at once: a job finished 40 days ago goes, the

@@ -191,6 +191,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::jobs::redeliver_webhook))
         .routes(routes!(routes::jobs::job_events))
         .routes(routes!(routes::usage::usage))
+        .routes(routes!(routes::users::erase_user_data))
         .layer(middleware::from_fn_with_state(
             deadline,
             error::within_deadline,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::Utc;
-use xenios_contract::envelope::{CancelRequest, JobCommand, JobEvent};
+use xenios_contract::envelope::{CancelRequest, DeadLetter, JobCommand, JobEvent};
 use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT};
 use xenios_contract::{JobId, JobStatus};
 use xenios_store::{CancelOutcome, JobRecord, NewJob, Store, StoreError};
@@ -129,4 +129,163 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Rows deleted per statement while erasing: the SQLite writer is shared with every job.
+const ERASE_BATCH: u32 = 500;
+/// Dead letters read while looking for a user's: `JOBS_DLQ` is bounded by its limits anyway.
+const MAX_DEAD_LETTERS_SCANNED: u64 = 100_000;
+
+/// What erasing a user's data removed, and what it could not yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Erased {
+    pub user_id: String,
+    /// Finished jobs, with their inputs and results.
+    pub jobs_deleted: u64,
+    /// Queued jobs cancelled first, so that they never run.
+    pub jobs_cancelled: u64,
+    /// Jobs left: running ones told to stop, which (with what they still write) go at the
+    /// next erasure.
+    pub jobs_still_running: u64,
+    /// Jobs whose events (status, tokens, results) were purged from `JOB_EVENTS`.
+    pub job_events_purged: u64,
+    /// The user's commands in `JOBS_DLQ`.
+    pub dead_letters_deleted: u64,
+    /// Uploaded files.
+    pub files_deleted: u64,
+    /// Cached extractions of the documents the user's jobs read.
+    pub cached_extractions_deleted: u64,
+    /// Rows of the LLM audit trail.
+    pub inference_logs_deleted: u64,
+    /// Nothing of the user is left: no job is still running.
+    pub complete: bool,
+}
+
+/// Erases what the service holds of `user_id`: jobs (queued ones cancelled first, running ones
+/// told to stop and left for the next call), their events and dead letters, uploaded files,
+/// cached extractions of the documents they read, and the LLM audit rows. Safe to repeat:
+/// each call takes what is left, and `complete` says when nothing is. Events older than
+/// `events_max_age` have expired on their own and are not looked for.
+pub async fn erase_user(
+    store: &Store,
+    nats: &async_nats::Client,
+    jetstream: &jetstream::Context,
+    user_id: &str,
+    events_max_age: Duration,
+) -> Result<Erased, OperationError> {
+    let broker = |e: &dyn std::error::Error| OperationError::Broker(error_chain(e));
+    let mut erased = Erased {
+        user_id: user_id.to_owned(),
+        ..Erased::default()
+    };
+    let jobs = store.user_jobs(user_id).await?;
+    for job in jobs.iter().filter(|j| !j.status.is_terminal()) {
+        if let CancelOutcome::Cancelled(_) = cancel(store, nats, jetstream, job.id).await? {
+            erased.jobs_cancelled += 1;
+        }
+    }
+
+    let events = jetstream
+        .get_stream_no_info(xenios_contract::subjects::EVENTS_STREAM)
+        .await
+        .map_err(|e| broker(&e))?;
+    let recent = Utc::now() - chrono::Duration::from_std(events_max_age).unwrap_or_default();
+    for job in jobs.iter().filter(|j| j.updated_at >= recent) {
+        let purged = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            events.purge().filter(events_subject(job.id)),
+        )
+        .await
+        .map_err(|_| OperationError::Broker("JOB_EVENTS did not answer a purge".into()))?
+        .map_err(|e| broker(&e))?;
+        erased.job_events_purged += u64::from(purged.purged > 0);
+    }
+
+    erased.dead_letters_deleted = erase_dead_letters(jetstream, user_id).await?;
+    erased.files_deleted = erase_files(jetstream, user_id).await?;
+
+    let mut documents: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j.document_sha256.as_deref())
+        .collect();
+    documents.sort_unstable();
+    documents.dedup();
+    for sha256 in documents {
+        erased.cached_extractions_deleted += store.erase_cached_extractions(sha256).await?;
+    }
+    loop {
+        let deleted = store.erase_finished_jobs_of(user_id, ERASE_BATCH).await?;
+        erased.jobs_deleted += deleted;
+        if deleted < u64::from(ERASE_BATCH) {
+            break;
+        }
+    }
+    loop {
+        let deleted = store.erase_inference_logs_of(user_id, ERASE_BATCH).await?;
+        erased.inference_logs_deleted += deleted;
+        if deleted < u64::from(ERASE_BATCH) {
+            break;
+        }
+    }
+    // A running job told to stop may have finished, and gone with the rest, meanwhile.
+    erased.jobs_still_running = store.user_jobs(user_id).await?.len() as u64;
+    erased.complete = erased.jobs_still_running == 0;
+    Ok(erased)
+}
+
+/// Deletes the user's dead letters from `JOBS_DLQ`; how many.
+async fn erase_dead_letters(
+    jetstream: &jetstream::Context,
+    user_id: &str,
+) -> Result<u64, OperationError> {
+    let broker = |e: &dyn std::error::Error| OperationError::Broker(error_chain(e));
+    let mut dlq = jetstream
+        .get_stream(xenios_contract::subjects::DLQ_STREAM)
+        .await
+        .map_err(|e| broker(&e))?;
+    let state = dlq.info().await.map_err(|e| broker(&e))?.state.clone();
+    if state.messages == 0 {
+        return Ok(0);
+    }
+    let last = state.last_sequence.min(
+        state
+            .first_sequence
+            .saturating_add(MAX_DEAD_LETTERS_SCANNED),
+    );
+    let mut deleted = 0;
+    for sequence in state.first_sequence..=last {
+        // A gap (a letter deleted or expired meanwhile) is no error.
+        let Ok(message) = dlq.get_raw_message(sequence).await else {
+            continue;
+        };
+        let letter = DeadLetter::from_slice(&message.payload);
+        if letter.is_ok_and(|l| l.command.user_id.as_deref() == Some(user_id))
+            && dlq.delete_message(sequence).await.map_err(|e| broker(&e))?
+        {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes the files the user uploaded; how many.
+async fn erase_files(jetstream: &jetstream::Context, user_id: &str) -> Result<u64, OperationError> {
+    use futures::StreamExt;
+    let broker = |e: &dyn std::error::Error| OperationError::Broker(error_chain(e));
+    let bucket = jetstream
+        .get_object_store(xenios_contract::subjects::FILES_BUCKET)
+        .await
+        .map_err(|e| broker(&e))?;
+    let mut listed = bucket.list().await.map_err(|e| broker(&e))?;
+    let mut theirs = Vec::new();
+    while let Some(info) = listed.next().await {
+        let info = info.map_err(|e| broker(&e))?;
+        if info.metadata.get("user_id").map(String::as_str) == Some(user_id) {
+            theirs.push(info.name);
+        }
+    }
+    for name in &theirs {
+        bucket.delete(name).await.map_err(|e| broker(&e))?;
+    }
+    Ok(theirs.len() as u64)
 }

@@ -11,6 +11,7 @@ use xenios_contract::JobKind;
 
 use crate::jobs::JobsAction;
 use crate::start::{connect_nats, connect_store, serve_all, serve_worker, stream_settings};
+use crate::users::UsersAction;
 
 /// Used by `xenios dev` and `xenios token` in development when nothing else is configured, so
 /// a newcomer's first curl works. Never used in staging or production.
@@ -62,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Users: erase everything held of one (straight from the store and the broker).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -106,6 +112,10 @@ pub async fn xenios_main() -> ExitCode {
         Command::Streams { action } => streams(cli.config.as_deref(), action).await,
         Command::Jobs { action } => match load(cli.config.as_deref(), &Overrides::new()) {
             Ok(settings) => crate::jobs::jobs(settings, action).await,
+            Err(e) => Err(e),
+        },
+        Command::Users { action } => match load(cli.config.as_deref(), &Overrides::new()) {
+            Ok(settings) => crate::users::users(settings, action).await,
             Err(e) => Err(e),
         },
         Command::Config {

@@ -4,6 +4,7 @@
 mod commands;
 mod jobs;
 mod start;
+mod users;
 
 pub use commands::xenios_main;
 pub use start::{

@@ -14,7 +14,7 @@ mod store;
 pub use error::StoreError;
 pub use model::{
     Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord, ModelUsage,
-    NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport, WebhookDue,
-    WebhookStatus, PAGE_BYTES,
+    NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport, UserJob,
+    WebhookDue, WebhookStatus, PAGE_BYTES,
 };
 pub use store::{Result, Store, PG_SCHEMA};

@@ -262,6 +262,17 @@ pub struct UsageReport {
     pub by_model: Vec<ModelUsage>,
 }
 
+/// One of a user's jobs, as erasing the user's data needs it: no input or result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserJob {
+    pub id: JobId,
+    pub status: JobStatus,
+    pub updated_at: DateTime<Utc>,
+    /// The `sha256` of the document an extraction (or transcription) read, from its result:
+    /// the key of what the extraction cache holds of it.
+    pub document_sha256: Option<String>,
+}
+
 /// A finished job's announcement, claimed for one try.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookDue {

@@ -758,6 +758,60 @@ impl Store {
             .await
     }
 
+    /// Every job of `user_id`, newest first, without inputs and results.
+    pub async fn user_jobs(&self, user_id: &str) -> Result<Vec<UserJob>> {
+        // `->>` reads a JSON member as text in PostgreSQL and in SQLite (3.38 and later).
+        self.pool
+            .fetch_all(
+                "SELECT id, status, updated_at, result->>'sha256' AS document_sha256 \
+                 FROM jobs WHERE user_id = $1 ORDER BY id DESC",
+                args![user_id],
+                |r| {
+                    Ok(UserJob {
+                        id: required("id", r.uuid("id")?)?,
+                        status: status_of(r)?,
+                        updated_at: required("updated_at", r.time("updated_at")?)?,
+                        document_sha256: r.text("document_sha256")?,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// Deletes up to `limit` of `user_id`'s finished jobs; a queued or running one stays.
+    pub async fn erase_finished_jobs_of(&self, user_id: &str, limit: u32) -> Result<u64> {
+        let finished = status_list(JobStatus::ALL.into_iter().filter(|s| s.is_terminal()));
+        let sql = format!(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+             WHERE user_id = $1 AND status IN ({finished}) LIMIT $2)"
+        );
+        self.pool
+            .execute(&sql, args![user_id, i64::from(limit)])
+            .await
+    }
+
+    /// Deletes up to `limit` of `user_id`'s rows of the LLM audit trail.
+    pub async fn erase_inference_logs_of(&self, user_id: &str, limit: u32) -> Result<u64> {
+        self.pool
+            .execute(
+                "DELETE FROM inference_logs WHERE id IN (SELECT id FROM inference_logs \
+                 WHERE user_id = $1 LIMIT $2)",
+                args![user_id, i64::from(limit)],
+            )
+            .await
+    }
+
+    /// Deletes what the extraction cache holds of the document with this `sha256`, in every
+    /// output format.
+    pub async fn erase_cached_extractions(&self, sha256: &str) -> Result<u64> {
+        self.pool
+            .execute(
+                "DELETE FROM extraction_cache WHERE sha256 = $1",
+                args![sha256],
+            )
+            .await
+    }
+
     /// A cached extraction result, counting the hit.
     pub async fn cached_extraction(&self, cache_key: &str) -> Result<Option<Value>> {
         self.pool

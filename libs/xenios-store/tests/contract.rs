@@ -91,6 +91,7 @@ contract!(
     many_callers_at_once_each_get_their_own_outcome,
     counts_by_kind_and_status,
     expired_rows_are_purged_oldest_first,
+    a_users_rows_are_erased_and_no_one_elses,
 );
 
 fn new_job(kind: JobKind, user: Option<&str>) -> NewJob {
@@ -858,6 +859,96 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     let again = store.claim_webhooks(far, far, 10).await.unwrap();
     assert_eq!((again[0].job.id, again[0].attempt), (gone, 1));
     assert!(!store.redeliver_webhook(plain).await.unwrap(), "no webhook");
+}
+
+async fn a_users_rows_are_erased_and_no_one_elses(store: Store) {
+    let finished = |user: &'static str, result: serde_json::Value| {
+        let store = store.clone();
+        async move {
+            let id = create(&store, new_job(JobKind::Extraction, Some(user)))
+                .await
+                .id;
+            store.start_attempt(id).await.unwrap();
+            store
+                .finish_job(id, Outcome::Succeeded(result))
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let read = finished("gone", json!({"content": "# Notes", "sha256": "aaa"})).await;
+    let other_doc = finished("gone", json!({"content": "x", "sha256": "bbb"})).await;
+    let queued = create(&store, new_job(JobKind::Echo, Some("gone")))
+        .await
+        .id;
+    let kept = finished("stays", json!({"content": "# Mine", "sha256": "ccc"})).await;
+    let log = |user: &str, job| InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        created_at: Utc::now(),
+        user_id: Some(user.into()),
+        job_id: Some(job),
+        task: "chat".into(),
+        model: "m".into(),
+        provider: "p".into(),
+        attempt: 1,
+        input_tokens: 1,
+        output_tokens: 1,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        latency_ms: 1,
+        ttft_ms: None,
+        cost_usd: None,
+        success: true,
+        error: None,
+    };
+    for (user, job) in [
+        ("gone", read),
+        ("gone", other_doc),
+        ("gone", read),
+        ("stays", kept),
+    ] {
+        store.insert_inference_log(&log(user, job)).await.unwrap();
+    }
+    for (key, sha) in [
+        ("aaa:markdown", "aaa"),
+        ("aaa:text", "aaa"),
+        ("ccc:markdown", "ccc"),
+    ] {
+        store
+            .put_extraction(key, sha, &json!({"content": "…"}))
+            .await
+            .unwrap();
+    }
+
+    let jobs = store.user_jobs("gone").await.unwrap();
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![queued, other_doc, read], "newest first");
+    let docs: Vec<_> = jobs.iter().map(|j| j.document_sha256.as_deref()).collect();
+    assert_eq!(docs, vec![None, Some("bbb"), Some("aaa")]);
+    assert_eq!(jobs[0].status, JobStatus::Queued);
+
+    assert_eq!(store.erase_cached_extractions("aaa").await.unwrap(), 2);
+    assert_eq!(
+        store.erase_finished_jobs_of("gone", 1).await.unwrap(),
+        1,
+        "a batch"
+    );
+    assert_eq!(store.erase_finished_jobs_of("gone", 10).await.unwrap(), 1);
+    assert_eq!(store.erase_finished_jobs_of("gone", 10).await.unwrap(), 0);
+    assert_eq!(store.erase_inference_logs_of("gone", 10).await.unwrap(), 3);
+
+    let left: Vec<_> = store.user_jobs("gone").await.unwrap();
+    assert_eq!(left.len(), 1, "a queued job is not erased: {left:?}");
+    assert_eq!(left[0].id, queued);
+    assert_eq!(store.user_jobs("stays").await.unwrap().len(), 1);
+    assert!(store.get_job(kept).await.unwrap().is_some());
+    assert_eq!(store.inference_logs_for_job(kept).await.unwrap().len(), 1);
+    assert!(store
+        .cached_extraction("ccc:markdown")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.cached_extraction("aaa:text").await.unwrap().is_none());
 }
 
 /// Where a job's announcement stands, as every read of the job shows it.

@@ -328,6 +328,10 @@ pub(crate) async fn check_source(
             InfoErrorKind::NotFound | InfoErrorKind::InvalidName => missing(),
             _ => ApiError::unavailable(format!("the file store is unavailable: {e}")),
         })?;
+        // A deleted object keeps its name, marked deleted (an erased user's files).
+        if info.deleted {
+            return Err(missing());
+        }
         let owner = info.metadata.get("user_id");
         if owner.is_some_and(|o| *o != user.user.user_id) && !user.user.is_service_role() {
             return Err(missing());

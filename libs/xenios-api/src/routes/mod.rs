@@ -7,3 +7,4 @@ pub mod me;
 pub mod openai;
 pub mod status;
 pub mod usage;
+pub mod users;
