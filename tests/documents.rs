@@ -165,6 +165,12 @@ async fn uploaded_documents_are_extracted_and_cached() {
             "application/vnd.oasis.opendocument.spreadsheet",
             &["## Scores", "| Ana | 12 | 15.5 |"],
         ),
+        (
+            "checkin.rtf",
+            include_bytes!("../libs/xenios-extract/tests/fixtures/checkin.rtf").to_vec(),
+            "application/rtf",
+            &["# Weekly check-in", "- Walk daily", "| Steps | 8000 |"],
+        ),
     ];
     for (name, bytes, content_type, expected) in cases {
         let size = bytes.len();

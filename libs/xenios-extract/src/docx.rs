@@ -160,7 +160,9 @@ impl Styles {
     }
 }
 
-fn heading_from_name(name: &str) -> Option<usize> {
+/// The heading level a style's name says: `Title` 1, `heading 1`–`heading 9` (capped at 6).
+/// RTF stylesheets name their styles the same way.
+pub(crate) fn heading_from_name(name: &str) -> Option<usize> {
     let name = name.to_ascii_lowercase();
     if name == "title" {
         return Some(1);

@@ -1,7 +1,8 @@
 //! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX,
-//! ODT, ODS, ODP, HTML, CSV, Markdown and plain text become Markdown or plain text, with the format
-//! told from the bytes ([`sniff`]), never from a name or a header. Images (PNG, JPEG, TIFF,
-//! BMP, WebP) are recognised too, and, like scanned PDFs, answered with `ocr_required`.
+//! ODT, ODS, ODP, RTF, HTML, CSV, Markdown and plain text become Markdown or plain text, with
+//! the format told from the bytes ([`sniff`]), never from a name or a header. Images (PNG,
+//! JPEG, TIFF, BMP, WebP) are recognised too, and, like scanned PDFs, answered with
+//! `ocr_required`.
 //!
 //! [`extract`] is synchronous and CPU-bound (run it on a blocking thread). Every input
 //! is hostile until read: zip parts are held to a decompression budget and a compression
@@ -22,6 +23,7 @@ mod odf;
 mod ooxml;
 mod pdf;
 mod pptx;
+mod rtf;
 mod sniff;
 mod text;
 mod xlsx;
@@ -49,6 +51,7 @@ pub enum DocumentFormat {
     Odt,
     Ods,
     Odp,
+    Rtf,
     Html,
     Csv,
     Markdown,
@@ -62,7 +65,8 @@ pub enum DocumentFormat {
 
 impl DocumentFormat {
     /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `ods`,
-    /// `odp`, `html`, `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`, `bmp`, `webp`.
+    /// `odp`, `rtf`, `html`, `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`,
+    /// `bmp`, `webp`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentFormat::Pdf => "pdf",
@@ -72,6 +76,7 @@ impl DocumentFormat {
             DocumentFormat::Odt => "odt",
             DocumentFormat::Ods => "ods",
             DocumentFormat::Odp => "odp",
+            DocumentFormat::Rtf => "rtf",
             DocumentFormat::Html => "html",
             DocumentFormat::Csv => "csv",
             DocumentFormat::Markdown => "markdown",
@@ -100,6 +105,7 @@ impl DocumentFormat {
             DocumentFormat::Odt => "application/vnd.oasis.opendocument.text",
             DocumentFormat::Ods => "application/vnd.oasis.opendocument.spreadsheet",
             DocumentFormat::Odp => "application/vnd.oasis.opendocument.presentation",
+            DocumentFormat::Rtf => "application/rtf",
             DocumentFormat::Html => "text/html",
             DocumentFormat::Csv => "text/csv",
             DocumentFormat::Markdown => "text/markdown",
@@ -215,7 +221,7 @@ impl Extracted {
 pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
     let format = sniff(bytes).ok_or_else(|| {
         ExtractError::UnsupportedFormat(
-            "not a PDF, DOCX, XLSX, PPTX, ODT, ODS, ODP, HTML, CSV, Markdown or text document, nor an image"
+            "not a PDF, DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, HTML, CSV, Markdown or text document, nor an image"
                 .into(),
         )
     })?;
@@ -238,6 +244,7 @@ pub fn extract_as(
         DocumentFormat::Odt | DocumentFormat::Ods | DocumentFormat::Odp => {
             odf::extract(bytes, format, &mut cx)
         }
+        DocumentFormat::Rtf => rtf::extract(bytes, &mut cx),
         DocumentFormat::Html => html::extract(bytes, &mut cx),
         DocumentFormat::Csv => delimited::extract(bytes, &mut cx),
         DocumentFormat::Markdown | DocumentFormat::Text => text::extract(bytes, format, &mut cx),

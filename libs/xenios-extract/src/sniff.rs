@@ -1,13 +1,13 @@
 //! Telling the format from the bytes alone: file names and declared content types are
 //! whatever the uploader said.
 
-use crate::{odf, ooxml, DocumentFormat};
+use crate::{odf, ooxml, rtf, DocumentFormat};
 
 /// How much of a text file the heuristics look at.
 const SAMPLE: usize = 64 * 1024;
 
 /// The format of `bytes`, or `None` when it is none this library reads (including empty
-/// input, binary data other than the images docling-serve reads, RTF and zip files that are
+/// input, binary data other than the images docling-serve reads, and zip files that are
 /// not DOCX, XLSX, PPTX, ODT or ODS).
 pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     if is_pdf(bytes) {
@@ -24,11 +24,16 @@ pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     if let Some(image) = sniff_image(bytes) {
         return Some(image);
     }
+    // Told by its bytes, not as text: `\binN` data may hold any byte, NULs included.
+    if rtf::start(bytes).is_some() {
+        return Some(DocumentFormat::Rtf);
+    }
     let sample = text_sample(bytes)?;
     let trimmed = sample.trim_start();
     if trimmed.is_empty() && bytes.iter().all(|b| b.is_ascii_whitespace()) && !bytes.is_empty() {
         return Some(DocumentFormat::Text);
     }
+    // RTF is 8-bit text: behind a UTF-16 byte-order mark it is none any reader takes.
     if trimmed.is_empty() || trimmed.starts_with("{\\rtf") {
         return None;
     }
@@ -268,9 +273,27 @@ mod tests {
     fn refuses_binary_and_empty() {
         assert_eq!(sniff(b""), None);
         assert_eq!(sniff(b"\x00\x01\x02\x03binary"), None);
-        assert_eq!(sniff(b"{\\rtf1\\ansi hello}"), None);
         assert_eq!(sniff(b"PK\x03\x04garbage"), None);
         assert_eq!(sniff(b"\x7fELF\x02\x01\x01\0\0\0"), None);
+    }
+
+    #[test]
+    fn rtf_by_its_opening_brace() {
+        assert_eq!(sniff(b"{\\rtf1\\ansi hello}"), Some(DocumentFormat::Rtf));
+        assert_eq!(
+            sniff(b"\xEF\xBB\xBF\r\n  {\\rtf1 hello}"),
+            Some(DocumentFormat::Rtf)
+        );
+        // Binary `\bin` data does not make it binary.
+        assert_eq!(
+            sniff(b"{\\rtf1{\\pict\\bin4 \0\x01\x02\x03}}"),
+            Some(DocumentFormat::Rtf)
+        );
+        assert_eq!(sniff(b"\xFF\xFE{\0\\\0r\0t\0f\0"), None);
+        assert_eq!(
+            sniff(b"A note about {\\rtf1 files."),
+            Some(DocumentFormat::Text)
+        );
     }
 
     #[test]

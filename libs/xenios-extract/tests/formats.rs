@@ -469,6 +469,111 @@ Progress";
     );
 }
 
+/// An RTF written the way Word writes one (`fixtures/checkin.rtf`): font, colour, style, list
+/// and theme tables, document properties, a header, a footer with a page field, a footnote,
+/// hidden text and a picture, none of which is running text; headings by outline level and by
+/// style, lists whose bullets and numbers are `\listtext`, a table, a hyperlink field.
+#[test]
+fn an_rtf_written_like_word_reads_as_markdown() {
+    let bytes = include_bytes!("fixtures/checkin.rtf");
+    assert_eq!(sniff(bytes), Some(DocumentFormat::Rtf));
+    assert_eq!(sniff(&bytes[..100]), Some(DocumentFormat::Rtf));
+    let out = extract(bytes, &markdown()).unwrap();
+    let expected = "\
+# Weekly check-in
+
+Ana\u{2019}s caf\u{e9} visit went well: she slept 7\u{bd} hours and walked every day. She said \u{201c}better\u{201d} twice.
+
+## Goals
+
+- Sleep seven hours
+    - Lights out by eleven
+- Walk daily
+
+1. Baseline
+2. Review
+
+## Measurements
+
+| Metric | Target |
+| --- | --- |
+| Steps | 8000 |
+| Sleep | 7\u{bd} h |
+
+See the [plan online](https://example.com/plan) for details.
+
+Next session:
+Tuesday";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.format, OutputFormat::Markdown);
+    assert_eq!(out.title.as_deref(), Some("Check-in notes"));
+    assert_eq!(out.metadata["author"], "Coach Gr\u{e9}goire");
+    assert_eq!(out.metadata["source_format"], "rtf");
+    assert_eq!(out.pages, None);
+    for hidden in [
+        "Times New Roman",
+        "Calibri",
+        "Normal",
+        "heading",
+        "Confidential",
+        "Page",
+        "HYPERLINK",
+        "MERGEFORMAT",
+        "Measured with",
+        "draft",
+        "89504e47",
+        "smiley",
+        "Microsoft Word",
+        "\u{b7}",
+        "\t",
+    ] {
+        assert!(
+            !out.content.contains(hidden),
+            "{hidden:?} leaked into {:?}",
+            out.content
+        );
+    }
+
+    let plain = extract(bytes, &text()).unwrap();
+    let expected = "\
+Weekly check-in
+
+Ana\u{2019}s caf\u{e9} visit went well: she slept 7\u{bd} hours and walked every day. She said \u{201c}better\u{201d} twice.
+
+Goals
+
+- Sleep seven hours
+    - Lights out by eleven
+- Walk daily
+
+1. Baseline
+2. Review
+
+Measurements
+
+Metric\tTarget
+Steps\t8000
+Sleep\t7\u{bd} h
+
+See the plan online for details.
+
+Next session:
+Tuesday";
+    assert_eq!(plain.content, expected);
+    assert_eq!(plain.format, OutputFormat::Text);
+    assert_eq!(plain.title.as_deref(), Some("Check-in notes"));
+}
+
+/// `\uN` with a negative value (above 32767) and `\ucN` fallbacks, scoped to their group,
+/// through the public entry point.
+#[test]
+fn rtf_unicode_escapes_and_their_fallbacks() {
+    let rtf = r"{\rtf1\ansi\ansicpg1252 \u-4064?x {\uc2\u8364\'80\'80 euro}\u8217\'92s \u-10179?\u-8704?}";
+    assert_eq!(sniff(rtf.as_bytes()), Some(DocumentFormat::Rtf));
+    let out = extract(rtf.as_bytes(), &markdown()).unwrap();
+    assert_eq!(out.content, "\u{f020}x \u{20ac} euro\u{2019}s \u{1f600}");
+}
+
 const PAGE: &str = r##"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Test  Page</title><meta name="author" content="Jane Doe">
 <style>p { color: red }</style><script>var s = "<p>not text</p>"; if (a < b) {}</script></head>

@@ -322,6 +322,7 @@ fn random_bytes_read_as_each_format_never_panic() {
         DocumentFormat::Pptx,
         DocumentFormat::Odt,
         DocumentFormat::Ods,
+        DocumentFormat::Rtf,
         DocumentFormat::Html,
         DocumentFormat::Csv,
         DocumentFormat::Markdown,
@@ -359,6 +360,87 @@ fn a_passed_deadline_is_a_timeout() {
         "timeout"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// An RTF is read token by token with the deadline checked as it goes: a passed one is a
+/// timeout, and so is one reached in the middle of a long document.
+#[test]
+fn a_passed_deadline_stops_an_rtf() {
+    let rtf = format!("{{\\rtf1 {}}}", "word \\b bold\\b0 \\par ".repeat(400_000));
+    let opts = ExtractOptions {
+        deadline: Some(Instant::now()),
+        ..ExtractOptions::default()
+    };
+    assert_eq!(
+        extract(rtf.as_bytes(), &opts).unwrap_err().code(),
+        "timeout"
+    );
+    let opts = ExtractOptions {
+        deadline: Some(Instant::now() + Duration::from_millis(20)),
+        ..ExtractOptions::default()
+    };
+    let started = Instant::now();
+    assert_eq!(
+        extract(rtf.as_bytes(), &opts).unwrap_err().code(),
+        "timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// RTF's text is bounded as it is gathered, in a paragraph as in a table, not only once
+/// written; and a hostile document's structure costs bounded work and never panics.
+#[test]
+fn hostile_rtf_is_bounded() {
+    let opts = ExtractOptions {
+        max_output_chars: 1000,
+        ..ExtractOptions::default()
+    };
+    let long = format!("{{\\rtf1 {}}}", "\\u8364?".repeat(2000));
+    let err = extract(long.as_bytes(), &opts).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    let table = format!(
+        "{{\\rtf1\\trowd {}}}",
+        "\\intbl cell text\\cell\\row ".repeat(500)
+    );
+    let err = extract(table.as_bytes(), &opts).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    let cells = format!("{{\\rtf1\\trowd {}}}", "\\cell".repeat(1 << 21));
+    let err = extract(cells.as_bytes(), &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "too_large", "{err}");
+    assert!(err.to_string().contains("cells"), "{err}");
+
+    // Groups nested past any document's are refused, not followed down the stack.
+    let deep = format!(
+        "{{\\rtf1 {}deep{}}}",
+        "{".repeat(100_000),
+        "}".repeat(100_000)
+    );
+    let err = extract(deep.as_bytes(), &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document", "{err}");
+    // Nested as deep as documents go, they are read.
+    let nested = format!("{{\\rtf1 {}deep{}}}", "{\\b ".repeat(500), "}".repeat(500));
+    let out = extract(nested.as_bytes(), &ExtractOptions::default()).unwrap();
+    assert_eq!(out.content, "deep");
+
+    // Braces left open are closed by the end of the input; a document cut short keeps its text.
+    let cut = b"{\\rtf1{\\info{\\title Cut}}{\\b Unbalanced {\\i text";
+    let out = extract(cut, &ExtractOptions::default()).unwrap();
+    assert_eq!(out.content, "Unbalanced text");
+    assert_eq!(out.title.as_deref(), Some("Cut"));
+    // `\binN` data is skipped whatever it holds, even past the end of the input.
+    let binary = b"{\\rtf1 a{\\pict\\bin6 }}}{{{}b\\bin999999 \\par x";
+    let out = extract(binary, &ExtractOptions::default()).unwrap();
+    assert_eq!(out.content, "ab");
+    // Parameters past ten digits, stray `\'` and lone surrogates are read, not fatal.
+    let odd = b"{\\rtf1\\uc99999999999 \\'zz\\u-10179 \\u99999999 ok\\}";
+    assert!(extract(odd, &ExtractOptions::default()).is_ok());
+    // Noise behind an RTF header reaches the reader itself.
+    for seed in 1..50 {
+        let mut bytes = b"{\\rtf1 ".to_vec();
+        bytes.extend(noise(2048, seed));
+        assert_eq!(sniff(&bytes), Some(DocumentFormat::Rtf));
+        let _ = extract(&bytes, &ExtractOptions::default());
+    }
 }
 
 #[test]
