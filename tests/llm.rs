@@ -1146,8 +1146,31 @@ async fn usage_sums_the_callers_llm_calls() {
     assert_eq!(everyone["user_id"], Value::Null);
     assert_eq!(everyone["total"]["requests"], 2);
     assert_eq!(everyone["total"]["input_tokens"], 32);
+    // Per user too, costliest first (both cost 0 here: then the most calls, users first).
+    let users: Vec<_> = everyone["by_user"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user_id"].clone(),
+                u["calls"].clone(),
+                u["input_tokens"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        users,
+        [
+            (json!(USER), json!(1), json!(12)),
+            (Value::Null, json!(1), json!(20))
+        ],
+        "{everyone}"
+    );
+    assert!(own.get("by_user").is_none(), "one user's report: {own}");
     let theirs = usage_once_logged(&stack, &admin, &format!("?user_id={USER}"), 1).await;
     assert_eq!(theirs["total"]["input_tokens"], 12);
+    assert!(theirs.get("by_user").is_none());
 
     // A window without the calls.
     let before = "?since=2026-01-01T00:00:00Z&until=2026-01-02T00:00:00Z";

@@ -1027,6 +1027,12 @@ async fn the_operator_cli_reports_llm_usage() {
         row("total")[1..],
         ["3", "3", "0", "3000", "2400", "0", "150", "0.8750"]
     );
+    // Every user's report also lists the users, costliest first, service calls named.
+    assert_eq!(
+        row(USER)[1..],
+        ["2", "2", "0", "2000", "1600", "0", "100", "0.7500"]
+    );
+    assert!(said.contains("(no user: service calls)"), "{said}");
 
     let (ok, said, why) = xenios_cli(&stack, &["jobs", "usage", "--user", USER, "--json"]);
     assert!(ok, "{why}");

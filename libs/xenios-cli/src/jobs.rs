@@ -11,7 +11,9 @@ use xenios_api::operations::{self, JobView};
 use xenios_config::Settings;
 use xenios_contract::{JobKind, JobStatus};
 use xenios_runtime::retention::{self, RetentionPolicy};
-use xenios_store::{CancelOutcome, JobQuery, JobRecord, Store, UsageQuery, UsageReport};
+use xenios_store::{
+    CancelOutcome, JobQuery, JobRecord, Store, UsageCounts, UsageQuery, UsageReport,
+};
 
 use crate::start::{connect_nats, connect_store};
 
@@ -198,11 +200,32 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// Per task and model, then (for every user's report) per user, costliest first.
 fn print_usage(report: &UsageReport) {
+    let rows = report
+        .by_model
+        .iter()
+        .map(|m| (m.task.as_str(), m.model.as_str(), &m.counts))
+        .chain([("total", "", &report.total)]);
+    print_counts(("TASK", "MODEL"), rows);
+    if !report.by_user.is_empty() {
+        println!();
+        let rows = report.by_user.iter().map(|u| {
+            let user = u.user_id.as_deref().unwrap_or("(no user: service calls)");
+            (user, "", &u.counts)
+        });
+        print_counts(("USER", ""), rows);
+    }
+}
+
+fn print_counts<'a>(
+    (first, second): (&str, &str),
+    rows: impl Iterator<Item = (&'a str, &'a str, &'a UsageCounts)>,
+) {
     println!(
         "{:<22} {:<36} {:>8} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "TASK",
-        "MODEL",
+        first,
+        second,
         "REQUESTS",
         "CALLS",
         "FAILED",
@@ -212,14 +235,9 @@ fn print_usage(report: &UsageReport) {
         "OUTPUT",
         "COST_USD"
     );
-    let rows = report
-        .by_model
-        .iter()
-        .map(|m| (m.task.as_str(), m.model.as_str(), &m.counts))
-        .chain([("total", "", &report.total)]);
-    for (task, model, c) in rows {
+    for (first, second, c) in rows {
         println!(
-            "{task:<22} {model:<36} {:>8} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12.4}",
+            "{first:<22} {second:<36} {:>8} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12.4}",
             c.requests,
             c.calls,
             c.failed_calls,

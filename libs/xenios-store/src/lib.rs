@@ -15,6 +15,6 @@ pub use error::StoreError;
 pub use model::{
     Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord, ModelUsage,
     NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport, UserJob,
-    WebhookDue, WebhookStatus, PAGE_BYTES,
+    UserUsage, WebhookDue, WebhookStatus, PAGE_BYTES,
 };
-pub use store::{Result, Store, PG_SCHEMA};
+pub use store::{Result, Store, PG_SCHEMA, USAGE_TOP_USERS};

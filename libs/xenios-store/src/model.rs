@@ -255,11 +255,23 @@ pub struct ModelUsage {
     pub counts: UsageCounts,
 }
 
+/// One user's share of an every-user [`UsageReport`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserUsage {
+    /// `None`: calls made without a user (service calls).
+    pub user_id: Option<String>,
+    #[serde(flatten)]
+    pub counts: UsageCounts,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct UsageReport {
     pub total: UsageCounts,
     /// Costliest first.
     pub by_model: Vec<ModelUsage>,
+    /// When the query is every user's: the costliest users first, at most
+    /// [`crate::USAGE_TOP_USERS`].
+    pub by_user: Vec<UserUsage>,
 }
 
 /// One of a user's jobs, as erasing the user's data needs it: no input or result.

@@ -32,6 +32,9 @@ pub(crate) const JOB_COLUMNS: &str =
      finished_at, updated_at, webhook_url, webhook_state, webhook_attempts, webhook_next_at, \
      webhook_error";
 
+/// Users listed in an every-user usage report.
+pub const USAGE_TOP_USERS: usize = 100;
+
 const LOG_COLUMNS: &str = "id, created_at, user_id, job_id, task, model, provider, attempt, \
      input_tokens, output_tokens, latency_ms, ttft_ms, cost_usd, success, error, \
      cache_read_tokens, cache_write_tokens";
@@ -634,7 +637,31 @@ impl Store {
                 })
             })
             .await?;
-        Ok(UsageReport { total, by_model })
+        let by_user = match q.user_id {
+            Some(_) => Vec::new(),
+            None => {
+                let sql = format!(
+                    "SELECT user_id, {USAGE_SUMS} FROM inference_logs WHERE {filter} \
+                     GROUP BY user_id \
+                     ORDER BY cost_usd DESC, calls DESC, user_id IS NULL, user_id \
+                     LIMIT {USAGE_TOP_USERS}"
+                );
+                let (_, args) = usage_filter(q);
+                self.pool
+                    .fetch_all(&sql, args, |r| {
+                        Ok(UserUsage {
+                            user_id: r.text("user_id")?,
+                            counts: usage_counts_from_row(r)?,
+                        })
+                    })
+                    .await?
+            }
+        };
+        Ok(UsageReport {
+            total,
+            by_model,
+            by_user,
+        })
     }
 
     /// The provider calls of `q` summed in all.

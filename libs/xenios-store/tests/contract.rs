@@ -755,6 +755,20 @@ async fn llm_usage_sums_a_window_per_user_and_model(store: Store) {
     let everyone = store.llm_usage(&window(None)).await.unwrap();
     assert_eq!((everyone.total.calls, everyone.total.requests), (5, 4));
     assert_eq!(everyone.total.cost_usd, 3.5);
+    let by_user: Vec<_> = everyone
+        .by_user
+        .iter()
+        .map(|u| (u.user_id.as_deref(), u.counts.calls, u.counts.cost_usd))
+        .collect();
+    assert_eq!(
+        by_user,
+        [(Some("u1"), 3, 2.5), (Some("u2"), 1, 0.5), (None, 1, 0.5)],
+        "costliest first; service calls last among equals"
+    );
+    assert!(
+        u1.by_user.is_empty(),
+        "one user's report has no per-user part"
+    );
 
     let nobody = store.llm_usage(&window(Some("u3"))).await.unwrap();
     assert_eq!(nobody, UsageReport::default());

@@ -75,6 +75,14 @@ pub struct ModelUsageView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct UserUsageView {
+    /// `null`: calls made without a user (service calls).
+    user_id: Option<String>,
+    #[serde(flatten)]
+    totals: UsageTotals,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LlmUsageView {
     /// `null`: every caller's (a `service_role` request without `user_id`).
     user_id: Option<String>,
@@ -83,6 +91,9 @@ pub struct LlmUsageView {
     total: UsageTotals,
     /// Per task and model, costliest first.
     by_model: Vec<ModelUsageView>,
+    /// Every user's report only: per user, costliest first, at most 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_user: Option<Vec<UserUsageView>>,
     /// The user's spending today against `llm.user_daily_budget_usd`, when one is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     daily_budget: Option<DailyBudget>,
@@ -148,7 +159,18 @@ pub async fn usage(
         Some(id) => budget::today(&state, id).await?,
         None => None,
     };
+    let by_user = user_id.is_none().then(|| {
+        report
+            .by_user
+            .into_iter()
+            .map(|u| UserUsageView {
+                user_id: u.user_id,
+                totals: u.counts.into(),
+            })
+            .collect()
+    });
     Ok(axum::Json(LlmUsageView {
+        by_user,
         daily_budget,
         user_id,
         since,
