@@ -934,3 +934,59 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
         .unwrap();
     assert_eq!(their_logs.len(), 1);
 }
+
+/// An uploaded file is described (`GET /api/v1/files/{id}`) and deleted before its TTL
+/// (`DELETE`) by its owner; to anyone else it does not exist; once deleted, no job reads it.
+#[tokio::test]
+async fn a_file_is_described_and_deleted_by_its_owner_only() {
+    let stack = stack(&[]).await;
+    let uploaded = upload_ok(&stack, "notes.md", b"# Notes\n\nWalk daily.\n".to_vec()).await;
+    let id = uploaded["file_id"].as_str().unwrap();
+    let path = format!("/api/v1/files/{id}");
+    let as_other = |method: reqwest::Method| {
+        stack.authed(stack.http.request(method, stack.url(&path)), OTHER_USER)
+    };
+
+    let described = stack.get_json(&path).await;
+    assert_eq!(described["file_id"], id);
+    assert_eq!(described["sha256"], uploaded["sha256"], "{described}");
+    assert_eq!(described["size"], uploaded["size"]);
+    assert_eq!(described["content_type"], "text/markdown");
+    assert_eq!(described["filename"], "notes.md");
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(described[field].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(
+        (at("expires_at") - at("uploaded_at")).num_hours(),
+        24,
+        "the files TTL"
+    );
+    let age = chrono::Utc::now() - at("uploaded_at").with_timezone(&chrono::Utc);
+    assert!(age.num_seconds().abs() < 60, "{described}");
+
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = as_other(method.clone()).send().await.unwrap();
+        error_body(response, 404, "not_found").await;
+    }
+    let deleted = stack
+        .authed(stack.http.delete(stack.url(&path)), USER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let response = stack.get(&path).send().await.unwrap();
+    error_body(response, 404, "not_found").await;
+    let response = stack
+        .authed(stack.http.delete(stack.url(&path)), USER)
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 404, "not_found").await;
+    let response = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "extraction", "input": {"file_id": id, "output": "markdown"}}))
+        .send()
+        .await
+        .unwrap();
+    error_body(response, 422, "invalid_input").await;
+}

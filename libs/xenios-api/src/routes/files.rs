@@ -7,12 +7,13 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectMetadata, ObjectStore};
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -21,7 +22,7 @@ use utoipa::ToSchema;
 use xenios_contract::subjects::FILES_BUCKET;
 
 use crate::auth::User;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ApiPath, ErrorBody};
 use crate::rate_limit::RouteGroup;
 use crate::state::AppState;
 
@@ -149,6 +150,104 @@ pub async fn upload(
         filename,
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// A stored file, as its owner sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileView {
+    pub file_id: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: Option<String>,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub uploaded_at: Option<DateTime<Utc>>,
+    /// When the files TTL removes it.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A stored file's description; someone else's file is "not found" (except to
+/// `service_role`).
+#[utoipa::path(get, path = "/api/v1/files/{file_id}", tag = "files",
+    security(("api_key" = [], "bearer" = [])),
+    params(("file_id" = String, Path)),
+    responses((status = 200, body = FileView), (status = 404, body = ErrorBody),
+               (status = 503, body = ErrorBody)))]
+pub async fn get_file(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(file_id): ApiPath<String>,
+) -> Result<axum::Json<FileView>, ApiError> {
+    let info = visible_file(&state, &user, &file_id).await?;
+    let uploaded_at = info
+        .modified
+        .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()));
+    let ttl = chrono::Duration::seconds(
+        i64::try_from(state.settings.files.ttl_secs).unwrap_or(i64::MAX / 1000),
+    );
+    Ok(axum::Json(FileView {
+        file_id: info.name,
+        sha256: info.digest.as_deref().and_then(hex_sha256),
+        size: info.size as u64,
+        content_type: info.metadata.get(CONTENT_TYPE_KEY).cloned(),
+        filename: info.metadata.get(FILENAME_KEY).cloned(),
+        expires_at: uploaded_at.and_then(|t| t.checked_add_signed(ttl)),
+        uploaded_at,
+    }))
+}
+
+/// Delete a stored file before its TTL does; jobs that read it keep their results.
+#[utoipa::path(delete, path = "/api/v1/files/{file_id}", tag = "files",
+    security(("api_key" = [], "bearer" = [])),
+    params(("file_id" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorBody),
+               (status = 503, body = ErrorBody)))]
+pub async fn delete_file(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(file_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    visible_file(&state, &user, &file_id).await?;
+    files_bucket(&state)
+        .await?
+        .delete(&file_id)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the file store is unavailable: {e}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A file the user may see: theirs (any, for `service_role`), not deleted.
+async fn visible_file(
+    state: &AppState,
+    user: &User,
+    file_id: &str,
+) -> Result<ObjectInfo, ApiError> {
+    use async_nats::jetstream::object_store::InfoErrorKind;
+    let missing = || ApiError::NotFound(format!("no file {file_id}"));
+    let info = files_bucket(state)
+        .await?
+        .info(file_id)
+        .await
+        .map_err(|e| match e.kind() {
+            InfoErrorKind::NotFound | InfoErrorKind::InvalidName => missing(),
+            _ => ApiError::unavailable(format!("the file store is unavailable: {e}")),
+        })?;
+    let owner = info.metadata.get(OWNER_KEY);
+    let theirs = owner.is_some_and(|o| *o == user.user.user_id) || user.user.is_service_role();
+    match !info.deleted && theirs {
+        true => Ok(info),
+        false => Err(missing()),
+    }
+}
+
+/// The object store's digest (`SHA-256=<base64url>`) as hex, like the upload's answer.
+fn hex_sha256(digest: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = digest.strip_prefix("SHA-256=")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(encoded)
+        .ok()?;
+    Some(hex::encode(bytes))
 }
 
 /// Refuses an upload the file store has no room for (`files.max_total_bytes`) before any of
