@@ -18,6 +18,7 @@ use crate::users::UsersAction;
 const DEV_API_KEY: &str = "xenios-dev-api-key";
 const DEV_JWT_SECRET: &str = "xenios-dev-jwt-secret-not-for-production";
 const DEV_USER_ID: &str = "00000000-0000-4000-8000-000000000001";
+const DEV_WEBHOOK_SECRET: &str = "xenios-dev-webhook-secret";
 
 #[derive(Parser)]
 #[command(name = "xenios", version, about = "Operate the Xenios AI backend")]
@@ -153,6 +154,9 @@ fn dev_overrides(settings: &Settings) -> Overrides {
     }
     if settings.auth.jwt_secret.is_none() && settings.auth.supabase_url.is_none() {
         overrides.push(("auth.jwt_secret".into(), DEV_JWT_SECRET.into()));
+    }
+    if settings.webhooks.secret.is_none() {
+        overrides.push(("webhooks.secret".into(), DEV_WEBHOOK_SECRET.into()));
     }
     overrides
 }
@@ -319,4 +323,44 @@ fn print_welcome(
         xenios_config::redact_url(&settings.database.url)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(environment: &str, extra: &[(&str, &str)]) -> Settings {
+        let mut overrides: Overrides = vec![
+            ("environment".into(), environment.into()),
+            ("database.url".into(), "sqlite://data/x.db".into()),
+            ("nats.url".into(), "nats://127.0.0.1:4222".into()),
+        ];
+        overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Settings::load_from(Some(Path::new("/dev/null")), &HashMap::new(), &overrides).unwrap()
+    }
+
+    /// A newcomer's `xenios dev` can use keys, tokens and webhooks at once; what is
+    /// configured is kept, and nothing is filled in outside development.
+    #[test]
+    fn development_fills_in_only_what_is_missing() {
+        let keys = |o: &Overrides| o.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        let filled = dev_overrides(&settings("development", &[]));
+        assert_eq!(
+            keys(&filled),
+            ["api.keys", "auth.jwt_secret", "webhooks.secret"]
+        );
+        let configured = settings(
+            "development",
+            &[("webhooks.secret", "a-configured-secret-0123456789")],
+        );
+        assert!(!keys(&dev_overrides(&configured)).contains(&"webhooks.secret".to_owned()));
+        let staging = settings(
+            "staging",
+            &[
+                ("api.keys", "a-staging-key-0123456789"),
+                ("auth.jwt_secret", "a-staging-jwt-secret-0123456789"),
+            ],
+        );
+        assert!(dev_overrides(&staging).is_empty());
+    }
 }
