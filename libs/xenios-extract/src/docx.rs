@@ -262,6 +262,8 @@ impl Numbering {
 struct RunProps {
     bold: bool,
     italic: bool,
+    /// `w:vanish`: hidden text, which Word neither shows nor prints.
+    hidden: bool,
 }
 
 enum Seg {
@@ -390,6 +392,7 @@ impl Walker<'_> {
                 match name {
                     "b" => self.run.bold = toggle(e),
                     "i" => self.run.italic = toggle(e),
+                    "vanish" => self.run.hidden = toggle(e),
                     _ => {}
                 }
                 return Ok(());
@@ -629,6 +632,9 @@ impl Walker<'_> {
 }
 
 fn push_seg(segs: &mut Vec<Seg>, seg: Seg) {
+    if matches!(&seg, Seg::Text(_, props) if props.hidden) {
+        return;
+    }
     if let (Some(Seg::Text(last, last_props)), Seg::Text(text, props)) = (segs.last_mut(), &seg) {
         if last_props.bold == props.bold && last_props.italic == props.italic {
             last.push_str(text);

@@ -22,12 +22,15 @@ fn report_docx() -> Vec<u8> {
         para(Some("Title"), None, "Quarterly Report"),
         para(Some("Heading1"), None, "Introduction"),
         format!(
-            "<w:p>{}{}{}{}{}</w:p>",
+            "<w:p>{}{}{}{}{}{}{}</w:p>",
             run("Revenue grew ", ""),
             run("12%", "<w:b/>"),
             run(" in ", ""),
             run("Q3", "<w:i/>"),
+            // Hidden text: neither shown nor printed by Word.
+            run(" (draft)", "<w:vanish/>"),
             run(".", "<w:b w:val=\"false\"/>"),
+            run("", "<w:vanish w:val=\"0\"/>"),
         ),
         para(None, Some((1, 0)), "First point"),
         para(None, Some((1, 1)), "Nested point"),
