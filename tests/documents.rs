@@ -171,6 +171,12 @@ async fn uploaded_documents_are_extracted_and_cached() {
             "application/rtf",
             &["# Weekly check-in", "- Walk daily", "| Steps | 8000 |"],
         ),
+        (
+            "checkin.doc",
+            include_bytes!("../libs/xenios-extract/tests/fixtures/checkin.doc").to_vec(),
+            "application/msword",
+            &["# Weekly check-in", "2. Review", "| Steps | 8000 |"],
+        ),
     ];
     for (name, bytes, content_type, expected) in cases {
         let size = bytes.len();

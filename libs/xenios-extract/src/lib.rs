@@ -1,19 +1,20 @@
-//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, XLSX, PPTX,
-//! ODT, ODS, ODP, RTF, HTML, CSV, Markdown and plain text become Markdown or plain text, with
-//! the format told from the bytes ([`sniff`]), never from a name or a header. Images (PNG,
-//! JPEG, TIFF, BMP, WebP) are recognised too, and, like scanned PDFs, answered with
-//! `ocr_required`.
+//! Text out of the documents extraction jobs receive: PDF (text layer), DOCX, DOC (Word
+//! 97–2003), XLSX, PPTX, ODT, ODS, ODP, RTF, HTML, CSV, Markdown and plain text become Markdown
+//! or plain text, with the format told from the bytes ([`sniff`]), never from a name or a
+//! header. Images (PNG, JPEG, TIFF, BMP, WebP) are recognised too, and, like scanned PDFs,
+//! answered with `ocr_required`.
 //!
 //! [`extract`] is synchronous and CPU-bound (run it on a blocking thread). Every input
 //! is hostile until read: zip parts are held to a decompression budget and a compression
-//! ratio while they inflate, PDF streams to the same budget, output to a character limit,
-//! and all loops to the deadline. No input makes it panic: PDF parsing, the part most
-//! exposed, runs under `catch_unwind` (which needs the default `panic = "unwind"`).
+//! ratio while they inflate, PDF streams and a DOC's streams to the same budget, output to a
+//! character limit, and all loops to the deadline. No input makes it panic: PDF parsing, the
+//! part most exposed, runs under `catch_unwind` (which needs the default `panic = "unwind"`).
 //!
 //! [`DoclingClient`] sends what has no text layer (`ocr_required`) to docling-serve.
 
 mod blocks;
 mod delimited;
+mod doc;
 mod docling;
 mod docx;
 mod error;
@@ -46,6 +47,8 @@ pub use sniff::sniff;
 pub enum DocumentFormat {
     Pdf,
     Docx,
+    /// Word 97–2003 (`.doc`).
+    Doc,
     Xlsx,
     Pptx,
     Odt,
@@ -64,13 +67,14 @@ pub enum DocumentFormat {
 }
 
 impl DocumentFormat {
-    /// The name used in `metadata.source_format`: `pdf`, `docx`, `xlsx`, `pptx`, `odt`, `ods`,
-    /// `odp`, `rtf`, `html`, `csv`, `markdown`, `text`, or an image's `png`, `jpeg`, `tiff`,
-    /// `bmp`, `webp`.
+    /// The name used in `metadata.source_format`: `pdf`, `docx`, `doc`, `xlsx`, `pptx`, `odt`,
+    /// `ods`, `odp`, `rtf`, `html`, `csv`, `markdown`, `text`, or an image's `png`, `jpeg`,
+    /// `tiff`, `bmp`, `webp`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentFormat::Pdf => "pdf",
             DocumentFormat::Docx => "docx",
+            DocumentFormat::Doc => "doc",
             DocumentFormat::Xlsx => "xlsx",
             DocumentFormat::Pptx => "pptx",
             DocumentFormat::Odt => "odt",
@@ -96,6 +100,7 @@ impl DocumentFormat {
             DocumentFormat::Docx => {
                 "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
             }
+            DocumentFormat::Doc => "application/msword",
             DocumentFormat::Xlsx => {
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
             }
@@ -150,8 +155,8 @@ pub struct ExtractOptions {
     pub output: OutputFormat,
     /// A PDF with more pages fails with `too_large` before any page is read.
     pub max_pages: u32,
-    /// Decompressed bytes allowed in total across the parts of a zip package (DOCX, ODT, …),
-    /// and for each PDF stream.
+    /// Decompressed bytes allowed in total across the parts of a zip package (DOCX, ODT, …)
+    /// or the streams of a DOC, and for each PDF stream.
     pub max_decompressed_bytes: u64,
     /// Largest decompressed-to-compressed ratio of a zip part past its first MiB.
     pub max_compression_ratio: u32,
@@ -221,7 +226,7 @@ impl Extracted {
 pub fn extract(bytes: &[u8], opts: &ExtractOptions) -> Result<Extracted, ExtractError> {
     let format = sniff(bytes).ok_or_else(|| {
         ExtractError::UnsupportedFormat(
-            "not a PDF, DOCX, XLSX, PPTX, ODT, ODS, ODP, RTF, HTML, CSV, Markdown or text document, nor an image"
+            "not a PDF, DOCX, DOC, XLSX, PPTX, ODT, ODS, ODP, RTF, HTML, CSV, Markdown or text document, nor an image"
                 .into(),
         )
     })?;
@@ -239,6 +244,7 @@ pub fn extract_as(
     let run = || match format {
         DocumentFormat::Pdf => pdf::extract(bytes, &mut cx),
         DocumentFormat::Docx => docx::extract(bytes, &mut cx),
+        DocumentFormat::Doc => doc::extract(bytes, &mut cx),
         DocumentFormat::Xlsx => xlsx::extract(bytes, &mut cx),
         DocumentFormat::Pptx => pptx::extract(bytes, &mut cx),
         DocumentFormat::Odt | DocumentFormat::Ods | DocumentFormat::Odp => {

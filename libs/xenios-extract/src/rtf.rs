@@ -8,8 +8,8 @@
 //! not an object's `\result`), headers, footers, footnotes, annotations, hidden and deleted
 //! text, field instructions, and every `\*` destination this reader does not know.
 
-mod codepage;
-mod layout;
+pub(crate) mod codepage;
+pub(crate) mod layout;
 mod tokens;
 
 use std::collections::HashMap;
@@ -742,7 +742,7 @@ fn special_character(name: &str) -> Option<&'static str> {
 
 /// The target of a `HYPERLINK "url"` field, not of one to a bookmark (`HYPERLINK \l "name"`),
 /// with what would end a Markdown link target escaped.
-fn hyperlink_target(instruction: &str) -> Option<String> {
+pub(crate) fn hyperlink_target(instruction: &str) -> Option<String> {
     let (keyword, rest) = instruction.trim().split_once(char::is_whitespace)?;
     if !keyword.eq_ignore_ascii_case("hyperlink") {
         return None;

@@ -1,14 +1,15 @@
 //! Telling the format from the bytes alone: file names and declared content types are
 //! whatever the uploader said.
 
-use crate::{odf, ooxml, rtf, DocumentFormat};
+use crate::{doc, odf, ooxml, rtf, DocumentFormat};
 
 /// How much of a text file the heuristics look at.
 const SAMPLE: usize = 64 * 1024;
 
 /// The format of `bytes`, or `None` when it is none this library reads (including empty
-/// input, binary data other than the images docling-serve reads, and zip files that are
-/// not DOCX, XLSX, PPTX, ODT or ODS).
+/// input, binary data other than the images docling-serve reads, zip files that are not
+/// DOCX, XLSX, PPTX, ODT or ODS, and compound files that are not Word documents: XLS, PPT,
+/// MSG).
 pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     if is_pdf(bytes) {
         return Some(DocumentFormat::Pdf);
@@ -23,6 +24,9 @@ pub fn sniff(bytes: &[u8]) -> Option<DocumentFormat> {
     }
     if let Some(image) = sniff_image(bytes) {
         return Some(image);
+    }
+    if bytes.starts_with(&doc::SIGNATURE) {
+        return doc::is_word_document(bytes).then_some(DocumentFormat::Doc);
     }
     // Told by its bytes, not as text: `\binN` data may hold any byte, NULs included.
     if rtf::start(bytes).is_some() {
@@ -275,6 +279,8 @@ mod tests {
         assert_eq!(sniff(b"\x00\x01\x02\x03binary"), None);
         assert_eq!(sniff(b"PK\x03\x04garbage"), None);
         assert_eq!(sniff(b"\x7fELF\x02\x01\x01\0\0\0"), None);
+        // A compound file signature alone is no Word document.
+        assert_eq!(sniff(&doc::SIGNATURE), None);
     }
 
     #[test]

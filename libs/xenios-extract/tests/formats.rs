@@ -2,9 +2,11 @@
 
 mod common;
 
-use common::{a_para, a_table, docx, image_heads, para, pptx, run, shape, xlsx, Slide};
+use common::{
+    a_para, a_table, docx, image_heads, para, pptx, run, shape, word_document, xlsx, Slide,
+};
 use serde_json::json;
-use xenios_extract::{extract, sniff, DocumentFormat, ExtractOptions, OutputFormat};
+use xenios_extract::{extract, extract_as, sniff, DocumentFormat, ExtractOptions, OutputFormat};
 
 fn markdown() -> ExtractOptions {
     ExtractOptions::default()
@@ -565,6 +567,151 @@ Tuesday";
     assert_eq!(plain.content, expected);
     assert_eq!(plain.format, OutputFormat::Text);
     assert_eq!(plain.title.as_deref(), Some("Check-in notes"));
+}
+
+/// A Word 97–2003 document as LibreOffice's Word 97 export writes it (`fixtures/checkin.doc`,
+/// made by `make_checkin_doc.sh`): its text in a piece table, headings by built-in style,
+/// bulleted and numbered lists, a table, a HYPERLINK field, a page break and a line break; a
+/// header, a footnote, a text box, hidden text and a tracked deletion, none of which is
+/// running text; the title and author in its summary information.
+#[test]
+fn a_doc_written_by_libreoffice_reads_as_markdown() {
+    let bytes = include_bytes!("fixtures/checkin.doc");
+    assert_eq!(sniff(bytes), Some(DocumentFormat::Doc));
+    let out = extract(bytes, &markdown()).unwrap();
+    let expected = "\
+# Weekly check-in
+
+Ana\u{2019}s caf\u{e9} visit went well: she slept 7\u{bd} hours and walked every day. She said \u{201c}better\u{201d} twice.
+
+## Goals
+
+- Sleep seven hours
+    - Lights out by eleven
+- Walk daily
+
+1. Baseline
+2. Review
+
+## Measurements
+
+| Metric | Target |
+| --- | --- |
+| Steps | 8000 |
+| Sleep | 7\u{bd} h |
+
+See the [plan online](https://example.com/plan) for details.
+
+Next session:
+Tuesday";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.format, OutputFormat::Markdown);
+    assert_eq!(out.title.as_deref(), Some("Check-in notes"));
+    assert_eq!(out.metadata["author"], "Coach Gr\u{e9}goire");
+    assert_eq!(out.metadata["source_format"], "doc");
+    assert_eq!(out.pages, None);
+    for hidden in [
+        "HYPERLINK",
+        "Confidential",
+        "Measured with",
+        "Boxed aside",
+        "draft",
+        "Removed words",
+        "Heading",
+        "Normal",
+        "\t",
+        "\u{1}",
+        "\u{8}",
+    ] {
+        assert!(
+            !out.content.contains(hidden),
+            "{hidden:?} leaked into {:?}",
+            out.content
+        );
+    }
+
+    let plain = extract(bytes, &text()).unwrap();
+    let expected = "\
+Weekly check-in
+
+Ana\u{2019}s caf\u{e9} visit went well: she slept 7\u{bd} hours and walked every day. She said \u{201c}better\u{201d} twice.
+
+Goals
+
+- Sleep seven hours
+    - Lights out by eleven
+- Walk daily
+
+1. Baseline
+2. Review
+
+Measurements
+
+Metric\tTarget
+Steps\t8000
+Sleep\t7\u{bd} h
+
+See the plan online for details.
+
+Next session:
+Tuesday";
+    assert_eq!(plain.content, expected);
+    assert_eq!(plain.format, OutputFormat::Text);
+    assert_eq!(plain.metadata["source_format"], "doc");
+}
+
+/// Word's special characters, fields nested and unbalanced, and a table told without
+/// paragraph properties (an empty cell mark after a cell's ends the row), in a document of a
+/// bare FIB and piece table.
+#[test]
+fn doc_special_characters_and_fields() {
+    let text = concat!(
+        "a\u{1e}b\u{1f}c\u{a0}d\u{1}\u{8}e\u{b}f\u{c}g\r",
+        "See \u{13} HYPERLINK \"https://x.org/a b\" \u{14}the site\u{15}, page \u{13}PAGE\u{14}3\u{15}",
+        " and \u{13}IF \u{13}DATE\u{14}today\u{15} = 1 \u{14}yes\u{15}.\u{15}\r",
+        "A\u{7}B\u{7}\u{7}C\u{7}\u{7}\r",
+        "End\u{13}open field\r",
+    );
+    let doc = word_document(text);
+    assert_eq!(sniff(&doc), Some(DocumentFormat::Doc));
+    let out = extract(&doc, &markdown()).unwrap();
+    let expected = "\
+a-bc\u{a0}de
+f
+
+g
+
+See [the site](https://x.org/a%20b), page 3 and yes.
+
+| A | B |
+| --- | --- |
+| C |  |
+
+End";
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title, None);
+    assert_eq!(out.metadata.get("author"), None);
+    assert_eq!(DocumentFormat::Doc.mime_type(), "application/msword");
+    assert_eq!(DocumentFormat::Doc.extension(), "doc");
+}
+
+/// A password-protected .doc is refused as such; an Excel 97 workbook, a compound file too,
+/// is not taken for a Word document.
+#[test]
+fn an_encrypted_doc_and_an_xls_are_refused() {
+    let locked = include_bytes!("fixtures/locked.doc");
+    assert_eq!(sniff(locked), Some(DocumentFormat::Doc));
+    let err = extract(locked, &markdown()).unwrap_err();
+    assert_eq!(err.code(), "unsupported_format");
+    assert!(err.to_string().contains("encrypted"), "{err}");
+
+    let sheet = include_bytes!("fixtures/sheet.xls");
+    assert_eq!(sniff(sheet), None);
+    let err = extract(sheet, &markdown()).unwrap_err();
+    assert_eq!(err.code(), "unsupported_format");
+    let err = extract_as(sheet, DocumentFormat::Doc, &markdown()).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document", "{err}");
+    assert!(err.to_string().contains("WordDocument"), "{err}");
 }
 
 /// `\uN` with a negative value (above 32767) and `\ucN` fallbacks, scoped to their group,

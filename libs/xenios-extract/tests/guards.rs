@@ -5,10 +5,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    a_para, deflated_zeros, docx, docx_padded, noise, para, pptx, shape, zip_parts,
-    zip_with_raw_entry, Slide,
+    a_para, compound_file, deflated_zeros, docx, docx_padded, noise, para, pptx, shape,
+    word_document, word_streams, zip_parts, zip_with_raw_entry, Slide, DOC_CCP_TEXT, DOC_FC_CLX,
 };
-use xenios_extract::{extract, extract_as, sniff, DocumentFormat, ExtractOptions};
+use xenios_extract::{
+    extract, extract_as, sniff, DocumentFormat, ExtractError, ExtractOptions, Extracted,
+};
 
 const CONTENT_TYPES: &str = r#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#;
 
@@ -318,6 +320,7 @@ fn random_bytes_read_as_each_format_never_panic() {
     let formats = [
         DocumentFormat::Pdf,
         DocumentFormat::Docx,
+        DocumentFormat::Doc,
         DocumentFormat::Xlsx,
         DocumentFormat::Pptx,
         DocumentFormat::Odt,
@@ -440,6 +443,166 @@ fn hostile_rtf_is_bounded() {
         bytes.extend(noise(2048, seed));
         assert_eq!(sniff(&bytes), Some(DocumentFormat::Rtf));
         let _ = extract(&bytes, &ExtractOptions::default());
+    }
+}
+
+const CHECKIN_DOC: &[u8] = include_bytes!("fixtures/checkin.doc");
+
+/// Fails the test if the extraction panicked: `extract` turns a panic into a corrupt
+/// document, which would hide it.
+fn did_not_panic(result: Result<Extracted, ExtractError>) {
+    if let Err(err) = result {
+        assert!(!err.to_string().contains("could not be parsed"), "{err}");
+    }
+}
+
+/// A .doc is read character by character with the deadline checked as it goes.
+#[test]
+fn a_passed_deadline_stops_a_doc() {
+    let doc = word_document(&"word word word\r".repeat(200_000));
+    assert_eq!(sniff(&doc), Some(DocumentFormat::Doc));
+    let opts = ExtractOptions {
+        deadline: Some(Instant::now()),
+        ..ExtractOptions::default()
+    };
+    assert_eq!(extract(&doc, &opts).unwrap_err().code(), "timeout");
+    let opts = ExtractOptions {
+        deadline: Some(Instant::now() + Duration::from_millis(20)),
+        ..ExtractOptions::default()
+    };
+    let started = Instant::now();
+    assert_eq!(extract(&doc, &opts).unwrap_err().code(), "timeout");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A .doc's streams are charged to the decompression budget before they are copied, and
+/// its text to the output limit while it is gathered.
+#[test]
+fn doc_streams_and_text_are_bounded() {
+    let doc = word_document(&"word \r".repeat(1000));
+    let out = extract(&doc, &ExtractOptions::default()).unwrap();
+    assert!(out.content.starts_with("word\n\nword"), "{}", out.content);
+    let opts = ExtractOptions {
+        max_output_chars: 100,
+        ..ExtractOptions::default()
+    };
+    assert_eq!(extract(&doc, &opts).unwrap_err().code(), "too_large");
+    let opts = ExtractOptions {
+        max_decompressed_bytes: 4000,
+        ..ExtractOptions::default()
+    };
+    assert_eq!(extract(&doc, &opts).unwrap_err().code(), "too_large");
+    let opts = ExtractOptions {
+        max_decompressed_bytes: 1000,
+        ..ExtractOptions::default()
+    };
+    assert_eq!(extract(CHECKIN_DOC, &opts).unwrap_err().code(), "too_large");
+}
+
+/// A change to a bare Word document's `WordDocument` and `0Table` streams.
+type DocChange<'a> = &'a dyn Fn(&mut Vec<u8>, &mut Vec<u8>);
+
+/// A FIB or piece table pointing past the end of its stream, a FIB cut short, an older
+/// Word's FIB, a missing table stream: errors with their codes, never panics.
+#[test]
+fn hostile_doc_structure_is_an_error() {
+    let with = |change: DocChange| {
+        let (mut word, mut table) = word_streams("Hello\r");
+        change(&mut word, &mut table);
+        let doc = compound_file(&[("WordDocument", &word), ("0Table", &table)]);
+        extract(&doc, &ExtractOptions::default())
+    };
+    let set = |stream: &mut Vec<u8>, at: usize, value: u32| {
+        stream[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    };
+    assert_eq!(with(&|_, _| {}).unwrap().content, "Hello");
+    let corrupt: [DocChange; 7] = [
+        // fcClx, then lcbClx, past the end of the table stream.
+        &|word, _| set(word, DOC_FC_CLX, 0xFFFF_0000),
+        &|word, _| set(word, DOC_FC_CLX + 4, 0x7FFF_FFFF),
+        // The piece's text past the end of the WordDocument stream.
+        &|_, table| set(table, 15, 0x3000_0000),
+        // A piece table whose length is not that of n pieces, or not a piece table.
+        &|_, table| set(table, 1, 15),
+        &|_, table| table[0] = 0x07,
+        // A FIB cut short, and no FIB at all.
+        &|word, _| word.truncate(40),
+        &|word, _| word[0] = 0,
+    ];
+    for (i, change) in corrupt.iter().enumerate() {
+        let err = with(*change).unwrap_err();
+        assert_eq!(err.code(), "corrupt_document", "case {i}: {err}");
+    }
+    // More main-text characters than pieces: the pieces there are.
+    assert_eq!(
+        with(&|word, _| set(word, DOC_CCP_TEXT, u32::MAX))
+            .unwrap()
+            .content,
+        "Hello"
+    );
+    // Word 6.0 and 95 documents have another FIB.
+    let err = with(&|word, _| word[2] = 0x68).unwrap_err();
+    assert_eq!(err.code(), "unsupported_format", "{err}");
+    // fWhichTblStm names 1Table, which is not there.
+    let err = with(&|word, _| word[11] |= 0x02).unwrap_err();
+    assert_eq!(err.code(), "corrupt_document", "{err}");
+    assert!(err.to_string().contains("table stream"), "{err}");
+
+    // Fields nested past any document's, and ends without a beginning, stay balanced.
+    let fields = format!("{}x{}after\r", "\u{13}".repeat(1000), "\u{15}".repeat(2000));
+    let out = extract(&word_document(&fields), &ExtractOptions::default()).unwrap();
+    assert_eq!(out.content, "after");
+
+    // The fixture with fEncrypted set: refused as encrypted, whatever the rest says.
+    let mut locked = CHECKIN_DOC.to_vec();
+    let fib = (512..locked.len())
+        .step_by(512)
+        .find(|&at| locked[at..].starts_with(&[0xEC, 0xA5]))
+        .unwrap();
+    locked[fib + 11] |= 0x01;
+    let err = extract(&locked, &ExtractOptions::default()).unwrap_err();
+    assert_eq!(err.code(), "unsupported_format", "{err}");
+    assert!(err.to_string().contains("encrypted"), "{err}");
+}
+
+/// The .doc fixture cut at every length, with each of its bytes flipped in turn, and noise
+/// behind its header or a bare compound file signature: text or an error, never a panic.
+#[test]
+fn damaged_docs_never_panic() {
+    let opts = ExtractOptions::default();
+    // `extract` would sniff first: a damaged document may no longer be told as one.
+    let read = |bytes: &[u8]| {
+        let _ = sniff(bytes);
+        did_not_panic(extract_as(bytes, DocumentFormat::Doc, &opts));
+    };
+    for len in (0..CHECKIN_DOC.len()).step_by(61) {
+        read(&CHECKIN_DOC[..len]);
+    }
+    let mut damaged = CHECKIN_DOC.to_vec();
+    for at in 0..damaged.len() {
+        let flips: &[u8] = match at {
+            _ if at % 31 == 0 => &[0xFF, 0x01, 0x80],
+            _ if at % 7 == 0 => &[0xFF],
+            _ => &[],
+        };
+        for flip in flips {
+            damaged[at] ^= flip;
+            read(&damaged);
+            damaged[at] ^= flip;
+        }
+    }
+    for seed in 1..50 {
+        let mut bytes = CHECKIN_DOC[..512].to_vec();
+        bytes.extend(noise(8192, seed));
+        read(&bytes);
+        let mut bytes = CHECKIN_DOC[..8].to_vec();
+        bytes.extend(noise(4096, seed));
+        read(&bytes);
+        // The fixture with one of its sectors overwritten by noise.
+        let mut bytes = CHECKIN_DOC.to_vec();
+        let sector = 512 * (1 + seed as usize % (bytes.len() / 512 - 1));
+        bytes[sector..sector + 512].copy_from_slice(&noise(512, seed));
+        read(&bytes);
     }
 }
 

@@ -6,7 +6,7 @@
 use encoding_rs::Encoding;
 
 /// The encoding of a Windows code page number, if it is one encoding_rs knows.
-pub(super) fn code_page(number: i32) -> Option<&'static Encoding> {
+pub(crate) fn code_page(number: i32) -> Option<&'static Encoding> {
     let label = match number {
         874 | 1250..=1258 => format!("windows-{number}"),
         866 => "ibm866".to_owned(),

@@ -1,5 +1,6 @@
 //! The running text of an RTF document gathered into paragraphs and table rows, and written as
-//! blocks once each is complete.
+//! blocks once each is complete. A Word 97–2003 document's text ([`crate::doc`]) has the same
+//! shape (paragraph marks, cell and row marks, fields) and is gathered here too.
 
 use crate::blocks::{collapse_lines, Blocks};
 use crate::limits::{table_too_large, MAX_TABLE_CELLS};
@@ -7,7 +8,7 @@ use crate::ExtractError;
 
 /// What an ended paragraph is, as its properties say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
+pub(crate) enum Role {
     Plain,
     /// Level 1–6.
     Heading(usize),
@@ -20,7 +21,7 @@ pub(super) enum Role {
 
 /// Where a link's text began: in which paragraph, and where in its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Anchor {
+pub(crate) struct Anchor {
     paragraph: u64,
     at: usize,
 }
@@ -42,7 +43,7 @@ impl Table {
     }
 }
 
-pub(super) struct Layout {
+pub(crate) struct Layout {
     blocks: Blocks,
     markdown: bool,
     /// `max_output_chars`: no paragraph or table may hold more before it is written.
@@ -60,7 +61,7 @@ pub(super) struct Layout {
 }
 
 impl Layout {
-    pub(super) fn new(blocks: Blocks, markdown: bool, max_chars: usize) -> Self {
+    pub(crate) fn new(blocks: Blocks, markdown: bool, max_chars: usize) -> Self {
         Layout {
             blocks,
             markdown,
@@ -75,7 +76,7 @@ impl Layout {
         }
     }
 
-    pub(super) fn push_text(&mut self, text: &str) -> Result<(), ExtractError> {
+    pub(crate) fn push_text(&mut self, text: &str) -> Result<(), ExtractError> {
         self.paragraph.push_str(text);
         self.hold(text.chars().count())
     }
@@ -94,11 +95,11 @@ impl Layout {
     }
 
     /// Records the bullet or number a list paragraph shows, as its `\listtext` holds it.
-    pub(super) fn set_marker(&mut self, marker: String) {
+    pub(crate) fn set_marker(&mut self, marker: String) {
         self.marker = Some(marker);
     }
 
-    pub(super) fn anchor(&self) -> Anchor {
+    pub(crate) fn anchor(&self) -> Anchor {
         Anchor {
             paragraph: self.paragraphs,
             at: self.paragraph.len(),
@@ -107,7 +108,7 @@ impl Layout {
 
     /// Makes the text from `anchor` on a Markdown link to `url`, if that text is still in the
     /// paragraph being gathered and is not blank.
-    pub(super) fn link(&mut self, anchor: Anchor, url: &str) -> Result<(), ExtractError> {
+    pub(crate) fn link(&mut self, anchor: Anchor, url: &str) -> Result<(), ExtractError> {
         if !self.markdown || anchor.paragraph != self.paragraphs {
             return Ok(());
         }
@@ -129,7 +130,7 @@ impl Layout {
 
     /// Ends the paragraph being gathered: written as `role` says, or, `in_table`, added to the
     /// table cell being gathered.
-    pub(super) fn end_paragraph(&mut self, role: Role, in_table: bool) -> Result<(), ExtractError> {
+    pub(crate) fn end_paragraph(&mut self, role: Role, in_table: bool) -> Result<(), ExtractError> {
         let text = std::mem::take(&mut self.paragraph);
         let chars = std::mem::take(&mut self.paragraph_chars);
         let marker = self.marker.take();
@@ -196,7 +197,7 @@ impl Layout {
     }
 
     /// Ends a table cell (`\cell`): the paragraph before it is the cell's last.
-    pub(super) fn end_cell(&mut self) -> Result<(), ExtractError> {
+    pub(crate) fn end_cell(&mut self) -> Result<(), ExtractError> {
         self.end_paragraph(Role::Plain, true)?;
         let table = self.table.get_or_insert_with(Table::default);
         table.gathered = table.gathered.saturating_add(1);
@@ -209,7 +210,7 @@ impl Layout {
     }
 
     /// Ends a table row (`\row`).
-    pub(super) fn end_row(&mut self) -> Result<(), ExtractError> {
+    pub(crate) fn end_row(&mut self) -> Result<(), ExtractError> {
         let Some(table) = &mut self.table else {
             return Ok(());
         };
@@ -242,7 +243,7 @@ impl Layout {
 
     /// Writes what is left: a last paragraph without its paragraph mark (Word writes none),
     /// and an open table. Returns the text and the first heading.
-    pub(super) fn finish(
+    pub(crate) fn finish(
         mut self,
         role: Role,
         in_table: bool,

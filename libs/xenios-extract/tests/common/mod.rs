@@ -1,5 +1,6 @@
-//! Real documents built at test time: OOXML packages written with the zip crate, and
-//! PDFs written object by object with a correct cross-reference table.
+//! Real documents built at test time: OOXML packages written with the zip crate, PDFs
+//! written object by object with a correct cross-reference table, and Word 97 documents of
+//! a bare FIB and piece table in a compound file.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -597,4 +598,132 @@ pub fn image_heads() -> Vec<(&'static str, Vec<u8>)> {
         ("bmp", bmp),
         ("webp", webp),
     ]
+}
+
+const SECTOR: usize = 512;
+const END_OF_CHAIN: u32 = 0xFFFF_FFFE;
+const FAT_SECTOR: u32 = 0xFFFF_FFFD;
+const FREE_SECTOR: u32 = 0xFFFF_FFFF;
+
+/// A version 3 compound file whose root holds `streams`, each padded with zeros to the
+/// 4 KiB below which streams would go to the mini stream: the data sectors, then the
+/// directory (a root entry and one entry per stream, chained as right siblings), then the
+/// allocation table.
+pub fn compound_file(streams: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut fat: Vec<u32> = Vec::new();
+    let mut starts = Vec::new();
+    for (_, bytes) in streams {
+        let sectors = bytes.len().max(4096).div_ceil(SECTOR);
+        starts.push((fat.len() as u32, bytes.len().max(4096)));
+        let first = fat.len() as u32;
+        fat.extend((1..sectors as u32).map(|i| first + i));
+        fat.push(END_OF_CHAIN);
+        data.extend_from_slice(bytes);
+        data.resize(fat.len() * SECTOR, 0);
+    }
+    let mut directory = Vec::new();
+    let entry = |name: &str, kind: u8, right: u32, child: u32, start: u32, size: usize| {
+        let mut e = vec![0u8; 128];
+        let units: Vec<u16> = name.encode_utf16().collect();
+        for (i, unit) in units.iter().enumerate() {
+            e[2 * i..2 * i + 2].copy_from_slice(&unit.to_le_bytes());
+        }
+        e[64..66].copy_from_slice(&(2 * units.len() as u16 + 2).to_le_bytes());
+        e[66] = kind;
+        e[67] = 1;
+        e[68..72].copy_from_slice(&FREE_SECTOR.to_le_bytes());
+        e[72..76].copy_from_slice(&right.to_le_bytes());
+        e[76..80].copy_from_slice(&child.to_le_bytes());
+        e[116..120].copy_from_slice(&start.to_le_bytes());
+        e[120..128].copy_from_slice(&(size as u64).to_le_bytes());
+        e
+    };
+    directory.extend(entry("Root Entry", 5, FREE_SECTOR, 1, END_OF_CHAIN, 0));
+    for (i, ((name, _), &(start, size))) in streams.iter().zip(&starts).enumerate() {
+        let right = if i + 1 < streams.len() {
+            i as u32 + 2
+        } else {
+            FREE_SECTOR
+        };
+        directory.extend(entry(name, 2, right, FREE_SECTOR, start, size));
+    }
+    directory.resize(directory.len().div_ceil(SECTOR) * SECTOR, 0);
+    let directory_start = fat.len() as u32;
+    let directory_sectors = directory.len() / SECTOR;
+    fat.extend((1..directory_sectors as u32).map(|i| directory_start + i));
+    fat.push(END_OF_CHAIN);
+    // The table describes its own sectors too: 128 entries a sector.
+    let fat_sectors = (fat.len() + 1).div_ceil(SECTOR / 4 - 1);
+    assert!(
+        fat_sectors <= 109,
+        "no DIFAT sectors are written: about 7 MB at most"
+    );
+    let fat_start = fat.len() as u32;
+    fat.extend(std::iter::repeat_n(FAT_SECTOR, fat_sectors));
+    fat.resize(fat_sectors * SECTOR / 4, FREE_SECTOR);
+
+    let mut file = vec![0u8; SECTOR];
+    file[..8].copy_from_slice(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]);
+    file[24..26].copy_from_slice(&0x3Eu16.to_le_bytes());
+    file[26..28].copy_from_slice(&3u16.to_le_bytes());
+    file[28..30].copy_from_slice(&0xFFFEu16.to_le_bytes());
+    file[30..32].copy_from_slice(&9u16.to_le_bytes());
+    file[32..34].copy_from_slice(&6u16.to_le_bytes());
+    file[44..48].copy_from_slice(&(fat_sectors as u32).to_le_bytes());
+    file[48..52].copy_from_slice(&directory_start.to_le_bytes());
+    file[56..60].copy_from_slice(&4096u32.to_le_bytes());
+    file[60..64].copy_from_slice(&END_OF_CHAIN.to_le_bytes());
+    file[68..72].copy_from_slice(&END_OF_CHAIN.to_le_bytes());
+    for i in 0..109 {
+        let id = if i < fat_sectors {
+            fat_start + i as u32
+        } else {
+            FREE_SECTOR
+        };
+        file[76 + 4 * i..80 + 4 * i].copy_from_slice(&id.to_le_bytes());
+    }
+    file.extend(data);
+    file.extend(directory);
+    file.extend(fat.iter().flat_map(|v| v.to_le_bytes()));
+    file
+}
+
+/// Where a bare Word document's FIB says the piece table is (`fcClx`) and how long it is.
+pub const DOC_FC_CLX: usize = 154 + 33 * 8;
+/// Where its FIB says how many characters the main text has (`ccpText`).
+pub const DOC_CCP_TEXT: usize = 62 + 2 + 3 * 4;
+/// Where its text begins in the `WordDocument` stream, as UTF-16.
+pub const DOC_TEXT_AT: usize = 1024;
+
+/// A Word 97 document of `text` and nothing else (no styles, no paragraph or character
+/// properties, no summary): a FIB, the text as one UTF-16 piece, the piece table in
+/// `0Table`. Control characters in `text` are Word's: `\r` ends a paragraph, `\x07` a cell.
+pub fn word_document(text: &str) -> Vec<u8> {
+    let (word, table) = word_streams(text);
+    compound_file(&[("WordDocument", &word), ("0Table", &table)])
+}
+
+/// The `WordDocument` and `0Table` streams of [`word_document`], to change before they are
+/// put in a compound file.
+pub fn word_streams(text: &str) -> (Vec<u8>, Vec<u8>) {
+    let units: Vec<u16> = text.encode_utf16().collect();
+    let mut word = vec![0u8; DOC_TEXT_AT];
+    word[0..2].copy_from_slice(&0xA5ECu16.to_le_bytes());
+    word[2..4].copy_from_slice(&0x00C1u16.to_le_bytes());
+    word[32..34].copy_from_slice(&14u16.to_le_bytes());
+    word[62..64].copy_from_slice(&22u16.to_le_bytes());
+    word[DOC_CCP_TEXT..DOC_CCP_TEXT + 4].copy_from_slice(&(units.len() as u32).to_le_bytes());
+    word[152..154].copy_from_slice(&93u16.to_le_bytes());
+    word.extend(units.iter().flat_map(|u| u.to_le_bytes()));
+    let mut table = vec![0x02];
+    table.extend(16u32.to_le_bytes());
+    table.extend(0u32.to_le_bytes());
+    table.extend((units.len() as u32).to_le_bytes());
+    table.extend([0, 0]);
+    table.extend((DOC_TEXT_AT as u32).to_le_bytes());
+    table.extend([0, 0]);
+    word[DOC_FC_CLX..DOC_FC_CLX + 4].copy_from_slice(&0u32.to_le_bytes());
+    word[DOC_FC_CLX + 4..DOC_FC_CLX + 8].copy_from_slice(&(table.len() as u32).to_le_bytes());
+    (word, table)
 }
