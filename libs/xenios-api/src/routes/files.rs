@@ -216,8 +216,9 @@ pub async fn delete_file(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A file the user may see: theirs (any, for `service_role`), not deleted.
-async fn visible_file(
+/// A file the user may see: theirs (any, for `service_role`), not deleted (a deleted object
+/// keeps its name, marked deleted); anything else is "not found".
+pub(crate) async fn visible_file(
     state: &AppState,
     user: &User,
     file_id: &str,

@@ -321,21 +321,14 @@ pub(crate) async fn check_source(
         check_public_url(state, "input.url", url).await?;
     }
     if let Some(file_id) = input["file_id"].as_str() {
-        use async_nats::jetstream::object_store::InfoErrorKind;
-        let bucket = crate::routes::files::files_bucket(state).await?;
-        let missing = || ApiError::invalid_field("input.file_id", format!("no file `{file_id}`"));
-        let info = bucket.info(file_id).await.map_err(|e| match e.kind() {
-            InfoErrorKind::NotFound | InfoErrorKind::InvalidName => missing(),
-            _ => ApiError::unavailable(format!("the file store is unavailable: {e}")),
-        })?;
-        // A deleted object keeps its name, marked deleted (an erased user's files).
-        if info.deleted {
-            return Err(missing());
-        }
-        let owner = info.metadata.get("user_id");
-        if owner.is_some_and(|o| *o != user.user.user_id) && !user.user.is_service_role() {
-            return Err(missing());
-        }
+        crate::routes::files::visible_file(state, user, file_id)
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(_) => {
+                    ApiError::invalid_field("input.file_id", format!("no file `{file_id}`"))
+                }
+                other => other,
+            })?;
     }
     Ok(())
 }
