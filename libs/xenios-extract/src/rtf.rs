@@ -415,7 +415,19 @@ impl Reader {
             return Ok(());
         }
         if let Some(next) = destination(name, dest, starred) {
-            self.current.dest = next;
+            // A text box floats beside the paragraph it is anchored in: its text is not part
+            // of that paragraph's sentence.
+            if name == "shptxt" && next == Dest::Body {
+                self.current.dest = Dest::Body;
+                self.paragraph_break()?;
+            }
+            // LibreOffice writes `\author` twice (creator, then last editor): the first counts.
+            let taken = |property: &str| !property.trim().is_empty();
+            self.current.dest = match next {
+                Dest::Title if taken(&self.title) => Dest::Skip,
+                Dest::Author if taken(&self.author) => Dest::Skip,
+                next => next,
+            };
             return Ok(());
         }
         match name {
@@ -905,12 +917,12 @@ mod tests {
     #[test]
     fn objects_and_shapes_keep_their_visible_text() {
         let rtf = r"{\rtf1 a{\object\objemb{\*\objdata 0102}{\result result}}b{\shp{\*\shpinst{\sp{\sn x}{\sv 1}}{\shptxt box}}{\shprslt old box}}}";
-        assert_eq!(markdown(rtf), "aresultbbox");
+        assert_eq!(markdown(rtf), "aresultb\n\nbox");
     }
 
     #[test]
     fn title_and_author_from_info() {
-        let rtf = r"{\rtf1{\info{\title Caf\'e9  notes}{\author Ana\u8217?s}{\operator Someone}{\creatim\yr2024}}Body}";
+        let rtf = r"{\rtf1{\info{\title Caf\'e9  notes}{\author Ana\u8217?s}{\operator Someone}{\creatim\yr2024}{\author Bea}}Body}";
         let out = read(rtf, OutputFormat::Markdown);
         assert_eq!(out.content, "Body");
         assert_eq!(out.title.as_deref(), Some("Café notes"));

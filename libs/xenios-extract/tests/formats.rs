@@ -571,6 +571,29 @@ Tuesday";
     assert_eq!(plain.title.as_deref(), Some("Check-in notes"));
 }
 
+/// LibreOffice's own RTF export of the check-in document (`make_checkin_doc.sh`): the running
+/// text of the fixture written like Word, and the text box as a paragraph of its own, not
+/// glued to the sentence it is anchored in.
+#[test]
+fn an_rtf_written_by_libreoffice_reads_as_markdown() {
+    let bytes = include_bytes!("fixtures/checkin-libreoffice.rtf");
+    assert_eq!(sniff(bytes), Some(DocumentFormat::Rtf));
+    let out = extract(bytes, &markdown()).unwrap();
+    let expected = CHECKIN_MARKDOWN.replace("for details.\n", "for details.\n\nBoxed aside\n");
+    assert_eq!(out.content, expected);
+    assert_eq!(out.title.as_deref(), Some("Check-in notes"));
+    assert_eq!(out.metadata["author"], "Coach Gr\u{e9}goire");
+    for hidden in [
+        "Confidential",
+        "Measured with",
+        "draft",
+        "Removed words",
+        "HYPERLINK",
+    ] {
+        assert!(!out.content.contains(hidden), "{hidden} in {}", out.content);
+    }
+}
+
 /// A Word 97–2003 document as LibreOffice's Word 97 export writes it (`fixtures/checkin.doc`,
 /// made by `make_checkin_doc.sh`): its text in a piece table, headings by built-in style,
 /// bulleted and numbered lists, a table, a HYPERLINK field, a page break and a line break; a
