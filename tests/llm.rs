@@ -1309,6 +1309,29 @@ async fn a_spent_daily_budget_refuses_the_users_llm_requests() {
         3,
         "no refused request reached the provider"
     );
+
+    // A plan's own budget, in the token's app_metadata, replaces the server's: a larger one
+    // lets the user on, 0 allows nothing at all (403: no day renews it).
+    let with_plan = |usd: f64| {
+        let token = token_with_app_metadata(USER, json!({"llm_daily_budget_usd": usd}));
+        stack
+            .http
+            .post(stack.url("/api/v1/llm/complete"))
+            .header("X-API-Key", API_KEY)
+            .bearer_auth(token)
+            .json(&ask("bud_task"))
+    };
+    stub.push("gpt-bud", openai_text("gpt-bud", "Plan.", 12, 3));
+    let response = with_plan(5.0).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let token = token_with_app_metadata(USER, json!({"llm_daily_budget_usd": 5.0}));
+    let usage = usage_once_logged(&stack, &token, "", 2).await;
+    assert_eq!(usage["daily_budget"]["limit_usd"], 5.0, "{usage}");
+    let response = with_plan(0.0).send().await.unwrap();
+    let body = error_body(response, 403, "forbidden").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("llm_daily_budget_usd"), "{message}");
+    assert_eq!(stub.seen("gpt-bud").len(), 4);
 }
 
 // ---- The OpenAI-compatible route ----

@@ -340,6 +340,22 @@ pub fn token_for(user: &str, role: &str) -> String {
     .unwrap()
 }
 
+/// A user's token whose `app_metadata` is `app_metadata` (a plan's settings, as Supabase's
+/// admin API writes them).
+pub fn token_with_app_metadata(user: &str, app_metadata: Value) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": user, "role": "authenticated", "aud": "authenticated",
+        "iat": now, "exp": now + 600, "app_metadata": app_metadata,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// One Server-Sent Event.
 #[derive(Debug, Clone, Default)]
 pub struct Sse {

@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// A user's day of spending, as `/api/v1/llm/usage` shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DailyBudget {
-    /// `llm.user_daily_budget_usd`.
+    /// The token's `app_metadata.llm_daily_budget_usd`, else `llm.user_daily_budget_usd`.
     pub limit_usd: f64,
     /// What the user's calls have cost since midnight UTC.
     pub spent_usd: f64,
@@ -27,12 +27,21 @@ fn day_of(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     (start, start + Duration::days(1))
 }
 
-/// `user_id`'s day so far, if a limit is configured.
-pub async fn today(state: &AppState, user_id: &str) -> Result<Option<DailyBudget>, ApiError> {
-    let limit_usd = state.settings.llm.user_daily_budget_usd;
-    if limit_usd <= 0.0 {
+/// A user's daily limit: their token's own (a plan's; 0 allows nothing), else the server's
+/// (`llm.user_daily_budget_usd`, where 0 means no limit).
+pub fn limit_of(state: &AppState, own: Option<f64>) -> Option<f64> {
+    own.or(Some(state.settings.llm.user_daily_budget_usd).filter(|usd| *usd > 0.0))
+}
+
+/// `user_id`'s day so far against `limit_usd`, if there is a limit.
+pub async fn today(
+    state: &AppState,
+    user_id: &str,
+    limit_usd: Option<f64>,
+) -> Result<Option<DailyBudget>, ApiError> {
+    let Some(limit_usd) = limit_usd else {
         return Ok(None);
-    }
+    };
     let now = Utc::now();
     let (since, resets_at) = day_of(now);
     let spent = state
@@ -56,7 +65,15 @@ pub async fn check(state: &AppState, user: Option<&UserContext>) -> Result<(), A
     let Some(user) = user.filter(|u| !u.is_service_role()) else {
         return Ok(());
     };
-    let Some(day) = today(state, &user.user_id).await? else {
+    let limit = limit_of(state, user.llm_daily_budget_usd);
+    if limit == Some(0.0) {
+        // Nothing to wait for: no day renews a budget of 0.
+        return Err(ApiError::Forbidden(
+            "this user's plan allows no LLM requests (app_metadata.llm_daily_budget_usd is 0)"
+                .into(),
+        ));
+    }
+    let Some(day) = today(state, &user.user_id, limit).await? else {
         return Ok(());
     };
     if day.spent_usd < day.limit_usd {

@@ -18,12 +18,16 @@ pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 const SERVICE_ROLE: &str = "service_role";
 
 /// The verified user behind a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UserContext {
     /// The token's `sub`: the Supabase user id.
     pub user_id: String,
     pub role: String,
     pub email: Option<String>,
+    /// `app_metadata.llm_daily_budget_usd`: this user's daily LLM spending limit in place of
+    /// the server's (a plan's), 0 for none at all. `app_metadata` is set by the platform,
+    /// never by the user (unlike `user_metadata`).
+    pub llm_daily_budget_usd: Option<f64>,
 }
 
 impl UserContext {
@@ -88,10 +92,18 @@ impl TokenVerifier {
             .role
             .filter(|r| !r.is_empty())
             .ok_or_else(|| AuthError::invalid("missing role claim"))?;
+        // Read leniently: a malformed value is no override, never a refused token.
+        let llm_daily_budget_usd = claims
+            .app_metadata
+            .as_ref()
+            .and_then(|m| m.get("llm_daily_budget_usd"))
+            .and_then(serde_json::Value::as_f64)
+            .filter(|usd| usd.is_finite() && *usd >= 0.0);
         Ok(UserContext {
             user_id,
             role,
             email: claims.email.filter(|e| !e.is_empty()),
+            llm_daily_budget_usd,
         })
     }
 }
@@ -103,6 +115,7 @@ struct Claims {
     sub: Option<String>,
     role: Option<String>,
     email: Option<String>,
+    app_metadata: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]

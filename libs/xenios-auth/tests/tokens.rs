@@ -42,9 +42,46 @@ async fn valid_hs256_token_yields_the_user() {
             user_id: "user-1".into(),
             role: "authenticated".into(),
             email: Some("user@example.com".into()),
+            llm_daily_budget_usd: None,
         }
     );
     assert!(!user.is_service_role());
+}
+
+/// A plan's daily LLM budget rides in `app_metadata` (which only the platform sets); a value
+/// that is not a non-negative number is no budget, and never costs the user their token.
+#[tokio::test]
+async fn app_metadata_may_set_the_users_daily_llm_budget() {
+    let with = |metadata: serde_json::Value| {
+        let mut claims = claims("user-1");
+        claims["app_metadata"] = metadata;
+        sign(Algorithm::HS256, None, &hs(), &claims)
+    };
+    for (metadata, budget) in [
+        (
+            json!({"provider": "email", "llm_daily_budget_usd": 2.5}),
+            Some(2.5),
+        ),
+        (json!({"llm_daily_budget_usd": 0}), Some(0.0)),
+        (json!({"llm_daily_budget_usd": -1}), None),
+        (json!({"llm_daily_budget_usd": "lots"}), None),
+        (json!({"provider": "email"}), None),
+        (json!("not an object"), None),
+    ] {
+        let user = verify(&hs_auth(), &with(metadata.clone())).await.unwrap();
+        assert_eq!(user.llm_daily_budget_usd, budget, "{metadata}");
+    }
+    // What the user may edit themselves counts for nothing.
+    let mut claims = claims("user-1");
+    claims["user_metadata"] = json!({"llm_daily_budget_usd": 1000});
+    let token = sign(Algorithm::HS256, None, &hs(), &claims);
+    assert_eq!(
+        verify(&hs_auth(), &token)
+            .await
+            .unwrap()
+            .llm_daily_budget_usd,
+        None
+    );
 }
 
 #[tokio::test]

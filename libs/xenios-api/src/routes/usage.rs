@@ -156,7 +156,14 @@ pub async fn usage(
         })
         .await?;
     let daily_budget = match &user_id {
-        Some(id) => budget::today(&state, id).await?,
+        Some(id) => {
+            // Only the caller's own token says what their plan allows.
+            let own = user
+                .user
+                .llm_daily_budget_usd
+                .filter(|_| *id == user.user.user_id);
+            budget::today(&state, id, budget::limit_of(&state, own)).await?
+        }
         None => None,
     };
     let by_user = user_id.is_none().then(|| {
