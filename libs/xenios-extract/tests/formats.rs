@@ -501,6 +501,32 @@ See the [plan online](https://example.com/plan) for details.
 Next session:
 Tuesday";
 
+/// The same as plain text.
+const CHECKIN_TEXT: &str = "\
+Weekly check-in
+
+Ana\u{2019}s caf\u{e9} visit went well: she slept 7\u{bd} hours and walked every day. She said \u{201c}better\u{201d} twice.
+
+Goals
+
+- Sleep seven hours
+    - Lights out by eleven
+- Walk daily
+
+1. Baseline
+2. Review
+
+Measurements
+
+Metric\tTarget
+Steps\t8000
+Sleep\t7\u{bd} h
+
+See the plan online for details.
+
+Next session:
+Tuesday";
+
 /// An RTF written the way Word writes one (`fixtures/checkin.rtf`): font, colour, style, list
 /// and theme tables, document properties, a header, a footer with a page field, a footnote,
 /// hidden text and a picture, none of which is running text; headings by outline level and by
@@ -542,31 +568,7 @@ fn an_rtf_written_like_word_reads_as_markdown() {
     }
 
     let plain = extract(bytes, &text()).unwrap();
-    let expected = "\
-Weekly check-in
-
-Ana\u{2019}s caf\u{e9} visit went well: she slept 7\u{bd} hours and walked every day. She said \u{201c}better\u{201d} twice.
-
-Goals
-
-- Sleep seven hours
-    - Lights out by eleven
-- Walk daily
-
-1. Baseline
-2. Review
-
-Measurements
-
-Metric\tTarget
-Steps\t8000
-Sleep\t7\u{bd} h
-
-See the plan online for details.
-
-Next session:
-Tuesday";
-    assert_eq!(plain.content, expected);
+    assert_eq!(plain.content, CHECKIN_TEXT);
     assert_eq!(plain.format, OutputFormat::Text);
     assert_eq!(plain.title.as_deref(), Some("Check-in notes"));
 }
@@ -631,31 +633,7 @@ fn a_doc_written_by_libreoffice_reads_as_markdown() {
     }
 
     let plain = extract(bytes, &text()).unwrap();
-    let expected = "\
-Weekly check-in
-
-Ana\u{2019}s caf\u{e9} visit went well: she slept 7\u{bd} hours and walked every day. She said \u{201c}better\u{201d} twice.
-
-Goals
-
-- Sleep seven hours
-    - Lights out by eleven
-- Walk daily
-
-1. Baseline
-2. Review
-
-Measurements
-
-Metric\tTarget
-Steps\t8000
-Sleep\t7\u{bd} h
-
-See the plan online for details.
-
-Next session:
-Tuesday";
-    assert_eq!(plain.content, expected);
+    assert_eq!(plain.content, CHECKIN_TEXT);
     assert_eq!(plain.format, OutputFormat::Text);
     assert_eq!(plain.metadata["source_format"], "doc");
 }
