@@ -864,13 +864,14 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
     assert_eq!(first["cached_extractions_deleted"], 1, "{first}");
     assert_eq!(first["inference_logs_deleted"], 1, "{first}");
     assert!(first["job_events_purged"].as_u64().unwrap() >= 3, "{first}");
-    // The running job is told to stop; if it has not yet by the end of the call, it is left
-    // (202) for the next, which takes it, and then nothing is left.
+    // The running job is told to stop; if it is still there at the end of the call (running,
+    // or stopped just after the deletes), it is left (202) for the next call, which takes it,
+    // and then nothing is left.
     let mut deleted = first["jobs_deleted"].as_u64().unwrap();
     if first["complete"] == false {
-        assert_eq!(
-            (status, &first["jobs_still_running"]),
-            (202, &json!(1)),
+        assert_eq!(status, 202, "{first}");
+        assert!(
+            first["jobs_still_running"].as_u64().unwrap() <= 1,
             "{first}"
         );
         stack.wait_for(&slow, &["cancelled"], WITHIN).await;
@@ -885,7 +886,7 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
         assert_eq!(status, 200, "{first}");
     }
     assert_eq!(deleted, 4, "extraction, echo, dead-lettered, cancelled");
-    assert_eq!(stack.store.user_jobs(USER).await.unwrap(), vec![]);
+    assert_eq!(stack.store.user_jobs(USER, 10).await.unwrap(), vec![]);
     for id in [&echo, &hopeless, &slow] {
         let response = stack
             .get(&format!("/api/v1/jobs/{id}"))

@@ -945,7 +945,7 @@ async fn the_operator_cli_lists_shows_cancels_and_resubmits_jobs() {
     assert_eq!(erased["complete"], true, "{erased}");
     assert_eq!(erased["jobs_deleted"], 4, "{erased}");
     assert_eq!(erased["jobs_cancelled"], 1, "{erased}");
-    assert_eq!(stack.store.user_jobs(USER).await.unwrap(), vec![]);
+    assert_eq!(stack.store.user_jobs(USER, 10).await.unwrap(), vec![]);
     let gone = stack
         .get(&format!("/api/v1/jobs/{queued}"))
         .send()

@@ -133,6 +133,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Rows deleted per statement while erasing: the SQLite writer is shared with every job.
 const ERASE_BATCH: u32 = 500;
+/// A user's jobs one erasure looks at (newest first: the ones whose events are still kept);
+/// the finished ones past it are deleted all the same, the rest by the next call.
+const ERASE_SCAN: u32 = 100_000;
 /// Dead letters read while looking for a user's: `JOBS_DLQ` is bounded by its limits anyway.
 const MAX_DEAD_LETTERS_SCANNED: u64 = 100_000;
 
@@ -178,7 +181,7 @@ pub async fn erase_user(
         user_id: user_id.to_owned(),
         ..Erased::default()
     };
-    let jobs = store.user_jobs(user_id).await?;
+    let jobs = store.user_jobs(user_id, ERASE_SCAN).await?;
     for job in jobs.iter().filter(|j| !j.status.is_terminal()) {
         if let CancelOutcome::Cancelled(_) = cancel(store, nats, jetstream, job.id).await? {
             erased.jobs_cancelled += 1;
@@ -228,8 +231,9 @@ pub async fn erase_user(
         }
     }
     // A running job told to stop may have finished, and gone with the rest, meanwhile.
-    erased.jobs_still_running = store.user_jobs(user_id).await?.len() as u64;
-    erased.complete = erased.jobs_still_running == 0;
+    let left = store.user_jobs(user_id, ERASE_SCAN).await?;
+    erased.jobs_still_running = left.iter().filter(|j| !j.status.is_terminal()).count() as u64;
+    erased.complete = left.is_empty();
     Ok(erased)
 }
 

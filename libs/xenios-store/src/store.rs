@@ -785,14 +785,14 @@ impl Store {
             .await
     }
 
-    /// Every job of `user_id`, newest first, without inputs and results.
-    pub async fn user_jobs(&self, user_id: &str) -> Result<Vec<UserJob>> {
+    /// Up to `limit` of `user_id`'s jobs, newest first, without inputs and results.
+    pub async fn user_jobs(&self, user_id: &str, limit: u32) -> Result<Vec<UserJob>> {
         // `->>` reads a JSON member as text in PostgreSQL and in SQLite (3.38 and later).
         self.pool
             .fetch_all(
                 "SELECT id, status, updated_at, result->>'sha256' AS document_sha256 \
-                 FROM jobs WHERE user_id = $1 ORDER BY id DESC",
-                args![user_id],
+                 FROM jobs WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+                args![user_id, i64::from(limit)],
                 |r| {
                     Ok(UserJob {
                         id: required("id", r.uuid("id")?)?,

@@ -934,7 +934,12 @@ async fn a_users_rows_are_erased_and_no_one_elses(store: Store) {
             .unwrap();
     }
 
-    let jobs = store.user_jobs("gone").await.unwrap();
+    let jobs = store.user_jobs("gone", 10).await.unwrap();
+    assert_eq!(
+        store.user_jobs("gone", 2).await.unwrap().len(),
+        2,
+        "at most the limit"
+    );
     let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
     assert_eq!(ids, vec![queued, other_doc, read], "newest first");
     let docs: Vec<_> = jobs.iter().map(|j| j.document_sha256.as_deref()).collect();
@@ -951,10 +956,10 @@ async fn a_users_rows_are_erased_and_no_one_elses(store: Store) {
     assert_eq!(store.erase_finished_jobs_of("gone", 10).await.unwrap(), 0);
     assert_eq!(store.erase_inference_logs_of("gone", 10).await.unwrap(), 3);
 
-    let left: Vec<_> = store.user_jobs("gone").await.unwrap();
+    let left: Vec<_> = store.user_jobs("gone", 10).await.unwrap();
     assert_eq!(left.len(), 1, "a queued job is not erased: {left:?}");
     assert_eq!(left[0].id, queued);
-    assert_eq!(store.user_jobs("stays").await.unwrap().len(), 1);
+    assert_eq!(store.user_jobs("stays", 10).await.unwrap().len(), 1);
     assert!(store.get_job(kept).await.unwrap().is_some());
     assert_eq!(store.inference_logs_for_job(kept).await.unwrap().len(), 1);
     assert!(store
