@@ -147,8 +147,8 @@ pub struct Erased {
     pub jobs_deleted: u64,
     /// Queued jobs cancelled first, so that they never run.
     pub jobs_cancelled: u64,
-    /// Jobs left: running ones told to stop, which (with what they still write) go at the
-    /// next erasure.
+    /// Running jobs left, told to stop: they (with what they still write) go at the next
+    /// erasure.
     pub jobs_still_running: u64,
     /// Jobs whose events (status, tokens, results) were purged from `JOB_EVENTS`.
     pub job_events_purged: u64,
@@ -160,7 +160,7 @@ pub struct Erased {
     pub cached_extractions_deleted: u64,
     /// Rows of the LLM audit trail.
     pub inference_logs_deleted: u64,
-    /// Nothing of the user is left: no job is still running.
+    /// Nothing of the user is left: the store holds no job of theirs.
     pub complete: bool,
 }
 
