@@ -1587,6 +1587,28 @@ async fn a_finished_job_is_announced_at_its_webhook() {
     assert_eq!(resubmitted["webhook"]["url"], hook.as_str());
     assert_eq!(resubmitted["webhook"]["state"], "pending");
 
+    // The owner resubmits through the API too: a new job, the same input and webhook; only a
+    // failed or cancelled job, and only one's own.
+    let resubmit = |job: &str| api.post(&format!("/api/v1/jobs/{job}/resubmit"));
+    let answer = resubmit(&slow).send().await.unwrap();
+    assert_eq!(answer.status(), 202);
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = answer.json().await.unwrap();
+    let third = body["job_id"].as_str().unwrap();
+    assert_eq!(location, format!("/api/v1/jobs/{third}"));
+    assert_ne!(third, slow);
+    let third = api.get_json(&location).await;
+    assert_eq!(third["input"]["message"], "slow");
+    assert_eq!(third["webhook"]["url"], hook.as_str());
+    let answer = resubmit(&id).send().await.unwrap();
+    assert_eq!(answer.status(), 409, "a succeeded job");
+    let theirs = api.authed(
+        api.http
+            .post(api.url(&format!("/api/v1/jobs/{slow}/resubmit"))),
+        OTHER_USER,
+    );
+    assert_eq!(theirs.send().await.unwrap().status(), 404);
+
     // Not reachable by policy: a private address that is not allow-listed.
     refused_webhook(api.post("/api/v1/jobs"), "http://10.1.2.3/hook", 400).await;
 }

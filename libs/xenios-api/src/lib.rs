@@ -189,6 +189,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::jobs::get_job))
         .routes(routes!(routes::jobs::cancel_job))
         .routes(routes!(routes::jobs::redeliver_webhook))
+        .routes(routes!(routes::jobs::resubmit_job))
         .routes(routes!(routes::jobs::job_events))
         .routes(routes!(routes::usage::usage))
         .routes(routes!(routes::users::erase_user_data))

@@ -63,25 +63,27 @@ pub struct Resubmitted {
     pub not_published: Option<String>,
 }
 
+/// The new job that submits `finished` again.
+pub(crate) fn resubmission(finished: &JobRecord) -> NewJob {
+    NewJob {
+        id: xenios_contract::new_job_id(),
+        kind: finished.kind,
+        user_id: finished.user_id.clone(),
+        input: finished.input.clone(),
+        correlation_id: finished.correlation_id.clone(),
+        idempotency_key: None,
+        // The new job is announced where the first would have been.
+        webhook_url: finished.webhook.as_ref().map(|w| w.url.clone()),
+    }
+}
+
 pub async fn resubmit(
     store: &Store,
     nats: &async_nats::Client,
     jetstream: &jetstream::Context,
     finished: &JobRecord,
 ) -> Result<Resubmitted, OperationError> {
-    let job = store
-        .create_job(NewJob {
-            id: xenios_contract::new_job_id(),
-            kind: finished.kind,
-            user_id: finished.user_id.clone(),
-            input: finished.input.clone(),
-            correlation_id: finished.correlation_id.clone(),
-            idempotency_key: None,
-            // The new job is announced where the first would have been.
-            webhook_url: finished.webhook.as_ref().map(|w| w.url.clone()),
-        })
-        .await?
-        .into_job();
+    let job = store.create_job(resubmission(finished)).await?.into_job();
     let command = job.command();
     let not_published = publish_command(nats, jetstream, &command, &job.correlation_id)
         .await

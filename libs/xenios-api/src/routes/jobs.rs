@@ -596,6 +596,47 @@ pub async fn cancel_job(
         .into_response())
 }
 
+/// Submit a failed or cancelled job again: a new job of the same kind, input, correlation id
+/// and webhook, checked as a submission is (its file or URL still there, the user's LLM
+/// budget); the first job stays as it was.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/resubmit", tag = "jobs",
+    security(("api_key" = [], "bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 202, body = Submitted, description = "the new job, recorded and queued"),
+               (status = 404, body = ErrorBody),
+               (status = 409, body = ErrorBody, description = "the job is not failed or cancelled"),
+               (status = 422, body = ErrorBody, description = "its input no longer holds (a file gone)"),
+               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn resubmit_job(
+    State(state): State<AppState>,
+    user: User,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .check(RouteGroup::Jobs, &user.caller.subject())?;
+    let finished = visible_job(&state, &user, id).await?;
+    if !matches!(finished.status, JobStatus::Failed | JobStatus::Cancelled) {
+        return Err(ApiError::Conflict(format!(
+            "the job is {}: only a failed or cancelled job is submitted again",
+            finished.status
+        )));
+    }
+    check_source(&state, &user, finished.kind, &finished.input).await?;
+    if finished.kind == JobKind::Llm {
+        crate::budget::check(&state, Some(&user.user)).await?;
+    }
+    let job = enqueue(&state, crate::operations::resubmission(&finished))
+        .await?
+        .into_job();
+    Ok((
+        StatusCode::ACCEPTED,
+        located(&job),
+        axum::Json(submitted(&job)),
+    )
+        .into_response())
+}
+
 /// Announce a finished job at its `webhook_url` again, its tries counted afresh and the first
 /// due at once: for a delivery given up, or one waiting out its backoff, once the receiver
 /// is fixed.
