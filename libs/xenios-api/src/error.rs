@@ -219,6 +219,15 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+impl From<crate::operations::OperationError> for ApiError {
+    fn from(e: crate::operations::OperationError) -> Self {
+        match e {
+            crate::operations::OperationError::Store(e) => e.into(),
+            broker => ApiError::unavailable(broker.to_string()),
+        }
+    }
+}
+
 impl From<xenios_store::StoreError> for ApiError {
     fn from(e: xenios_store::StoreError) -> Self {
         match e {

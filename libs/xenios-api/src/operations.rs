@@ -63,6 +63,16 @@ pub struct Resubmitted {
     pub not_published: Option<String>,
 }
 
+/// Why `job` cannot be submitted again, if it cannot: only a failed or cancelled job can.
+pub fn not_resubmittable(job: &JobRecord) -> Option<String> {
+    (!matches!(job.status, JobStatus::Failed | JobStatus::Cancelled)).then(|| {
+        format!(
+            "is {}: only a failed or cancelled job is submitted again",
+            job.status
+        )
+    })
+}
+
 /// The new job that submits `finished` again.
 pub(crate) fn resubmission(finished: &JobRecord) -> NewJob {
     NewJob {
@@ -122,6 +132,11 @@ pub(crate) async fn publish_command(
     }
 }
 
+/// The broker's error, with its causes, as an operation's.
+fn broker(e: &dyn std::error::Error) -> OperationError {
+    OperationError::Broker(error_chain(e))
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -178,7 +193,6 @@ pub async fn erase_user(
     user_id: &str,
     events_max_age: Duration,
 ) -> Result<Erased, OperationError> {
-    let broker = |e: &dyn std::error::Error| OperationError::Broker(error_chain(e));
     let mut erased = Erased {
         user_id: user_id.to_owned(),
         ..Erased::default()
@@ -244,7 +258,6 @@ async fn erase_dead_letters(
     jetstream: &jetstream::Context,
     user_id: &str,
 ) -> Result<u64, OperationError> {
-    let broker = |e: &dyn std::error::Error| OperationError::Broker(error_chain(e));
     let mut dlq = jetstream
         .get_stream(xenios_contract::subjects::DLQ_STREAM)
         .await
@@ -277,7 +290,6 @@ async fn erase_dead_letters(
 /// Deletes the files the user uploaded; how many.
 async fn erase_files(jetstream: &jetstream::Context, user_id: &str) -> Result<u64, OperationError> {
     use futures::StreamExt;
-    let broker = |e: &dyn std::error::Error| OperationError::Broker(error_chain(e));
     let bucket = jetstream
         .get_object_store(xenios_contract::subjects::FILES_BUCKET)
         .await

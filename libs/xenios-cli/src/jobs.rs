@@ -132,11 +132,8 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
         }
         JobsAction::Resubmit { id } => {
             let finished = find(store, id).await?;
-            if !matches!(finished.status, JobStatus::Failed | JobStatus::Cancelled) {
-                bail!(
-                    "{id} is {}: only a failed or cancelled job is submitted again",
-                    finished.status
-                );
+            if let Some(why) = operations::not_resubmittable(&finished) {
+                bail!("{id} {why}");
             }
             let client = connect_nats(settings, "xenios-cli").await?;
             let js = async_nats::jetstream::new(client.clone());

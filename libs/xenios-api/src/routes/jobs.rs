@@ -180,12 +180,8 @@ pub async fn submit(
         .map_err(|e: xenios_contract::UnknownJobKind| {
             ApiError::invalid_field("kind", e.to_string())
         })?;
-    check_input(&state, kind, &body.input)?;
-    check_source(&state, &user, kind, &body.input).await?;
+    check_new_job(&state, &user, kind, &body.input).await?;
     let webhook_url = check_webhook(&state, body.webhook_url).await?;
-    if kind == JobKind::Llm {
-        crate::budget::check(&state, Some(&user.user)).await?;
-    }
     let idempotency_key = match headers.get("idempotency-key") {
         Some(value) => {
             let key = value
@@ -235,6 +231,22 @@ pub async fn submit(
         Created::New(job) => (StatusCode::ACCEPTED, job),
     };
     Ok((status, located(&job), axum::Json(submitted(&job))).into_response())
+}
+
+/// What a new job must pass before it is recorded, submitted or submitted again: its input,
+/// its file or URL, and for an `llm` job the user's budget.
+async fn check_new_job(
+    state: &AppState,
+    user: &User,
+    kind: JobKind,
+    input: &Value,
+) -> Result<(), ApiError> {
+    check_input(state, kind, input)?;
+    check_source(state, user, kind, input).await?;
+    if kind == JobKind::Llm {
+        crate::budget::check(state, Some(&user.user)).await?;
+    }
+    Ok(())
 }
 
 /// Checks a job's input for its kind, within the size limit. An `llm` task must be one the
@@ -597,8 +609,8 @@ pub async fn cancel_job(
 }
 
 /// Submit a failed or cancelled job again: a new job of the same kind, input, correlation id
-/// and webhook, checked as a submission is (its file or URL still there, the user's LLM
-/// budget); the first job stays as it was.
+/// and webhook, checked as a submission is (its input against today's settings, its file or
+/// URL still there, the user's LLM budget); the first job stays as it was.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/resubmit", tag = "jobs",
     security(("api_key" = [], "bearer" = [])),
     params(("id" = Uuid, Path)),
@@ -616,16 +628,10 @@ pub async fn resubmit_job(
         .limits
         .check(RouteGroup::Jobs, &user.caller.subject())?;
     let finished = visible_job(&state, &user, id).await?;
-    if !matches!(finished.status, JobStatus::Failed | JobStatus::Cancelled) {
-        return Err(ApiError::Conflict(format!(
-            "the job is {}: only a failed or cancelled job is submitted again",
-            finished.status
-        )));
+    if let Some(why) = crate::operations::not_resubmittable(&finished) {
+        return Err(ApiError::Conflict(format!("the job {why}")));
     }
-    check_source(&state, &user, finished.kind, &finished.input).await?;
-    if finished.kind == JobKind::Llm {
-        crate::budget::check(&state, Some(&user.user)).await?;
-    }
+    check_new_job(&state, &user, finished.kind, &finished.input).await?;
     let job = enqueue(&state, crate::operations::resubmission(&finished))
         .await?
         .into_job();
@@ -672,12 +678,7 @@ pub async fn redeliver_webhook(
 
 /// Cancels a job (see [`crate::operations::cancel`]).
 pub(crate) async fn cancel(state: &AppState, id: JobId) -> Result<CancelOutcome, ApiError> {
-    crate::operations::cancel(&state.store, &state.nats, &state.jetstream, id)
-        .await
-        .map_err(|e| match e {
-            crate::operations::OperationError::Store(e) => e.into(),
-            crate::operations::OperationError::Broker(_) => ApiError::unavailable(e.to_string()),
-        })
+    Ok(crate::operations::cancel(&state.store, &state.nats, &state.jetstream, id).await?)
 }
 
 /// The job's events as Server-Sent Events: `status`, `progress`, `token`, `result`, `error`,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::User;
 use crate::error::{ApiError, ApiPath, ErrorBody};
-use crate::operations::{erase_user, Erased, OperationError};
+use crate::operations::{erase_user, Erased};
 use crate::rate_limit::RouteGroup;
 use crate::state::AppState;
 
@@ -45,11 +45,7 @@ pub async fn erase_user_data(
         &user_id,
         events_max_age,
     )
-    .await
-    .map_err(|e| match e {
-        OperationError::Store(e) => e.into(),
-        OperationError::Broker(_) => ApiError::unavailable(e.to_string()),
-    })?;
+    .await?;
     tracing::info!(user_id, ?erased, "user data erased");
     let status = match erased.complete {
         true => StatusCode::OK,
