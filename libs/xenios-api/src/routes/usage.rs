@@ -94,7 +94,8 @@ pub struct LlmUsageView {
     /// Every user's report only: per user, costliest first, at most 100.
     #[serde(skip_serializing_if = "Option::is_none")]
     by_user: Option<Vec<UserUsageView>>,
-    /// The user's spending today against `llm.user_daily_budget_usd`, when one is set.
+    /// The user's spending today against their limit (the caller's own token's
+    /// `app_metadata.llm_daily_budget_usd`, else `llm.user_daily_budget_usd`), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     daily_budget: Option<DailyBudget>,
 }
