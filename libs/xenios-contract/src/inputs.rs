@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::tools::{check_call_id, check_calls, check_tools, Tool, ToolCall, ToolChoice};
 use crate::JobKind;
 
 /// Bounds on the diagnostic kind, so a canary cannot hold a consumer slot for long.
@@ -21,7 +22,7 @@ pub struct InputError {
 }
 
 impl InputError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &str, message: impl Into<String>) -> Self {
         InputError {
             field: field.to_owned(),
             message: message.into(),
@@ -80,8 +81,17 @@ pub struct TranscriptionInput {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// system, user, assistant or tool.
     pub role: String,
-    pub content: String,
+    /// Required but for an assistant message that calls tools (OpenAI sends it as null).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// An assistant message's calls, answered by the `tool` messages after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message's call: the result it carries is that call's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +118,14 @@ pub struct LlmInput {
     pub presence_penalty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
+    /// Functions the model may call instead of (or before) answering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may make several calls in one answer (the providers' default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl LlmInput {
@@ -249,17 +267,7 @@ pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
             format!("1 to {MAX_LLM_MESSAGES} messages"),
         ));
     }
-    if let Some((i, m)) = llm
-        .messages
-        .iter()
-        .enumerate()
-        .find(|(_, m)| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
-    {
-        return Err(InputError::new(
-            &format!("input.messages[{i}].role"),
-            format!("`{}` is not one of system, user, assistant", m.role),
-        ));
-    }
+    check_messages(&llm.messages)?;
     if let Some(t) = llm.temperature {
         if !(0.0..=2.0).contains(&t) {
             return Err(InputError::new("input.temperature", "between 0 and 2"));
@@ -270,7 +278,63 @@ pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
     }
     check_stop(&llm.stop)?;
     llm.sampling().check()?;
+    check_tools(&llm.tools, llm.tool_choice.as_ref())?;
     Ok(llm)
+}
+
+/// Known roles; content where it is required; tool calls only from the assistant, each answered
+/// (if at all) by a `tool` message after it that names its id.
+fn check_messages(messages: &[ChatMessage]) -> Result<(), InputError> {
+    for (i, m) in messages.iter().enumerate() {
+        let at = format!("input.messages[{i}]");
+        let role = m.role.as_str();
+        if !matches!(role, "system" | "user" | "assistant" | "tool") {
+            return Err(InputError::new(
+                &format!("{at}.role"),
+                format!("`{role}` is not one of system, user, assistant, tool"),
+            ));
+        }
+        if !m.tool_calls.is_empty() && role != "assistant" {
+            return Err(InputError::new(
+                &format!("{at}.tool_calls"),
+                "only an assistant message calls tools",
+            ));
+        }
+        check_calls(&at, &m.tool_calls)?;
+        if m.content.is_none() && m.tool_calls.is_empty() {
+            return Err(InputError::new(&format!("{at}.content"), "required"));
+        }
+        match (role, &m.tool_call_id) {
+            ("tool", None) => {
+                return Err(InputError::new(
+                    &format!("{at}.tool_call_id"),
+                    "required in a tool message",
+                ))
+            }
+            ("tool", Some(id)) => {
+                let field = format!("{at}.tool_call_id");
+                check_call_id(&field, id)?;
+                let called = messages[..i]
+                    .iter()
+                    .flat_map(|earlier| &earlier.tool_calls)
+                    .any(|call| call.id == *id);
+                if !called {
+                    return Err(InputError::new(
+                        &field,
+                        format!("`{id}` is no tool call of an earlier assistant message"),
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(InputError::new(
+                    &format!("{at}.tool_call_id"),
+                    "only in a tool message",
+                ))
+            }
+            (_, None) => {}
+        }
+    }
+    Ok(())
 }
 
 /// At most `MAX_STOP_SEQUENCES` stop sequences of 1 to `MAX_STOP_BYTES` bytes each.
@@ -410,6 +474,126 @@ mod tests {
         assert_eq!(field(json!(["a", ""])), "input.stop[1]");
         assert_eq!(field(json!(["x".repeat(257)])), "input.stop[0]");
         assert_eq!(field(json!([1])), "input.stop[0]");
+    }
+
+    #[test]
+    fn llm_tool_inputs() {
+        let weather = json!({"type": "function", "function": {
+            "name": "get_weather", "description": "The weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+        let call = json!({"id": "call_1", "type": "function",
+                          "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}});
+        let conversation = json!([
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18°C, clear"},
+        ]);
+        let input = |extra: Value| {
+            let mut input = json!({"task": "chat", "messages": conversation, "tools": [weather]});
+            input
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            input
+        };
+        let parsed = parse_llm(&input(json!({
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false,
+        })))
+        .unwrap();
+        assert_eq!(parsed.tools[0].function.name, "get_weather");
+        assert_eq!(
+            parsed.tool_choice,
+            Some(ToolChoice::Function("get_weather".into()))
+        );
+        assert_eq!(parsed.parallel_tool_calls, Some(false));
+        assert_eq!(parsed.messages[1].content, None);
+        assert_eq!(
+            parsed.messages[1].tool_calls,
+            [ToolCall::new(
+                "call_1",
+                "get_weather",
+                "{\"city\":\"Paris\"}"
+            )]
+        );
+        assert_eq!(parsed.messages[2].tool_call_id.as_deref(), Some("call_1"));
+
+        let field = |input: Value| validate(JobKind::Llm, &input).unwrap_err().field;
+        assert_eq!(
+            field(input(
+                json!({"tools": [{"type": "function", "function": {"name": "a b"}}]})
+            )),
+            "input.tools[0].function.name"
+        );
+        assert_eq!(
+            field(input(
+                json!({"tools": [{"type": "web", "function": {"name": "a"}}]})
+            )),
+            "input.tools[0].type"
+        );
+        assert_eq!(
+            field(input(json!({"tool_choice": "sometimes"}))),
+            "input.tool_choice"
+        );
+        assert_eq!(
+            field(input(
+                json!({"tool_choice": {"type": "function", "function": {"name": "x"}}})
+            )),
+            "input.tool_choice"
+        );
+        assert_eq!(
+            field(input(json!({"parallel_tool_calls": "yes"}))),
+            "input.parallel_tool_calls"
+        );
+        let unnamed = json!({"id": "call_1", "type": "function",
+                             "function": {"name": "", "arguments": "{}"}});
+        let no_id = json!({"id": "", "type": "function",
+                           "function": {"name": "f", "arguments": "{}"}});
+        let not_text = json!({"id": "call_1", "type": "function",
+                              "function": {"name": "f", "arguments": {"city": "Paris"}}});
+        let user = json!({"role": "user", "content": "hi"});
+        for (messages, at) in [
+            // A tool's answer names a call made before it.
+            (
+                json!([user, {"role": "tool", "tool_call_id": "call_9", "content": "x"}]),
+                "input.messages[1].tool_call_id",
+            ),
+            (
+                json!([user, {"role": "assistant", "tool_calls": [call]},
+                       {"role": "tool", "content": "x"}]),
+                "input.messages[2].tool_call_id",
+            ),
+            (
+                json!([{"role": "user", "content": "hi", "tool_call_id": "call_1"}]),
+                "input.messages[0].tool_call_id",
+            ),
+            (
+                json!([{"role": "user", "content": "hi", "tool_calls": [call]}]),
+                "input.messages[0].tool_calls",
+            ),
+            (
+                json!([{"role": "assistant", "content": null}]),
+                "input.messages[0].content",
+            ),
+            (
+                json!([{"role": "assistant", "tool_calls": [unnamed]}]),
+                "input.messages[0].tool_calls[0].function.name",
+            ),
+            (
+                json!([{"role": "assistant", "tool_calls": [no_id]}]),
+                "input.messages[0].tool_calls[0].id",
+            ),
+            (
+                json!([{"role": "assistant", "tool_calls": [not_text]}]),
+                "input.messages[0].tool_calls[0].function.arguments",
+            ),
+        ] {
+            assert_eq!(
+                field(json!({"task": "chat", "messages": messages})),
+                at,
+                "{messages}"
+            );
+        }
     }
 
     #[test]

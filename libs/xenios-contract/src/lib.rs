@@ -8,6 +8,7 @@ pub mod inputs;
 pub mod job;
 pub mod streams;
 pub mod subjects;
+pub mod tools;
 pub mod worker;
 
 pub use client::{connect, probe};

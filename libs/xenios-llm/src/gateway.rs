@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use xenios_config::{Candidate, LlmSettings, ModelPrice, ProvidersSettings, TaskSettings};
 use xenios_contract::inputs::check_stop;
+use xenios_contract::tools::check_tools;
 
 use crate::format::Format;
 use crate::provider::{CallError, CallSpec, Failure, Limits, Outcome, Provider, Reply};
@@ -17,7 +18,7 @@ use crate::retry::backoff;
 use crate::stream::LlmStream;
 use crate::{
     CallObserver, CallRecord, FinishReason, LlmError, LlmRequest, LlmResult, Message, Role,
-    Sampling, Usage,
+    Sampling, Tool, ToolCall, ToolChoice, Usage,
 };
 
 /// Tokens a stream's reader may fall behind by before the provider is no longer read.
@@ -41,6 +42,9 @@ struct Plan<'a> {
     format: Format,
     response_format: Option<&'a Value>,
     instruction: Option<String>,
+    tools: &'a [Tool],
+    tool_choice: Option<&'a ToolChoice>,
+    parallel_tool_calls: Option<bool>,
 }
 
 /// What stays the same across the calls of one request.
@@ -54,6 +58,7 @@ struct Ctx<'a> {
 
 struct Answer {
     content: String,
+    tool_calls: Vec<ToolCall>,
     model: String,
     provider: String,
     fallback_used: bool,
@@ -130,8 +135,9 @@ impl LlmGateway {
     /// Answers a request as a stream of tokens, then the result (or an error). A candidate
     /// that fails before its first token is replaced by the next; once text has been yielded a
     /// failure ends the stream with [`LlmError::Interrupted`]. A JSON `response_format` is
-    /// validated at the end but not re-asked (the caller has already seen the text). Dropping
-    /// the stream or cancelling `cancel` closes the provider connection.
+    /// validated at the end but not re-asked (the caller has already seen the text). Tool
+    /// calls are not streamed: they come whole with the result. Dropping the stream or
+    /// cancelling `cancel` closes the provider connection.
     pub fn stream<'a>(
         &'a self,
         req: LlmRequest,
@@ -175,10 +181,17 @@ impl LlmGateway {
             if let Some(cost) = answer.cost_usd {
                 *cost_usd.get_or_insert(0.0) += cost;
             }
-            match plan.format.check(&answer.content) {
+            // Tool calls are a step on the way: the format is the final answer's, a later
+            // turn's.
+            let checked = match answer.tool_calls.is_empty() {
+                true => plan.format.check(&answer.content),
+                false => Ok(None),
+            };
+            match checked {
                 Ok(parsed) => {
                     return Ok(LlmResult {
                         content: answer.content,
+                        tool_calls: answer.tool_calls,
                         model: answer.model,
                         provider: answer.provider,
                         fallback_used: answer.fallback_used,
@@ -236,9 +249,18 @@ impl LlmGateway {
                 self.settings.max_tokens_limit
             ));
         }
-        if let Err(e) = check_stop(&req.stop).and_then(|()| req.sampling.check()) {
+        let checked = check_stop(&req.stop)
+            .and_then(|()| req.sampling.check())
+            .and_then(|()| check_tools(&req.tools, req.tool_choice.as_ref()));
+        if let Err(e) = checked {
             let field = e.field.strip_prefix("input.").unwrap_or(&e.field);
             return invalid(format!("{field}: {}", e.message));
+        }
+        for candidate in &task.candidates {
+            let provider = &self.providers[provider_name(&self.settings, candidate)];
+            if let Err(problem) = provider.check(&req.messages) {
+                return invalid(format!("{problem} (for {})", provider.name));
+            }
         }
         let format = Format::parse(req.response_format.as_ref())?;
         Ok(Plan {
@@ -250,6 +272,9 @@ impl LlmGateway {
             instruction: format.instruction(),
             format,
             response_format: req.response_format.as_ref(),
+            tools: &req.tools,
+            tool_choice: req.tool_choice.as_ref(),
+            parallel_tool_calls: req.parallel_tool_calls,
         })
     }
 
@@ -289,6 +314,9 @@ impl LlmGateway {
                 instruction: plan.instruction.as_deref().filter(|_| !native),
                 stream: ctx.tokens.is_some() || task.streaming,
                 prompt_cache: task.prompt_cache,
+                tools: plan.tools,
+                tool_choice: plan.tool_choice,
+                parallel_tool_calls: plan.parallel_tool_calls,
             };
             // The candidate's last failure: the one the summary names.
             let mut last = None;
@@ -313,6 +341,7 @@ impl LlmGateway {
                     Some(Ok(reply)) => {
                         return Ok(Answer {
                             content: reply.content,
+                            tool_calls: reply.tool_calls,
                             model: candidate.model.clone(),
                             provider: provider.name.clone(),
                             fallback_used: index > 0,

@@ -96,6 +96,7 @@ fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
                 "system" => Role::System,
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
                 other => {
                     return Err(HandlerError::permanent(
                         "invalid_input",
@@ -103,7 +104,12 @@ fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
                     ))
                 }
             };
-            Ok(Message::new(role, m.content))
+            Ok(Message {
+                role,
+                content: m.content.unwrap_or_default(),
+                tool_calls: m.tool_calls,
+                tool_call_id: m.tool_call_id,
+            })
         })
         .collect::<Result<_, _>>()?;
     Ok(LlmRequest {
@@ -114,6 +120,9 @@ fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
         temperature: input.temperature,
         sampling,
         stop: input.stop,
+        tools: input.tools,
+        tool_choice: input.tool_choice,
+        parallel_tool_calls: input.parallel_tool_calls,
     })
 }
 

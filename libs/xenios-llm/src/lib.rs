@@ -20,6 +20,10 @@
 //! request's own fault and ends the request with `invalid_input`, no fallback. In a stream,
 //! fallback happens only before the first token.
 //!
+//! **Tools.** A request may offer [`Tool`]s in OpenAI's shape; the model's [`ToolCall`]s come
+//! back in [`LlmResult::tool_calls`] with [`FinishReason::ToolCalls`], whole even when the text
+//! streams. Anthropic's `tool_use`/`tool_result` blocks are translated both ways.
+//!
 //! **Observation.** Every provider call is told to a [`CallObserver`] (for `inference_logs`)
 //! and counted in the SPEC §6 metrics: `xenios_llm_requests_total{task,model,outcome}` (per
 //! call; outcome `success`, `rate_limited`, `server_error`, `timeout`, `connection_error`,
@@ -47,7 +51,7 @@ pub use gateway::LlmGateway;
 pub use handler::LlmHandler;
 pub use stream::LlmStream;
 pub use types::{
-    CallObserver, CallRecord, FinishReason, LlmRequest, LlmResult, Message, Role, Sampling,
-    StreamEvent, Usage,
+    CallObserver, CallRecord, FinishReason, FunctionCall, FunctionDefinition, LlmRequest,
+    LlmResult, Message, Role, Sampling, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
 pub use xenios_config::{Candidate, LlmSettings, ProvidersSettings, TaskSettings};

@@ -2,6 +2,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 pub use xenios_contract::inputs::Sampling;
+pub use xenios_contract::tools::{FunctionCall, FunctionDefinition, Tool, ToolCall, ToolChoice};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -9,6 +10,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering one of the assistant's calls.
+    Tool,
 }
 
 impl Role {
@@ -17,6 +20,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -24,7 +28,14 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
+    /// Empty for an assistant message that only calls tools.
     pub content: String,
+    /// The assistant's calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -32,6 +43,22 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+    /// An assistant message that calls tools, after `content` (often empty).
+    pub fn tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Message {
+            tool_calls: calls,
+            ..Message::assistant(content)
+        }
+    }
+    /// The result of the call `tool_call_id`.
+    pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            tool_call_id: Some(tool_call_id.into()),
+            ..Message::new(Role::Tool, content)
         }
     }
     pub fn system(content: impl Into<String>) -> Self {
@@ -66,6 +93,15 @@ pub struct LlmRequest {
     /// `top_p`, `seed` and the penalties, passed on as given.
     #[serde(default, flatten)]
     pub sampling: Sampling,
+    /// Functions the model may call; sent only when there are some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    /// Sent only with tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Sent only with tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +148,8 @@ pub enum FinishReason {
     /// The provider withheld or cut the answer (OpenAI's `content_filter`, Anthropic's
     /// `refusal`).
     ContentFilter,
+    /// The model called tools (Anthropic's `tool_use`): the answer is `tool_calls`.
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -120,15 +158,17 @@ impl FinishReason {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
             FinishReason::ContentFilter => "content_filter",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 
-    /// From an OpenAI-compatible `finish_reason`; reasons about tools, which are never asked
-    /// for, and unknown ones count as `stop`.
+    /// From an OpenAI-compatible `finish_reason` (`function_call` is the legacy name of
+    /// `tool_calls`); unknown ones count as `stop`.
     pub(crate) fn from_openai(reason: &str) -> Self {
         match reason {
             "length" => FinishReason::Length,
             "content_filter" => FinishReason::ContentFilter,
+            "tool_calls" | "function_call" => FinishReason::ToolCalls,
             _ => FinishReason::Stop,
         }
     }
@@ -138,6 +178,7 @@ impl FinishReason {
         match reason {
             "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
             "refusal" => FinishReason::ContentFilter,
+            "tool_use" => FinishReason::ToolCalls,
             _ => FinishReason::Stop,
         }
     }
@@ -163,9 +204,14 @@ pub struct LlmResult {
     /// Why the answer ended; results stored before it was recorded read as `stop`.
     #[serde(default)]
     pub finish_reason: FinishReason,
+    /// The calls the model made, in its order; absent when none (as in every result stored
+    /// before tools).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
-/// An item of [`crate::LlmStream`]: text as it arrives, then the result.
+/// An item of [`crate::LlmStream`]: text as it arrives, then the result (with the tool
+/// calls, which are delivered whole).
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     Token(String),

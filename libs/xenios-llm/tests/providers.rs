@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use xenios_config::{ProviderSettings, ProvidersSettings};
 use xenios_llm::{
     FinishReason, LlmError, LlmGateway, LlmRequest, LlmResult, LlmStream, Message, Sampling,
-    StreamEvent, TaskSettings, Usage,
+    StreamEvent, TaskSettings, Tool, ToolCall, ToolChoice, Usage,
 };
 
 /// Every token, then the result.
@@ -808,4 +808,220 @@ async fn openrouter_marks_only_claude_prompts_and_reads_cached_counts() {
             "{task}"
         );
     }
+}
+
+fn weather_tool() -> Tool {
+    Tool::function(
+        "get_weather",
+        "The current weather in a city",
+        json!({"type": "object", "properties": {"city": {"type": "string"}},
+               "required": ["city"]}),
+    )
+}
+
+/// A second turn: the model asked for Paris's weather, the caller ran the tool.
+fn after_a_tool_call(task: &str) -> LlmRequest {
+    let mut req = request(task);
+    req.messages.extend([
+        Message::tool_calls(
+            "",
+            vec![ToolCall::new(
+                "call_paris",
+                "get_weather",
+                r#"{"city":"Paris"}"#,
+            )],
+        ),
+        Message::tool_result("call_paris", "18°C, clear"),
+        Message::user("And in Rome and Oslo?"),
+    ]);
+    req.tools = vec![weather_tool()];
+    req
+}
+
+fn two_cities() -> [StubCall<'static>; 2] {
+    [
+        StubCall(
+            "call_rome",
+            "get_weather",
+            &["{\"ci", "ty\": \"Ro", "me\"}"],
+        ),
+        StubCall("call_oslo", "get_weather", &["{\"city\"", ": \"Oslo\"}"]),
+    ]
+}
+
+fn rome_and_oslo(rome: &str, oslo: &str) -> [ToolCall; 2] {
+    [
+        ToolCall::new("call_rome", "get_weather", rome),
+        ToolCall::new("call_oslo", "get_weather", oslo),
+    ]
+}
+
+/// An OpenAI-compatible provider is sent the tools, the choice and the conversation's calls
+/// and results as given; its calls come back whole, and streamed ones are put together from
+/// their pieces. A tool-call answer is not held to the JSON response format.
+#[tokio::test]
+async fn openai_compatible_tool_calls_whole_and_streamed() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![("oa", task(&["openai:gpt-tools"]))]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "gpt-tools";
+    stub.push(model, openai_tool_calls(model, &two_cities(), 30, 12));
+    stub.push(model, openai_tool_stream(model, &two_cities(), 30, 12));
+
+    let mut req = after_a_tool_call("oa");
+    req.tool_choice = Some(ToolChoice::Required);
+    req.parallel_tool_calls = Some(true);
+    // The format is the final answer's: a call is not asked again for not matching it.
+    req.response_format = Some(json!({"type": "json_schema", "json_schema": {
+        "name": "forecast", "schema": {"type": "object", "required": ["summary"]}}}));
+    let calls = Calls::default();
+    let whole = gateway
+        .complete(req.clone(), &calls, CancellationToken::new())
+        .await
+        .unwrap();
+    let (tokens, streamed) = collect(gateway.stream(req, &calls, CancellationToken::new())).await;
+    let streamed = streamed.unwrap();
+
+    assert!(tokens.is_empty(), "{tokens:?}");
+    for result in [&whole, &streamed] {
+        assert_eq!(result.content, "");
+        assert_eq!(result.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(result.parsed, None);
+        // As the model wrote them: OpenAI's arguments are text.
+        assert_eq!(
+            result.tool_calls,
+            rome_and_oslo(r#"{"city": "Rome"}"#, r#"{"city": "Oslo"}"#)
+        );
+    }
+    assert_eq!(calls.all().len(), 2, "no re-ask");
+    let seen = stub.seen(model);
+    assert_eq!(seen[1].body["stream"], true);
+    let body = &seen[0].body;
+    assert_eq!(body["tools"], json!([weather_tool()]));
+    assert_eq!(body["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(body["tool_choice"], "required");
+    assert_eq!(body["parallel_tool_calls"], true);
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello."},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_paris", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "content": "18°C, clear", "tool_call_id": "call_paris"},
+            {"role": "user", "content": "And in Rome and Oslo?"},
+        ])
+    );
+}
+
+/// Anthropic is sent its own shapes: tools with `input_schema`, a named choice as `tool`, the
+/// conversation's calls as `tool_use` blocks and its results as a user turn of `tool_result`
+/// blocks. Its `tool_use` answers, whole or streamed as `input_json_delta` pieces, come back
+/// as OpenAI's calls with the input as JSON text.
+#[tokio::test]
+async fn anthropic_tool_use_whole_and_streamed() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![("an", task(&["anthropic:claude-tools"]))]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let model = "claude-tools";
+    stub.push(
+        model,
+        anthropic_tool_use(model, "Checking both.", &two_cities()),
+    );
+    stub.push(
+        model,
+        anthropic_tool_stream(model, &["Checking", " both."], &two_cities()),
+    );
+
+    let mut req = after_a_tool_call("an");
+    req.tool_choice = Some(ToolChoice::Function("get_weather".into()));
+    req.parallel_tool_calls = Some(false);
+    let calls = Calls::default();
+    let whole = gateway
+        .complete(req.clone(), &calls, CancellationToken::new())
+        .await
+        .unwrap();
+    let (tokens, streamed) = collect(gateway.stream(req, &calls, CancellationToken::new())).await;
+    let streamed = streamed.unwrap();
+
+    assert_eq!(tokens, ["Checking", " both."]);
+    for result in [&whole, &streamed] {
+        assert_eq!(result.content, "Checking both.");
+        assert_eq!(result.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(
+            result.tool_calls,
+            rome_and_oslo(r#"{"city":"Rome"}"#, r#"{"city":"Oslo"}"#)
+        );
+    }
+    let body = &stub.seen(model)[0].body;
+    assert_eq!(
+        body["tools"],
+        json!([{"name": "get_weather", "description": "The current weather in a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                                 "required": ["city"]}}])
+    );
+    assert_eq!(
+        body["tool_choice"],
+        json!({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true})
+    );
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "user", "content": "Say hello."},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "call_paris", "name": "get_weather",
+                 "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "call_paris", "content": "18°C, clear"},
+                {"type": "text", "text": "And in Rome and Oslo?"}]},
+        ])
+    );
+    assert_eq!(body["system"], "You are terse.");
+}
+
+/// Arguments Anthropic cannot take as a `tool_use` input are the caller's error, found before
+/// any call; an OpenAI-compatible provider is sent them as they are.
+#[tokio::test]
+async fn arguments_anthropic_cannot_read_are_refused_before_any_call() {
+    let stub = Stub::start().await;
+    let llm = settings(vec![
+        ("an", task(&["openai:gpt-first", "anthropic:claude-then"])),
+        ("oa", task(&["openai:gpt-first"])),
+    ]);
+    let gateway = LlmGateway::new(&llm, &providers(&stub)).unwrap();
+    let broken = |task: &str| {
+        let mut req = request(task);
+        req.messages.push(Message::tool_calls(
+            "",
+            vec![ToolCall::new("call_1", "get_weather", r#"{"city": "Par"#)],
+        ));
+        req.messages.push(Message::tool_result("call_1", "?"));
+        req.tools = vec![weather_tool()];
+        req
+    };
+    let err = gateway
+        .complete(broken("an"), &Calls::default(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "invalid_input", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("messages[2].tool_calls[0].function.arguments")
+            && message.contains("anthropic"),
+        "{message}"
+    );
+    assert!(stub.all_seen().is_empty(), "no call was made");
+
+    stub.push("gpt-first", openai_text("gpt-first", "Sorry.", 5, 1));
+    let result = gateway
+        .complete(broken("oa"), &Calls::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(result.content, "Sorry.");
+    assert!(result.tool_calls.is_empty());
+    assert_eq!(
+        stub.seen("gpt-first")[0].body["messages"][2]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city": "Par"#
+    );
 }

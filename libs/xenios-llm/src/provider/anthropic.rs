@@ -1,15 +1,17 @@
 //! Anthropic's Messages API: the system prompt apart, strictly alternating turns, and a
 //! stream of typed events.
 use serde_json::{json, Value};
+use xenios_contract::tools::MAX_TOOL_CALLS;
 
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{FinishReason, Role, Usage};
+use crate::{FinishReason, Message, Role, Tool, ToolCall, ToolChoice, Usage};
 
 /// Anthropic accepts temperatures up to 1.
 const MAX_TEMPERATURE: f64 = 1.0;
 
-pub(super) fn body(spec: &CallSpec<'_>) -> Value {
+/// Errors only for a request Anthropic cannot be sent (see [`turns`]).
+pub(super) fn body(spec: &CallSpec<'_>) -> Result<Value, String> {
     let system: Vec<&str> = spec
         .messages
         .iter()
@@ -17,31 +19,14 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
         .map(|m| m.content.as_str())
         .chain(spec.instruction)
         .collect();
-    // Consecutive messages of one role become one turn.
-    let mut turns: Vec<(Role, String)> = Vec::new();
-    for m in spec.messages.iter().filter(|m| m.role != Role::System) {
-        match turns.last_mut() {
-            Some((role, text)) if *role == m.role => {
-                text.push_str("\n\n");
-                text.push_str(&m.content);
-            }
-            _ => turns.push((m.role, m.content.clone())),
-        }
-    }
+    let turns = turns(spec.messages)?;
     let last = turns.len().saturating_sub(1);
     let messages: Vec<Value> = turns
         .into_iter()
         .enumerate()
-        .map(|(i, (role, content))| {
-            // The last turn's mark caches the whole conversation: the next turn, which sends it
-            // again, reads it from the cache.
-            // Anthropic refuses a mark on an empty block.
-            let content = match spec.prompt_cache && i == last && !content.is_empty() {
-                true => cached_text(content),
-                false => content.into(),
-            };
-            json!({"role": role.as_str(), "content": content})
-        })
+        // The last turn's mark caches the whole conversation: the next turn, which sends it
+        // again, reads it from the cache.
+        .map(|(i, turn)| turn.into_message(spec.prompt_cache && i == last))
         .collect();
     let mut body = json!({
         "model": spec.model,
@@ -67,10 +52,176 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Value {
             fields.remove("temperature");
         }
     }
+    if !spec.tools.is_empty() {
+        body["tools"] = spec.tools.iter().map(tool).collect();
+        if let Some(choice) = tool_choice(spec.tool_choice, spec.parallel_tool_calls) {
+            body["tool_choice"] = choice;
+        }
+    }
     if spec.stream {
         body["stream"] = true.into();
     }
-    body
+    Ok(body)
+}
+
+/// Whether the conversation can be sent to Anthropic: every call's arguments a JSON object
+/// (they become `tool_use` inputs). Checked before any call, so a bad request is the caller's
+/// error at once and not a failure of one candidate.
+pub(super) fn check(messages: &[Message]) -> Result<(), String> {
+    turns(messages).map(drop)
+}
+
+fn tool(tool: &Tool) -> Value {
+    let function = &tool.function;
+    // Anthropic requires a schema; OpenAI's functions may omit it when they take nothing.
+    let schema = function
+        .parameters
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+    let mut tool = json!({"name": function.name, "input_schema": schema});
+    if let Some(description) = &function.description {
+        tool["description"] = description.as_str().into();
+    }
+    tool
+}
+
+fn tool_choice(choice: Option<&ToolChoice>, parallel: Option<bool>) -> Option<Value> {
+    let mut choice = match choice {
+        None => None,
+        Some(ToolChoice::None) => return Some(json!({"type": "none"})),
+        Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+        Some(ToolChoice::Required) => Some(json!({"type": "any"})),
+        Some(ToolChoice::Function(name)) => Some(json!({"type": "tool", "name": name})),
+    };
+    if parallel == Some(false) {
+        choice.get_or_insert_with(|| json!({"type": "auto"}))["disable_parallel_tool_use"] =
+            true.into();
+    }
+    choice
+}
+
+enum Block {
+    Text(String),
+    ToolUse(Value),
+    ToolResult(Value),
+}
+
+/// One message of Anthropic's strictly alternating conversation.
+struct Turn {
+    role: &'static str,
+    blocks: Vec<Block>,
+}
+
+/// The conversation without its system prompt, as Anthropic's turns: consecutive messages of
+/// one role make one turn (texts joined by a blank line), the assistant's tool calls become
+/// `tool_use` blocks, and tool results `tool_result` blocks of a user turn.
+fn turns(messages: &[Message]) -> Result<Vec<Turn>, String> {
+    let mut turns: Vec<Turn> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.role {
+            Role::System => continue,
+            Role::Assistant => "assistant",
+            Role::User | Role::Tool => "user",
+        };
+        let turn = match turns.last_mut() {
+            Some(turn) if turn.role == role => turn,
+            _ => {
+                turns.push(Turn {
+                    role,
+                    blocks: Vec::new(),
+                });
+                turns.last_mut().expect("just pushed")
+            }
+        };
+        if m.role == Role::Tool {
+            let id = m.tool_call_id.as_deref().unwrap_or_default();
+            let mut result = json!({"type": "tool_result", "tool_use_id": tool_use_id(id)});
+            if !m.content.is_empty() {
+                result["content"] = m.content.as_str().into();
+            }
+            // Anthropic wants a turn's results before its text.
+            let first_other = turn
+                .blocks
+                .iter()
+                .position(|b| !matches!(b, Block::ToolResult(_)))
+                .unwrap_or(turn.blocks.len());
+            turn.blocks.insert(first_other, Block::ToolResult(result));
+            continue;
+        }
+        match turn.blocks.last_mut() {
+            Some(Block::Text(text)) => {
+                text.push_str("\n\n");
+                text.push_str(&m.content);
+            }
+            _ => turn.blocks.push(Block::Text(m.content.clone())),
+        }
+        for (j, call) in m.tool_calls.iter().enumerate() {
+            let input = tool_input(&call.function.arguments)
+                .map_err(|e| format!("messages[{i}].tool_calls[{j}].function.arguments: {e}"))?;
+            turn.blocks.push(Block::ToolUse(json!({
+                "type": "tool_use", "id": tool_use_id(&call.id),
+                "name": call.function.name, "input": input,
+            })));
+        }
+    }
+    Ok(turns)
+}
+
+impl Turn {
+    /// A turn of text alone is a string, as before tools; any other a list of blocks. The
+    /// cache mark goes on the last block. Anthropic refuses a mark on an empty block, and
+    /// empty text blocks in a list.
+    fn into_message(self, mark: bool) -> Value {
+        let content = match <[Block; 1]>::try_from(self.blocks) {
+            Ok([Block::Text(text)]) => match mark && !text.is_empty() {
+                true => cached_text(text),
+                false => text.into(),
+            },
+            Ok(one) => blocks(Vec::from(one), mark),
+            Err(many) => blocks(many, mark),
+        };
+        json!({"role": self.role, "content": content})
+    }
+}
+
+fn blocks(blocks: Vec<Block>, mark: bool) -> Value {
+    let mut list: Vec<Value> = blocks
+        .into_iter()
+        .filter_map(|block| match block {
+            Block::Text(text) if text.is_empty() => None,
+            Block::Text(text) => Some(json!({"type": "text", "text": text})),
+            Block::ToolUse(block) | Block::ToolResult(block) => Some(block),
+        })
+        .collect();
+    if let (true, Some(last)) = (mark, list.last_mut()) {
+        last["cache_control"] = json!({"type": "ephemeral"});
+    }
+    Value::Array(list)
+}
+
+/// A call's arguments as a `tool_use` input: a JSON object (none at all is an empty one).
+fn tool_input(arguments: &str) -> Result<Value, String> {
+    if arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(input @ Value::Object(_)) => Ok(input),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(format!("not valid JSON ({e})")),
+    }
+}
+
+/// Anthropic takes ids of `[a-zA-Z0-9_-]`; another provider's (`functions.get:0`) is mapped
+/// the same way in the call and in its result, so they still pair.
+fn tool_use_id(id: &str) -> String {
+    id.chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect()
 }
 
 /// Text as a one-block list whose block ends a prefix for the prompt cache: the cache holds
@@ -109,10 +260,20 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
         .get("content")
         .and_then(Value::as_array)
         .ok_or("the answer has no content")?;
-    let content = blocks
-        .iter()
-        .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+    let of_type = |kind: &'static str| {
+        blocks
+            .iter()
+            .filter(move |b| b.get("type").and_then(Value::as_str) == Some(kind))
+    };
+    let content = of_type("text")
         .filter_map(|b| b.get("text").and_then(Value::as_str))
+        .collect();
+    let tool_calls = of_type("tool_use")
+        .map(|b| {
+            let text = |field: &str| b.get(field).and_then(Value::as_str).unwrap_or_default();
+            let input = b.get("input").map_or_else(|| "{}".into(), Value::to_string);
+            ToolCall::new(text("id"), text("name"), input)
+        })
         .collect();
     let mut usage = Usage::default();
     if let Some(wire) = v.get("usage") {
@@ -125,6 +286,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
         .unwrap_or_default();
     Ok(Parsed {
         content,
+        tool_calls,
         usage,
         cost_usd: None,
         finish_reason,
@@ -137,6 +299,17 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
 pub(super) struct Decoder {
     pub usage: Usage,
     pub finish_reason: Option<FinishReason>,
+    /// `tool_use` blocks: each begins with its id and name (`content_block_start`), its input
+    /// arrives as `input_json_delta` pieces of JSON text.
+    calls: Vec<StreamedCall>,
+}
+
+struct StreamedCall {
+    /// The block's index in the message.
+    index: Option<u64>,
+    id: String,
+    name: String,
+    input: String,
 }
 
 impl Decoder {
@@ -161,6 +334,34 @@ impl Decoder {
                 let text = v.pointer("/delta/text").and_then(Value::as_str);
                 Step::Text(text.unwrap_or_default().to_owned())
             }
+            "content_block_start"
+                if v.pointer("/content_block/type").and_then(Value::as_str) == Some("tool_use") =>
+            {
+                if self.calls.len() == MAX_TOOL_CALLS {
+                    return Err(format!("more than {MAX_TOOL_CALLS} tool calls"));
+                }
+                let text = |pointer| v.pointer(pointer).and_then(Value::as_str);
+                self.calls.push(StreamedCall {
+                    index: v.get("index").and_then(Value::as_u64),
+                    id: text("/content_block/id").unwrap_or_default().to_owned(),
+                    name: text("/content_block/name").unwrap_or_default().to_owned(),
+                    input: String::new(),
+                });
+                Step::Skip
+            }
+            "content_block_delta"
+                if v.pointer("/delta/type").and_then(Value::as_str) == Some("input_json_delta") =>
+            {
+                let index = v.get("index").and_then(Value::as_u64);
+                let piece = v.pointer("/delta/partial_json").and_then(Value::as_str);
+                if let (Some(call), Some(piece)) = (
+                    self.calls.iter_mut().rev().find(|c| c.index == index),
+                    piece,
+                ) {
+                    call.input.push_str(piece);
+                }
+                Step::Skip
+            }
             "message_delta" => {
                 if let Some(wire) = v.get("usage") {
                     absorb(&mut self.usage, wire);
@@ -172,8 +373,254 @@ impl Decoder {
             }
             "message_stop" => Step::Done,
             "error" => return Err(error_text(v.get("error").unwrap_or(&v))),
-            // ping, block boundaries, thinking and tool deltas, event types added later.
+            // ping, block boundaries, thinking deltas, event types added later.
             _ => Step::Skip,
         })
+    }
+
+    /// The input as the whole answer gives it, compact; JSON text cut short (by `max_tokens`)
+    /// as it came.
+    pub fn tool_calls(&mut self) -> Vec<ToolCall> {
+        std::mem::take(&mut self.calls)
+            .into_iter()
+            .map(|call| {
+                let input = match call.input.trim() {
+                    "" => "{}".to_owned(),
+                    text => serde_json::from_str::<Value>(text)
+                        .map_or_else(|_| call.input.clone(), |v| v.to_string()),
+                };
+                ToolCall::new(call.id, call.name, input)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{test_spec, test_weather_tool as weather};
+
+    #[test]
+    fn tools_and_choices_become_anthropics() {
+        let messages = [Message::user("hi")];
+        let tools = [weather()];
+        let mut bare = weather();
+        bare.function.description = None;
+        bare.function.parameters = None;
+        let sent = |choice: Option<&ToolChoice>, parallel: Option<bool>| {
+            let mut spec = test_spec(&messages, &tools, choice);
+            spec.parallel_tool_calls = parallel;
+            body(&spec).unwrap()
+        };
+        let plain = sent(None, None);
+        assert_eq!(
+            plain["tools"],
+            json!([{"name": "get_weather", "description": "The weather in a city",
+                    "input_schema": {"type": "object",
+                                     "properties": {"city": {"type": "string"}}}}])
+        );
+        assert!(plain.get("tool_choice").is_none());
+        let named = ToolChoice::Function("get_weather".into());
+        for (choice, parallel, wire) in [
+            (Some(&ToolChoice::Auto), None, json!({"type": "auto"})),
+            (Some(&ToolChoice::Required), None, json!({"type": "any"})),
+            (Some(&ToolChoice::None), None, json!({"type": "none"})),
+            (
+                Some(&named),
+                None,
+                json!({"type": "tool", "name": "get_weather"}),
+            ),
+            (
+                None,
+                Some(false),
+                json!({"type": "auto", "disable_parallel_tool_use": true}),
+            ),
+            (
+                Some(&ToolChoice::Required),
+                Some(false),
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (
+                Some(&ToolChoice::None),
+                Some(false),
+                json!({"type": "none"}),
+            ),
+            (Some(&ToolChoice::Auto), Some(true), json!({"type": "auto"})),
+        ] {
+            assert_eq!(sent(choice, parallel)["tool_choice"], wire, "{choice:?}");
+        }
+        // A function without a schema takes nothing; Anthropic needs the schema said.
+        let bare = [bare];
+        let body = body(&test_spec(&messages, &bare, Some(&ToolChoice::Auto))).unwrap();
+        assert_eq!(
+            body["tools"],
+            json!([{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}])
+        );
+        // No tools, no choice.
+        let body = super::body(&test_spec(&messages, &[], Some(&ToolChoice::Auto))).unwrap();
+        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn calls_become_tool_use_and_results_one_user_turn() {
+        let messages = [
+            Message::system("Be brief."),
+            Message::user("Weather in Paris and Rome?"),
+            Message::tool_calls(
+                "Checking both.",
+                vec![
+                    ToolCall::new("call_1", "get_weather", r#"{"city": "Paris"}"#),
+                    // Another provider's id, and no arguments at all.
+                    ToolCall::new("functions.get_weather:1", "get_weather", ""),
+                ],
+            ),
+            Message::tool_result("call_1", "18°C"),
+            Message::tool_result("functions.get_weather:1", "24°C"),
+            Message::user("And tomorrow?"),
+        ];
+        let tools = [weather()];
+        let mut spec = test_spec(&messages, &tools, None);
+        spec.prompt_cache = true;
+        let body = body(&spec).unwrap();
+        let mark = json!({"type": "ephemeral"});
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "Weather in Paris and Rome?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking both."},
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather",
+                     "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "functions_get_weather_1", "name": "get_weather",
+                     "input": {}},
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "18°C"},
+                    {"type": "tool_result", "tool_use_id": "functions_get_weather_1",
+                     "content": "24°C"},
+                    {"type": "text", "text": "And tomorrow?", "cache_control": mark},
+                ]},
+            ])
+        );
+        assert_eq!(body["system"][0]["text"], "Be brief.");
+    }
+
+    #[test]
+    fn results_come_before_text_and_empty_text_is_left_out() {
+        let messages = [
+            Message::user("Weather?"),
+            Message::tool_calls("", vec![ToolCall::new("t1", "get_weather", "{}")]),
+            Message::user("(the tool is slow)"),
+            Message::tool_result("t1", ""),
+        ];
+        let body = body(&test_spec(&messages, &[], None)).unwrap();
+        assert_eq!(
+            body["messages"][1],
+            json!({"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]})
+        );
+        assert_eq!(
+            body["messages"][2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1"},
+                {"type": "text", "text": "(the tool is slow)"},
+            ]})
+        );
+    }
+
+    #[test]
+    fn arguments_that_are_no_json_object_cannot_go_to_anthropic() {
+        for (arguments, problem) in [
+            ("{\"city\": ", "not valid JSON"),
+            ("[1]", "not a JSON object"),
+        ] {
+            let messages = [
+                Message::user("hi"),
+                Message::tool_calls("", vec![ToolCall::new("t1", "f", arguments)]),
+            ];
+            let e = check(&messages).unwrap_err();
+            assert!(
+                e.starts_with("messages[1].tool_calls[0].function.arguments: ")
+                    && e.contains(problem),
+                "{e}"
+            );
+            assert_eq!(body(&test_spec(&messages, &[], None)).unwrap_err(), e);
+        }
+        assert_eq!(check(&[Message::user("hi")]), Ok(()));
+    }
+
+    #[test]
+    fn tool_use_answers_give_calls() {
+        let answer = json!({"content": [
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_01", "name": "get_weather",
+                 "input": {"city": "Paris"}},
+            ], "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 9}});
+        let parsed = parse(answer.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.content, "Let me check.");
+        assert_eq!(parsed.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(
+            parsed.tool_calls,
+            [ToolCall::new(
+                "toolu_01",
+                "get_weather",
+                r#"{"city":"Paris"}"#
+            )]
+        );
+    }
+
+    #[test]
+    fn streamed_tool_use_is_put_together_from_json_pieces() {
+        let event = |v: Value| SseEvent {
+            event: v["type"].as_str().map(str::to_owned),
+            data: v.to_string(),
+        };
+        let start = |index: u64, id: &str, name: &str| {
+            event(json!({"type": "content_block_start", "index": index,
+                         "content_block": {"type": "tool_use", "id": id, "name": name,
+                                           "input": {}}}))
+        };
+        let piece = |index: u64, json: &str| {
+            event(json!({"type": "content_block_delta", "index": index,
+                         "delta": {"type": "input_json_delta", "partial_json": json}}))
+        };
+        let stop = |index: u64| event(json!({"type": "content_block_stop", "index": index}));
+        let events = [
+            event(json!({"type": "message_start", "message": {"usage": {"input_tokens": 9}}})),
+            event(json!({"type": "content_block_start", "index": 0,
+                         "content_block": {"type": "text", "text": ""}})),
+            event(json!({"type": "content_block_delta", "index": 0,
+                         "delta": {"type": "text_delta", "text": "Checking."}})),
+            stop(0),
+            start(1, "toolu_a", "get_weather"),
+            piece(1, ""),
+            piece(1, "{\"city\": "),
+            piece(1, "\"Paris\"}"),
+            stop(1),
+            start(2, "toolu_b", "get_time"),
+            stop(2),
+            event(
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                         "usage": {"output_tokens": 30}}),
+            ),
+            event(json!({"type": "message_stop"})),
+        ];
+        let mut decoder = Decoder::default();
+        let mut text = String::new();
+        for e in &events {
+            match decoder.feed(e).unwrap() {
+                Step::Text(t) => text.push_str(&t),
+                Step::Skip | Step::Done => {}
+            }
+        }
+        assert_eq!(text, "Checking.");
+        assert_eq!(decoder.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            decoder.tool_calls(),
+            [
+                ToolCall::new("toolu_a", "get_weather", r#"{"city":"Paris"}"#),
+                ToolCall::new("toolu_b", "get_time", "{}"),
+            ]
+        );
     }
 }

@@ -23,7 +23,7 @@ use xenios_config::{LlmSettings, ProviderSettings};
 
 use crate::retry::retry_after;
 use crate::sse::{SseError, SseEvent, SseReader};
-use crate::{FinishReason, LlmError, Message, Sampling, Usage};
+use crate::{FinishReason, LlmError, Message, Sampling, Tool, ToolCall, ToolChoice, Usage};
 
 /// The most of an error answer read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -70,6 +70,10 @@ pub(crate) struct CallSpec<'a> {
     pub stream: bool,
     /// The task asks for the prompt to be cached (see `TaskSettings::prompt_cache`).
     pub prompt_cache: bool,
+    /// With `tool_choice` and `parallel_tool_calls`, sent only when there are some.
+    pub tools: &'a [Tool],
+    pub tool_choice: Option<&'a ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +90,7 @@ pub(crate) struct Limits {
 pub(crate) struct Reply {
     pub status: u16,
     pub content: String,
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     /// As the provider reported it.
     pub cost_usd: Option<f64>,
@@ -259,6 +264,14 @@ impl Decoder {
         }
     }
 
+    /// Whole, once the stream has ended.
+    fn tool_calls(&mut self) -> Vec<ToolCall> {
+        match self {
+            Decoder::OpenAi(d) => d.tool_calls(),
+            Decoder::Anthropic(d) => d.tool_calls(),
+        }
+    }
+
     /// As the stream said; a stream that never said counts as `stop`.
     fn finish_reason(&self) -> FinishReason {
         match self {
@@ -281,6 +294,7 @@ impl Decoder {
 /// An answer parsed whole.
 pub(crate) struct Parsed {
     pub content: String,
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
     pub finish_reason: FinishReason,
@@ -402,6 +416,15 @@ impl Provider {
         self.wire == Wire::OpenAi
     }
 
+    /// Whether this provider's wire can carry the conversation; what it cannot is the
+    /// caller's error (an OpenAI-compatible server takes anything the input allows).
+    pub fn check(&self, messages: &[Message]) -> Result<(), String> {
+        match self.wire {
+            Wire::OpenAi => Ok(()),
+            Wire::Anthropic => anthropic::check(messages),
+        }
+    }
+
     /// Sends one request and reads its answer. Tokens of a streamed answer go to `tokens` as
     /// they arrive. Dropping the future closes the connection, which is how a cancelled call
     /// stops the provider's generation.
@@ -423,7 +446,9 @@ impl Provider {
         let deadline = started + limits.timeout;
         let body = match self.wire {
             Wire::OpenAi => openai::body(spec, self.ask_usage, self.marks_cache(spec)),
-            Wire::Anthropic => anthropic::body(spec),
+            // The gateway checked the conversation (`check`) before any call.
+            Wire::Anthropic => anthropic::body(spec)
+                .map_err(|e| CallError::new(Failure::Rejected, Outcome::Rejected, e))?,
         };
         let url = match self.wire {
             Wire::OpenAi => format!("{}/chat/completions", self.base_url),
@@ -463,6 +488,7 @@ impl Provider {
             Ok(Reply {
                 status: status.as_u16(),
                 content: parsed.content,
+                tool_calls: parsed.tool_calls,
                 usage: parsed.usage,
                 cost_usd: parsed.cost_usd,
                 ttft: None,
@@ -538,6 +564,7 @@ impl Provider {
         Ok(Reply {
             status,
             content,
+            tool_calls: decoder.tool_calls(),
             usage: decoder.usage(),
             cost_usd: decoder.cost(),
             ttft,
@@ -620,5 +647,39 @@ fn truncate(text: &str) -> String {
     match text.char_indices().nth(MAX_ERROR_TEXT) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_owned(),
+    }
+}
+
+/// A function for the wires' tests.
+#[cfg(test)]
+pub(crate) fn test_weather_tool() -> Tool {
+    Tool::function(
+        "get_weather",
+        "The weather in a city",
+        serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    )
+}
+
+/// A call as the gateway would make it for `messages` and tools, for the wires' tests.
+#[cfg(test)]
+pub(crate) fn test_spec<'a>(
+    messages: &'a [Message],
+    tools: &'a [Tool],
+    tool_choice: Option<&'a ToolChoice>,
+) -> CallSpec<'a> {
+    CallSpec {
+        model: "m",
+        messages,
+        temperature: 0.5,
+        max_tokens: 100,
+        stop: &[],
+        sampling: Sampling::default(),
+        response_format: None,
+        instruction: None,
+        stream: false,
+        prompt_cache: false,
+        tools,
+        tool_choice,
+        parallel_tool_calls: None,
     }
 }

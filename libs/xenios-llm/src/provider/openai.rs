@@ -1,11 +1,12 @@
 //! OpenAI chat completions, as OpenAI, OpenRouter, vLLM, Ollama and llama.cpp serve them.
 use serde::Deserialize;
 use serde_json::{json, Value};
+use xenios_contract::tools::MAX_TOOL_CALLS;
 
 use super::anthropic::cached_text;
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{FinishReason, Role, Usage};
+use crate::{FinishReason, Role, ToolCall, Usage};
 
 /// `mark_cache`: Anthropic's cache marks, as OpenRouter passes them on to Claude models: on the
 /// last system message and on the last message (see `anthropic::body`).
@@ -20,9 +21,18 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
             let marked = i == last || Some(i) == last_system;
             let content = match mark_cache && marked && !m.content.is_empty() {
                 true => cached_text(m.content.as_str()),
+                // A message that only calls tools has no content, as OpenAI writes it.
+                false if m.content.is_empty() && !m.tool_calls.is_empty() => Value::Null,
                 false => m.content.as_str().into(),
             };
-            json!({"role": m.role.as_str(), "content": content})
+            let mut message = json!({"role": m.role.as_str(), "content": content});
+            if !m.tool_calls.is_empty() {
+                message["tool_calls"] = json!(m.tool_calls);
+            }
+            if let Some(id) = &m.tool_call_id {
+                message["tool_call_id"] = id.as_str().into();
+            }
+            message
         })
         .collect();
     let mut body = json!({
@@ -49,6 +59,16 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
     }
     if let Some(penalty) = sampling.frequency_penalty {
         body["frequency_penalty"] = penalty.into();
+    }
+    // Without tools, a choice among them is an error to OpenAI.
+    if !spec.tools.is_empty() {
+        body["tools"] = json!(spec.tools);
+        if let Some(choice) = spec.tool_choice {
+            body["tool_choice"] = json!(choice);
+        }
+        if let Some(parallel) = spec.parallel_tool_calls {
+            body["parallel_tool_calls"] = parallel.into();
+        }
     }
     if spec.stream {
         body["stream"] = true.into();
@@ -107,6 +127,8 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
     #[derive(Deserialize)]
     struct ChoiceMessage {
         content: Option<String>,
+        #[serde(default)]
+        tool_calls: Vec<CallFragment>,
     }
     let completion: Completion =
         serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
@@ -119,7 +141,16 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
         .into_iter()
         .next()
         .ok_or("the answer has no choices")?;
+    let mut calls = Calls::default();
+    for (index, fragment) in choice.message.tool_calls.into_iter().enumerate() {
+        // Each is a whole call, even without an id.
+        calls.absorb(CallFragment {
+            index: Some(index),
+            ..fragment
+        })?;
+    }
     Ok(Parsed {
+        tool_calls: calls.finish(),
         finish_reason: choice
             .finish_reason
             .as_deref()
@@ -135,6 +166,91 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
     })
 }
 
+/// A tool call whole (`message.tool_calls[i]`) or a piece of one (`delta.tool_calls[i]`: id
+/// and name in the first piece of its `index`, `arguments` in pieces to concatenate).
+#[derive(Deserialize)]
+struct CallFragment {
+    index: Option<usize>,
+    id: Option<String>,
+    function: Option<FunctionFragment>,
+}
+
+#[derive(Deserialize)]
+struct FunctionFragment {
+    name: Option<String>,
+    /// JSON text; a server that sends the object itself is read too.
+    arguments: Option<Value>,
+}
+
+/// Tool calls put together from their fragments, in the order they began.
+#[derive(Default)]
+struct Calls(Vec<PartialCall>);
+
+#[derive(Default)]
+struct PartialCall {
+    index: Option<usize>,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl Calls {
+    fn absorb(&mut self, fragment: CallFragment) -> Result<(), String> {
+        let id = fragment.id.filter(|id| !id.is_empty());
+        // A new id starts a call (some servers give parallel calls one index); without one,
+        // the fragment continues the call of its index, or the last call.
+        let known = match (&id, fragment.index) {
+            (Some(id), _) => self.0.iter().position(|c| c.id == *id),
+            (None, Some(index)) => self.0.iter().rposition(|c| c.index == Some(index)),
+            (None, None) => self.0.len().checked_sub(1),
+        };
+        let call = match known {
+            Some(position) => &mut self.0[position],
+            None if self.0.len() == MAX_TOOL_CALLS => {
+                return Err(format!("more than {MAX_TOOL_CALLS} tool calls"))
+            }
+            None => {
+                self.0.push(PartialCall {
+                    index: fragment.index,
+                    ..PartialCall::default()
+                });
+                self.0.last_mut().expect("just pushed")
+            }
+        };
+        if let Some(id) = id {
+            call.id = id;
+        }
+        let Some(function) = fragment.function else {
+            return Ok(());
+        };
+        if let Some(name) = function.name.filter(|n| !n.is_empty()) {
+            call.name = name;
+        }
+        match function.arguments {
+            Some(Value::String(text)) => call.arguments.push_str(&text),
+            None | Some(Value::Null) => {}
+            Some(value) => call.arguments.push_str(&value.to_string()),
+        }
+        Ok(())
+    }
+
+    /// The calls; one without an id (a local server's) is given one, since the caller's
+    /// answer must name it.
+    fn finish(self) -> Vec<ToolCall> {
+        self.0
+            .into_iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let id = match call.id.is_empty() {
+                    true => format!("tool_call_{i}"),
+                    false => call.id,
+                };
+                ToolCall::new(id, call.name, call.arguments)
+            })
+            .collect()
+    }
+}
+
 /// `data: {chunk}` … `data: [DONE]`; the usage arrives in a last chunk without choices.
 #[derive(Default)]
 pub(super) struct Decoder {
@@ -142,6 +258,7 @@ pub(super) struct Decoder {
     pub cost: Option<f64>,
     /// Set once a choice carries its `finish_reason`.
     pub finish_reason: Option<FinishReason>,
+    calls: Calls,
 }
 
 impl Decoder {
@@ -161,6 +278,8 @@ impl Decoder {
         #[derive(Deserialize)]
         struct Delta {
             content: Option<String>,
+            #[serde(default)]
+            tool_calls: Vec<CallFragment>,
         }
         let data = event.data.trim();
         if data == "[DONE]" {
@@ -181,9 +300,193 @@ impl Decoder {
         if let Some(reason) = &choice.finish_reason {
             self.finish_reason = Some(FinishReason::from_openai(reason));
         }
-        Ok(choice
-            .delta
-            .and_then(|d| d.content)
-            .map_or(Step::Skip, Step::Text))
+        let Some(delta) = choice.delta else {
+            return Ok(Step::Skip);
+        };
+        for fragment in delta.tool_calls {
+            self.calls.absorb(fragment)?;
+        }
+        Ok(delta.content.map_or(Step::Skip, Step::Text))
+    }
+
+    pub fn tool_calls(&mut self) -> Vec<ToolCall> {
+        std::mem::take(&mut self.calls).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::provider::{test_spec, test_weather_tool as weather};
+    use crate::{Message, ToolChoice};
+
+    fn conversation() -> Vec<Message> {
+        vec![
+            Message::user("Weather in Paris and Rome?"),
+            Message::tool_calls(
+                "",
+                vec![
+                    ToolCall::new("call_1", "get_weather", r#"{"city":"Paris"}"#),
+                    ToolCall::new("call_2", "get_weather", r#"{"city":"Rome"}"#),
+                ],
+            ),
+            Message::tool_result("call_1", "18°C"),
+            Message::tool_result("call_2", "24°C"),
+        ]
+    }
+
+    #[test]
+    fn tools_choices_calls_and_results_go_out_in_openai_shapes() {
+        let (messages, tools) = (conversation(), [weather()]);
+        let choice = ToolChoice::Function("get_weather".into());
+        let mut spec = test_spec(&messages, &tools, Some(&choice));
+        spec.parallel_tool_calls = Some(false);
+        let body = body(&spec, false, false);
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "Weather in Paris and Rome?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "call_2", "type": "function",
+                     "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}},
+                ]},
+                {"role": "tool", "content": "18°C", "tool_call_id": "call_1"},
+                {"role": "tool", "content": "24°C", "tool_call_id": "call_2"},
+            ])
+        );
+        assert_eq!(
+            body["tools"],
+            json!([{"type": "function", "function": {
+                "name": "get_weather", "description": "The weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
+        );
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "function", "function": {"name": "get_weather"}})
+        );
+        assert_eq!(body["parallel_tool_calls"], false);
+
+        // Without tools, no choice among them goes out.
+        let messages = [Message::user("hi")];
+        let mut spec = test_spec(&messages, &[], Some(&ToolChoice::None));
+        spec.parallel_tool_calls = Some(true);
+        let body = super::body(&spec, false, false);
+        for absent in ["tools", "tool_choice", "parallel_tool_calls"] {
+            assert!(body.get(absent).is_none(), "{absent}: {body}");
+        }
+        assert!(body["messages"][0].get("tool_calls").is_none());
+    }
+
+    #[test]
+    fn whole_answers_give_their_tool_calls() {
+        let answer = json!({"choices": [{"message": {"role": "assistant", "content": null,
+            "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                // A local server's: no id, the arguments as an object.
+                {"function": {"name": "get_time", "arguments": {"tz": "CET"}}},
+            ]}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5}});
+        let parsed = parse(answer.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.content, "");
+        assert_eq!(parsed.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(
+            parsed.tool_calls,
+            [
+                ToolCall::new("call_1", "get_weather", r#"{"city":"Paris"}"#),
+                ToolCall::new("tool_call_1", "get_time", r#"{"tz":"CET"}"#),
+            ]
+        );
+        let text = json!({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]});
+        let parsed = parse(text.to_string().as_bytes()).unwrap();
+        assert!(parsed.tool_calls.is_empty());
+        assert_eq!(parsed.finish_reason, FinishReason::Stop);
+    }
+
+    fn chunk(delta: Value, finish: Option<&str>) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                .to_string(),
+        }
+    }
+
+    #[test]
+    fn streamed_calls_are_put_together_by_index() {
+        let mut decoder = Decoder::default();
+        let fragment = |index: usize, id: Option<&str>, name: Option<&str>, args: &str| {
+            let mut function = json!({"arguments": args});
+            if let Some(name) = name {
+                function["name"] = name.into();
+            }
+            let mut call = json!({"index": index, "function": function});
+            if let Some(id) = id {
+                call["id"] = id.into();
+                call["type"] = "function".into();
+            }
+            chunk(json!({"tool_calls": [call]}), None)
+        };
+        let events = [
+            chunk(json!({"role": "assistant", "content": "Checking."}), None),
+            fragment(0, Some("call_a"), Some("get_weather"), ""),
+            fragment(0, None, None, "{\"ci"),
+            fragment(1, Some("call_b"), Some("get_time"), "{\"tz\":"),
+            fragment(0, None, None, "ty\":\"Paris\"}"),
+            fragment(1, None, None, "\"CET\"}"),
+            chunk(json!({}), Some("tool_calls")),
+        ];
+        let mut text = String::new();
+        for event in &events {
+            if let Step::Text(t) = decoder.feed(event).unwrap() {
+                text.push_str(&t);
+            }
+        }
+        assert_eq!(text, "Checking.");
+        assert_eq!(decoder.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            decoder.tool_calls(),
+            [
+                ToolCall::new("call_a", "get_weather", r#"{"city":"Paris"}"#),
+                ToolCall::new("call_b", "get_time", r#"{"tz":"CET"}"#),
+            ]
+        );
+    }
+
+    #[test]
+    fn parallel_calls_under_one_index_stay_apart() {
+        let mut decoder = Decoder::default();
+        for (id, name) in [("call_a", "f"), ("call_b", "g")] {
+            let call = json!({"index": 0, "id": id, "type": "function",
+                              "function": {"name": name, "arguments": "{}"}});
+            decoder
+                .feed(&chunk(json!({"tool_calls": [call]}), None))
+                .unwrap();
+        }
+        let names: Vec<String> = decoder
+            .tool_calls()
+            .into_iter()
+            .map(|c| format!("{}:{}", c.id, c.function.name))
+            .collect();
+        assert_eq!(names, ["call_a:f", "call_b:g"]);
+    }
+
+    #[test]
+    fn a_stream_of_endless_calls_is_refused() {
+        let mut decoder = Decoder::default();
+        let mut refused = None;
+        for i in 0..=MAX_TOOL_CALLS {
+            let call = json!({"index": i, "id": format!("call_{i}"),
+                              "function": {"name": "f", "arguments": ""}});
+            if let Err(e) = decoder.feed(&chunk(json!({"tool_calls": [call]}), None)) {
+                refused = Some((i, e));
+            }
+        }
+        let (at, e) = refused.expect("refused");
+        assert_eq!(at, MAX_TOOL_CALLS);
+        assert!(e.contains("tool calls"), "{e}");
     }
 }

@@ -224,14 +224,19 @@ async fn answer(
 // ---- Answers in the providers' real formats ----
 
 pub fn openai_text(model: &str, text: &str, input: u64, output: u64) -> Script {
+    let message = json!({"role": "assistant", "content": text});
+    openai_answer(model, message, "stop", input, output)
+}
+
+fn openai_answer(model: &str, message: Value, finish: &str, input: u64, output: u64) -> Script {
     Script::Json {
         status: 200,
         headers: vec![],
         body: json!({
             "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000,
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": null, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message,
+                         "logprobs": null, "finish_reason": finish}],
             "usage": {"prompt_tokens": input, "completion_tokens": output,
                       "total_tokens": input + output}
         }),
@@ -279,13 +284,23 @@ pub fn openai_stream_start(model: &str, pieces: &[&str]) -> Vec<Piece> {
 /// The end of a streamed answer: finish chunk, usage chunk (with OpenRouter's `cost` if
 /// given), `[DONE]`.
 pub fn openai_stream_end(model: &str, input: u64, output: u64, cost: Option<f64>) -> Vec<Piece> {
+    openai_stream_finish(model, "stop", input, output, cost)
+}
+
+fn openai_stream_finish(
+    model: &str,
+    reason: &str,
+    input: u64,
+    output: u64,
+    cost: Option<f64>,
+) -> Vec<Piece> {
     let mut usage = json!({"prompt_tokens": input, "completion_tokens": output,
                            "total_tokens": input + output});
     if let Some(cost) = cost {
         usage["cost"] = cost.into();
     }
     vec![
-        data(openai_chunk(model, json!({}), Some("stop"))),
+        data(openai_chunk(model, json!({}), Some(reason))),
         data(
             json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
                     "created": 1_700_000_000, "model": model, "choices": [],
@@ -307,6 +322,56 @@ pub fn openai_stream(
     let mut out = vec![Piece::Raw(": OPENROUTER PROCESSING\n\n".into())];
     out.extend(openai_stream_start(model, pieces));
     out.extend(openai_stream_end(model, input, output, cost));
+    Script::Sse(out)
+}
+
+/// A call the stub's model makes: id, function name, and its arguments in the pieces a
+/// stream sends them in (whole answers send them joined).
+pub struct StubCall<'a>(pub &'a str, pub &'a str, pub &'a [&'a str]);
+
+impl StubCall<'_> {
+    fn arguments(&self) -> String {
+        self.2.concat()
+    }
+}
+
+/// An answer that calls tools: no content, `finish_reason: "tool_calls"`.
+pub fn openai_tool_calls(model: &str, calls: &[StubCall<'_>], input: u64, output: u64) -> Script {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            json!({"id": c.0, "type": "function",
+                        "function": {"name": c.1, "arguments": c.arguments()}})
+        })
+        .collect();
+    let message = json!({"role": "assistant", "content": null, "tool_calls": calls});
+    openai_answer(model, message, "tool_calls", input, output)
+}
+
+/// The same streamed as OpenAI does: per call, a first chunk with its `index`, id, name and
+/// empty arguments, then one chunk per piece of its arguments; `finish_reason: "tool_calls"`.
+pub fn openai_tool_stream(model: &str, calls: &[StubCall<'_>], input: u64, output: u64) -> Script {
+    let mut out = openai_stream_start(model, &[]);
+    for (index, call) in calls.iter().enumerate() {
+        let first = json!({"index": index, "id": call.0, "type": "function",
+                           "function": {"name": call.1, "arguments": ""}});
+        out.push(data(openai_chunk(
+            model,
+            json!({"tool_calls": [first]}),
+            None,
+        )));
+        out.extend(call.2.iter().map(|piece| {
+            let next = json!({"index": index, "function": {"arguments": piece}});
+            data(openai_chunk(model, json!({"tool_calls": [next]}), None))
+        }));
+    }
+    out.extend(openai_stream_finish(
+        model,
+        "tool_calls",
+        input,
+        output,
+        None,
+    ));
     Script::Sse(out)
 }
 
@@ -483,6 +548,66 @@ pub fn anthropic_stream_end(output: u64) -> Vec<Piece> {
 pub fn anthropic_stream(model: &str, pieces: &[&str], input: u64, output: u64) -> Script {
     let mut out = anthropic_stream_start(model, pieces, input);
     out.extend(anthropic_stream_end(output));
+    Script::Sse(out)
+}
+
+/// An answer of `text` (if any) and `tool_use` blocks, `stop_reason: "tool_use"`.
+pub fn anthropic_tool_use(model: &str, text: &str, calls: &[StubCall<'_>]) -> Script {
+    let mut content = Vec::new();
+    if !text.is_empty() {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    content.extend(calls.iter().map(|c| {
+        let input: Value = serde_json::from_str(&c.arguments()).unwrap();
+        json!({"type": "tool_use", "id": c.0, "name": c.1, "input": input})
+    }));
+    Script::Json {
+        status: 200,
+        headers: vec![],
+        body: json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 40, "output_tokens": 20}
+        }),
+    }
+}
+
+/// The same streamed: a text block of `pieces` (if any), then per call a `tool_use` block
+/// (`content_block_start` with id and name, an empty and then one `input_json_delta` per
+/// piece of its arguments, `content_block_stop`); `stop_reason: "tool_use"`.
+pub fn anthropic_tool_stream(model: &str, pieces: &[&str], calls: &[StubCall<'_>]) -> Script {
+    let mut out = anthropic_stream_start(model, pieces, 40);
+    out.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    for (i, call) in calls.iter().enumerate() {
+        let index = i + 1;
+        out.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index,
+                   "content_block": {"type": "tool_use", "id": call.0, "name": call.1,
+                                     "input": {}}}),
+        ));
+        out.extend(std::iter::once(&"").chain(call.2).map(|piece| {
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            )
+        }));
+        out.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    out.push(event(
+        "message_delta",
+        json!({"type": "message_delta",
+               "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+               "usage": {"output_tokens": 20}}),
+    ));
+    out.push(event("message_stop", json!({"type": "message_stop"})));
     Script::Sse(out)
 }
 
