@@ -1336,6 +1336,17 @@ async fn a_spent_daily_budget_refuses_the_users_llm_requests() {
 
 // ---- The OpenAI-compatible route ----
 
+/// The chunks of a streamed `/v1/chat/completions` answer, which ends with `data: [DONE]`.
+async fn chunks_of(response: reqwest::Response) -> Vec<Value> {
+    let events = SseReader::new(response).rest().await;
+    let (done, chunks) = events.split_last().expect("a stream of chunks");
+    assert_eq!(done.data, "[DONE]");
+    chunks
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn chat_completions_speaks_openai_shapes() {
     let (stub, stack) = one_task_stack("oc_task", "openai:gpt-oc").await;
@@ -1403,13 +1414,7 @@ async fn chat_completions_speaks_openai_shapes() {
         .await
         .unwrap();
     let job_id = job_id_of(&response);
-    let events = SseReader::new(response).rest().await;
-    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-    assert_eq!(*data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = chunks_of(response).await;
     assert!(chunks
         .iter()
         .all(|c| c["object"] == "chat.completion.chunk"));
@@ -1566,6 +1571,179 @@ async fn chat_completions_speaks_openai_shapes() {
     assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
 }
 
+fn weather_tools() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "get_weather", "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}])
+}
+
+const ROME_AND_OSLO: [StubCall<'static>; 2] = [
+    StubCall("call_rome", "get_weather", &["{\"city\":", " \"Rome\"}"]),
+    StubCall("call_oslo", "get_weather", &["{\"ci", "ty\": \"Oslo\"}"]),
+];
+
+/// The calls of `ROME_AND_OSLO` as OpenAI's API gives them.
+fn rome_and_oslo_calls() -> Value {
+    json!([
+        {"id": "call_rome", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}},
+        {"id": "call_oslo", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
+    ])
+}
+
+/// The provider was sent the question, the calls and their results in OpenAI's shapes.
+fn assert_second_turn_sent(messages: &Value) {
+    assert_eq!(
+        messages,
+        &json!([
+            {"role": "user", "content": "Weather in Rome and Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": rome_and_oslo_calls()},
+            {"role": "tool", "content": "24°C", "tool_call_id": "call_rome"},
+            {"role": "tool", "content": "9°C", "tool_call_id": "call_oslo"},
+        ])
+    );
+}
+
+/// A tool-calling round trip through `/v1/chat/completions`: the calls whole, then streamed
+/// (one chunk of whole calls before the finishing one), then the second turn with the tools'
+/// results; the provider is sent each in OpenAI's shapes. `/api/v1/llm/*` answers carry the
+/// calls too, and a bad tool or result is refused naming its field.
+#[tokio::test]
+async fn chat_completions_call_tools() {
+    let (stub, stack) = one_task_stack("tool_task", "openai:gpt-tool").await;
+    let url = stack.url("/v1/chat/completions");
+    let question = json!({"role": "user", "content": "Weather in Rome and Oslo?"});
+    let post = |body: Value| {
+        stack
+            .http
+            .post(&url)
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+    };
+
+    stub.push(
+        "gpt-tool",
+        openai_tool_calls("gpt-tool", &ROME_AND_OSLO, 20, 9),
+    );
+    let response = post(json!({"model": "tool_task", "messages": [question],
+                               "tools": weather_tools(), "tool_choice": "auto",
+                               "parallel_tool_calls": true}))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(choice["message"]["content"], Value::Null, "{body}");
+    assert_eq!(choice["message"]["tool_calls"], rome_and_oslo_calls());
+    let upstream = &stub.seen("gpt-tool")[0].body;
+    assert_eq!(upstream["tools"], weather_tools());
+    assert_eq!(upstream["tool_choice"], "auto");
+    assert_eq!(upstream["parallel_tool_calls"], true);
+
+    stub.push(
+        "gpt-tool",
+        openai_tool_stream("gpt-tool", &ROME_AND_OSLO, 20, 9),
+    );
+    let response = post(json!({"model": "tool_task", "messages": [question],
+                               "tools": weather_tools(), "stream": true}))
+    .await
+    .unwrap();
+    let chunks = chunks_of(response).await;
+    let [.., calls, last] = chunks.as_slice() else {
+        panic!("too few chunks: {chunks:?}")
+    };
+    let mut expected = rome_and_oslo_calls();
+    for (index, call) in expected.as_array_mut().unwrap().iter_mut().enumerate() {
+        call["index"] = index.into();
+    }
+    assert_eq!(calls["choices"][0]["delta"]["tool_calls"], expected);
+    assert_eq!(calls["choices"][0]["finish_reason"], Value::Null);
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(last["usage"]["total_tokens"], 29);
+
+    // The second turn: the calls, then their results.
+    stub.push(
+        "gpt-tool",
+        openai_text("gpt-tool", "Rome 24°C, Oslo 9°C.", 40, 8),
+    );
+    let turn = json!([
+        question,
+        {"role": "assistant", "content": null, "tool_calls": rome_and_oslo_calls()},
+        {"role": "tool", "tool_call_id": "call_rome", "content": "24°C"},
+        {"role": "tool", "tool_call_id": "call_oslo",
+         "content": [{"type": "text", "text": "9°C"}]},
+    ]);
+    let response = post(json!({"model": "tool_task", "messages": turn,
+                               "tools": weather_tools()}))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], "Rome 24°C, Oslo 9°C.", "{body}");
+    assert!(message.get("tool_calls").is_none(), "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_second_turn_sent(&stub.seen("gpt-tool")[2].body["messages"]);
+
+    // The gateway's own routes carry the calls too.
+    let ask_tools = json!({"task": "tool_task", "messages": [question],
+                           "tools": weather_tools(), "tool_choice": "required"});
+    stub.push(
+        "gpt-tool",
+        openai_tool_calls("gpt-tool", &ROME_AND_OSLO, 20, 9),
+    );
+    let (status, _, answer) = complete(&stack, ask_tools.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["tool_calls"], rome_and_oslo_calls());
+    assert_eq!(answer["finish_reason"], "tool_calls");
+    stub.push(
+        "gpt-tool",
+        openai_tool_stream("gpt-tool", &ROME_AND_OSLO, 20, 9),
+    );
+    let (_, reader) = open_stream(&stack, ask_tools).await;
+    let events = reader.rest().await;
+    let done = last_named(&events, "done").json();
+    assert_eq!(done["tool_calls"], rome_and_oslo_calls(), "{done}");
+    assert_eq!(done["finish_reason"], "tool_calls");
+    assert_eq!(stub.seen("gpt-tool")[3].body["tool_choice"], "required");
+
+    // Refused with OpenAI's error shape, naming the field; nothing reaches the provider.
+    let bad_tool = json!([{"type": "function", "function": {"name": "get weather"}}]);
+    let orphan = json!([question, {"role": "tool", "tool_call_id": "call_x", "content": "?"}]);
+    for (request, status, param) in [
+        (
+            json!({"messages": [question], "tools": bad_tool}),
+            422,
+            "tools[0].function.name",
+        ),
+        (
+            json!({"messages": [question], "tools": weather_tools(),
+                   "tool_choice": {"type": "function", "function": {"name": "get_time"}}}),
+            422,
+            "tool_choice",
+        ),
+        (json!({"messages": orphan}), 422, "messages[1].tool_call_id"),
+        (
+            json!({"messages": [question], "functions": [{"name": "get_weather"}]}),
+            400,
+            "functions",
+        ),
+    ] {
+        let mut request = request;
+        request["model"] = "tool_task".into();
+        let response = post(request.clone()).await.unwrap();
+        assert_eq!(response.status(), status, "{request}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["param"], param, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_input", "{body}");
+    }
+    assert_eq!(stub.seen("gpt-tool").len(), 5);
+}
+
 /// The Python the SDK test runs: `XENIOS_TEST_PYTHON` (set by `make test`), else the
 /// repository's `.venv` that `make test` (or `scripts/ensure-venv.sh`) made. Never skipped:
 /// without it the test fails and says how to get it.
@@ -1600,6 +1778,18 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
         openai_stream("gpt-sdk", &["Str", "eam", "ed."], 8, 3, None),
     );
     stub.push("gpt-sdk", openai_text("gpt-sdk", "Yours.", 2, 1));
+    stub.push(
+        "gpt-sdk",
+        openai_tool_calls("gpt-sdk", &ROME_AND_OSLO, 20, 9),
+    );
+    stub.push(
+        "gpt-sdk",
+        openai_tool_stream("gpt-sdk", &ROME_AND_OSLO, 20, 9),
+    );
+    stub.push(
+        "gpt-sdk",
+        openai_text("gpt-sdk", "Rome 24°C, Oslo 9°C.", 40, 8),
+    );
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk.py");
     let output = tokio::process::Command::new(python)
@@ -1658,8 +1848,29 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
     assert_eq!(report["unknown_model"]["param"], "model");
     assert_eq!(report["bad_key"]["status"], 401, "{report}");
     assert_eq!(report["bad_key"]["type"], "authentication_error");
+    // A tool-call round trip: the calls whole and put together from the streamed deltas,
+    // then the SDK's own message and the results sent back.
+    let tools = &report["tools"];
+    let calls = json!([
+        {"id": "call_rome", "name": "get_weather", "arguments": {"city": "Rome"}},
+        {"id": "call_oslo", "name": "get_weather", "arguments": {"city": "Oslo"}},
+    ]);
+    assert_eq!(tools["complete"]["finish_reason"], "tool_calls", "{report}");
+    assert_eq!(tools["complete"]["content"], Value::Null);
+    assert_eq!(tools["complete"]["types"], json!(["function"]));
+    assert_eq!(tools["complete"]["calls"], calls);
+    assert_eq!(tools["stream"]["finish_reason"], "tool_calls", "{report}");
+    assert_eq!(tools["stream"]["indexes"], json!([0, 1]));
+    assert_eq!(tools["stream"]["calls"], calls);
+    assert_eq!(tools["answer"]["content"], "Rome 24°C, Oslo 9°C.");
+    assert_eq!(tools["answer"]["finish_reason"], "stop");
+    assert_eq!(tools["answer"]["tool_calls"], Value::Null);
+
     let seen = stub.seen("gpt-sdk");
-    assert_eq!(seen.len(), 3);
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[3].body["tools"], weather_tools());
+    assert_eq!(seen[3].body["tool_choice"], "auto");
+    assert_second_turn_sent(&seen[5].body["messages"]);
     // The SDK's sampling arguments reach the provider.
     let streamed = &seen[1].body;
     assert_eq!(streamed["stream"], true, "{streamed}");

@@ -1,7 +1,8 @@
 """Drives the gateway's /v1/chat/completions with the official OpenAI Python SDK, as a real
 client does: a whole answer and a streamed one with the API key as the SDK's key, a user call
-(`X-API-Key` header, the user's JWT as the SDK's key), the model list, and errors. Run by
-tests/llm.rs.
+(`X-API-Key` header, the user's JWT as the SDK's key), a tool-call round trip (whole and
+streamed, the streamed calls put together from their deltas as the SDK's users do), the model
+list, and errors. Run by tests/llm.rs.
 
 Usage: openai_sdk.py BASE_URL API_KEY USER_JWT   (prints a JSON report on stdout)
 """
@@ -15,6 +16,92 @@ MESSAGES = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Say hello."},
 ]
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+WEATHER = {"Rome": "24°C", "Oslo": "9°C"}
+
+
+def call_summary(calls):
+    return [
+        {"id": c["id"], "name": c["name"], "arguments": json.loads(c["arguments"])}
+        for c in calls
+    ]
+
+
+def tool_round_trip(client) -> dict:
+    """Asks with tools, whole and streamed; runs the calls; sends their results back."""
+    question = [{"role": "user", "content": "Weather in Rome and Oslo?"}]
+    done = client.chat.completions.create(
+        model="sdk", messages=question, tools=TOOLS, tool_choice="auto"
+    )
+    message = done.choices[0].message
+    whole = [
+        {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+        for c in message.tool_calls
+    ]
+
+    # The streamed calls arrive as deltas keyed by index, put together as SDK users do.
+    streamed = {}
+    finish_reason = None
+    for chunk in client.chat.completions.create(
+        model="sdk", messages=question, tools=TOOLS, stream=True
+    ):
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        for delta in choice.delta.tool_calls or []:
+            call = streamed.setdefault(
+                delta.index, {"id": None, "name": "", "arguments": ""}
+            )
+            call["id"] = delta.id or call["id"]
+            if delta.function:
+                call["name"] += delta.function.name or ""
+                call["arguments"] += delta.function.arguments or ""
+        finish_reason = choice.finish_reason or finish_reason
+
+    # The SDK's own message object goes back into the conversation, as OpenAI's guide does.
+    results = [
+        {
+            "role": "tool",
+            "tool_call_id": c.id,
+            "content": WEATHER[json.loads(c.function.arguments)["city"]],
+        }
+        for c in message.tool_calls
+    ]
+    answer = client.chat.completions.create(
+        model="sdk", messages=question + [message] + results, tools=TOOLS
+    )
+    return {
+        "complete": {
+            "finish_reason": done.choices[0].finish_reason,
+            "content": message.content,
+            "types": sorted({c.type for c in message.tool_calls}),
+            "calls": call_summary(whole),
+        },
+        "stream": {
+            "finish_reason": finish_reason,
+            "indexes": sorted(streamed),
+            "calls": call_summary(streamed[i] for i in sorted(streamed)),
+        },
+        "answer": {
+            "content": answer.choices[0].message.content,
+            "finish_reason": answer.choices[0].finish_reason,
+            "tool_calls": answer.choices[0].message.tool_calls,
+        },
+    }
 
 
 def main() -> None:
@@ -70,6 +157,8 @@ def main() -> None:
         messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
     )
     report["user"] = {"id": mine.id, "content": mine.choices[0].message.content}
+
+    report["tools"] = tool_round_trip(service)
 
     report["models"] = sorted(m.id for m in service.models.list())
     report["model"] = service.models.retrieve("xenios/sdk").id

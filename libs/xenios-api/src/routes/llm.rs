@@ -65,13 +65,79 @@ pub struct LlmBody {
     /// -2 to 2 (OpenAI-compatible providers).
     #[serde(skip_serializing_if = "Option::is_none")]
     frequency_penalty: Option<f64>,
+    /// Up to 128 functions the model may call instead of answering (OpenAI's shape); its calls
+    /// come back as `tool_calls`, their results go in `tool` messages of the next request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<LlmTool>,
+    /// `"none"`, `"auto"` (the default), `"required"`, or
+    /// `{"type":"function","function":{"name"}}` for one of `tools`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    tool_choice: Option<Value>,
+    /// Whether the model may call several tools in one answer (by default it may).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LlmMessage {
-    /// system, user or assistant.
+    /// system, user, assistant or tool.
     role: String,
-    content: String,
+    /// Required, but may be null or absent in an assistant message with `tool_calls`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+    /// An assistant message's calls, as an answer gave them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallBody>,
+    /// A `tool` message's: the id of the call whose result `content` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<String>,
+}
+
+/// A function the model may call.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LlmTool {
+    /// `function`.
+    #[serde(rename = "type")]
+    kind: String,
+    function: LlmFunction,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LlmFunction {
+    /// 1 to 64 letters, digits, `_` or `-`; unique among the tools.
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    /// The arguments' JSON Schema (an object); absent when the function takes none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    parameters: Option<Value>,
+    /// OpenAI's structured outputs for the arguments (OpenAI-compatible providers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+/// A call the model made, in OpenAI's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolCallBody {
+    /// Named by the `tool` message that carries the result.
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCallBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FunctionCallBody {
+    pub name: String,
+    /// The arguments as JSON text, as the model wrote them.
+    pub arguments: String,
+}
+
+fn function_type() -> String {
+    "function".into()
 }
 
 impl LlmBody {
@@ -115,10 +181,13 @@ pub struct LlmAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub parsed: Option<Value>,
-    /// Why the answer ended: `stop`, `length` (`max_tokens` cut it short) or
-    /// `content_filter`.
+    /// Why the answer ended: `stop`, `length` (`max_tokens` cut it short),
+    /// `content_filter` or `tool_calls`.
     #[serde(default = "stopped")]
     pub finish_reason: String,
+    /// The tools the model called, for the caller to run; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallBody>,
 }
 
 /// The finish reason of a result stored before results had one.
@@ -141,8 +210,11 @@ pub struct StreamDone {
     usage: LlmUsage,
     latency_ms: u64,
     cost_usd: Option<f64>,
-    /// `stop`, `length` (`max_tokens` cut the answer short) or `content_filter`.
+    /// `stop`, `length` (`max_tokens` cut the answer short), `content_filter` or `tool_calls`.
     finish_reason: String,
+    /// The tools the model called, whole (they are not streamed); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallBody>,
 }
 
 /// Runs an LLM request through `jobs.llm` and answers with the whole result.
@@ -184,6 +256,7 @@ pub async fn complete(
 
 /// Runs an LLM request through `jobs.llm` and streams its answer as Server-Sent Events:
 /// `token` `{"text"}` as each arrives, then `done` (or `error` `{"code","message","retryable"}`).
+/// Tool calls are not streamed: `done` carries them whole.
 #[utoipa::path(post, path = "/api/v1/llm/stream", tag = "llm",
     security(("api_key" = [], "bearer" = [])),
     request_body = LlmBody,
@@ -228,6 +301,7 @@ pub async fn stream(
                         latency_ms: a.latency_ms,
                         cost_usd: a.cost_usd,
                         finish_reason: a.finish_reason,
+                        tool_calls: a.tool_calls,
                     }),
                 ),
                 Err(e) => sse("error", json_text(&internal_error(&e))),

@@ -28,7 +28,7 @@ use crate::correlation::CorrelationId;
 use crate::error::ApiError;
 use crate::events::{sse_response, sse_slot};
 use crate::rate_limit::RouteGroup;
-use crate::routes::llm::{job_failure, job_header, LlmAnswer, LlmCall, Update};
+use crate::routes::llm::{job_failure, job_header, LlmAnswer, LlmCall, ToolCallBody, Update};
 use crate::state::AppState;
 
 /// `model` may name a task with this prefix, as model ids of a gateway usually are.
@@ -202,19 +202,33 @@ pub struct ChatCompletionRequest {
     frequency_penalty: Option<f64>,
     /// Only 1.
     n: Option<u32>,
-    /// Not supported: a request with tools is refused.
-    #[schema(value_type = Option<Object>)]
+    /// Up to 128 functions the model may call.
+    #[schema(value_type = Option<Vec<crate::routes::llm::LlmTool>>)]
     tools: Option<Value>,
+    /// `"none"`, `"auto"`, `"required"` or `{"type":"function","function":{"name"}}`.
+    #[schema(value_type = Option<Object>)]
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+    /// OpenAI's deprecated form of `tools`: refused, so that a client using it is not left
+    /// believing the model chose not to call.
+    #[schema(value_type = Option<Object>)]
+    functions: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessage {
-    /// system (or developer), user or assistant.
+    /// system (or developer), user, assistant or tool.
     role: String,
-    /// Text, or a list of `{"type":"text","text"}` parts.
+    /// Text, or a list of `{"type":"text","text"}` parts; null in an assistant message that
+    /// only calls tools.
     #[schema(value_type = Object)]
     #[serde(default)]
     content: Value,
+    /// An assistant message's calls.
+    #[schema(value_type = Option<Vec<ToolCallBody>>)]
+    tool_calls: Option<Value>,
+    /// A `tool` message's: the call whose result `content` is.
+    tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -233,7 +247,8 @@ pub struct ChatCompletion {
 pub struct Choice {
     index: u32,
     message: AssistantMessage,
-    /// `stop`, `length` (`max_tokens` cut the answer short) or `content_filter`.
+    /// `stop`, `length` (`max_tokens` cut the answer short), `content_filter` or
+    /// `tool_calls`.
     finish_reason: String,
     #[schema(value_type = Option<Object>)]
     logprobs: Option<Value>,
@@ -242,8 +257,12 @@ pub struct Choice {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AssistantMessage {
     role: &'static str,
-    content: String,
+    /// Null when the answer has no text (it only calls tools).
+    content: Option<String>,
     refusal: Option<String>,
+    /// The tools the model called; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallBody>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -301,12 +320,11 @@ impl ChatCompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(invalid("n", "only one choice is supported".into()));
         }
-        if self
-            .tools
-            .as_ref()
-            .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()))
-        {
-            return Err(invalid("tools", "tools are not supported".into()));
+        if self.functions.is_some_and(|f| !f.is_null()) {
+            return Err(invalid(
+                "functions",
+                "deprecated and not supported: use `tools`".into(),
+            ));
         }
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
@@ -314,10 +332,13 @@ impl ChatCompletionRequest {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
+                "tool" => "tool",
                 other => {
                     return Err(invalid(
                         &format!("messages[{i}].role"),
-                        format!("`{other}` is not supported (system, developer, user, assistant)"),
+                        format!(
+                            "`{other}` is not supported (system, developer, user, assistant, tool)"
+                        ),
                     ))
                 }
             };
@@ -327,13 +348,33 @@ impl ChatCompletionRequest {
                     "only text content is supported".into(),
                 )
             })?;
-            messages.push(json!({ "role": role, "content": content }));
+            let mut message = json!({ "role": role, "content": content });
+            // The job input checks them, and names the field at fault.
+            if let Some(calls) = m.tool_calls.filter(|c| !c.is_null()) {
+                message["tool_calls"] = calls;
+            }
+            if let Some(id) = m.tool_call_id {
+                message["tool_call_id"] = id.into();
+            }
+            messages.push(message);
         }
         let mut input = json!({
             "task": task,
             "messages": messages,
             "stream": self.stream,
         });
+        for (field, value) in [
+            ("tools", self.tools),
+            ("tool_choice", self.tool_choice),
+            (
+                "parallel_tool_calls",
+                self.parallel_tool_calls.map(Value::from),
+            ),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_null()) {
+                input[field] = value;
+            }
+        }
         if let Some(max) = self.max_completion_tokens.or(self.max_tokens) {
             input["max_tokens"] = max.into();
         }
@@ -383,7 +424,8 @@ fn text_of(content: &Value) -> Option<String> {
 }
 
 /// OpenAI-compatible chat completions, whole or streamed (`stream: true`: `chat.completion.chunk`
-/// events, the last with `finish_reason` and `usage`, then `data: [DONE]`).
+/// events, the last with `finish_reason` and `usage`, then `data: [DONE]`). Tool calls are
+/// not streamed piece by piece: one chunk before the last carries them all, whole.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
     security(("bearer" = []), ("api_key" = [], "bearer" = [])),
     request_body = ChatCompletionRequest,
@@ -431,8 +473,9 @@ pub async fn chat_completions(
                 index: 0,
                 message: AssistantMessage {
                     role: "assistant",
-                    content: answer.content,
+                    content: Some(answer.content).filter(|text| !text.is_empty()),
                     refusal: None,
+                    tool_calls: answer.tool_calls,
                 },
                 finish_reason: answer.finish_reason,
                 logprobs: None,
@@ -471,7 +514,12 @@ pub async fn chat_completions(
                             let finish = Some(answer.finish_reason.as_str());
                             let mut last = chunk(&answer.model, json!({}), finish);
                             last["usage"] = json!(CompletionUsage::from(&answer));
-                            (last, Phase::Finished)
+                            match tool_calls_delta(&answer.tool_calls) {
+                                Some(delta) => {
+                                    (chunk(&answer.model, delta, None), Phase::Finishing(last))
+                                }
+                                None => (last, Phase::Finished),
+                            }
                         }
                         Err(e) => (json!(OpenAiError(e).body()), Phase::Over),
                     },
@@ -479,6 +527,7 @@ pub async fn chat_completions(
                         (json!(OpenAiError(job_failure(&error)).body()), Phase::Over)
                     }
                 },
+                Phase::Finishing(last) => (last, Phase::Finished),
                 Phase::Finished => return Some((data_event("[DONE]".into()), Phase::Over)),
                 Phase::Over => return None,
             };
@@ -553,9 +602,29 @@ pub async fn get_model(
     }
 }
 
+/// The answer's tool calls as one chunk's delta, each with its `index` (the calls are not
+/// streamed: each arrives whole, in the one fragment an SDK accumulates).
+fn tool_calls_delta(calls: &[ToolCallBody]) -> Option<Value> {
+    if calls.is_empty() {
+        return None;
+    }
+    let calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(index, call)| {
+            let mut call = json!(call);
+            call["index"] = index.into();
+            call
+        })
+        .collect();
+    Some(json!({ "tool_calls": calls }))
+}
+
 enum Phase {
     Start(LlmCall),
     Running(LlmCall),
+    /// The tool calls are out; this last chunk follows.
+    Finishing(Value),
     /// The last chunk is out; `[DONE]` follows.
     Finished,
     Over,
