@@ -997,3 +997,66 @@ async fn a_file_is_described_and_deleted_by_its_owner_only() {
         .unwrap();
     error_body(response, 422, "invalid_input").await;
 }
+
+/// `GET /api/v1/files` lists the caller's files, newest first, up to `limit`; another user's
+/// and deleted ones are not there.
+#[tokio::test]
+async fn the_callers_files_are_listed_newest_first() {
+    let stack = stack(&[]).await;
+    let older = upload_ok(&stack, "older.md", b"# Older\n".to_vec()).await;
+    let newer = upload_ok(&stack, "newer.md", b"# Newer\n\nMore.\n".to_vec()).await;
+    let theirs = upload_as(&stack, OTHER_USER, "theirs.md", b"# Theirs\n".to_vec()).await;
+    assert_eq!(theirs.status(), 201);
+    let ids = |list: &Value| -> Vec<String> {
+        list["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["file_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let listed = stack.get_json("/api/v1/files").await;
+    assert_eq!(
+        ids(&listed),
+        [&newer["file_id"], &older["file_id"]].map(|v| v.as_str().unwrap().to_owned()),
+        "{listed}"
+    );
+    let first = &listed["files"][0];
+    assert_eq!(first["filename"], "newer.md");
+    assert_eq!(first["sha256"], newer["sha256"]);
+    assert_eq!(first["size"], newer["size"]);
+    assert_eq!(first["content_type"], "text/markdown");
+    assert!(first["expires_at"].is_string(), "{first}");
+
+    let one = stack.get_json("/api/v1/files?limit=1").await;
+    assert_eq!(ids(&one), [newer["file_id"].as_str().unwrap()]);
+    for bad in ["0", "1001", "many"] {
+        let response = stack
+            .get(&format!("/api/v1/files?limit={bad}"))
+            .send()
+            .await
+            .unwrap();
+        error_body(response, 422, "invalid_input").await;
+    }
+
+    let as_other = stack
+        .authed(stack.http.get(stack.url("/api/v1/files")), OTHER_USER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_other.status(), 200);
+    let as_other: Value = as_other.json().await.unwrap();
+    assert_eq!(ids(&as_other).len(), 1, "{as_other}");
+    assert_eq!(as_other["files"][0]["filename"], "theirs.md");
+
+    let path = format!("/api/v1/files/{}", newer["file_id"].as_str().unwrap());
+    let deleted = stack
+        .authed(stack.http.delete(stack.url(&path)), USER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let listed = stack.get_json("/api/v1/files").await;
+    assert_eq!(ids(&listed), [older["file_id"].as_str().unwrap()]);
+}

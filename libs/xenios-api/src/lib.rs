@@ -194,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::usage::usage))
         .routes(routes!(routes::users::erase_user_data))
         .routes(routes!(routes::files::get_file, routes::files::delete_file))
+        .routes(routes!(routes::files::list_files))
         .layer(middleware::from_fn_with_state(
             deadline,
             error::within_deadline,

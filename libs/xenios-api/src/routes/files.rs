@@ -15,15 +15,16 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::io::StreamReader;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use xenios_contract::subjects::FILES_BUCKET;
 
 use crate::auth::User;
-use crate::error::{ApiError, ApiPath, ErrorBody};
+use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use crate::rate_limit::RouteGroup;
+use crate::routes::jobs::given;
 use crate::state::AppState;
 
 /// Enough of a file to tell its format: the text heuristics look at 64 KiB, and an office
@@ -179,21 +180,100 @@ pub async fn get_file(
     ApiPath(file_id): ApiPath<String>,
 ) -> Result<axum::Json<FileView>, ApiError> {
     let info = visible_file(&state, &user, &file_id).await?;
-    let uploaded_at = info
-        .modified
-        .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()));
-    let ttl = chrono::Duration::seconds(
+    Ok(axum::Json(FileView::new(info, files_ttl(&state))))
+}
+
+impl FileView {
+    fn new(info: ObjectInfo, ttl: chrono::Duration) -> FileView {
+        let uploaded_at = info
+            .modified
+            .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()));
+        FileView {
+            sha256: info.digest.as_deref().and_then(hex_sha256),
+            size: info.size as u64,
+            content_type: info.metadata.get(CONTENT_TYPE_KEY).cloned(),
+            filename: info.metadata.get(FILENAME_KEY).cloned(),
+            expires_at: uploaded_at.and_then(|t| t.checked_add_signed(ttl)),
+            uploaded_at,
+            file_id: info.name,
+        }
+    }
+}
+
+fn files_ttl(state: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(
         i64::try_from(state.settings.files.ttl_secs).unwrap_or(i64::MAX / 1000),
-    );
-    Ok(axum::Json(FileView {
-        file_id: info.name,
-        sha256: info.digest.as_deref().and_then(hex_sha256),
-        size: info.size as u64,
-        content_type: info.metadata.get(CONTENT_TYPE_KEY).cloned(),
-        filename: info.metadata.get(FILENAME_KEY).cloned(),
-        expires_at: uploaded_at.and_then(|t| t.checked_add_signed(ttl)),
-        uploaded_at,
-    }))
+    )
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FileListParams {
+    /// 1 to 1000, default 100.
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileList {
+    files: Vec<FileView>,
+}
+
+/// The caller's stored files, newest first (every user's for `service_role`): those the files
+/// TTL has not removed and no one deleted.
+#[utoipa::path(get, path = "/api/v1/files", tag = "files",
+    security(("api_key" = [], "bearer" = [])),
+    params(FileListParams),
+    responses((status = 200, body = FileList), (status = 422, body = ErrorBody),
+               (status = 503, body = ErrorBody)))]
+pub async fn list_files(
+    State(state): State<AppState>,
+    user: User,
+    ApiQuery(params): ApiQuery<FileListParams>,
+) -> Result<axum::Json<FileList>, ApiError> {
+    use futures::StreamExt;
+    let limit = match given(&params.limit) {
+        None => 100,
+        Some(limit) => limit
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::invalid_field("limit", "between 1 and 1000"))?,
+    };
+    let unavailable = |e: &dyn std::fmt::Display| {
+        ApiError::unavailable(format!("the file store is unavailable: {e}"))
+    };
+    // The bucket's index is every object's metadata, oldest first: keep the newest `limit`
+    // of the caller's as they go by, so memory stays bounded by the answer.
+    let mut listed = files_bucket(&state)
+        .await?
+        .list()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut newest: Vec<ObjectInfo> = Vec::with_capacity(limit + 1);
+    while let Some(info) = listed.next().await {
+        let info = info.map_err(|e| unavailable(&e))?;
+        if visible(&info, &user) {
+            newest.push(info);
+            if newest.len() > 2 * limit {
+                keep_newest(&mut newest, limit);
+            }
+        }
+    }
+    keep_newest(&mut newest, limit);
+    let ttl = files_ttl(&state);
+    let files = newest.into_iter().map(|i| FileView::new(i, ttl)).collect();
+    Ok(axum::Json(FileList { files }))
+}
+
+fn keep_newest(files: &mut Vec<ObjectInfo>, limit: usize) {
+    files.sort_by(|a, b| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    files.truncate(limit);
 }
 
 /// Delete a stored file before its TTL does; jobs that read it keep their results.
@@ -233,12 +313,15 @@ pub(crate) async fn visible_file(
             InfoErrorKind::NotFound | InfoErrorKind::InvalidName => missing(),
             _ => ApiError::unavailable(format!("the file store is unavailable: {e}")),
         })?;
-    let owner = info.metadata.get(OWNER_KEY);
-    let theirs = owner.is_some_and(|o| *o == user.user.user_id) || user.user.is_service_role();
-    match !info.deleted && theirs {
+    match visible(&info, user) {
         true => Ok(info),
         false => Err(missing()),
     }
+}
+
+fn visible(info: &ObjectInfo, user: &User) -> bool {
+    let theirs = info.metadata.get(OWNER_KEY) == Some(&user.user.user_id);
+    !info.deleted && (theirs || user.user.is_service_role())
 }
 
 /// The object store's digest (`SHA-256=<base64url>`) as hex, like the upload's answer.
