@@ -59,6 +59,14 @@ async fn upload_as(stack: &Stack, user: &str, name: &str, bytes: Vec<u8>) -> req
         .unwrap()
 }
 
+async fn delete_as(stack: &Stack, path: &str, user: &str) -> reqwest::Response {
+    stack
+        .authed(stack.http.delete(stack.url(path)), user)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn upload_ok(stack: &Stack, name: &str, bytes: Vec<u8>) -> Value {
     let response = upload(stack, name, bytes).await;
     let status = response.status();
@@ -975,19 +983,11 @@ async fn a_file_is_described_and_deleted_by_its_owner_only() {
         let response = as_other(method.clone()).send().await.unwrap();
         error_body(response, 404, "not_found").await;
     }
-    let deleted = stack
-        .authed(stack.http.delete(stack.url(&path)), USER)
-        .send()
-        .await
-        .unwrap();
+    let deleted = delete_as(&stack, &path, USER).await;
     assert_eq!(deleted.status(), 204);
     let response = stack.get(&path).send().await.unwrap();
     error_body(response, 404, "not_found").await;
-    let response = stack
-        .authed(stack.http.delete(stack.url(&path)), USER)
-        .send()
-        .await
-        .unwrap();
+    let response = delete_as(&stack, &path, USER).await;
     error_body(response, 404, "not_found").await;
     let response = stack
         .post("/api/v1/jobs")
@@ -1051,11 +1051,7 @@ async fn the_callers_files_are_listed_newest_first() {
     assert_eq!(as_other["files"][0]["filename"], "theirs.md");
 
     let path = format!("/api/v1/files/{}", newer["file_id"].as_str().unwrap());
-    let deleted = stack
-        .authed(stack.http.delete(stack.url(&path)), USER)
-        .send()
-        .await
-        .unwrap();
+    let deleted = delete_as(&stack, &path, USER).await;
     assert_eq!(deleted.status(), 204);
     let listed = stack.get_json("/api/v1/files").await;
     assert_eq!(ids(&listed), [older["file_id"].as_str().unwrap()]);
