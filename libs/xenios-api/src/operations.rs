@@ -298,7 +298,7 @@ async fn erase_files(jetstream: &jetstream::Context, user_id: &str) -> Result<u6
     let mut theirs = Vec::new();
     while let Some(info) = listed.next().await {
         let info = info.map_err(|e| broker(&e))?;
-        if info.metadata.get("user_id").map(String::as_str) == Some(user_id) {
+        if crate::routes::files::owner_of(&info) == Some(user_id) {
             theirs.push(info.name);
         }
     }

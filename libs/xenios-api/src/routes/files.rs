@@ -320,8 +320,13 @@ pub(crate) async fn visible_file(
 }
 
 fn visible(info: &ObjectInfo, user: &User) -> bool {
-    let theirs = info.metadata.get(OWNER_KEY) == Some(&user.user.user_id);
+    let theirs = owner_of(info) == Some(user.user.user_id.as_str());
     !info.deleted && (theirs || user.user.is_service_role())
+}
+
+/// The user who uploaded the file.
+pub(crate) fn owner_of(info: &ObjectInfo) -> Option<&str> {
+    info.metadata.get(OWNER_KEY).map(String::as_str)
 }
 
 /// The object store's digest (`SHA-256=<base64url>`) as hex, like the upload's answer.

@@ -68,7 +68,20 @@ pub(super) fn body(spec: &CallSpec<'_>) -> Result<Value, String> {
 /// (they become `tool_use` inputs). Checked before any call, so a bad request is the caller's
 /// error at once and not a failure of one candidate.
 pub(super) fn check(messages: &[Message]) -> Result<(), String> {
-    turns(messages).map(drop)
+    // Only the calls' arguments can fail: checked without building the turns, which
+    // `body` builds once per call.
+    for (i, m) in messages.iter().enumerate() {
+        for (j, call) in m.tool_calls.iter().enumerate() {
+            call_input(i, j, call)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `tool_use` input of call `j` of message `i`.
+fn call_input(i: usize, j: usize, call: &ToolCall) -> Result<Value, String> {
+    tool_input(&call.function.arguments)
+        .map_err(|e| format!("messages[{i}].tool_calls[{j}].function.arguments: {e}"))
 }
 
 fn tool(tool: &Tool) -> Value {
@@ -156,8 +169,7 @@ fn turns(messages: &[Message]) -> Result<Vec<Turn>, String> {
             _ => turn.blocks.push(Block::Text(m.content.clone())),
         }
         for (j, call) in m.tool_calls.iter().enumerate() {
-            let input = tool_input(&call.function.arguments)
-                .map_err(|e| format!("messages[{i}].tool_calls[{j}].function.arguments: {e}"))?;
+            let input = call_input(i, j, call)?;
             turn.blocks.push(Block::ToolUse(json!({
                 "type": "tool_use", "id": tool_use_id(&call.id),
                 "name": call.function.name, "input": input,
