@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test check-deploy lint fmt bench bench-llm fuzz
+.PHONY: run test check-deploy lint fmt bench bench-llm fuzz function-order
 
 ## The whole stack, embedded default: SQLite under data/ and a nats-server it starts itself.
 run:
@@ -57,3 +57,8 @@ fuzz:
 ## LLM token streaming through the whole path vs straight to mock-llm and the FastAPI relay.
 bench-llm:
 	scripts/bench-llm.sh $(N) $(C) $(RUNS)
+
+## Regenerate bins/function-order.txt, the functions release builds place together so that
+## less of the binaries' code is resident (see scripts/function-order.sh; ~25 min).
+function-order:
+	scripts/function-order.sh
