@@ -274,10 +274,10 @@ mod tests {
         let field = |tools: &[Tool], choice: Option<ToolChoice>| {
             check_tools(tools, choice.as_ref()).map_err(|e| e.field)
         };
-        assert_eq!(field(&[weather.clone()], None), Ok(()));
+        assert_eq!(field(std::slice::from_ref(&weather), None), Ok(()));
         assert_eq!(
             field(
-                &[weather.clone()],
+                std::slice::from_ref(&weather),
                 Some(ToolChoice::Function("get_weather".into()))
             ),
             Ok(())
@@ -289,7 +289,7 @@ mod tests {
         );
         assert_eq!(
             field(
-                &[weather.clone()],
+                std::slice::from_ref(&weather),
                 Some(ToolChoice::Function("nope".into()))
             ),
             Err("input.tool_choice".into())
