@@ -1744,6 +1744,131 @@ async fn chat_completions_call_tools() {
     assert_eq!(stub.seen("gpt-tool").len(), 5);
 }
 
+/// Pictures reach both providers in their own shapes: OpenAI's `image_url` parts as they came
+/// (pictures first), Anthropic's `image` blocks, an inline one with the type its bytes show; the
+/// gateway's own route takes them as `images`. A picture in the wrong place or of the wrong kind
+/// is refused naming the part, before any provider call.
+#[tokio::test]
+async fn pictures_reach_both_providers() {
+    let stub = Stub::start().await;
+    let tasks = [
+        Task::new("eye_oa", "openai:gpt-eye"),
+        Task::new("eye_an", "anthropic:claude-eye"),
+    ];
+    let stack = stack_with(Db::Sqlite, &stub, &tasks, &[]).await;
+    let url = stack.url("/v1/chat/completions");
+    let post = |body: Value| {
+        stack
+            .http
+            .post(&url)
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+    };
+    // The first 24 bytes of a PNG, labelled JPEG.
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB";
+    let inline = format!("data:image/jpeg;base64,{png}");
+    let cat = "https://example.com/cat.png";
+    let question = json!({"role": "user", "content": [
+        {"type": "text", "text": "What is "},
+        {"type": "image_url", "image_url": {"url": cat, "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": inline}},
+        {"type": "text", "text": "in these?"},
+    ]});
+
+    stub.push("gpt-eye", openai_text("gpt-eye", "A cat.", 900, 3));
+    let response = post(json!({"model": "eye_oa", "messages": [question]}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        stub.seen("gpt-eye")[0].body["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": cat, "detail": "low"}},
+            {"type": "image_url", "image_url": {"url": inline}},
+            {"type": "text", "text": "What is in these?"},
+        ]}])
+    );
+
+    let pixel = json!({"type": "image", "source": {"type": "base64",
+                                                   "media_type": "image/png", "data": png}});
+    stub.push("claude-eye", anthropic_text("claude-eye", "A cat.", 900, 3));
+    let response = post(json!({"model": "eye_an", "messages": [question]}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "A cat.", "{body}");
+    assert_eq!(
+        stub.seen("claude-eye")[0].body["messages"][0]["content"],
+        json!([
+            {"type": "image", "source": {"type": "url", "url": cat}},
+            pixel,
+            {"type": "text", "text": "What is in these?"},
+        ])
+    );
+
+    // The gateway's route: a message of pictures alone.
+    stub.push(
+        "claude-eye",
+        anthropic_text("claude-eye", "A pixel.", 900, 3),
+    );
+    let only_pictures = json!({"task": "eye_an", "messages": [
+        {"role": "user", "images": [{"url": inline}]}]});
+    let (status, _, answer) = complete(&stack, only_pictures).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["content"], "A pixel.");
+    assert_eq!(
+        stub.seen("claude-eye")[1].body["messages"][0]["content"],
+        json!([pixel])
+    );
+
+    let picture = json!({"type": "image_url", "image_url": {"url": cat}});
+    for (messages, param) in [
+        (
+            json!([{"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": [picture]}]),
+            "messages[1].content",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "image_url",
+                    "image_url": {"url": "data:image/png;base64,PHN2Zz4="}}]}]),
+            "messages[0].content[0].image_url",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "image_url",
+                    "image_url": {"url": "file:///etc/passwd"}}]}]),
+            "messages[0].content[0].image_url",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]),
+            "messages[0].content[0].type",
+        ),
+        (
+            json!([{"role": "user", "content": vec![picture.clone(); 21]}]),
+            "messages[0].content[20]",
+        ),
+    ] {
+        let response = post(json!({"model": "eye_oa", "messages": messages}))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{messages}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["param"], param, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_input", "{body}");
+    }
+    let shown_by_system = json!({"task": "eye_an", "messages": [
+        {"role": "system", "content": "Look.", "images": [{"url": cat}]},
+        {"role": "user", "content": "What is it?"}]});
+    let (status, _, body) = complete(&stack, shown_by_system).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["details"][0]["field"],
+        "input.messages[0].images"
+    );
+    assert_eq!(stub.all_seen().len(), 3);
+}
+
 /// The Python the SDK test runs: `XENIOS_TEST_PYTHON` (set by `make test`), else the
 /// repository's `.venv` that `make test` (or `scripts/ensure-venv.sh`) made. Never skipped:
 /// without it the test fails and says how to get it.
@@ -1871,6 +1996,14 @@ async fn the_official_openai_python_sdk_works_against_chat_completions() {
     assert_eq!(seen[3].body["tools"], weather_tools());
     assert_eq!(seen[3].body["tool_choice"], "auto");
     assert_second_turn_sent(&seen[5].body["messages"]);
+    assert_eq!(
+        seen[2].body["messages"][0]["content"],
+        json!([
+            {"type": "image_url",
+             "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+            {"type": "text", "text": "Hi, what is this?"},
+        ])
+    );
     // The SDK's sampling arguments reach the provider.
     let streamed = &seen[1].body;
     assert_eq!(streamed["stream"], true, "{streamed}");

@@ -1,8 +1,8 @@
 """Drives the gateway's /v1/chat/completions with the official OpenAI Python SDK, as a real
 client does: a whole answer and a streamed one with the API key as the SDK's key, a user call
-(`X-API-Key` header, the user's JWT as the SDK's key), a tool-call round trip (whole and
-streamed, the streamed calls put together from their deltas as the SDK's users do), the model
-list, and errors. Run by tests/llm.rs.
+showing a picture (`X-API-Key` header, the user's JWT as the SDK's key), a tool-call round trip
+(whole and streamed, the streamed calls put together from their deltas as the SDK's users do),
+the model list, and errors. Run by tests/llm.rs.
 
 Usage: openai_sdk.py BASE_URL API_KEY USER_JWT   (prints a JSON report on stdout)
 """
@@ -32,6 +32,7 @@ TOOLS = [
     }
 ]
 WEATHER = {"Rome": "24°C", "Oslo": "9°C"}
+PICTURE = "https://example.com/cat.png"
 
 
 def call_summary(calls):
@@ -154,7 +155,15 @@ def main() -> None:
     )
     mine = user.chat.completions.create(
         model="sdk",
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Hi, what is this?"},
+                    {"type": "image_url", "image_url": {"url": PICTURE, "detail": "low"}},
+                ],
+            }
+        ],
     )
     report["user"] = {"id": mine.id, "content": mine.choices[0].message.content}
 

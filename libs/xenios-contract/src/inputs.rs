@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::images::{check_images, Image};
 use crate::tools::{check_call_id, check_calls, check_tools, Tool, ToolCall, ToolChoice};
 use crate::JobKind;
 
@@ -83,9 +84,13 @@ pub struct TranscriptionInput {
 pub struct ChatMessage {
     /// system, user, assistant or tool.
     pub role: String,
-    /// Required but for an assistant message that calls tools (OpenAI sends it as null).
+    /// Required but for an assistant message that calls tools (OpenAI sends it as null) and a
+    /// user message that shows pictures.
     #[serde(default)]
     pub content: Option<String>,
+    /// A user message's pictures, shown to the model before its text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
     /// An assistant message's calls, answered by the `tool` messages after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -268,6 +273,12 @@ pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
         ));
     }
     check_messages(&llm.messages)?;
+    check_images(
+        llm.messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("input.messages[{i}]"), m.images.as_slice())),
+    )?;
     if let Some(t) = llm.temperature {
         if !(0.0..=2.0).contains(&t) {
             return Err(InputError::new("input.temperature", "between 0 and 2"));
@@ -282,8 +293,8 @@ pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {
     Ok(llm)
 }
 
-/// Known roles; content where it is required; tool calls only from the assistant, each answered
-/// (if at all) by a `tool` message after it that names its id.
+/// Known roles; content where it is required; pictures only from the user; tool calls only
+/// from the assistant, each answered (if at all) by a `tool` message after it that names its id.
 fn check_messages(messages: &[ChatMessage]) -> Result<(), InputError> {
     for (i, m) in messages.iter().enumerate() {
         let at = format!("input.messages[{i}]");
@@ -301,7 +312,13 @@ fn check_messages(messages: &[ChatMessage]) -> Result<(), InputError> {
             ));
         }
         check_calls(&at, &m.tool_calls)?;
-        if m.content.is_none() && m.tool_calls.is_empty() {
+        if !m.images.is_empty() && role != "user" {
+            return Err(InputError::new(
+                &format!("{at}.images"),
+                "only a user message shows pictures",
+            ));
+        }
+        if m.content.is_none() && m.tool_calls.is_empty() && m.images.is_empty() {
             return Err(InputError::new(&format!("{at}.content"), "required"));
         }
         match (role, &m.tool_call_id) {
@@ -444,6 +461,39 @@ mod tests {
             .field,
             "input.output"
         );
+    }
+
+    #[test]
+    fn llm_pictures_come_from_the_user() {
+        let picture = json!({"url": "https://example.com/cat.png", "detail": "high"});
+        let shows = |role: &str, content: Value| {
+            json!({"task": "chat", "messages": [
+                {"role": role, "content": content, "images": [picture]}]})
+        };
+        let parsed = parse_llm(&shows("user", Value::Null)).unwrap();
+        assert_eq!(
+            parsed.messages[0].images[0].url,
+            "https://example.com/cat.png"
+        );
+        assert!(parse_llm(&shows("user", "What is this?".into())).is_ok());
+        for role in ["system", "assistant"] {
+            assert_eq!(
+                parse_llm(&shows(role, "x".into())).unwrap_err().field,
+                "input.messages[0].images"
+            );
+        }
+        let bad = json!({"task": "chat", "messages": [
+            {"role": "user", "content": "a", "images": [{"url": "gopher://x"}]}]});
+        assert_eq!(
+            parse_llm(&bad).unwrap_err().field,
+            "input.messages[0].images[0].url"
+        );
+        let odd_detail = json!({"task": "chat", "messages": [
+            {"role": "user", "images": [{"url": "https://x/a.png", "detail": "max"}]}]});
+        assert!(parse_llm(&odd_detail)
+            .unwrap_err()
+            .field
+            .starts_with("input.messages[0].images[0]"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod client;
 pub mod envelope;
 pub mod error;
+pub mod images;
 pub mod inputs;
 pub mod job;
 pub mod streams;

@@ -107,6 +107,7 @@ fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
             Ok(Message {
                 role,
                 content: m.content.unwrap_or_default(),
+                images: m.images,
                 tool_calls: m.tool_calls,
                 tool_call_id: m.tool_call_id,
             })

@@ -51,7 +51,8 @@ pub use gateway::LlmGateway;
 pub use handler::LlmHandler;
 pub use stream::LlmStream;
 pub use types::{
-    CallObserver, CallRecord, FinishReason, FunctionCall, FunctionDefinition, LlmRequest,
-    LlmResult, Message, Role, Sampling, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+    CallObserver, CallRecord, FinishReason, FunctionCall, FunctionDefinition, Image, ImageDetail,
+    ImageSource, LlmRequest, LlmResult, Message, Role, Sampling, StreamEvent, Tool, ToolCall,
+    ToolChoice, Usage,
 };
 pub use xenios_config::{Candidate, LlmSettings, ProvidersSettings, TaskSettings};

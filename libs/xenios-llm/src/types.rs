@@ -1,6 +1,7 @@
 //! What callers hand in and get back.
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use xenios_contract::images::{Image, ImageDetail, ImageSource};
 pub use xenios_contract::inputs::Sampling;
 pub use xenios_contract::tools::{FunctionCall, FunctionDefinition, Tool, ToolCall, ToolChoice};
 
@@ -30,6 +31,9 @@ pub struct Message {
     pub role: Role,
     /// Empty for an assistant message that only calls tools.
     pub content: String,
+    /// A user message's pictures, sent before its text (as Anthropic advises).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
     /// The assistant's calls.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -43,6 +47,7 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            images: Vec::new(),
             tool_calls: Vec::new(),
             tool_call_id: None,
         }

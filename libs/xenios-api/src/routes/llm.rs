@@ -83,15 +83,30 @@ pub struct LlmBody {
 pub struct LlmMessage {
     /// system, user, assistant or tool.
     role: String,
-    /// Required, but may be null or absent in an assistant message with `tool_calls`.
+    /// Required, but may be null or absent in an assistant message with `tool_calls` and in a
+    /// user message with `images`.
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<String>,
+    /// A user message's pictures (up to 20 in a request), shown to the model before its text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    images: Vec<LlmImage>,
     /// An assistant message's calls, as an answer gave them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallBody>,
     /// A `tool` message's: the id of the call whose result `content` is.
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<String>,
+}
+
+/// A picture, as OpenAI's `image_url` part holds it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LlmImage {
+    /// `https://…` (the provider fetches it) or `data:image/<png|jpeg|gif|webp>;base64,…`
+    /// (within the request's size limit).
+    url: String,
+    /// `auto`, `low` or `high`: OpenAI's resolution hint; Anthropic has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 /// A function the model may call.

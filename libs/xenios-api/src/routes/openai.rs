@@ -22,6 +22,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
+use xenios_contract::images::{Image, MAX_IMAGES};
 
 use crate::auth::{Caller, API_KEY_HEADER};
 use crate::correlation::CorrelationId;
@@ -219,7 +220,9 @@ pub struct ChatCompletionRequest {
 pub struct ChatMessage {
     /// system (or developer), user, assistant or tool.
     role: String,
-    /// Text, or a list of `{"type":"text","text"}` parts; null in an assistant message that
+    /// Text, or a list of `{"type":"text","text"}` parts and, in a user message,
+    /// `{"type":"image_url","image_url":{"url","detail"?}}` parts (an https URL or a base64
+    /// `data:image/…` URL; up to 20 pictures in a request); null in an assistant message that
     /// only calls tools.
     #[schema(value_type = Object)]
     #[serde(default)]
@@ -327,6 +330,7 @@ impl ChatCompletionRequest {
             ));
         }
         let mut messages = Vec::with_capacity(self.messages.len());
+        let mut pictures = 0;
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => "system",
@@ -342,13 +346,16 @@ impl ChatCompletionRequest {
                     ))
                 }
             };
-            let content = text_of(&m.content).ok_or_else(|| {
-                invalid(
-                    &format!("messages[{i}].content"),
-                    "only text content is supported".into(),
-                )
-            })?;
+            let field = format!("messages[{i}].content");
+            let (content, images) = content_of(&m.content, &field, &mut pictures)
+                .map_err(|(field, message)| invalid(&field, message))?;
+            if !images.is_empty() && role != "user" {
+                return Err(invalid(&field, "only a user message shows pictures".into()));
+            }
             let mut message = json!({ "role": role, "content": content });
+            if !images.is_empty() {
+                message["images"] = images.into();
+            }
             // The job input checks them, and names the field at fault.
             if let Some(calls) = m.tool_calls.filter(|c| !c.is_null()) {
                 message["tool_calls"] = calls;
@@ -406,21 +413,54 @@ impl ChatCompletionRequest {
     }
 }
 
-/// A message's text: a string, or the concatenated text parts of a part list.
-fn text_of(content: &Value) -> Option<String> {
-    match content {
-        Value::Null => Some(String::new()),
-        Value::String(s) => Some(s.clone()),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|p| match p["type"].as_str() {
-                Some("text") => p["text"].as_str(),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(|texts| texts.concat()),
-        _ => None,
+/// A message's text and pictures: a string, or a list of `text` and `image_url` parts (the
+/// texts joined, the pictures in order). `pictures` counts them across the request, to its
+/// limit. An error names the part at fault.
+fn content_of(
+    content: &Value,
+    field: &str,
+    pictures: &mut usize,
+) -> Result<(String, Vec<Value>), (String, String)> {
+    let parts = match content {
+        Value::Null => return Ok((String::new(), Vec::new())),
+        Value::String(text) => return Ok((text.clone(), Vec::new())),
+        Value::Array(parts) => parts,
+        _ => return Err((field.into(), "a string or a list of parts".into())),
+    };
+    let (mut text, mut images) = (String::new(), Vec::new());
+    for (k, part) in parts.iter().enumerate() {
+        let at = format!("{field}[{k}]");
+        match (part["type"].as_str(), &part["text"], &part["image_url"]) {
+            (Some("text"), Value::String(piece), _) => text.push_str(piece),
+            (Some("text"), _, _) => return Err((format!("{at}.text"), "a string".into())),
+            (Some("image_url"), _, _) if *pictures == MAX_IMAGES => {
+                return Err((at, format!("at most {MAX_IMAGES} pictures per request")));
+            }
+            (Some("image_url"), _, image_url) => {
+                *pictures += 1;
+                // Older clients send the URL itself; the SDKs `{"url","detail"}`.
+                let image = match image_url {
+                    Value::String(url) => json!({ "url": url }),
+                    image_url => image_url.clone(),
+                };
+                let checked = serde_json::from_value::<Image>(image.clone())
+                    .map_err(|e| e.to_string())
+                    .and_then(|image| image.check());
+                if let Err(message) = checked {
+                    return Err((format!("{at}.image_url"), message));
+                }
+                images.push(image);
+            }
+            (other, _, _) => {
+                let kind = other.unwrap_or("untyped");
+                return Err((
+                    format!("{at}.type"),
+                    format!("`{kind}` parts are not supported (text, image_url)"),
+                ));
+            }
+        }
     }
+    Ok((text, images))
 }
 
 /// OpenAI-compatible chat completions, whole or streamed (`stream: true`: `chat.completion.chunk`

@@ -5,7 +5,7 @@ use xenios_contract::tools::MAX_TOOL_CALLS;
 
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{FinishReason, Message, Role, Tool, ToolCall, ToolChoice, Usage};
+use crate::{FinishReason, Image, ImageSource, Message, Role, Tool, ToolCall, ToolChoice, Usage};
 
 /// Anthropic accepts temperatures up to 1.
 const MAX_TEMPERATURE: f64 = 1.0;
@@ -115,6 +115,7 @@ fn tool_choice(choice: Option<&ToolChoice>, parallel: Option<bool>) -> Option<Va
 
 enum Block {
     Text(String),
+    Image(Value),
     ToolUse(Value),
     ToolResult(Value),
 }
@@ -161,6 +162,9 @@ fn turns(messages: &[Message]) -> Result<Vec<Turn>, String> {
             turn.blocks.insert(first_other, Block::ToolResult(result));
             continue;
         }
+        for image in &m.images {
+            turn.blocks.push(Block::Image(image_block(image)?));
+        }
         match turn.blocks.last_mut() {
             Some(Block::Text(text)) => {
                 text.push_str("\n\n");
@@ -202,13 +206,24 @@ fn blocks(blocks: Vec<Block>, mark: bool) -> Value {
         .filter_map(|block| match block {
             Block::Text(text) if text.is_empty() => None,
             Block::Text(text) => Some(json!({"type": "text", "text": text})),
-            Block::ToolUse(block) | Block::ToolResult(block) => Some(block),
+            Block::ToolUse(block) | Block::ToolResult(block) | Block::Image(block) => Some(block),
         })
         .collect();
     if let (true, Some(last)) = (mark, list.last_mut()) {
         last["cache_control"] = json!({"type": "ephemeral"});
     }
     Value::Array(list)
+}
+
+/// A picture as Anthropic's `image` block: by URL, or inline with the type its bytes show.
+fn image_block(image: &Image) -> Result<Value, String> {
+    let source = match image.source()? {
+        ImageSource::Url(url) => json!({"type": "url", "url": url}),
+        ImageSource::Inline { media_type, base64 } => {
+            json!({"type": "base64", "media_type": media_type, "data": base64})
+        }
+    };
+    Ok(json!({"type": "image", "source": source}))
 }
 
 /// A call's arguments as a `tool_use` input: a JSON object (none at all is an empty one).
@@ -515,6 +530,57 @@ mod tests {
             ])
         );
         assert_eq!(body["system"][0]["text"], "Be brief.");
+    }
+
+    #[test]
+    fn pictures_become_image_blocks_before_the_text() {
+        // A PNG labelled JPEG: Anthropic is told what the bytes are.
+        let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB";
+        let shown = |text: &str, urls: &[String]| Message {
+            images: urls
+                .iter()
+                .map(|url| Image {
+                    url: url.clone(),
+                    detail: Some(crate::ImageDetail::High),
+                })
+                .collect(),
+            ..Message::user(text)
+        };
+        let messages = [
+            shown(
+                "What is on these?",
+                &[
+                    "https://example.com/cat.jpg".into(),
+                    format!("data:image/jpeg;base64,{png}"),
+                ],
+            ),
+            Message::assistant("A cat and a pixel."),
+            Message::user("And this one?"),
+            shown("", &["https://example.com/dog.webp".into()]),
+        ];
+        let mut spec = test_spec(&messages, &[], None);
+        spec.prompt_cache = true;
+        let body = body(&spec).unwrap();
+        let cat = json!({"type": "image", "source": {"type": "url",
+                                                     "url": "https://example.com/cat.jpg"}});
+        let pixel = json!({"type": "image", "source": {"type": "base64",
+                                                       "media_type": "image/png", "data": png}});
+        let dog = json!({"type": "image", "source": {"type": "url",
+                                                     "url": "https://example.com/dog.webp"}});
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [
+                    cat, pixel, {"type": "text", "text": "What is on these?"}]},
+                {"role": "assistant", "content": "A cat and a pixel."},
+                // Two user messages make one turn; the last block carries the cache mark.
+                {"role": "user", "content": [
+                    {"type": "text", "text": "And this one?"},
+                    {"type": "image", "source": dog["source"],
+                     "cache_control": {"type": "ephemeral"}},
+                ]},
+            ])
+        );
     }
 
     #[test]

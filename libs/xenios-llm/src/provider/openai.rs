@@ -6,7 +6,31 @@ use xenios_contract::tools::MAX_TOOL_CALLS;
 use super::anthropic::cached_text;
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{FinishReason, Role, ToolCall, Usage};
+use crate::{FinishReason, Message, Role, ToolCall, Usage};
+
+/// A message with pictures as OpenAI's part list: the pictures, then the text (if any), which
+/// carries the cache mark.
+fn parts(m: &Message, mark: bool) -> Value {
+    let mut parts: Vec<Value> = m
+        .images
+        .iter()
+        .map(|image| {
+            let mut url = json!({"url": image.url});
+            if let Some(detail) = image.detail {
+                url["detail"] = json!(detail);
+            }
+            json!({"type": "image_url", "image_url": url})
+        })
+        .collect();
+    if !m.content.is_empty() {
+        let mut text = json!({"type": "text", "text": m.content});
+        if mark {
+            text["cache_control"] = json!({"type": "ephemeral"});
+        }
+        parts.push(text);
+    }
+    Value::Array(parts)
+}
 
 /// `mark_cache`: Anthropic's cache marks, as OpenRouter passes them on to Claude models: on the
 /// last system message and on the last message (see `anthropic::body`).
@@ -20,6 +44,7 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
         .map(|(i, m)| {
             let marked = i == last || Some(i) == last_system;
             let content = match mark_cache && marked && !m.content.is_empty() {
+                _ if !m.images.is_empty() => parts(m, mark_cache && marked),
                 true => cached_text(m.content.as_str()),
                 // A message that only calls tools has no content, as OpenAI writes it.
                 false if m.content.is_empty() && !m.tool_calls.is_empty() => Value::Null,
@@ -335,6 +360,48 @@ mod tests {
             Message::tool_result("call_1", "18°C"),
             Message::tool_result("call_2", "24°C"),
         ]
+    }
+
+    #[test]
+    fn pictures_go_out_as_image_url_parts() {
+        let picture = |url: &str, detail| crate::Image {
+            url: url.into(),
+            detail,
+        };
+        let messages = [
+            Message {
+                images: vec![
+                    picture("https://example.com/cat.png", Some(crate::ImageDetail::Low)),
+                    picture("data:image/png;base64,iVBORw0KGgo=", None),
+                ],
+                ..Message::user("Which is larger?")
+            },
+            Message {
+                images: vec![picture("https://example.com/dog.png", None)],
+                ..Message::user("")
+            },
+        ];
+        let spec = test_spec(&messages, &[], None);
+        let cat = json!({"type": "image_url", "image_url": {
+            "url": "https://example.com/cat.png", "detail": "low"}});
+        let pixel = json!({"type": "image_url", "image_url": {
+            "url": "data:image/png;base64,iVBORw0KGgo="}});
+        let dog = json!({"type": "image_url", "image_url": {"url": "https://example.com/dog.png"}});
+        assert_eq!(
+            body(&spec, false, false)["messages"],
+            json!([
+                {"role": "user", "content": [
+                    cat, pixel, {"type": "text", "text": "Which is larger?"}]},
+                {"role": "user", "content": [dog]},
+            ])
+        );
+        // OpenRouter's cache mark for Claude goes on the text part.
+        let marked = body(&test_spec(&messages[..1], &[], None), true, true);
+        assert_eq!(
+            marked["messages"][0]["content"][2],
+            json!({"type": "text", "text": "Which is larger?",
+                   "cache_control": {"type": "ephemeral"}})
+        );
     }
 
     #[test]

@@ -1,0 +1,226 @@
+//! Pictures a user message shows the model, as OpenAI's `image_url` parts carry them: a public
+//! http(s) URL that the provider fetches, or the picture itself as a base64 `data:` URL. Both
+//! providers take PNG, JPEG, GIF and WebP.
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::inputs::{InputError, MAX_URL_LEN};
+
+/// Per request, counting every message: each is sent again with every later turn.
+pub const MAX_IMAGES: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// `https://…`, `http://…` or `data:image/<png|jpeg|gif|webp>;base64,…`.
+    pub url: String,
+    /// OpenAI's resolution hint; Anthropic has none and is not sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ImageDetail>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDetail {
+    Auto,
+    Low,
+    High,
+}
+
+/// Where a provider gets the picture from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSource<'a> {
+    Url(&'a str),
+    /// `media_type` is the one the bytes show, whatever the URL declared: Anthropic refuses a
+    /// picture whose declared type is not its own, and clients often mislabel.
+    Inline {
+        media_type: &'static str,
+        base64: &'a str,
+    },
+}
+
+impl Image {
+    /// The picture's source; an error says what is wrong with the URL.
+    pub fn source(&self) -> Result<ImageSource<'_>, String> {
+        let url = self.url.as_str();
+        let Some(rest) = url.strip_prefix("data:") else {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            return match scheme.as_deref() {
+                Some("https" | "http") if url.len() <= MAX_URL_LEN => Ok(ImageSource::Url(url)),
+                Some("https" | "http") => Err(format!("at most {MAX_URL_LEN} characters")),
+                _ => Err("an http(s) URL or a base64 `data:image/…` URL".into()),
+            };
+        };
+        let Some((declared, base64)) = rest.split_once(";base64,") else {
+            return Err("a `data:` URL must be base64 (`data:image/png;base64,…`)".into());
+        };
+        if !SUPPORTED
+            .iter()
+            .any(|(_, media_type)| *media_type == declared)
+        {
+            return Err(format!(
+                "`{declared}` is not a supported picture type ({})",
+                supported_list()
+            ));
+        }
+        let media_type = media_type_of(base64)?;
+        Ok(ImageSource::Inline { media_type, base64 })
+    }
+
+    /// The whole URL checked: an inline picture's data decoded, not only its first bytes.
+    pub fn check(&self) -> Result<(), String> {
+        if let ImageSource::Inline { base64, .. } = self.source()? {
+            STANDARD
+                .decode(base64)
+                .map_err(|e| format!("the picture's base64 does not decode: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// At most [`MAX_IMAGES`] in all, each a URL [`Image::source`] takes; `field` is the message's.
+pub(crate) fn check_images<'a>(
+    messages: impl IntoIterator<Item = (String, &'a [Image])>,
+) -> Result<(), InputError> {
+    let mut count = 0;
+    for (at, images) in messages {
+        for (j, image) in images.iter().enumerate() {
+            count += 1;
+            if count > MAX_IMAGES {
+                return Err(InputError::new(
+                    &format!("{at}.images"),
+                    format!("at most {MAX_IMAGES} pictures per request"),
+                ));
+            }
+            image
+                .check()
+                .map_err(|message| InputError::new(&format!("{at}.images[{j}].url"), message))?;
+        }
+    }
+    Ok(())
+}
+
+const SUPPORTED: [(&[u8], &str); 5] = [
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xFF\xD8\xFF", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"RIFF", "image/webp"),
+];
+
+fn supported_list() -> &'static str {
+    "image/png, image/jpeg, image/gif, image/webp"
+}
+
+/// The picture's type by its signature, from the first 16 base64 characters (12 bytes).
+fn media_type_of(base64: &str) -> Result<&'static str, String> {
+    let head = base64.get(..16).unwrap_or(base64);
+    let bytes = STANDARD
+        .decode(head)
+        .map_err(|e| format!("the picture's base64 does not decode: {e}"))?;
+    let webp = |b: &[u8]| b.get(8..12) == Some(b"WEBP".as_slice());
+    SUPPORTED
+        .iter()
+        .find(|(signature, media_type)| {
+            bytes.starts_with(signature) && (*media_type != "image/webp" || webp(&bytes))
+        })
+        .map(|(_, media_type)| *media_type)
+        .ok_or_else(|| format!("the data is not a picture of {}", supported_list()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\0\x10JFIF\0\x01";
+
+    fn data_url(declared: &str, bytes: &[u8]) -> Image {
+        Image {
+            url: format!("data:{declared};base64,{}", STANDARD.encode(bytes)),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn urls_pass_through_and_inline_pictures_say_what_they_are() {
+        let remote = Image {
+            url: "https://example.com/cat.png".into(),
+            detail: Some(ImageDetail::Low),
+        };
+        assert_eq!(
+            remote.source(),
+            Ok(ImageSource::Url("https://example.com/cat.png"))
+        );
+        let png = data_url("image/png", PNG);
+        assert!(matches!(
+            png.source(),
+            Ok(ImageSource::Inline {
+                media_type: "image/png",
+                ..
+            })
+        ));
+        // Mislabelled: the bytes win.
+        let labelled_png = data_url("image/png", JPEG);
+        assert!(matches!(
+            labelled_png.source(),
+            Ok(ImageSource::Inline {
+                media_type: "image/jpeg",
+                ..
+            })
+        ));
+        let webp = data_url("image/webp", b"RIFF\x10\0\0\0WEBPVP8 ");
+        assert!(matches!(
+            webp.source(),
+            Ok(ImageSource::Inline {
+                media_type: "image/webp",
+                ..
+            })
+        ));
+        assert!(check_images([("input.messages[0]".to_owned(), [remote, png].as_slice())]).is_ok());
+    }
+
+    #[test]
+    fn bad_pictures_are_refused_naming_the_field() {
+        let field = |image: Image| {
+            check_images([("input.messages[1]".to_owned(), [image].as_slice())])
+                .unwrap_err()
+                .field
+        };
+        for bad in [
+            Image {
+                url: "ftp://example.com/cat.png".into(),
+                detail: None,
+            },
+            Image {
+                url: "file:///etc/passwd".into(),
+                detail: None,
+            },
+            Image {
+                url: format!("https://example.com/{}", "a".repeat(MAX_URL_LEN)),
+                detail: None,
+            },
+            Image {
+                url: "data:image/png,rawbytes".into(),
+                detail: None,
+            },
+            data_url("image/tiff", PNG),
+            data_url("image/png", b"<svg xmlns='http://www.w3.org/2000/svg'/>"),
+            data_url("image/webp", b"RIFF\x10\0\0\0WAVEfmt "),
+            Image {
+                url: format!("data:image/png;base64,{}!!!!", STANDARD.encode(PNG)),
+                detail: None,
+            },
+        ] {
+            assert_eq!(
+                field(bad.clone()),
+                "input.messages[1].images[0].url",
+                "{bad:?}"
+            );
+        }
+        let many = vec![data_url("image/png", PNG); MAX_IMAGES + 1];
+        let error = check_images([("input.messages[0]".to_owned(), many.as_slice())]).unwrap_err();
+        assert_eq!(error.field, "input.messages[0].images");
+    }
+}
