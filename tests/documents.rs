@@ -39,24 +39,7 @@ async fn stack(extra: &[(&str, &str)]) -> Stack {
 }
 
 async fn upload(stack: &Stack, name: &str, bytes: Vec<u8>) -> reqwest::Response {
-    upload_as(stack, USER, name, bytes).await
-}
-
-async fn upload_as(stack: &Stack, user: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
-    let part = reqwest::multipart::Part::bytes(bytes)
-        .file_name(name.to_owned())
-        // Declared wrongly on purpose: the API sniffs.
-        .mime_str("application/x-whatever")
-        .unwrap();
-    let form = reqwest::multipart::Form::new()
-        .text("note", "ignored")
-        .part("file", part);
-    stack
-        .authed(stack.http.post(stack.url("/api/v1/files")), user)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
+    stack.upload_as(USER, name, bytes).await
 }
 
 async fn delete_as(stack: &Stack, path: &str, user: &str) -> reqwest::Response {
@@ -823,7 +806,9 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
         .await;
     stack.wait_for(&slow, &["running"], WITHIN).await;
 
-    let response = upload_as(&stack, OTHER_USER, "theirs.md", notes.clone()).await;
+    let response = stack
+        .upload_as(OTHER_USER, "theirs.md", notes.clone())
+        .await;
     assert_eq!(response.status(), 201);
     let theirs: Value = response.json().await.unwrap();
     let theirs = theirs["file_id"].as_str().unwrap().to_owned();
@@ -1005,7 +990,9 @@ async fn the_callers_files_are_listed_newest_first() {
     let stack = stack(&[]).await;
     let older = upload_ok(&stack, "older.md", b"# Older\n".to_vec()).await;
     let newer = upload_ok(&stack, "newer.md", b"# Newer\n\nMore.\n".to_vec()).await;
-    let theirs = upload_as(&stack, OTHER_USER, "theirs.md", b"# Theirs\n".to_vec()).await;
+    let theirs = stack
+        .upload_as(OTHER_USER, "theirs.md", b"# Theirs\n".to_vec())
+        .await;
     assert_eq!(theirs.status(), 201);
     let ids = |list: &Value| -> Vec<String> {
         list["files"]

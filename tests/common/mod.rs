@@ -249,6 +249,23 @@ impl Api {
             .bearer_auth(self.token(user))
     }
 
+    /// `POST /api/v1/files` as `user`, the file's type declared wrongly on purpose: the API
+    /// sniffs it.
+    pub async fn upload_as(&self, user: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str("application/x-whatever")
+            .unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("note", "ignored")
+            .part("file", part);
+        self.authed(self.http.post(self.url("/api/v1/files")), user)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Submits a job and returns its id (asserting 202).
     pub async fn submit(&self, kind: &str, input: Value) -> String {
         let response = self

@@ -1,11 +1,8 @@
 //! Where a job's bytes come from: an upload in the `FILES` object store (`file_id`) or a
 //! download under the fetch policy (`url`).
 
-use async_nats::jetstream::object_store::GetErrorKind;
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
 use xenios_config::Settings;
-use xenios_contract::subjects::FILES_BUCKET;
 use xenios_fetch::{FetchError, FetchPolicy, Fetcher};
 use xenios_runtime::{HandlerError, JobContext};
 
@@ -56,54 +53,15 @@ impl Loader {
     }
 
     async fn load_file(&self, job: &JobContext, file_id: &str) -> Result<Loaded, HandlerError> {
-        let bucket = job
-            .jetstream()
-            .get_object_store(FILES_BUCKET)
-            .await
-            .map_err(|e| HandlerError::transient("unavailable", format!("object store: {e}")))?;
-        let mut object = bucket.get(file_id).await.map_err(|e| match e.kind() {
-            // The upload expired (bucket TTL) or never existed: trying again cannot help.
-            GetErrorKind::NotFound | GetErrorKind::InvalidName => HandlerError::permanent(
-                "file_not_found",
-                format!("no file `{file_id}` (uploads expire after the files TTL)"),
-            ),
-            _ => HandlerError::transient("unavailable", format!("object store: {e}")),
-        })?;
-        let info = object.info().clone();
-        if info.size as u64 > self.max_file_bytes {
-            return Err(HandlerError::permanent(
-                "too_large",
-                format!(
-                    "the file is {} bytes; the limit is {}",
-                    info.size, self.max_file_bytes
-                ),
-            ));
-        }
-        let mut bytes = Vec::with_capacity(info.size);
-        // `take` holds the read to the limit even if the metadata understated the size.
-        (&mut object)
-            .take(self.max_file_bytes + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| {
-                HandlerError::transient("unavailable", format!("reading the file: {e}"))
-            })?;
-        if bytes.len() as u64 > self.max_file_bytes {
-            return Err(HandlerError::permanent(
-                "too_large",
-                format!(
-                    "the file exceeds the limit of {} bytes",
-                    self.max_file_bytes
-                ),
-            ));
-        }
-        let filename = info
+        let file = job.read_file(file_id, self.max_file_bytes).await?;
+        let filename = file
+            .info
             .metadata
             .get(FILENAME_KEY)
             .cloned()
             .unwrap_or_else(|| file_id.to_owned());
         Ok(Loaded {
-            bytes: bytes.into(),
+            bytes: file.bytes,
             filename,
         })
     }

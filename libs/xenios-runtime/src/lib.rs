@@ -5,6 +5,7 @@
 
 mod dead_letter;
 mod echo;
+mod files;
 mod handler;
 mod metrics_server;
 mod periodic;
@@ -15,6 +16,7 @@ pub mod sweeper;
 mod workers;
 
 pub use echo::EchoHandler;
+pub use files::StoredFile;
 pub use handler::{Handler, HandlerError, HandlerResult, JobContext};
 pub use metrics_server::serve_metrics;
 pub use runtime::{Runtime, RuntimeError};
