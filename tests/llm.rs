@@ -6,6 +6,9 @@
 mod common;
 
 use std::path::PathBuf;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1746,8 +1749,9 @@ async fn chat_completions_call_tools() {
 
 /// Pictures reach both providers in their own shapes: OpenAI's `image_url` parts as they came
 /// (pictures first), Anthropic's `image` blocks, an inline one with the type its bytes show; the
-/// gateway's own route takes them as `images`. A picture in the wrong place or of the wrong kind
-/// is refused naming the part, before any provider call.
+/// gateway's own route takes them as `images`. An upload named by its `file_id` goes out inline.
+/// A picture in the wrong place or of the wrong kind, or someone else's upload, is refused
+/// naming the part, before any provider call.
 #[tokio::test]
 async fn pictures_reach_both_providers() {
     let stub = Stub::start().await;
@@ -1823,6 +1827,75 @@ async fn pictures_reach_both_providers() {
         json!([pixel])
     );
 
+    // An upload, named by its id, is read by the consumer and sent inline as what it is.
+    let gif = b"GIF89a\x01\0\x01\0\x80\0\0\0\0\0\xff\xff\xff!\xf9\x04\x01\0\0\0\0,\0\0\0\0\x01\0\x01\0\0\x02\x02D\x01\0;";
+    let uploaded: Value = stack
+        .upload_as(USER, "pixel.gif", gif.to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(uploaded["content_type"], "image/gif", "{uploaded}");
+    let file_id = uploaded["file_id"].as_str().unwrap();
+    let gif_base64 = BASE64.encode(gif);
+    stub.push("gpt-eye", openai_text("gpt-eye", "A GIF.", 900, 3));
+    let by_file = json!({"model": "eye_oa", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": file_id}},
+        {"type": "text", "text": "And this?"},
+    ]}]});
+    let response = post(by_file).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        stub.seen("gpt-eye")[1].body["messages"][0]["content"],
+        json!([
+            {"type": "image_url", "image_url": {"url": format!("data:image/gif;base64,{gif_base64}")}},
+            {"type": "text", "text": "And this?"},
+        ])
+    );
+    stub.push("claude-eye", anthropic_text("claude-eye", "A GIF.", 900, 3));
+    let (status, _, answer) = complete(
+        &stack,
+        json!({"task": "eye_an", "messages": [
+            {"role": "user", "images": [{"file_id": file_id, "detail": "high"}]}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        stub.seen("claude-eye")[2].body["messages"][0]["content"],
+        json!([{"type": "image", "source": {"type": "base64", "media_type": "image/gif",
+                                            "data": gif_base64}}])
+    );
+    // Only the caller's own pictures.
+    let theirs: Value = stack
+        .upload_as(OTHER_USER, "theirs.gif", gif.to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let notes: Value = stack
+        .upload_as(USER, "notes.txt", b"not a picture".to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    for file_id in [
+        &theirs["file_id"],
+        &notes["file_id"],
+        &json!("no-such-file"),
+    ] {
+        let (status, _, body) = complete(
+            &stack,
+            json!({"task": "eye_an", "messages": [
+                {"role": "user", "content": "?", "images": [{"file_id": file_id}]}]}),
+        )
+        .await;
+        assert_eq!(status, 422, "{file_id}: {body}");
+        assert_eq!(
+            body["error"]["details"][0]["field"], "input.messages[0].images[0].file_id",
+            "{body}"
+        );
+    }
+
     let picture = json!({"type": "image_url", "image_url": {"url": cat}});
     for (messages, param) in [
         (
@@ -1848,6 +1921,11 @@ async fn pictures_reach_both_providers() {
             json!([{"role": "user", "content": vec![picture.clone(); 21]}]),
             "messages[0].content[20]",
         ),
+        (
+            json!([{"role": "user", "content": [{"type": "file",
+                    "file": {"file_data": "JVBERi0=", "filename": "a.pdf"}}]}]),
+            "messages[0].content[0].file",
+        ),
     ] {
         let response = post(json!({"model": "eye_oa", "messages": messages}))
             .await
@@ -1866,7 +1944,7 @@ async fn pictures_reach_both_providers() {
         body["error"]["details"][0]["field"],
         "input.messages[0].images"
     );
-    assert_eq!(stub.all_seen().len(), 3);
+    assert_eq!(stub.all_seen().len(), 5);
 }
 
 /// The Python the SDK test runs: `XENIOS_TEST_PYTHON` (set by `make test`), else the

@@ -1,6 +1,7 @@
 //! Pictures a user message shows the model, as OpenAI's `image_url` parts carry them: a public
-//! http(s) URL that the provider fetches, or the picture itself as a base64 `data:` URL. Both
-//! providers take PNG, JPEG, GIF and WebP.
+//! http(s) URL that the provider fetches, or the picture itself as a base64 `data:` URL; or, in
+//! a job's input, an upload (`file_id`) that the consumer reads and sends inline. Both providers
+//! take PNG, JPEG, GIF and WebP.
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,55 @@ use crate::inputs::{InputError, MAX_URL_LEN};
 
 /// Per request, counting every message: each is sent again with every later turn.
 pub const MAX_IMAGES: usize = 20;
+/// An uploaded picture's largest size: Anthropic's limit per picture.
+pub const MAX_UPLOADED_IMAGE_BYTES: u64 = 5 << 20;
+/// All of a request's uploaded pictures together, so that a request read into memory and sent
+/// as base64 stays within Anthropic's 32 MB request limit.
+pub const MAX_UPLOADED_IMAGES_BYTES: u64 = 20 << 20;
+/// The picture types both providers take.
+pub const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// A picture as a job's input names it: by URL, or by the `file_id` of an upload
+/// (`POST /api/v1/files`), one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ImageDetail>,
+}
+
+impl ImageInput {
+    /// The picture, when it is given by URL; an upload must be read first (see
+    /// [`Image::inline`]).
+    pub fn by_url(&self) -> Option<Image> {
+        self.url.as_ref().map(|url| Image {
+            url: url.clone(),
+            detail: self.detail,
+        })
+    }
+
+    /// One of `url` and `file_id`; an error names the field at fault under `at`.
+    fn check(&self, at: &str) -> Result<(), InputError> {
+        match (self.by_url(), &self.file_id) {
+            (Some(image), None) => image
+                .check()
+                .map_err(|message| InputError::new(&format!("{at}.url"), message)),
+            (None, Some(id)) if id.is_empty() || id.len() > 128 => Err(InputError::new(
+                &format!("{at}.file_id"),
+                "must be 1 to 128 characters",
+            )),
+            (None, Some(_)) => Ok(()),
+            _ => Err(InputError::new(
+                at,
+                "give exactly one of `url` and `file_id`",
+            )),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,17 +105,23 @@ impl Image {
         let Some((declared, base64)) = rest.split_once(";base64,") else {
             return Err("a `data:` URL must be base64 (`data:image/png;base64,…`)".into());
         };
-        if !SUPPORTED
-            .iter()
-            .any(|(_, media_type)| *media_type == declared)
-        {
+        if !IMAGE_TYPES.contains(&declared) {
             return Err(format!(
                 "`{declared}` is not a supported picture type ({})",
-                supported_list()
+                IMAGE_TYPES.join(", ")
             ));
         }
         let media_type = media_type_of(base64)?;
         Ok(ImageSource::Inline { media_type, base64 })
+    }
+
+    /// An upload's bytes as an inline picture, or why they are none.
+    pub fn inline(bytes: &[u8], detail: Option<ImageDetail>) -> Result<Image, String> {
+        let media_type = image_type(bytes).ok_or_else(not_a_picture)?;
+        Ok(Image {
+            url: format!("data:{media_type};base64,{}", STANDARD.encode(bytes)),
+            detail,
+        })
     }
 
     /// The whole URL checked: an inline picture's data decoded, not only its first bytes.
@@ -79,9 +135,10 @@ impl Image {
     }
 }
 
-/// At most [`MAX_IMAGES`] in all, each a URL [`Image::source`] takes; `field` is the message's.
+/// At most [`MAX_IMAGES`] in all, each given by a URL [`Image::source`] takes or by an upload;
+/// `at` is the message's field.
 pub(crate) fn check_images<'a>(
-    messages: impl IntoIterator<Item = (String, &'a [Image])>,
+    messages: impl IntoIterator<Item = (String, &'a [ImageInput])>,
 ) -> Result<(), InputError> {
     let mut count = 0;
     for (at, images) in messages {
@@ -93,15 +150,13 @@ pub(crate) fn check_images<'a>(
                     format!("at most {MAX_IMAGES} pictures per request"),
                 ));
             }
-            image
-                .check()
-                .map_err(|message| InputError::new(&format!("{at}.images[{j}].url"), message))?;
+            image.check(&format!("{at}.images[{j}]"))?;
         }
     }
     Ok(())
 }
 
-const SUPPORTED: [(&[u8], &str); 5] = [
+const SIGNATURES: [(&[u8], &str); 5] = [
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xFF\xD8\xFF", "image/jpeg"),
     (b"GIF87a", "image/gif"),
@@ -109,8 +164,19 @@ const SUPPORTED: [(&[u8], &str); 5] = [
     (b"RIFF", "image/webp"),
 ];
 
-fn supported_list() -> &'static str {
-    "image/png, image/jpeg, image/gif, image/webp"
+/// One of [`IMAGE_TYPES`], by the bytes' signature.
+pub fn image_type(bytes: &[u8]) -> Option<&'static str> {
+    let webp = bytes.get(8..12) == Some(b"WEBP".as_slice());
+    SIGNATURES
+        .iter()
+        .find(|(signature, media_type)| {
+            bytes.starts_with(signature) && (*media_type != "image/webp" || webp)
+        })
+        .map(|(_, media_type)| *media_type)
+}
+
+fn not_a_picture() -> String {
+    format!("not a picture of {}", IMAGE_TYPES.join(", "))
 }
 
 /// The picture's type by its signature, from the first 16 base64 characters (12 bytes).
@@ -119,14 +185,7 @@ fn media_type_of(base64: &str) -> Result<&'static str, String> {
     let bytes = STANDARD
         .decode(head)
         .map_err(|e| format!("the picture's base64 does not decode: {e}"))?;
-    let webp = |b: &[u8]| b.get(8..12) == Some(b"WEBP".as_slice());
-    SUPPORTED
-        .iter()
-        .find(|(signature, media_type)| {
-            bytes.starts_with(signature) && (*media_type != "image/webp" || webp(&bytes))
-        })
-        .map(|(_, media_type)| *media_type)
-        .ok_or_else(|| format!("the data is not a picture of {}", supported_list()))
+    image_type(&bytes).ok_or_else(not_a_picture)
 }
 
 #[cfg(test)]
@@ -135,6 +194,14 @@ mod tests {
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
     const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\0\x10JFIF\0\x01";
+
+    fn by_url(image: &Image) -> ImageInput {
+        ImageInput {
+            url: Some(image.url.clone()),
+            file_id: None,
+            detail: image.detail,
+        }
+    }
 
     fn data_url(declared: &str, bytes: &[u8]) -> Image {
         Image {
@@ -178,12 +245,26 @@ mod tests {
                 ..
             })
         ));
-        assert!(check_images([("input.messages[0]".to_owned(), [remote, png].as_slice())]).is_ok());
+        let upload = ImageInput {
+            url: None,
+            file_id: Some("f1".into()),
+            detail: None,
+        };
+        let inputs = [by_url(&remote), by_url(&png), upload];
+        assert!(check_images([("input.messages[0]".to_owned(), inputs.as_slice())]).is_ok());
+        // An upload's bytes go out inline, typed by what they are.
+        let read = Image::inline(JPEG, Some(ImageDetail::High)).unwrap();
+        assert_eq!(
+            read.url,
+            format!("data:image/jpeg;base64,{}", STANDARD.encode(JPEG))
+        );
+        assert_eq!(read.detail, Some(ImageDetail::High));
+        assert!(Image::inline(b"%PDF-1.7", None).is_err());
     }
 
     #[test]
     fn bad_pictures_are_refused_naming_the_field() {
-        let field = |image: Image| {
+        let field = |image: ImageInput| {
             check_images([("input.messages[1]".to_owned(), [image].as_slice())])
                 .unwrap_err()
                 .field
@@ -214,12 +295,26 @@ mod tests {
             },
         ] {
             assert_eq!(
-                field(bad.clone()),
+                field(by_url(&bad)),
                 "input.messages[1].images[0].url",
                 "{bad:?}"
             );
         }
-        let many = vec![data_url("image/png", PNG); MAX_IMAGES + 1];
+        let (neither, mut both) = (
+            ImageInput {
+                url: None,
+                file_id: None,
+                detail: None,
+            },
+            by_url(&data_url("image/png", PNG)),
+        );
+        both.file_id = Some("f1".into());
+        assert_eq!(field(neither), "input.messages[1].images[0]");
+        assert_eq!(field(both), "input.messages[1].images[0]");
+        let mut unnamed = by_url(&data_url("image/png", PNG));
+        (unnamed.url, unnamed.file_id) = (None, Some(String::new()));
+        assert_eq!(field(unnamed), "input.messages[1].images[0].file_id");
+        let many = vec![by_url(&data_url("image/png", PNG)); MAX_IMAGES + 1];
         let error = check_images([("input.messages[0]".to_owned(), many.as_slice())]).unwrap_err();
         assert_eq!(error.field, "input.messages[0].images");
     }

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::images::{check_images, Image};
+use crate::images::{check_images, ImageInput};
 use crate::tools::{check_call_id, check_calls, check_tools, Tool, ToolCall, ToolChoice};
 use crate::JobKind;
 
@@ -90,7 +90,7 @@ pub struct ChatMessage {
     pub content: Option<String>,
     /// A user message's pictures, shown to the model before its text.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub images: Vec<Image>,
+    pub images: Vec<ImageInput>,
     /// An assistant message's calls, answered by the `tool` messages after it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -472,8 +472,8 @@ mod tests {
         };
         let parsed = parse_llm(&shows("user", Value::Null)).unwrap();
         assert_eq!(
-            parsed.messages[0].images[0].url,
-            "https://example.com/cat.png"
+            parsed.messages[0].images[0].url.as_deref(),
+            Some("https://example.com/cat.png")
         );
         assert!(parse_llm(&shows("user", "What is this?".into())).is_ok());
         for role in ["system", "assistant"] {

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use xenios_contract::inputs::{parse_llm, LlmInput};
+use xenios_contract::images::{MAX_UPLOADED_IMAGES_BYTES, MAX_UPLOADED_IMAGE_BYTES};
+use xenios_contract::inputs::{parse_llm, ChatMessage, LlmInput};
 use xenios_contract::{JobId, JobKind};
 use xenios_runtime::{Handler, HandlerError, HandlerResult, JobContext};
 use xenios_store::{InferenceLog, Store};
 
 use crate::{
-    CallObserver, CallRecord, LlmError, LlmGateway, LlmRequest, LlmResult, Message, Role,
+    CallObserver, CallRecord, Image, LlmError, LlmGateway, LlmRequest, LlmResult, Message, Role,
     StreamEvent,
 };
 
@@ -42,7 +43,8 @@ impl Handler for LlmHandler {
             let input = parse_llm(&job.input)
                 .map_err(|e| HandlerError::permanent("invalid_input", e.to_string()))?;
             let stream = input.stream;
-            let request = request(input)?;
+            let pictures = read_pictures(&job, &input.messages).await?;
+            let request = request(input, pictures)?;
             let (observer, writer) = AuditLog::start(job.store().clone(), &job);
             let outcome = if stream {
                 self.stream(&job, request, &observer).await
@@ -85,13 +87,53 @@ impl LlmHandler {
     }
 }
 
-fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
+/// Each message's pictures: those given by URL as they are, uploads read from `FILES` and sent
+/// inline, within the limits per picture and per request (the API checked the sizes it was
+/// told; these are the bytes themselves).
+async fn read_pictures(
+    job: &JobContext,
+    messages: &[ChatMessage],
+) -> Result<Vec<Vec<Image>>, HandlerError> {
+    let mut uploaded_bytes = 0u64;
+    let mut pictures = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let mut images = Vec::with_capacity(m.images.len());
+        for (j, image) in m.images.iter().enumerate() {
+            let (Some(file_id), None) = (&image.file_id, image.by_url()) else {
+                images.extend(image.by_url());
+                continue;
+            };
+            let file = job.read_file(file_id, MAX_UPLOADED_IMAGE_BYTES).await?;
+            uploaded_bytes += file.bytes.len() as u64;
+            if uploaded_bytes > MAX_UPLOADED_IMAGES_BYTES {
+                return Err(HandlerError::permanent(
+                    "too_large",
+                    format!(
+                        "the uploaded pictures exceed {MAX_UPLOADED_IMAGES_BYTES} bytes together"
+                    ),
+                ));
+            }
+            let inline = Image::inline(&file.bytes, image.detail).map_err(|e| {
+                HandlerError::permanent(
+                    "invalid_input",
+                    format!("input.messages[{i}].images[{j}].file_id: {e}"),
+                )
+            })?;
+            images.push(inline);
+        }
+        pictures.push(images);
+    }
+    Ok(pictures)
+}
+
+fn request(input: LlmInput, pictures: Vec<Vec<Image>>) -> Result<LlmRequest, HandlerError> {
     let sampling = input.sampling();
     let messages = input
         .messages
         .into_iter()
+        .zip(pictures)
         .enumerate()
-        .map(|(i, m)| {
+        .map(|(i, (m, images))| {
             let role = match m.role.as_str() {
                 "system" => Role::System,
                 "user" => Role::User,
@@ -107,7 +149,7 @@ fn request(input: LlmInput) -> Result<LlmRequest, HandlerError> {
             Ok(Message {
                 role,
                 content: m.content.unwrap_or_default(),
-                images: m.images,
+                images,
                 tool_calls: m.tool_calls,
                 tool_call_id: m.tool_call_id,
             })

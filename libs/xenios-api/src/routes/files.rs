@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::io::StreamReader;
 use utoipa::{IntoParams, ToSchema};
+use xenios_auth::UserContext;
 use xenios_contract::subjects::FILES_BUCKET;
 
 use crate::auth::User;
@@ -254,7 +255,7 @@ pub async fn list_files(
     let mut newest: Vec<ObjectInfo> = Vec::with_capacity(limit + 1);
     while let Some(info) = listed.next().await {
         let info = info.map_err(|e| unavailable(&e))?;
-        if visible(&info, &user) {
+        if visible(&info, Some(&user.user)) {
             newest.push(info);
             if newest.len() > 2 * limit {
                 keep_newest(&mut newest, limit);
@@ -303,6 +304,16 @@ pub(crate) async fn visible_file(
     user: &User,
     file_id: &str,
 ) -> Result<ObjectInfo, ApiError> {
+    file_visible_to(state, Some(&user.user), file_id).await
+}
+
+/// [`visible_file`] for a caller that may have no user: a service call with the API key
+/// alone, which sees every file.
+pub(crate) async fn file_visible_to(
+    state: &AppState,
+    viewer: Option<&UserContext>,
+    file_id: &str,
+) -> Result<ObjectInfo, ApiError> {
     use async_nats::jetstream::object_store::InfoErrorKind;
     let missing = || ApiError::NotFound(format!("no file {file_id}"));
     let info = files_bucket(state)
@@ -313,15 +324,21 @@ pub(crate) async fn visible_file(
             InfoErrorKind::NotFound | InfoErrorKind::InvalidName => missing(),
             _ => ApiError::unavailable(format!("the file store is unavailable: {e}")),
         })?;
-    match visible(&info, user) {
+    match visible(&info, viewer) {
         true => Ok(info),
         false => Err(missing()),
     }
 }
 
-fn visible(info: &ObjectInfo, user: &User) -> bool {
-    let theirs = owner_of(info) == Some(user.user.user_id.as_str());
-    !info.deleted && (theirs || user.user.is_service_role())
+fn visible(info: &ObjectInfo, viewer: Option<&UserContext>) -> bool {
+    let allowed = viewer
+        .is_none_or(|user| user.is_service_role() || owner_of(info) == Some(user.user_id.as_str()));
+    !info.deleted && allowed
+}
+
+/// The file's type as the upload sniffed it.
+pub(crate) fn content_type_of(info: &ObjectInfo) -> Option<&str> {
+    info.metadata.get(CONTENT_TYPE_KEY).map(String::as_str)
 }
 
 /// The user who uploaded the file.
@@ -379,6 +396,11 @@ pub(crate) async fn files_bucket(state: &AppState) -> Result<ObjectStore, ApiErr
 fn sniff(head: &[u8]) -> &'static str {
     if let Some(format) = xenios_extract::sniff(head) {
         return format.mime_type();
+    }
+    // A GIF, which no document reader takes, may still be shown to a model. Before the audio
+    // sniffer: MPEG audio is told by frame headers, which a picture's bytes can look like.
+    if let Some(picture) = xenios_contract::images::image_type(head) {
+        return picture;
     }
     if let Some(format) = xenios_transcribe::sniff_audio(head) {
         return format.mime_type();

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use xenios_auth::UserContext;
 use xenios_contract::envelope::CancelRequest;
 use xenios_contract::subjects::{CANCEL_SUBJECT, JOBS_STREAM};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
@@ -326,6 +327,9 @@ pub(crate) async fn check_source(
     kind: JobKind,
     input: &Value,
 ) -> Result<(), ApiError> {
+    if kind == JobKind::Llm {
+        return check_uploaded_pictures(state, Some(&user.user), input).await;
+    }
     if !matches!(kind, JobKind::Extraction | JobKind::Transcription) {
         return Ok(());
     }
@@ -341,6 +345,70 @@ pub(crate) async fn check_source(
                 }
                 other => other,
             })?;
+    }
+    Ok(())
+}
+
+/// An `llm` input's uploaded pictures: the caller's, pictures by their sniffed type, and within
+/// the sizes the consumer will read, each and together.
+pub(crate) async fn check_uploaded_pictures(
+    state: &AppState,
+    user: Option<&UserContext>,
+    input: &Value,
+) -> Result<(), ApiError> {
+    use xenios_contract::images::{
+        IMAGE_TYPES, MAX_UPLOADED_IMAGES_BYTES, MAX_UPLOADED_IMAGE_BYTES,
+    };
+    let messages = input["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut total = 0u64;
+    for (i, message) in messages.iter().enumerate() {
+        let images = message["images"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (j, image) in images.iter().enumerate() {
+            let Some(file_id) = image["file_id"].as_str() else {
+                continue;
+            };
+            let field = format!("input.messages[{i}].images[{j}].file_id");
+            let info = crate::routes::files::file_visible_to(state, user, file_id)
+                .await
+                .map_err(|e| match e {
+                    ApiError::NotFound(_) => {
+                        ApiError::invalid_field(&field, format!("no file `{file_id}`"))
+                    }
+                    other => other,
+                })?;
+            let content_type = crate::routes::files::content_type_of(&info).unwrap_or_default();
+            if !IMAGE_TYPES.contains(&content_type) {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    format!(
+                        "the file is `{content_type}`, not a picture of {}",
+                        IMAGE_TYPES.join(", ")
+                    ),
+                ));
+            }
+            let size = info.size as u64;
+            if size > MAX_UPLOADED_IMAGE_BYTES {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    format!("the picture is {size} bytes; the limit is {MAX_UPLOADED_IMAGE_BYTES}"),
+                ));
+            }
+            total += size;
+            if total > MAX_UPLOADED_IMAGES_BYTES {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    format!(
+                        "the uploaded pictures exceed {MAX_UPLOADED_IMAGES_BYTES} bytes together"
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ use crate::correlation::CorrelationId;
 use crate::error::{ApiError, ApiJson, ErrorBody};
 use crate::events::{sleep_until, sse_response, sse_slot, FeedItem, JobFeed, TERMINAL_GRACE};
 use crate::rate_limit::RouteGroup;
-use crate::routes::jobs::{cancel, check_input, enqueue_while_recording};
+use crate::routes::jobs::{cancel, check_input, check_uploaded_pictures, enqueue_while_recording};
 use crate::state::AppState;
 
 /// Names the job a gateway answer came from, for `GET /api/v1/jobs/{id}` and the audit.
@@ -98,12 +98,17 @@ pub struct LlmMessage {
     tool_call_id: Option<String>,
 }
 
-/// A picture, as OpenAI's `image_url` part holds it.
+/// A picture: by URL, as OpenAI's `image_url` part holds it, or an upload; one of the two.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LlmImage {
     /// `https://…` (the provider fetches it) or `data:image/<png|jpeg|gif|webp>;base64,…`
-    /// (within the request's size limit).
-    url: String,
+    /// (within `jobs.max_input_bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    /// A PNG, JPEG, GIF or WebP of `POST /api/v1/files`, up to 5 MiB (20 MiB in a request),
+    /// read by the consumer and sent inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_id: Option<String>,
     /// `auto`, `low` or `high`: OpenAI's resolution hint; Anthropic has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
@@ -402,6 +407,7 @@ impl LlmCall {
         input: Value,
     ) -> Result<LlmCall, ApiError> {
         check_input(state, JobKind::Llm, &input)?;
+        check_uploaded_pictures(state, user, &input).await?;
         budget::check(state, user).await?;
         let user_id = user.map(|u| u.user_id.clone());
         let job_id = xenios_contract::new_job_id();

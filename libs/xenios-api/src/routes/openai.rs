@@ -222,7 +222,8 @@ pub struct ChatMessage {
     role: String,
     /// Text, or a list of `{"type":"text","text"}` parts and, in a user message,
     /// `{"type":"image_url","image_url":{"url","detail"?}}` parts (an https URL or a base64
-    /// `data:image/…` URL; up to 20 pictures in a request); null in an assistant message that
+    /// `data:image/…` URL), `{"type":"file","file":{"file_id"}}` parts (a picture uploaded with
+    /// `POST /api/v1/files`); up to 20 pictures in a request; null in an assistant message that
     /// only calls tools.
     #[schema(value_type = Object)]
     #[serde(default)]
@@ -413,8 +414,8 @@ impl ChatCompletionRequest {
     }
 }
 
-/// A message's text and pictures: a string, or a list of `text` and `image_url` parts (the
-/// texts joined, the pictures in order). `pictures` counts them across the request, to its
+/// A message's text and pictures: a string, or a list of `text`, `image_url` and `file` parts
+/// (the texts joined, the pictures in order). `pictures` counts them across the request, to its
 /// limit. An error names the part at fault.
 fn content_of(
     content: &Value,
@@ -433,7 +434,7 @@ fn content_of(
         match (part["type"].as_str(), &part["text"], &part["image_url"]) {
             (Some("text"), Value::String(piece), _) => text.push_str(piece),
             (Some("text"), _, _) => return Err((format!("{at}.text"), "a string".into())),
-            (Some("image_url"), _, _) if *pictures == MAX_IMAGES => {
+            (Some("image_url" | "file"), _, _) if *pictures == MAX_IMAGES => {
                 return Err((at, format!("at most {MAX_IMAGES} pictures per request")));
             }
             (Some("image_url"), _, image_url) => {
@@ -451,11 +452,26 @@ fn content_of(
                 }
                 images.push(image);
             }
+            // OpenAI's part for an uploaded file; here a picture of `POST /api/v1/files`.
+            (Some("file"), _, _) => {
+                *pictures += 1;
+                let file = &part["file"];
+                match (file["file_id"].as_str(), file.as_object().map(|f| f.len())) {
+                    (Some(id), Some(1)) => images.push(json!({ "file_id": id })),
+                    _ => {
+                        return Err((
+                            format!("{at}.file"),
+                            "only `{\"file_id\"}`, of a picture uploaded with POST /api/v1/files"
+                                .into(),
+                        ))
+                    }
+                }
+            }
             (other, _, _) => {
                 let kind = other.unwrap_or("untyped");
                 return Err((
                     format!("{at}.type"),
-                    format!("`{kind}` parts are not supported (text, image_url)"),
+                    format!("`{kind}` parts are not supported (text, image_url, file)"),
                 ));
             }
         }
