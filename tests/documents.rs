@@ -983,8 +983,8 @@ async fn a_file_is_described_and_deleted_by_its_owner_only() {
     error_body(response, 422, "invalid_input").await;
 }
 
-/// `GET /api/v1/files` lists the caller's files, newest first, up to `limit`; another user's
-/// and deleted ones are not there.
+/// `GET /api/v1/files` lists the caller's files, newest first, a page of `limit` at a time
+/// (`next_cursor`); another user's and deleted ones are not there.
 #[tokio::test]
 async fn the_callers_files_are_listed_newest_first() {
     let stack = stack(&[]).await;
@@ -1016,11 +1016,20 @@ async fn the_callers_files_are_listed_newest_first() {
     assert_eq!(first["content_type"], "text/markdown");
     assert!(first["expires_at"].is_string(), "{first}");
 
+    assert_eq!(listed["next_cursor"], Value::Null);
+    // Page by page, each file once.
     let one = stack.get_json("/api/v1/files?limit=1").await;
     assert_eq!(ids(&one), [newer["file_id"].as_str().unwrap()]);
-    for bad in ["0", "1001", "many"] {
+    assert_eq!(one["next_cursor"], newer["file_id"], "{one}");
+    let cursor = one["next_cursor"].as_str().unwrap();
+    let two = stack
+        .get_json(&format!("/api/v1/files?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(ids(&two), [older["file_id"].as_str().unwrap()], "{two}");
+    assert_eq!(two["next_cursor"], Value::Null, "the last page");
+    for bad in ["limit=0", "limit=1001", "limit=many", "cursor=yesterday"] {
         let response = stack
-            .get(&format!("/api/v1/files?limit={bad}"))
+            .get(&format!("/api/v1/files?{bad}"))
             .send()
             .await
             .unwrap();

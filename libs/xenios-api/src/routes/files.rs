@@ -214,15 +214,19 @@ pub struct FileListParams {
     /// 1 to 1000, default 100.
     #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FileList {
     files: Vec<FileView>,
+    /// The next page's `cursor`; null on the last page.
+    next_cursor: Option<String>,
 }
 
 /// The caller's stored files, newest first (every user's for `service_role`): those the files
-/// TTL has not removed and no one deleted.
+/// TTL has not removed and no one deleted, a page of `limit` at a time.
 #[utoipa::path(get, path = "/api/v1/files", tag = "files",
     security(("api_key" = [], "bearer" = [])),
     params(FileListParams),
@@ -242,38 +246,49 @@ pub async fn list_files(
             .filter(|l| (1..=1000).contains(l))
             .ok_or_else(|| ApiError::invalid_field("limit", "between 1 and 1000"))?,
     };
+    // File ids are UUIDv7s: in upload order, and as text in the same order.
+    let cursor = given(&params.cursor)
+        .map(|c| c.parse::<uuid::Uuid>().map(|id| id.to_string()))
+        .transpose()
+        .map_err(|_| ApiError::invalid_field("cursor", "the `next_cursor` of a previous page"))?;
     let unavailable = |e: &dyn std::fmt::Display| {
         ApiError::unavailable(format!("the file store is unavailable: {e}"))
     };
-    // The bucket's index is every object's metadata, oldest first: keep the newest `limit`
-    // of the caller's as they go by, so memory stays bounded by the answer.
+    // The bucket's index is every object's metadata, oldest first: keep the newest `limit` (and
+    // one more, to know there is a next page) of the caller's past the cursor as they go by, so
+    // memory stays bounded by the answer.
     let mut listed = files_bucket(&state)
         .await?
         .list()
         .await
         .map_err(|e| unavailable(&e))?;
-    let mut newest: Vec<ObjectInfo> = Vec::with_capacity(limit + 1);
+    let keep = limit + 1;
+    let mut newest: Vec<ObjectInfo> = Vec::with_capacity(keep + 1);
     while let Some(info) = listed.next().await {
         let info = info.map_err(|e| unavailable(&e))?;
-        if visible(&info, Some(&user.user)) {
+        let past_cursor = cursor.as_ref().is_none_or(|c| info.name < *c);
+        if past_cursor && visible(&info, Some(&user.user)) {
             newest.push(info);
-            if newest.len() > 2 * limit {
-                keep_newest(&mut newest, limit);
+            if newest.len() > 2 * keep {
+                keep_newest(&mut newest, keep);
             }
         }
     }
-    keep_newest(&mut newest, limit);
+    keep_newest(&mut newest, keep);
+    let next_cursor = match newest.len() > limit {
+        true => {
+            newest.truncate(limit);
+            newest.last().map(|last| last.name.clone())
+        }
+        false => None,
+    };
     let ttl = files_ttl(&state);
     let files = newest.into_iter().map(|i| FileView::new(i, ttl)).collect();
-    Ok(axum::Json(FileList { files }))
+    Ok(axum::Json(FileList { files, next_cursor }))
 }
 
 fn keep_newest(files: &mut Vec<ObjectInfo>, limit: usize) {
-    files.sort_by(|a, b| {
-        b.modified
-            .cmp(&a.modified)
-            .then_with(|| a.name.cmp(&b.name))
-    });
+    files.sort_by(|a, b| b.name.cmp(&a.name));
     files.truncate(limit);
 }
 
