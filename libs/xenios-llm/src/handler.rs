@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use xenios_contract::images::{MAX_UPLOADED_IMAGES_BYTES, MAX_UPLOADED_IMAGE_BYTES};
 use xenios_contract::inputs::{parse_llm, ChatMessage, LlmInput};
 use xenios_contract::{JobId, JobKind};
@@ -16,15 +16,65 @@ use crate::{
     StreamEvent,
 };
 
+/// Uploaded pictures held in memory at once by one process, read and sent as base64: a
+/// request whose pictures would pass it waits for others to finish. At least
+/// [`MAX_UPLOADED_IMAGES_BYTES`], so that any one request can go.
+const PICTURE_BYTES_IN_FLIGHT: u64 = 64 << 20;
+
 /// Serves `jobs.llm`. One per process: the gateway holds the providers' connection pool.
 pub struct LlmHandler {
     gateway: Arc<LlmGateway>,
+    /// [`PICTURE_BYTES_IN_FLIGHT`] in KiB.
+    picture_kib: Arc<Semaphore>,
 }
 
 impl LlmHandler {
     pub fn new(gateway: Arc<LlmGateway>) -> Self {
-        LlmHandler { gateway }
+        LlmHandler {
+            gateway,
+            picture_kib: Arc::new(Semaphore::new(kib(PICTURE_BYTES_IN_FLIGHT) as usize)),
+        }
     }
+
+    /// Room for the request's uploaded pictures, by the sizes their metadata gives, held until
+    /// the request is done; none needed without uploads. Cancelling the job stops the wait.
+    async fn room_for_pictures(
+        &self,
+        job: &JobContext,
+        messages: &[ChatMessage],
+    ) -> Result<Option<OwnedSemaphorePermit>, HandlerError> {
+        let mut total = 0u64;
+        let uploads = messages.iter().flat_map(|m| &m.images);
+        for file_id in uploads.filter_map(|image| image.file_id.as_deref()) {
+            total += job.file_size(file_id).await?;
+        }
+        if total == 0 {
+            return Ok(None);
+        }
+        if total > MAX_UPLOADED_IMAGES_BYTES {
+            return Err(too_many_picture_bytes());
+        }
+        let wanted = kib(total);
+        tokio::select! {
+            permit = self.picture_kib.clone().acquire_many_owned(wanted) => {
+                Ok(permit.ok())
+            }
+            _ = job.cancel.cancelled() => {
+                Err(HandlerError::transient("cancelled", "cancelled while waiting to read pictures"))
+            }
+        }
+    }
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+fn too_many_picture_bytes() -> HandlerError {
+    HandlerError::permanent(
+        "too_large",
+        format!("the uploaded pictures exceed {MAX_UPLOADED_IMAGES_BYTES} bytes together"),
+    )
 }
 
 impl Handler for LlmHandler {
@@ -43,6 +93,8 @@ impl Handler for LlmHandler {
             let input = parse_llm(&job.input)
                 .map_err(|e| HandlerError::permanent("invalid_input", e.to_string()))?;
             let stream = input.stream;
+            // Dropped once the provider's answer is in (or the call failed).
+            let _room = self.room_for_pictures(&job, &input.messages).await?;
             let pictures = read_pictures(&job, &input.messages).await?;
             let request = request(input, pictures)?;
             let (observer, writer) = AuditLog::start(job.store().clone(), &job);
@@ -106,12 +158,7 @@ async fn read_pictures(
             let file = job.read_file(file_id, MAX_UPLOADED_IMAGE_BYTES).await?;
             uploaded_bytes += file.bytes.len() as u64;
             if uploaded_bytes > MAX_UPLOADED_IMAGES_BYTES {
-                return Err(HandlerError::permanent(
-                    "too_large",
-                    format!(
-                        "the uploaded pictures exceed {MAX_UPLOADED_IMAGES_BYTES} bytes together"
-                    ),
-                ));
+                return Err(too_many_picture_bytes());
             }
             let inline = Image::inline(&file.bytes, image.detail).map_err(|e| {
                 HandlerError::permanent(

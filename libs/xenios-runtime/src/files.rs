@@ -1,6 +1,6 @@
 //! Uploads a job names by `file_id`, read by the consumer that runs it: every kind that takes
 //! files reads them here, with the same limits and the same errors.
-use async_nats::jetstream::object_store::{GetErrorKind, ObjectInfo};
+use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectInfo, ObjectStore};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use xenios_contract::subjects::FILES_BUCKET;
@@ -16,6 +16,23 @@ pub struct StoredFile {
 }
 
 impl JobContext {
+    /// The size of the upload `file_id`, as its metadata says, without reading it.
+    pub async fn file_size(&self, file_id: &str) -> Result<u64, HandlerError> {
+        let info = self
+            .files()
+            .await?
+            .info(file_id)
+            .await
+            .map_err(|e| match e.kind() {
+                InfoErrorKind::NotFound | InfoErrorKind::InvalidName => not_found(file_id),
+                _ => unavailable(e),
+            })?;
+        match info.deleted {
+            true => Err(not_found(file_id)),
+            false => Ok(info.size as u64),
+        }
+    }
+
     /// Reads the upload `file_id`, at most `max_bytes` of it. A file that is gone (its TTL
     /// passed) or too large fails permanently; a store that cannot be reached, transiently.
     pub async fn read_file(
@@ -23,18 +40,15 @@ impl JobContext {
         file_id: &str,
         max_bytes: u64,
     ) -> Result<StoredFile, HandlerError> {
-        let bucket = self
-            .jetstream()
-            .get_object_store(FILES_BUCKET)
+        let mut object = self
+            .files()
+            .await?
+            .get(file_id)
             .await
-            .map_err(|e| HandlerError::transient("unavailable", format!("object store: {e}")))?;
-        let mut object = bucket.get(file_id).await.map_err(|e| match e.kind() {
-            GetErrorKind::NotFound | GetErrorKind::InvalidName => HandlerError::permanent(
-                "file_not_found",
-                format!("no file `{file_id}` (uploads expire after the files TTL)"),
-            ),
-            _ => HandlerError::transient("unavailable", format!("object store: {e}")),
-        })?;
+            .map_err(|e| match e.kind() {
+                GetErrorKind::NotFound | GetErrorKind::InvalidName => not_found(file_id),
+                _ => unavailable(e),
+            })?;
         let info = object.info().clone();
         let too_large = |size: String| {
             HandlerError::permanent(
@@ -51,9 +65,7 @@ impl JobContext {
             .take(max_bytes + 1)
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| {
-                HandlerError::transient("unavailable", format!("reading the file: {e}"))
-            })?;
+            .map_err(unavailable)?;
         if bytes.len() as u64 > max_bytes {
             return Err(too_large("more than that".into()));
         }
@@ -62,4 +74,22 @@ impl JobContext {
             info,
         })
     }
+
+    async fn files(&self) -> Result<ObjectStore, HandlerError> {
+        self.jetstream()
+            .get_object_store(FILES_BUCKET)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+fn not_found(file_id: &str) -> HandlerError {
+    HandlerError::permanent(
+        "file_not_found",
+        format!("no file `{file_id}` (uploads expire after the files TTL)"),
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::transient("unavailable", format!("object store: {e}"))
 }
