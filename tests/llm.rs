@@ -1596,6 +1596,36 @@ fn rome_and_oslo_calls() -> Value {
     ])
 }
 
+/// The calls a `/v1` stream's `delta.tool_calls` pieces make, put together as the SDKs do (a
+/// call's first piece names it, the rest add to its arguments), and how many pieces there were.
+fn calls_from_deltas(chunks: &[Value]) -> (Value, usize) {
+    let mut calls: Vec<Value> = Vec::new();
+    let mut pieces = 0;
+    for chunk in chunks {
+        let deltas = chunk["choices"][0]["delta"]["tool_calls"].as_array();
+        for delta in deltas.into_iter().flatten() {
+            pieces += 1;
+            let index = delta["index"].as_u64().unwrap() as usize;
+            if index == calls.len() {
+                assert!(
+                    delta["id"].is_string(),
+                    "a call's first piece names it: {delta}"
+                );
+                calls.push(json!({"id": delta["id"], "type": delta["type"],
+                                  "function": {"name": delta["function"]["name"],
+                                               "arguments": ""}}));
+            }
+            let arguments = calls[index]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+                + delta["function"]["arguments"].as_str().unwrap_or_default();
+            calls[index]["function"]["arguments"] = arguments.into();
+        }
+    }
+    (Value::Array(calls), pieces)
+}
+
 /// The provider was sent the question, the calls and their results in OpenAI's shapes.
 fn assert_second_turn_sent(messages: &Value) {
     assert_eq!(
@@ -1656,15 +1686,11 @@ async fn chat_completions_call_tools() {
     .await
     .unwrap();
     let chunks = chunks_of(response).await;
-    let [.., calls, last] = chunks.as_slice() else {
-        panic!("too few chunks: {chunks:?}")
-    };
-    let mut expected = rome_and_oslo_calls();
-    for (index, call) in expected.as_array_mut().unwrap().iter_mut().enumerate() {
-        call["index"] = index.into();
-    }
-    assert_eq!(calls["choices"][0]["delta"]["tool_calls"], expected);
-    assert_eq!(calls["choices"][0]["finish_reason"], Value::Null);
+    // A chunk per piece, as the provider gave them: two calls of a first and two more pieces.
+    let (calls, pieces) = calls_from_deltas(&chunks);
+    assert_eq!(calls, rome_and_oslo_calls(), "{chunks:?}");
+    assert_eq!(pieces, 6, "{chunks:?}");
+    let last = chunks.last().unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(last["usage"]["total_tokens"], 29);
 
@@ -1945,6 +1971,63 @@ async fn pictures_reach_both_providers() {
         "input.messages[0].images"
     );
     assert_eq!(stub.all_seen().len(), 5);
+}
+
+/// Anthropic's streamed `tool_use` blocks reach a `/v1` stream as OpenAI's pieces: the text
+/// first, then each call named in its first piece and its `input_json_delta` pieces after.
+/// `/api/v1/llm/stream` keeps to text and gives the calls whole in `done`.
+#[tokio::test]
+async fn anthropic_tool_calls_stream_as_openai_pieces() {
+    let (stub, stack) = one_task_stack("an_tools", "anthropic:claude-tool").await;
+    let question = json!({"role": "user", "content": "Weather in Rome and Oslo?"});
+    stub.push(
+        "claude-tool",
+        anthropic_tool_stream("claude-tool", &["Checking."], &ROME_AND_OSLO),
+    );
+    let response = stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": "an_tools", "messages": [question],
+                      "tools": weather_tools(), "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let chunks = chunks_of(response).await;
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Checking.");
+    let (calls, pieces) = calls_from_deltas(&chunks);
+    assert_eq!(calls, rome_and_oslo_calls(), "{chunks:?}");
+    assert_eq!(pieces, 6, "{chunks:?}");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    stub.push(
+        "claude-tool",
+        anthropic_tool_stream("claude-tool", &["Checking."], &ROME_AND_OSLO),
+    );
+    let (_, reader) = open_stream(
+        &stack,
+        json!({"task": "an_tools", "messages": [question], "tools": weather_tools()}),
+    )
+    .await;
+    let events = reader.rest().await;
+    assert_eq!(tokens(&events), ["Checking."]);
+    let done = last_named(&events, "done").json();
+    // Whole, as Anthropic's input is given back: compact JSON.
+    let compact = json!([
+        {"id": "call_rome", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}},
+        {"id": "call_oslo", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+    ]);
+    assert_eq!(done["tool_calls"], compact, "{done}");
 }
 
 /// The Python the SDK test runs: `XENIOS_TEST_PYTHON` (set by `make test`), else the

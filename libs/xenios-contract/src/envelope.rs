@@ -14,6 +14,7 @@ use crate::subjects::{
     dlq_subject, events_subject, jobs_subject, CORRELATION_ID_HEADER, ERROR_HEADER, MSG_ID_HEADER,
     REPLY_HEADER,
 };
+use crate::tools::ToolCallDelta;
 
 /// A job command, published on `jobs.<kind>` with the headers from [`JobCommand::headers`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,10 +98,12 @@ pub struct StatusChange {
     pub at: DateTime<Utc>,
 }
 
-/// A piece of streamed LLM output.
+/// A piece of streamed LLM output: text, or a piece of a tool call (with `text` empty).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Token {
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<ToolCallDelta>,
 }
 
 impl JobEvent {
@@ -113,7 +116,17 @@ impl JobEvent {
     }
 
     pub fn token(text: impl Into<String>) -> Self {
-        JobEvent::Token(Token { text: text.into() })
+        JobEvent::Token(Token {
+            text: text.into(),
+            tool_call: None,
+        })
+    }
+
+    pub fn tool_call_delta(delta: ToolCallDelta) -> Self {
+        JobEvent::Token(Token {
+            text: String::new(),
+            tool_call: Some(delta),
+        })
     }
 
     pub fn event_type(&self) -> &'static str {

@@ -127,6 +127,56 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
+/// A piece of a call as a stream gives it, in the shape of OpenAI's chunks: a call's first
+/// piece names it (`id`, `type`, `function.name`); the later ones add to its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// The call's place among the answer's calls, from 0.
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ToolType>,
+    pub function: FunctionCallDelta,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The next piece of the arguments' JSON text.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+impl ToolCallDelta {
+    /// A call's first piece.
+    pub fn start(index: u32, id: impl Into<String>, name: impl Into<String>) -> Self {
+        ToolCallDelta {
+            index,
+            id: Some(id.into()),
+            kind: Some(ToolType::Function),
+            function: FunctionCallDelta {
+                name: Some(name.into()),
+                arguments: String::new(),
+            },
+        }
+    }
+
+    /// More of a call's arguments.
+    pub fn arguments(index: u32, piece: impl Into<String>) -> Self {
+        ToolCallDelta {
+            index,
+            id: None,
+            kind: None,
+            function: FunctionCallDelta {
+                name: None,
+                arguments: piece.into(),
+            },
+        }
+    }
+}
+
 impl ToolCall {
     pub fn new(
         id: impl Into<String>,

@@ -18,7 +18,7 @@ use crate::retry::backoff;
 use crate::stream::LlmStream;
 use crate::{
     CallObserver, CallRecord, FinishReason, LlmError, LlmRequest, LlmResult, Message, Role,
-    Sampling, Tool, ToolCall, ToolChoice, Usage,
+    Sampling, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
 };
 
 /// Tokens a stream's reader may fall behind by before the provider is no longer read.
@@ -52,7 +52,7 @@ struct Ctx<'a> {
     task: &'a str,
     observer: &'a dyn CallObserver,
     cancel: &'a CancellationToken,
-    tokens: Option<&'a mpsc::Sender<String>>,
+    tokens: Option<&'a mpsc::Sender<StreamEvent>>,
     attempt: u32,
 }
 
@@ -136,8 +136,9 @@ impl LlmGateway {
     /// that fails before its first token is replaced by the next; once text has been yielded a
     /// failure ends the stream with [`LlmError::Interrupted`]. A JSON `response_format` is
     /// validated at the end but not re-asked (the caller has already seen the text). Tool
-    /// calls are not streamed: they come whole with the result. Dropping the stream or
-    /// cancelling `cancel` closes the provider connection.
+    /// calls stream as pieces too (a first one counts as the first token), and come whole
+    /// with the result. Dropping the stream or cancelling `cancel` closes the provider
+    /// connection.
     pub fn stream<'a>(
         &'a self,
         req: LlmRequest,
@@ -156,7 +157,7 @@ impl LlmGateway {
         req: LlmRequest,
         observer: &dyn CallObserver,
         cancel: &CancellationToken,
-        tokens: Option<mpsc::Sender<String>>,
+        tokens: Option<mpsc::Sender<StreamEvent>>,
     ) -> Result<LlmResult, LlmError> {
         let started = Instant::now();
         let plan = self.plan(&req)?;

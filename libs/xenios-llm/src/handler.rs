@@ -130,6 +130,7 @@ impl LlmHandler {
         while let Some(item) = stream.next().await {
             match item? {
                 StreamEvent::Token(text) => job.token(&text).await,
+                StreamEvent::ToolCall(delta) => job.tool_call_delta(delta).await,
                 StreamEvent::Done(result) => return Ok(result),
             }
         }

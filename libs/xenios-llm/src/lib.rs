@@ -53,6 +53,6 @@ pub use stream::LlmStream;
 pub use types::{
     CallObserver, CallRecord, FinishReason, FunctionCall, FunctionDefinition, Image, ImageDetail,
     ImageSource, LlmRequest, LlmResult, Message, Role, Sampling, StreamEvent, Tool, ToolCall,
-    ToolChoice, Usage,
+    ToolCallDelta, ToolChoice, Usage,
 };
 pub use xenios_config::{Candidate, LlmSettings, ProvidersSettings, TaskSettings};

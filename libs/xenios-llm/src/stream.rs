@@ -7,13 +7,14 @@ use tokio::sync::mpsc;
 
 use crate::{LlmError, LlmResult, StreamEvent};
 
-/// The tokens of a streamed answer as they arrive, then `Ok(Done(result))` or one `Err`.
+/// The tokens (and pieces of tool calls) of a streamed answer as they arrive, then
+/// `Ok(Done(result))` or one `Err`.
 ///
 /// The request runs inside this stream's `poll_next` (nothing is spawned): it progresses only
 /// while the stream is polled, and dropping the stream drops the provider connection.
 pub struct LlmStream<'a> {
     driver: Option<BoxFuture<'a, Result<LlmResult, LlmError>>>,
-    tokens: mpsc::Receiver<String>,
+    tokens: mpsc::Receiver<StreamEvent>,
     outcome: Option<Result<LlmResult, LlmError>>,
 }
 
@@ -21,7 +22,7 @@ impl<'a> LlmStream<'a> {
     /// `driver` owns the sender of `tokens`, so the channel closes exactly when it finishes.
     pub(crate) fn new(
         driver: BoxFuture<'a, Result<LlmResult, LlmError>>,
-        tokens: mpsc::Receiver<String>,
+        tokens: mpsc::Receiver<StreamEvent>,
     ) -> Self {
         LlmStream {
             driver: Some(driver),
@@ -44,7 +45,7 @@ impl Stream for LlmStream<'_> {
         }
         // Tokens sent before the driver finished come out before its outcome.
         match this.tokens.poll_recv(cx) {
-            Poll::Ready(Some(text)) => Poll::Ready(Some(Ok(StreamEvent::Token(text)))),
+            Poll::Ready(Some(piece)) => Poll::Ready(Some(Ok(piece))),
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(this.outcome.take().map(|o| o.map(StreamEvent::Done))),
         }

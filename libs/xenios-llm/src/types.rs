@@ -3,7 +3,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 pub use xenios_contract::images::{Image, ImageDetail, ImageSource};
 pub use xenios_contract::inputs::Sampling;
-pub use xenios_contract::tools::{FunctionCall, FunctionDefinition, Tool, ToolCall, ToolChoice};
+pub use xenios_contract::tools::{
+    FunctionCall, FunctionDefinition, Tool, ToolCall, ToolCallDelta, ToolChoice,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -215,11 +217,12 @@ pub struct LlmResult {
     pub tool_calls: Vec<ToolCall>,
 }
 
-/// An item of [`crate::LlmStream`]: text as it arrives, then the result (with the tool
-/// calls, which are delivered whole).
+/// An item of [`crate::LlmStream`]: text and pieces of tool calls as they arrive, then the
+/// result (with the tool calls whole).
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     Token(String),
+    ToolCall(ToolCallDelta),
     Done(LlmResult),
 }
 

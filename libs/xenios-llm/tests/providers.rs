@@ -8,22 +8,32 @@ use tokio_util::sync::CancellationToken;
 use xenios_config::{ProviderSettings, ProvidersSettings};
 use xenios_llm::{
     FinishReason, LlmError, LlmGateway, LlmRequest, LlmResult, LlmStream, Message, Sampling,
-    StreamEvent, TaskSettings, Tool, ToolCall, ToolChoice, Usage,
+    StreamEvent, TaskSettings, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
-/// Every token, then the result.
-async fn collect(mut stream: LlmStream<'_>) -> (Vec<String>, Result<LlmResult, LlmError>) {
-    let mut tokens = Vec::new();
+/// Every token of an answer without tool calls, then the result.
+async fn collect(stream: LlmStream<'_>) -> (Vec<String>, Result<LlmResult, LlmError>) {
+    let (tokens, pieces, result) = collect_with_calls(stream).await;
+    assert_eq!(pieces, [], "no tool calls in this answer");
+    (tokens, result)
+}
+
+/// Every token and piece of a tool call, then the result.
+async fn collect_with_calls(
+    mut stream: LlmStream<'_>,
+) -> (Vec<String>, Vec<ToolCallDelta>, Result<LlmResult, LlmError>) {
+    let (mut tokens, mut pieces) = (Vec::new(), Vec::new());
     while let Some(item) = stream.next().await {
         match item {
             Ok(StreamEvent::Token(t)) => tokens.push(t),
+            Ok(StreamEvent::ToolCall(piece)) => pieces.push(piece),
             Ok(StreamEvent::Done(result)) => {
                 assert!(stream.next().await.is_none(), "nothing after Done");
-                return (tokens, Ok(result));
+                return (tokens, pieces, Ok(result));
             }
             Err(e) => {
                 assert!(stream.next().await.is_none(), "nothing after an error");
-                return (tokens, Err(e));
+                return (tokens, pieces, Err(e));
             }
         }
     }
@@ -879,10 +889,26 @@ async fn openai_compatible_tool_calls_whole_and_streamed() {
         .complete(req.clone(), &calls, CancellationToken::new())
         .await
         .unwrap();
-    let (tokens, streamed) = collect(gateway.stream(req, &calls, CancellationToken::new())).await;
+    let (tokens, pieces, streamed) =
+        collect_with_calls(gateway.stream(req, &calls, CancellationToken::new())).await;
     let streamed = streamed.unwrap();
 
     assert!(tokens.is_empty(), "{tokens:?}");
+    // Each call's first piece names it; the rest are its arguments, as the provider sent them.
+    assert_eq!(pieces.len(), 7, "{pieces:?}");
+    assert_eq!(
+        pieces[0],
+        ToolCallDelta::start(0, "call_rome", "get_weather")
+    );
+    assert_eq!(
+        pieces[4],
+        ToolCallDelta::start(1, "call_oslo", "get_weather")
+    );
+    let oslo: String = pieces[5..]
+        .iter()
+        .map(|p| p.function.arguments.as_str())
+        .collect();
+    assert_eq!(oslo, r#"{"city": "Oslo"}"#);
     for result in [&whole, &streamed] {
         assert_eq!(result.content, "");
         assert_eq!(result.finish_reason, FinishReason::ToolCalls);
@@ -942,10 +968,24 @@ async fn anthropic_tool_use_whole_and_streamed() {
         .complete(req.clone(), &calls, CancellationToken::new())
         .await
         .unwrap();
-    let (tokens, streamed) = collect(gateway.stream(req, &calls, CancellationToken::new())).await;
+    let (tokens, pieces, streamed) =
+        collect_with_calls(gateway.stream(req, &calls, CancellationToken::new())).await;
     let streamed = streamed.unwrap();
 
     assert_eq!(tokens, ["Checking", " both."]);
+    // Anthropic's `input_json_delta` pieces, numbered among the calls.
+    let starts: Vec<(u32, Option<&str>)> = pieces
+        .iter()
+        .filter(|p| p.id.is_some())
+        .map(|p| (p.index, p.id.as_deref()))
+        .collect();
+    assert_eq!(starts, [(0, Some("call_rome")), (1, Some("call_oslo"))]);
+    let rome: String = pieces
+        .iter()
+        .filter(|p| p.index == 0)
+        .map(|p| p.function.arguments.as_str())
+        .collect();
+    assert_eq!(rome, r#"{"city": "Rome"}"#);
     for result in [&whole, &streamed] {
         assert_eq!(result.content, "Checking both.");
         assert_eq!(result.finish_reason, FinishReason::ToolCalls);

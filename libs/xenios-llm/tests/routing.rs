@@ -242,6 +242,7 @@ async fn a_stream_falls_back_when_the_primary_breaks_before_its_first_token() {
     let result = loop {
         match stream.next().await.unwrap().unwrap() {
             StreamEvent::Token(t) => tokens.push(t),
+            StreamEvent::ToolCall(piece) => panic!("no tools were offered: {piece:?}"),
             StreamEvent::Done(result) => break result,
         }
     };

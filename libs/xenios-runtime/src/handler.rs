@@ -5,6 +5,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use xenios_contract::envelope::JobEvent;
 use xenios_contract::subjects::events_subject;
+use xenios_contract::tools::ToolCallDelta;
 use xenios_contract::{JobError, JobId, JobKind, Progress};
 use xenios_store::Store;
 
@@ -124,6 +125,11 @@ impl JobContext {
     /// Streams a piece of output (LLM tokens) to the job's watchers as soon as it exists.
     pub async fn token(&self, text: &str) {
         self.publish(&JobEvent::token(text)).await;
+    }
+
+    /// A piece of a tool call the model is making, as a `token` event.
+    pub async fn tool_call_delta(&self, delta: ToolCallDelta) {
+        self.publish(&JobEvent::tool_call_delta(delta)).await;
     }
 
     /// Publishes without asking for the stream's acknowledgement (the subject is still

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use utoipa::ToSchema;
 use xenios_auth::UserContext;
 use xenios_contract::envelope::JobEvent;
+use xenios_contract::tools::ToolCallDelta;
 use xenios_contract::{JobError, JobId, JobKind, JobStatus};
 use xenios_store::NewJob;
 
@@ -232,7 +233,7 @@ pub struct StreamDone {
     cost_usd: Option<f64>,
     /// `stop`, `length` (`max_tokens` cut the answer short), `content_filter` or `tool_calls`.
     finish_reason: String,
-    /// The tools the model called, whole (they are not streamed); absent when none.
+    /// The tools the model called, whole (this route streams only text); absent when none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallBody>,
 }
@@ -276,7 +277,8 @@ pub async fn complete(
 
 /// Runs an LLM request through `jobs.llm` and streams its answer as Server-Sent Events:
 /// `token` `{"text"}` as each arrives, then `done` (or `error` `{"code","message","retryable"}`).
-/// Tool calls are not streamed: `done` carries them whole.
+/// Tool calls are not streamed here (`/v1/chat/completions` streams them): `done` carries
+/// them whole.
 #[utoipa::path(post, path = "/api/v1/llm/stream", tag = "llm",
     security(("api_key" = [], "bearer" = [])),
     request_body = LlmBody,
@@ -306,27 +308,31 @@ pub async fn stream(
     let job_id = call.job_id;
     let events = futures::stream::unfold(Some(call), |call| async move {
         let mut call = call?;
-        let event = match call.next().await {
-            Update::Token(text) => {
-                let event = JobEvent::token(text);
-                return Some((sse(event.event_type(), event.sse_data()), Some(call)));
-            }
-            Update::Done(result) => match LlmAnswer::from_result(result) {
-                Ok(a) => sse(
-                    "done",
-                    json_text(&StreamDone {
-                        model: a.model,
-                        fallback_used: a.fallback_used,
-                        usage: a.usage,
-                        latency_ms: a.latency_ms,
-                        cost_usd: a.cost_usd,
-                        finish_reason: a.finish_reason,
-                        tool_calls: a.tool_calls,
-                    }),
-                ),
-                Err(e) => sse("error", json_text(&internal_error(&e))),
-            },
-            Update::Failed(error) => sse("error", json_text(&error)),
+        // The calls come whole in `done`: this route's `token` events are text (SPEC §3).
+        let event = loop {
+            break match call.next().await {
+                Update::ToolCall(_) => continue,
+                Update::Token(text) => {
+                    let event = JobEvent::token(text);
+                    return Some((sse(event.event_type(), event.sse_data()), Some(call)));
+                }
+                Update::Done(result) => match LlmAnswer::from_result(result) {
+                    Ok(a) => sse(
+                        "done",
+                        json_text(&StreamDone {
+                            model: a.model,
+                            fallback_used: a.fallback_used,
+                            usage: a.usage,
+                            latency_ms: a.latency_ms,
+                            cost_usd: a.cost_usd,
+                            finish_reason: a.finish_reason,
+                            tool_calls: a.tool_calls,
+                        }),
+                    ),
+                    Err(e) => sse("error", json_text(&internal_error(&e))),
+                },
+                Update::Failed(error) => sse("error", json_text(&error)),
+            };
         };
         Some((event, None))
     });
@@ -377,6 +383,8 @@ pub(crate) fn job_failure(error: &JobError) -> ApiError {
 /// What happened next to a followed `llm` job.
 pub(crate) enum Update {
     Token(String),
+    /// A piece of a tool call the model is making (the calls come whole with the result too).
+    ToolCall(ToolCallDelta),
     /// The job's result.
     Done(Value),
     Failed(JobError),
@@ -393,6 +401,8 @@ pub(crate) struct LlmCall {
     grace: Option<Instant>,
     last_error: Option<JobError>,
     streamed: bool,
+    /// Pieces of tool calls have come: a client that streams them has the calls already.
+    pub streamed_tool_calls: bool,
     finished: bool,
 }
 
@@ -434,6 +444,7 @@ impl LlmCall {
             grace: None,
             last_error: None,
             streamed: false,
+            streamed_tool_calls: false,
             finished: false,
         })
     }
@@ -442,7 +453,7 @@ impl LlmCall {
     pub async fn finish(&mut self) -> Result<Value, JobError> {
         loop {
             match self.next().await {
-                Update::Token(_) => {}
+                Update::Token(_) | Update::ToolCall(_) => {}
                 Update::Done(result) => return Ok(result),
                 Update::Failed(error) => return Err(error),
             }
@@ -485,7 +496,13 @@ impl LlmCall {
             match &*stored.event {
                 JobEvent::Token(token) => {
                     self.streamed = true;
-                    return Update::Token(token.text.clone());
+                    return match &token.tool_call {
+                        Some(delta) => {
+                            self.streamed_tool_calls = true;
+                            Update::ToolCall(delta.clone())
+                        }
+                        None => Update::Token(token.text.clone()),
+                    };
                 }
                 JobEvent::Result(result) => {
                     self.finished = true;

@@ -480,8 +480,9 @@ fn content_of(
 }
 
 /// OpenAI-compatible chat completions, whole or streamed (`stream: true`: `chat.completion.chunk`
-/// events, the last with `finish_reason` and `usage`, then `data: [DONE]`). Tool calls are
-/// not streamed piece by piece: one chunk before the last carries them all, whole.
+/// events, the last with `finish_reason` and `usage`, then `data: [DONE]`). Tool calls stream
+/// as OpenAI's do: `delta.tool_calls` pieces, a call's first with its `index`, `id`, `type`
+/// and `function.name`, the later ones adding to its `function.arguments`.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
     security(("bearer" = []), ("api_key" = [], "bearer" = [])),
     request_body = ChatCompletionRequest,
@@ -565,12 +566,21 @@ pub async fn chat_completions(
                         chunk(&requested, json!({ "content": text }), None),
                         Phase::Running(call),
                     ),
+                    Update::ToolCall(delta) => (
+                        chunk(&requested, json!({ "tool_calls": [delta] }), None),
+                        Phase::Running(call),
+                    ),
                     Update::Done(result) => match LlmAnswer::from_result(result) {
                         Ok(answer) => {
                             let finish = Some(answer.finish_reason.as_str());
                             let mut last = chunk(&answer.model, json!({}), finish);
                             last["usage"] = json!(CompletionUsage::from(&answer));
-                            match tool_calls_delta(&answer.tool_calls) {
+                            // Streamed piece by piece already, or else whole here.
+                            let whole = match call.streamed_tool_calls {
+                                true => None,
+                                false => tool_calls_delta(&answer.tool_calls),
+                            };
+                            match whole {
                                 Some(delta) => {
                                     (chunk(&answer.model, delta, None), Phase::Finishing(last))
                                 }

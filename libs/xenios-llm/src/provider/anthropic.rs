@@ -5,7 +5,10 @@ use xenios_contract::tools::MAX_TOOL_CALLS;
 
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{FinishReason, Image, ImageSource, Message, Role, Tool, ToolCall, ToolChoice, Usage};
+use crate::{
+    FinishReason, Image, ImageSource, Message, Role, Tool, ToolCall, ToolCallDelta, ToolChoice,
+    Usage,
+};
 
 /// Anthropic accepts temperatures up to 1.
 const MAX_TEMPERATURE: f64 = 1.0;
@@ -329,6 +332,8 @@ pub(super) struct Decoder {
     /// `tool_use` blocks: each begins with its id and name (`content_block_start`), its input
     /// arrives as `input_json_delta` pieces of JSON text.
     calls: Vec<StreamedCall>,
+    /// The pieces of calls the last event gave, for the reader to pass on.
+    pub deltas: Vec<ToolCallDelta>,
 }
 
 struct StreamedCall {
@@ -368,12 +373,19 @@ impl Decoder {
                     return Err(format!("more than {MAX_TOOL_CALLS} tool calls"));
                 }
                 let text = |pointer| v.pointer(pointer).and_then(Value::as_str);
-                self.calls.push(StreamedCall {
+                let call = StreamedCall {
                     index: v.get("index").and_then(Value::as_u64),
                     id: text("/content_block/id").unwrap_or_default().to_owned(),
                     name: text("/content_block/name").unwrap_or_default().to_owned(),
                     input: String::new(),
-                });
+                };
+                let ordinal = self.calls.len() as u32;
+                self.deltas.push(ToolCallDelta::start(
+                    ordinal,
+                    call.id.as_str(),
+                    call.name.as_str(),
+                ));
+                self.calls.push(call);
                 Step::Skip
             }
             "content_block_delta"
@@ -381,11 +393,11 @@ impl Decoder {
             {
                 let index = v.get("index").and_then(Value::as_u64);
                 let piece = v.pointer("/delta/partial_json").and_then(Value::as_str);
-                if let (Some(call), Some(piece)) = (
-                    self.calls.iter_mut().rev().find(|c| c.index == index),
-                    piece,
-                ) {
-                    call.input.push_str(piece);
+                let ordinal = self.calls.iter().rposition(|c| c.index == index);
+                if let (Some(ordinal), Some(piece)) = (ordinal, piece.filter(|p| !p.is_empty())) {
+                    self.calls[ordinal].input.push_str(piece);
+                    self.deltas
+                        .push(ToolCallDelta::arguments(ordinal as u32, piece));
                 }
                 Step::Skip
             }
@@ -693,6 +705,16 @@ mod tests {
         }
         assert_eq!(text, "Checking.");
         assert_eq!(decoder.finish_reason, Some(FinishReason::ToolCalls));
+        // The pieces as they came, numbered among the calls (not the message's blocks).
+        assert_eq!(
+            std::mem::take(&mut decoder.deltas),
+            [
+                ToolCallDelta::start(0, "toolu_a", "get_weather"),
+                ToolCallDelta::arguments(0, "{\"city\": "),
+                ToolCallDelta::arguments(0, "\"Paris\"}"),
+                ToolCallDelta::start(1, "toolu_b", "get_time"),
+            ]
+        );
         assert_eq!(
             decoder.tool_calls(),
             [

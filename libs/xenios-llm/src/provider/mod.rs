@@ -23,7 +23,10 @@ use xenios_config::{LlmSettings, ProviderSettings};
 
 use crate::retry::retry_after;
 use crate::sse::{SseError, SseEvent, SseReader};
-use crate::{FinishReason, LlmError, Message, Sampling, Tool, ToolCall, ToolChoice, Usage};
+use crate::{
+    FinishReason, LlmError, Message, Sampling, StreamEvent, Tool, ToolCall, ToolCallDelta,
+    ToolChoice, Usage,
+};
 
 /// The most of an error answer read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -264,6 +267,14 @@ impl Decoder {
         }
     }
 
+    /// The pieces of tool calls the last event gave.
+    fn tool_call_deltas(&mut self) -> Vec<ToolCallDelta> {
+        match self {
+            Decoder::OpenAi(d) => std::mem::take(&mut d.deltas),
+            Decoder::Anthropic(d) => std::mem::take(&mut d.deltas),
+        }
+    }
+
     /// Whole, once the stream has ended.
     fn tool_calls(&mut self) -> Vec<ToolCall> {
         match self {
@@ -433,7 +444,7 @@ impl Provider {
         http: &Client,
         spec: &CallSpec<'_>,
         limits: &Limits,
-        tokens: Option<&mpsc::Sender<String>>,
+        tokens: Option<&mpsc::Sender<StreamEvent>>,
     ) -> Result<Reply, CallError> {
         if let Some(var) = self.missing_key {
             return Err(CallError::new(
@@ -503,7 +514,7 @@ impl Provider {
         started: Instant,
         deadline: Instant,
         limits: &Limits,
-        tokens: Option<&mpsc::Sender<String>>,
+        tokens: Option<&mpsc::Sender<StreamEvent>>,
     ) -> Result<Reply, CallError> {
         let status = response.status().as_u16();
         let mut events = SseReader::new(response.bytes_stream(), limits.max_line, limits.max_body);
@@ -532,6 +543,12 @@ impl Provider {
                 )),
                 Ok(Ok(Some(event))) => decoder.feed(&event).map_err(CallError::bad_response),
             };
+            for delta in decoder.tool_call_deltas() {
+                ttft.get_or_insert_with(|| started.elapsed());
+                if let Some(tokens) = tokens {
+                    let _ = tokens.send(StreamEvent::ToolCall(delta)).await;
+                }
+            }
             match step {
                 Ok(Step::Text(text)) if !text.is_empty() => {
                     ttft.get_or_insert_with(|| started.elapsed());
@@ -539,7 +556,7 @@ impl Provider {
                     if let Some(tokens) = tokens {
                         // The receiver lives as long as this future; a full channel is the
                         // caller's backpressure.
-                        let _ = tokens.send(text).await;
+                        let _ = tokens.send(StreamEvent::Token(text)).await;
                     }
                 }
                 Ok(Step::Text(_) | Step::Skip) => {}

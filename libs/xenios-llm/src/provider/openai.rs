@@ -6,7 +6,7 @@ use xenios_contract::tools::MAX_TOOL_CALLS;
 use super::anthropic::cached_text;
 use super::{error_text, CallSpec, Parsed, Step};
 use crate::sse::SseEvent;
-use crate::{FinishReason, Message, Role, ToolCall, Usage};
+use crate::{FinishReason, Message, Role, ToolCall, ToolCallDelta, Usage};
 
 /// A message with pictures as OpenAI's part list: the pictures, then the text (if any), which
 /// carries the cache mark.
@@ -220,7 +220,10 @@ struct PartialCall {
 }
 
 impl Calls {
-    fn absorb(&mut self, fragment: CallFragment) -> Result<(), String> {
+    /// Adds a fragment to its call; the piece a stream's reader is to pass on, if any: a
+    /// call's first fragment names it (an id made up when the server gave none, since the
+    /// caller's answer must name it), a later one adds arguments.
+    fn absorb(&mut self, fragment: CallFragment) -> Result<Option<ToolCallDelta>, String> {
         let id = fragment.id.filter(|id| !id.is_empty());
         // A new id starts a call (some servers give parallel calls one index); without one,
         // the fragment continues the call of its index, or the last call.
@@ -229,8 +232,8 @@ impl Calls {
             (None, Some(index)) => self.0.iter().rposition(|c| c.index == Some(index)),
             (None, None) => self.0.len().checked_sub(1),
         };
-        let call = match known {
-            Some(position) => &mut self.0[position],
+        let (position, started) = match known {
+            Some(position) => (position, false),
             None if self.0.len() == MAX_TOOL_CALLS => {
                 return Err(format!("more than {MAX_TOOL_CALLS} tool calls"))
             }
@@ -239,24 +242,42 @@ impl Calls {
                     index: fragment.index,
                     ..PartialCall::default()
                 });
-                self.0.last_mut().expect("just pushed")
+                (self.0.len() - 1, true)
             }
         };
-        if let Some(id) = id {
-            call.id = id;
+        let call = &mut self.0[position];
+        match id {
+            Some(id) => call.id = id,
+            None if started => call.id = format!("tool_call_{position}"),
+            None => {}
         }
-        let Some(function) = fragment.function else {
-            return Ok(());
-        };
-        if let Some(name) = function.name.filter(|n| !n.is_empty()) {
-            call.name = name;
+        let (mut named, mut piece) = (None, String::new());
+        if let Some(function) = fragment.function {
+            if let Some(name) = function.name.filter(|n| !n.is_empty()) {
+                call.name.clone_from(&name);
+                named = Some(name);
+            }
+            piece = match function.arguments {
+                Some(Value::String(text)) => text,
+                None | Some(Value::Null) => String::new(),
+                Some(value) => value.to_string(),
+            };
+            call.arguments.push_str(&piece);
         }
-        match function.arguments {
-            Some(Value::String(text)) => call.arguments.push_str(&text),
-            None | Some(Value::Null) => {}
-            Some(value) => call.arguments.push_str(&value.to_string()),
-        }
-        Ok(())
+        let index = u32::try_from(position).unwrap_or(u32::MAX);
+        Ok(match started {
+            true => {
+                let mut delta = ToolCallDelta::start(index, call.id.as_str(), call.name.as_str());
+                delta.function.arguments = piece;
+                Some(delta)
+            }
+            false if named.is_some() || !piece.is_empty() => {
+                let mut delta = ToolCallDelta::arguments(index, piece);
+                delta.function.name = named;
+                Some(delta)
+            }
+            false => None,
+        })
     }
 
     /// The calls; one without an id (a local server's) is given one, since the caller's
@@ -284,6 +305,8 @@ pub(super) struct Decoder {
     /// Set once a choice carries its `finish_reason`.
     pub finish_reason: Option<FinishReason>,
     calls: Calls,
+    /// The pieces of calls the last chunk gave, for the reader to pass on.
+    pub deltas: Vec<ToolCallDelta>,
 }
 
 impl Decoder {
@@ -329,7 +352,7 @@ impl Decoder {
             return Ok(Step::Skip);
         };
         for fragment in delta.tool_calls {
-            self.calls.absorb(fragment)?;
+            self.deltas.extend(self.calls.absorb(fragment)?);
         }
         Ok(delta.content.map_or(Step::Skip, Step::Text))
     }
@@ -514,12 +537,44 @@ mod tests {
         }
         assert_eq!(text, "Checking.");
         assert_eq!(decoder.finish_reason, Some(FinishReason::ToolCalls));
+        let mut first_b = ToolCallDelta::start(1, "call_b", "get_time");
+        first_b.function.arguments = "{\"tz\":".into();
+        assert_eq!(
+            std::mem::take(&mut decoder.deltas),
+            [
+                ToolCallDelta::start(0, "call_a", "get_weather"),
+                ToolCallDelta::arguments(0, "{\"ci"),
+                first_b,
+                ToolCallDelta::arguments(0, "ty\":\"Paris\"}"),
+                ToolCallDelta::arguments(1, "\"CET\"}"),
+            ]
+        );
         assert_eq!(
             decoder.tool_calls(),
             [
                 ToolCall::new("call_a", "get_weather", r#"{"city":"Paris"}"#),
                 ToolCall::new("call_b", "get_time", r#"{"tz":"CET"}"#),
             ]
+        );
+    }
+
+    #[test]
+    fn a_streamed_call_without_an_id_is_given_one_from_its_first_piece() {
+        let mut decoder = Decoder::default();
+        for piece in [
+            json!({"index": 0, "function": {"name": "f", "arguments": "{"}}),
+            json!({"index": 0, "function": {"arguments": "}"}}),
+        ] {
+            decoder
+                .feed(&chunk(json!({"tool_calls": [piece]}), None))
+                .unwrap();
+        }
+        let mut first = ToolCallDelta::start(0, "tool_call_0", "f");
+        first.function.arguments = "{".into();
+        assert_eq!(decoder.deltas, [first, ToolCallDelta::arguments(0, "}")]);
+        assert_eq!(
+            decoder.tool_calls(),
+            [ToolCall::new("tool_call_0", "f", "{}")]
         );
     }
 
