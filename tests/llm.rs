@@ -100,6 +100,19 @@ fn ask(task: &str) -> Value {
     ]})
 }
 
+/// `POST /v1/chat/completions` as a service call: an SDK's bearer API key, no user.
+fn chat_completion(
+    stack: &Stack,
+    body: Value,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    stack
+        .http
+        .post(stack.url("/v1/chat/completions"))
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+}
+
 fn job_id_of(response: &reqwest::Response) -> String {
     response.headers()["x-job-id"].to_str().unwrap().to_owned()
 }
@@ -547,14 +560,12 @@ async fn prompt_cache_counts_reach_answers_and_the_audit_log(db: Db, task: &str)
         model,
         anthropic_text_cached(model, "Hi again.", [40, 0, 5000, 25]),
     );
-    let response = stack
-        .http
-        .post(stack.url("/v1/chat/completions"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"model": task, "messages": ask(task)["messages"]}))
-        .send()
-        .await
-        .unwrap();
+    let response = chat_completion(
+        &stack,
+        json!({"model": task, "messages": ask(task)["messages"]}),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -1116,14 +1127,12 @@ async fn usage_sums_the_callers_llm_calls() {
     assert_eq!(status, 200, "{answer}");
     // A service call: an SDK's bearer API key, no user.
     stub.push("gpt-us", openai_text("gpt-us", "Two.", 20, 5));
-    let response = stack
-        .http
-        .post(stack.url("/v1/chat/completions"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"model": "us_task", "messages": [{"role": "user", "content": "Hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = chat_completion(
+        &stack,
+        json!({"model": "us_task", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
 
     let own = usage_once_logged(&stack, &stack.token(USER), "", 1).await;
@@ -1287,14 +1296,7 @@ async fn a_spent_daily_budget_refuses_the_users_llm_requests() {
 
     // A service call, and a service_role caller, are not limited.
     stub.push("gpt-bud", openai_text("gpt-bud", "Service.", 12, 3));
-    let response = stack
-        .http
-        .post(stack.url("/v1/chat/completions"))
-        .bearer_auth(API_KEY)
-        .json(&chat)
-        .send()
-        .await
-        .unwrap();
+    let response = chat_completion(&stack, chat.clone()).await.unwrap();
     assert_eq!(response.status(), 200);
     stub.push("gpt-bud", openai_text("gpt-bud", "Admin.", 12, 3));
     let response = stack
@@ -1646,16 +1648,8 @@ fn assert_second_turn_sent(messages: &Value) {
 #[tokio::test]
 async fn chat_completions_call_tools() {
     let (stub, stack) = one_task_stack("tool_task", "openai:gpt-tool").await;
-    let url = stack.url("/v1/chat/completions");
     let question = json!({"role": "user", "content": "Weather in Rome and Oslo?"});
-    let post = |body: Value| {
-        stack
-            .http
-            .post(&url)
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-    };
+    let post = |body: Value| chat_completion(&stack, body);
 
     stub.push(
         "gpt-tool",
@@ -1786,15 +1780,7 @@ async fn pictures_reach_both_providers() {
         Task::new("eye_an", "anthropic:claude-eye"),
     ];
     let stack = stack_with(Db::Sqlite, &stub, &tasks, &[]).await;
-    let url = stack.url("/v1/chat/completions");
-    let post = |body: Value| {
-        stack
-            .http
-            .post(&url)
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-    };
+    let post = |body: Value| chat_completion(&stack, body);
     // The first 24 bytes of a PNG, labelled JPEG.
     let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB";
     let inline = format!("data:image/jpeg;base64,{png}");
@@ -1984,15 +1970,13 @@ async fn anthropic_tool_calls_stream_as_openai_pieces() {
         "claude-tool",
         anthropic_tool_stream("claude-tool", &["Checking."], &ROME_AND_OSLO),
     );
-    let response = stack
-        .http
-        .post(stack.url("/v1/chat/completions"))
-        .bearer_auth(API_KEY)
-        .json(&json!({"model": "an_tools", "messages": [question],
-                      "tools": weather_tools(), "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let response = chat_completion(
+        &stack,
+        json!({"model": "an_tools", "messages": [question],
+                      "tools": weather_tools(), "stream": true}),
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     let chunks = chunks_of(response).await;
     let text: String = chunks
