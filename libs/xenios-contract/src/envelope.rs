@@ -103,7 +103,8 @@ pub struct StatusChange {
 pub struct Token {
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call: Option<ToolCallDelta>,
+    /// Boxed: every event of an LLM stream is a `Token`, and the API holds many of them.
+    pub tool_call: Option<Box<ToolCallDelta>>,
 }
 
 impl JobEvent {
@@ -125,7 +126,7 @@ impl JobEvent {
     pub fn tool_call_delta(delta: ToolCallDelta) -> Self {
         JobEvent::Token(Token {
             text: String::new(),
-            tool_call: Some(delta),
+            tool_call: Some(Box::new(delta)),
         })
     }
 

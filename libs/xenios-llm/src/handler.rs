@@ -152,7 +152,8 @@ async fn read_pictures(
     for (i, m) in messages.iter().enumerate() {
         let mut images = Vec::with_capacity(m.images.len());
         for (j, image) in m.images.iter().enumerate() {
-            let (Some(file_id), None) = (&image.file_id, image.by_url()) else {
+            // The input's check let through exactly one of the two.
+            let Some(file_id) = image.file_id.as_deref() else {
                 images.extend(image.by_url());
                 continue;
             };

@@ -499,7 +499,7 @@ impl LlmCall {
                     return match &token.tool_call {
                         Some(delta) => {
                             self.streamed_tool_calls = true;
-                            Update::ToolCall(delta.clone())
+                            Update::ToolCall(ToolCallDelta::clone(delta))
                         }
                         None => Update::Token(token.text.clone()),
                     };

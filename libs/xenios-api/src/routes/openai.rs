@@ -444,7 +444,7 @@ fn content_of(
                     Value::String(url) => json!({ "url": url }),
                     image_url => image_url.clone(),
                 };
-                let checked = serde_json::from_value::<Image>(image.clone())
+                let checked = Image::deserialize(&image)
                     .map_err(|e| e.to_string())
                     .and_then(|image| image.check());
                 if let Err(message) = checked {
