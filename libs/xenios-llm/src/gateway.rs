@@ -15,10 +15,10 @@ use xenios_contract::tools::check_tools;
 use crate::format::Format;
 use crate::provider::{CallError, CallSpec, Failure, Limits, Outcome, Provider, Reply};
 use crate::retry::backoff;
-use crate::stream::LlmStream;
+use crate::stream::{LlmStream, Piece};
 use crate::{
     CallObserver, CallRecord, FinishReason, LlmError, LlmRequest, LlmResult, Message, Role,
-    Sampling, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+    Sampling, Tool, ToolCall, ToolChoice, Usage,
 };
 
 /// Tokens a stream's reader may fall behind by before the provider is no longer read.
@@ -52,7 +52,7 @@ struct Ctx<'a> {
     task: &'a str,
     observer: &'a dyn CallObserver,
     cancel: &'a CancellationToken,
-    tokens: Option<&'a mpsc::Sender<StreamEvent>>,
+    tokens: Option<&'a mpsc::Sender<Piece>>,
     attempt: u32,
 }
 
@@ -157,7 +157,7 @@ impl LlmGateway {
         req: LlmRequest,
         observer: &dyn CallObserver,
         cancel: &CancellationToken,
-        tokens: Option<mpsc::Sender<StreamEvent>>,
+        tokens: Option<mpsc::Sender<Piece>>,
     ) -> Result<LlmResult, LlmError> {
         let started = Instant::now();
         let plan = self.plan(&req)?;

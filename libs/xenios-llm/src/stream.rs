@@ -5,7 +5,14 @@ use futures::future::BoxFuture;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use crate::{LlmError, LlmResult, StreamEvent};
+use crate::{LlmError, LlmResult, StreamEvent, ToolCallDelta};
+
+/// What a provider's reader hands the stream as it arrives. Small, unlike [`StreamEvent`] (whose
+/// result is large): a stream's channel holds blocks of these.
+pub(crate) enum Piece {
+    Text(String),
+    ToolCall(Box<ToolCallDelta>),
+}
 
 /// The tokens (and pieces of tool calls) of a streamed answer as they arrive, then
 /// `Ok(Done(result))` or one `Err`.
@@ -14,7 +21,7 @@ use crate::{LlmError, LlmResult, StreamEvent};
 /// while the stream is polled, and dropping the stream drops the provider connection.
 pub struct LlmStream<'a> {
     driver: Option<BoxFuture<'a, Result<LlmResult, LlmError>>>,
-    tokens: mpsc::Receiver<StreamEvent>,
+    tokens: mpsc::Receiver<Piece>,
     outcome: Option<Result<LlmResult, LlmError>>,
 }
 
@@ -22,7 +29,7 @@ impl<'a> LlmStream<'a> {
     /// `driver` owns the sender of `tokens`, so the channel closes exactly when it finishes.
     pub(crate) fn new(
         driver: BoxFuture<'a, Result<LlmResult, LlmError>>,
-        tokens: mpsc::Receiver<StreamEvent>,
+        tokens: mpsc::Receiver<Piece>,
     ) -> Self {
         LlmStream {
             driver: Some(driver),
@@ -45,7 +52,10 @@ impl Stream for LlmStream<'_> {
         }
         // Tokens sent before the driver finished come out before its outcome.
         match this.tokens.poll_recv(cx) {
-            Poll::Ready(Some(piece)) => Poll::Ready(Some(Ok(piece))),
+            Poll::Ready(Some(Piece::Text(text))) => Poll::Ready(Some(Ok(StreamEvent::Token(text)))),
+            Poll::Ready(Some(Piece::ToolCall(delta))) => {
+                Poll::Ready(Some(Ok(StreamEvent::ToolCall(*delta))))
+            }
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(this.outcome.take().map(|o| o.map(StreamEvent::Done))),
         }

@@ -23,9 +23,9 @@ use xenios_config::{LlmSettings, ProviderSettings};
 
 use crate::retry::retry_after;
 use crate::sse::{SseError, SseEvent, SseReader};
+use crate::stream::Piece;
 use crate::{
-    FinishReason, LlmError, Message, Sampling, StreamEvent, Tool, ToolCall, ToolCallDelta,
-    ToolChoice, Usage,
+    FinishReason, LlmError, Message, Sampling, Tool, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 
 /// The most of an error answer read for its message.
@@ -444,7 +444,7 @@ impl Provider {
         http: &Client,
         spec: &CallSpec<'_>,
         limits: &Limits,
-        tokens: Option<&mpsc::Sender<StreamEvent>>,
+        tokens: Option<&mpsc::Sender<Piece>>,
     ) -> Result<Reply, CallError> {
         if let Some(var) = self.missing_key {
             return Err(CallError::new(
@@ -514,7 +514,7 @@ impl Provider {
         started: Instant,
         deadline: Instant,
         limits: &Limits,
-        tokens: Option<&mpsc::Sender<StreamEvent>>,
+        tokens: Option<&mpsc::Sender<Piece>>,
     ) -> Result<Reply, CallError> {
         let status = response.status().as_u16();
         let mut events = SseReader::new(response.bytes_stream(), limits.max_line, limits.max_body);
@@ -546,7 +546,7 @@ impl Provider {
             for delta in decoder.tool_call_deltas() {
                 ttft.get_or_insert_with(|| started.elapsed());
                 if let Some(tokens) = tokens {
-                    let _ = tokens.send(StreamEvent::ToolCall(delta)).await;
+                    let _ = tokens.send(Piece::ToolCall(Box::new(delta))).await;
                 }
             }
             match step {
@@ -556,7 +556,7 @@ impl Provider {
                     if let Some(tokens) = tokens {
                         // The receiver lives as long as this future; a full channel is the
                         // caller's backpressure.
-                        let _ = tokens.send(StreamEvent::Token(text)).await;
+                        let _ = tokens.send(Piece::Text(text)).await;
                     }
                 }
                 Ok(Step::Text(_) | Step::Skip) => {}
