@@ -43,10 +43,10 @@ impl ImageInput {
 
     /// One of `url` and `file_id`; an error names the field at fault under `at`.
     fn check(&self, at: &str) -> Result<(), InputError> {
-        match (self.by_url(), &self.file_id) {
-            (Some(image), None) => image
-                .check()
-                .map_err(|message| InputError::new(&format!("{at}.url"), message)),
+        match (&self.url, &self.file_id) {
+            (Some(url), None) => {
+                check_url(url).map_err(|message| InputError::new(&format!("{at}.url"), message))
+            }
             (None, Some(id)) if id.is_empty() || id.len() > 128 => Err(InputError::new(
                 &format!("{at}.file_id"),
                 "must be 1 to 128 characters",
@@ -93,26 +93,7 @@ pub enum ImageSource<'a> {
 impl Image {
     /// The picture's source; an error says what is wrong with the URL.
     pub fn source(&self) -> Result<ImageSource<'_>, String> {
-        let url = self.url.as_str();
-        let Some(rest) = url.strip_prefix("data:") else {
-            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-            return match scheme.as_deref() {
-                Some("https" | "http") if url.len() <= MAX_URL_LEN => Ok(ImageSource::Url(url)),
-                Some("https" | "http") => Err(format!("at most {MAX_URL_LEN} characters")),
-                _ => Err("an http(s) URL or a base64 `data:image/…` URL".into()),
-            };
-        };
-        let Some((declared, base64)) = rest.split_once(";base64,") else {
-            return Err("a `data:` URL must be base64 (`data:image/png;base64,…`)".into());
-        };
-        if !IMAGE_TYPES.contains(&declared) {
-            return Err(format!(
-                "`{declared}` is not a supported picture type ({})",
-                IMAGE_TYPES.join(", ")
-            ));
-        }
-        let media_type = media_type_of(base64)?;
-        Ok(ImageSource::Inline { media_type, base64 })
+        source_of(&self.url)
     }
 
     /// An upload's bytes as an inline picture, or why they are none.
@@ -126,13 +107,41 @@ impl Image {
 
     /// The whole URL checked: an inline picture's data decoded, not only its first bytes.
     pub fn check(&self) -> Result<(), String> {
-        if let ImageSource::Inline { base64, .. } = self.source()? {
-            STANDARD
-                .decode(base64)
-                .map_err(|e| format!("the picture's base64 does not decode: {e}"))?;
-        }
-        Ok(())
+        check_url(&self.url)
     }
+}
+
+/// The source a URL gives; an error says what is wrong with it.
+fn source_of(url: &str) -> Result<ImageSource<'_>, String> {
+    let Some(rest) = url.strip_prefix("data:") else {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        return match scheme.as_deref() {
+            Some("https" | "http") if url.len() <= MAX_URL_LEN => Ok(ImageSource::Url(url)),
+            Some("https" | "http") => Err(format!("at most {MAX_URL_LEN} characters")),
+            _ => Err("an http(s) URL or a base64 `data:image/…` URL".into()),
+        };
+    };
+    let Some((declared, base64)) = rest.split_once(";base64,") else {
+        return Err("a `data:` URL must be base64 (`data:image/png;base64,…`)".into());
+    };
+    if !IMAGE_TYPES.contains(&declared) {
+        return Err(format!(
+            "`{declared}` is not a supported picture type ({})",
+            IMAGE_TYPES.join(", ")
+        ));
+    }
+    let media_type = media_type_of(base64)?;
+    Ok(ImageSource::Inline { media_type, base64 })
+}
+
+/// The whole URL checked: an inline picture's data decoded, not only its first bytes.
+fn check_url(url: &str) -> Result<(), String> {
+    if let ImageSource::Inline { base64, .. } = source_of(url)? {
+        STANDARD
+            .decode(base64)
+            .map_err(|e| format!("the picture's base64 does not decode: {e}"))?;
+    }
+    Ok(())
 }
 
 /// At most [`MAX_IMAGES`] in all, each given by a URL [`Image::source`] takes or by an upload;

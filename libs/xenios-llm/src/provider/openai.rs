@@ -43,12 +43,16 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
         .enumerate()
         .map(|(i, m)| {
             let marked = i == last || Some(i) == last_system;
-            let content = match mark_cache && marked && !m.content.is_empty() {
-                _ if !m.images.is_empty() => parts(m, mark_cache && marked),
-                true => cached_text(m.content.as_str()),
+            let mark = mark_cache && marked;
+            let content = if !m.images.is_empty() {
+                parts(m, mark)
+            } else if mark && !m.content.is_empty() {
+                cached_text(m.content.as_str())
+            } else if m.content.is_empty() && !m.tool_calls.is_empty() {
                 // A message that only calls tools has no content, as OpenAI writes it.
-                false if m.content.is_empty() && !m.tool_calls.is_empty() => Value::Null,
-                false => m.content.as_str().into(),
+                Value::Null
+            } else {
+                m.content.as_str().into()
             };
             let mut message = json!({"role": m.role.as_str(), "content": content});
             if !m.tool_calls.is_empty() {
