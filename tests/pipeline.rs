@@ -699,6 +699,7 @@ async fn two_hundred_jobs_survive_a_broker_restart() {
         &stack.settings,
         &stack.store,
         &stack.nats_client,
+        Default::default(),
         stop.clone(),
     );
     for id in &ids {
@@ -1611,6 +1612,70 @@ async fn a_finished_job_is_announced_at_its_webhook() {
 
     // Not reachable by policy: a private address that is not allow-listed.
     refused_webhook(api.post("/api/v1/jobs"), "http://10.1.2.3/hook", 400).await;
+}
+
+/// The webhooks' poll is only the fallback: a job submitted through this API is announced as
+/// soon as it finishes, a try that failed again when its backoff ends, and a redelivery at
+/// once, all with the poll a minute apart.
+#[tokio::test]
+async fn announcements_do_not_wait_for_the_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("xenios.db");
+    let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
+    let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
+    let (hook, received) = webhook_receiver(vec![503]).await;
+    let _serve = serve_process(
+        &db,
+        &nats.url(),
+        &addr,
+        &[
+            ("XENIOS__WEBHOOKS__SECRET", "whsec-test-0123456789"),
+            ("XENIOS__WEBHOOKS__POLL_INTERVAL_MS", "60000"),
+            ("XENIOS__WEBHOOKS__INITIAL_BACKOFF_MS", "200"),
+            ("XENIOS_FETCH_ALLOW_HOSTS", "127.0.0.1"),
+        ],
+    );
+    let api = Api::new(format!("http://{addr}"));
+    ready(&api).await;
+    // The first pass, at start, is over once the API answers; the next poll is a minute away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let submitted: Value = api
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": "soon"}, "webhook_url": hook}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["job_id"].as_str().unwrap().to_owned();
+    let tries = |n: usize| {
+        let received = received.clone();
+        eventually(Duration::from_secs(20), move || {
+            let sent = received.lock().unwrap().len();
+            async move { sent >= n }
+        })
+    };
+    tries(2).await;
+    let path = format!("/api/v1/jobs/{id}");
+    eventually(Duration::from_secs(10), || {
+        let job = api.get_json(&path);
+        async move { job.await["webhook"]["state"] == "delivered" }
+    })
+    .await;
+    assert_eq!(api.get_json(&path).await["webhook"]["attempts"], 2);
+
+    let answer = api
+        .post(&format!("/api/v1/jobs/{id}/webhook/redeliver"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    tries(3).await;
+    let sent = received.lock().unwrap().clone();
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|(_, event, _)| event == "job.succeeded"));
 }
 
 /// Submits an echo job asking for a webhook at `url`; asserts it is refused with `status`,

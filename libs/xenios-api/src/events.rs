@@ -4,7 +4,7 @@
 //! `HubState::recent`), otherwise from the stream with direct gets. SSE ids are the events'
 //! stream sequences, so `Last-Event-ID` resumes exactly, on any API instance.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +47,9 @@ const RECENT_JOBS: usize = 1024;
 const RECENT_BYTES: usize = 1 << 20;
 /// A job with more events than this (an LLM stream's tokens) stops being kept.
 const RECENT_EVENTS_PER_JOB: usize = 64;
+/// Unfinished jobs with a webhook whose end this instance watches for; past it, the webhooks'
+/// poll finds the rest.
+const ANNOUNCING_JOBS: usize = 4096;
 
 struct Recent {
     owner: Option<String>,
@@ -64,6 +67,8 @@ struct HubState {
     recent_bytes: usize,
     /// The follower is delivering every event stored since it started.
     following: bool,
+    /// Jobs this instance submitted with a webhook: their terminal event rings `webhooks_due`.
+    announcing: HashSet<JobId>,
 }
 
 impl HubState {
@@ -92,6 +97,22 @@ impl HubState {
 #[derive(Clone, Default)]
 pub struct EventHub {
     state: Arc<Mutex<HubState>>,
+    webhooks_due: WebhooksDue,
+}
+
+/// Rung when a finished job's announcement may be due, so that the webhooks' delivery runs then
+/// rather than at its next poll. A ring while a pass runs is kept for the pass after.
+#[derive(Clone, Default, Debug)]
+pub struct WebhooksDue(Arc<tokio::sync::Notify>);
+
+impl WebhooksDue {
+    pub fn ring(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn rung(&self) {
+        self.0.notified().await;
+    }
 }
 
 impl EventHub {
@@ -134,8 +155,35 @@ impl EventHub {
         state.evict_recent();
     }
 
+    /// Rings [`WebhooksDue`] once the follower sees the job finish: a job just submitted here
+    /// with a `webhook_url`.
+    pub fn announce_when_finished(&self, job_id: JobId) {
+        let mut state = self.lock();
+        if !state.following {
+            return;
+        }
+        if state.announcing.len() >= ANNOUNCING_JOBS {
+            // Jobs whose end this instance will never see (finished elsewhere after a
+            // restart of the follower, erased) would otherwise fill the set: start afresh,
+            // and let a pass look for whatever is due among those forgotten.
+            state.announcing.clear();
+            self.webhooks_due.ring();
+        }
+        state.announcing.insert(job_id);
+    }
+
+    pub fn webhooks_due(&self) -> WebhooksDue {
+        self.webhooks_due.clone()
+    }
+
     fn dispatch(&self, job_id: JobId, event: StoredEvent) {
         let mut state = self.lock();
+        if !state.announcing.is_empty()
+            && event.event.is_terminal()
+            && state.announcing.remove(&job_id)
+        {
+            self.webhooks_due.ring();
+        }
         if let Some(recent) = state.recent.get_mut(&job_id) {
             if recent.events.len() < RECENT_EVENTS_PER_JOB {
                 let size = event.size;
@@ -178,6 +226,11 @@ impl EventHub {
         state.recent_order.clear();
         state.recent_bytes = 0;
         state.following = following;
+        // Ends missed while the follower was away are found by a pass now.
+        if !state.announcing.is_empty() {
+            state.announcing.clear();
+            self.webhooks_due.ring();
+        }
     }
 
     /// The owner of a job this instance submitted and still keeps; `None` if it does not
@@ -778,6 +831,40 @@ mod tests {
             event: Arc::new(JobEvent::status(JobStatus::Running, 1, chrono::Utc::now())),
             size: 100,
         }
+    }
+
+    #[test]
+    fn a_watched_job_finishing_rings_the_webhooks() {
+        use futures::FutureExt;
+        let hub = EventHub::default();
+        let due = hub.webhooks_due();
+        let (watched, other) = (xenios_contract::new_job_id(), xenios_contract::new_job_id());
+        hub.announce_when_finished(watched);
+        assert!(
+            hub.lock().announcing.is_empty(),
+            "not while nothing follows"
+        );
+        hub.resync_all(true);
+        hub.announce_when_finished(watched);
+        let finished = StoredEvent {
+            event: Arc::new(JobEvent::status(
+                JobStatus::Succeeded,
+                1,
+                chrono::Utc::now(),
+            )),
+            ..stored(2)
+        };
+        hub.dispatch(watched, stored(1));
+        hub.dispatch(other, finished.clone());
+        assert!(
+            due.rung().now_or_never().is_none(),
+            "running, or not watched"
+        );
+        hub.dispatch(watched, finished.clone());
+        assert!(due.rung().now_or_never().is_some());
+        hub.dispatch(watched, finished);
+        assert!(due.rung().now_or_never().is_none(), "rung once");
+        assert!(hub.lock().announcing.is_empty());
     }
 
     fn known_seqs(history: Option<VecDeque<StoredEvent>>) -> Option<Vec<u64>> {

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use axum::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ring::hmac;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,7 @@ use xenios_config::{Secret, WebhookSettings};
 use xenios_fetch::{FetchError, FetchPolicy, Fetcher};
 use xenios_store::{Store, WebhookDue};
 
+use crate::events::WebhooksDue;
 use crate::operations::JobView;
 
 /// Deliveries claimed at once; a full batch is followed by the next at once.
@@ -37,11 +38,14 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", hex::encode(signing.sign().as_ref()))
 }
 
-/// Delivers due announcements until `stop` fires.
+/// Delivers due announcements until `stop` fires: when `due` rings (a job submitted here
+/// finished, a redelivery was asked for), when a try this instance scheduled comes due, and
+/// every `poll_interval_ms` for the rest (jobs submitted by other instances or the CLI).
 pub async fn run(
     store: Store,
     settings: WebhookSettings,
     policy: FetchPolicy,
+    due: WebhooksDue,
     stop: CancellationToken,
 ) {
     let Some(secret) = settings.secret.clone() else {
@@ -62,16 +66,27 @@ pub async fn run(
     };
     let interval = Duration::from_millis(delivery.settings.poll_interval_ms);
     loop {
-        let claimed = delivery.pass().await;
-        if claimed < BATCH as usize {
+        let pass = delivery.pass().await;
+        if pass.claimed < BATCH as usize {
+            let retry_in = pass
+                .next_retry
+                .map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+            let wait = retry_in.map_or(interval, |retry_in| retry_in.min(interval));
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = due.rung() => {}
                 _ = stop.cancelled() => return,
             }
         } else if stop.is_cancelled() {
             return;
         }
     }
+}
+
+/// What one pass did: how many deliveries it claimed, and the soonest retry it scheduled.
+struct Pass {
+    claimed: usize,
+    next_retry: Option<DateTime<Utc>>,
 }
 
 struct Delivery {
@@ -82,8 +97,8 @@ struct Delivery {
 }
 
 impl Delivery {
-    /// Claims what is due and tries each at once; returns how many were claimed.
-    async fn pass(&self) -> usize {
+    /// Claims what is due and tries each at once.
+    async fn pass(&self) -> Pass {
         let timeout = Duration::from_secs(self.settings.timeout_secs);
         let now = Utc::now();
         let lease = chrono::Duration::from_std(timeout + LEASE_MARGIN).unwrap_or_default();
@@ -91,15 +106,23 @@ impl Delivery {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim webhook deliveries");
-                return 0;
+                return Pass {
+                    claimed: 0,
+                    next_retry: None,
+                };
             }
         };
         let claimed = due.len();
-        futures::future::join_all(due.into_iter().map(|d| self.deliver(d, timeout))).await;
-        claimed
+        let retries =
+            futures::future::join_all(due.into_iter().map(|d| self.deliver(d, timeout))).await;
+        Pass {
+            claimed,
+            next_retry: retries.into_iter().flatten().min(),
+        }
     }
 
-    async fn deliver(&self, due: WebhookDue, timeout: Duration) {
+    /// Tries one delivery; the time of its next try, if it is to be tried again.
+    async fn deliver(&self, due: WebhookDue, timeout: Duration) -> Option<DateTime<Utc>> {
         let mut job = due.job;
         let id = job.id;
         let event = format!("job.{}", job.status.as_str());
@@ -140,10 +163,16 @@ impl Delivery {
             ),
         }
         metrics::counter!("xenios_webhook_deliveries_total", "outcome" => label).increment(1);
+        let next_retry = match &outcome {
+            Err((_, next)) => *next,
+            Ok(()) => None,
+        };
         if let Err(e) = self.store.finish_webhook(id, outcome).await {
             // The lease runs out and the delivery is tried again: at least once, not once.
             tracing::warn!(job_id = %id, error = %e, "cannot record a webhook delivery");
+            return None;
         }
+        next_retry
     }
 
     /// The wait after try `attempt` (from 1): doubled each time, within the configured bounds.

@@ -152,8 +152,9 @@ async fn serve_api(settings: Settings) -> anyhow::Result<()> {
     let store = connect_store(&settings).await?;
     let nats = connect_nats(&settings, "xenios-api").await?;
     let stop = CancellationToken::new();
-    let sweeper = spawn_sweeper(&settings, &store, &nats, stop.clone());
-    let app = xenios_api::Application::build(settings, store.clone(), nats.clone()).await?;
+    let app = xenios_api::Application::build(settings.clone(), store.clone(), nats.clone()).await?;
+    let webhooks_due = app.state().hub.webhooks_due();
+    let sweeper = spawn_sweeper(&settings, &store, &nats, webhooks_due, stop.clone());
     tracing::info!(addr = %app.local_addr(), "xenios-api listening");
     app.run(shutdown_signal()).await?;
     stop.cancel();
@@ -179,10 +180,11 @@ pub async fn serve_all(
     let nats = connect_nats(&settings, binary).await?;
     let runtime = runtime_for(&settings, &store, &nats, binary, kinds)?;
     let stop = CancellationToken::new();
-    let sweeper = spawn_sweeper(&settings, &store, &nats, stop.clone());
+    let app = xenios_api::Application::build(settings.clone(), store.clone(), nats.clone()).await?;
+    let webhooks_due = app.state().hub.webhooks_due();
+    let sweeper = spawn_sweeper(&settings, &store, &nats, webhooks_due, stop.clone());
     let stopped = stop.clone();
     let consumers = tokio::spawn(runtime.run(async move { stopped.cancelled().await }));
-    let app = xenios_api::Application::build(settings, store.clone(), nats.clone()).await?;
     on_listening(app.local_addr())?;
     app.run(shutdown_signal()).await?;
     // The API has drained; the consumers finish what they hold before the store closes.
@@ -203,6 +205,7 @@ pub fn spawn_sweeper(
     settings: &Settings,
     store: &Store,
     nats: &async_nats::Client,
+    webhooks_due: xenios_api::events::WebhooksDue,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let consumer = &settings.consumer;
@@ -229,6 +232,7 @@ pub fn spawn_sweeper(
         store.clone(),
         settings.webhooks.clone(),
         xenios_fetch::FetchPolicy::from(&settings.fetch),
+        webhooks_due,
         stop,
     );
     tokio::spawn(async move {

@@ -322,7 +322,9 @@ pub struct WebhookSettings {
     /// The wait before the second try; doubled for each later one, up to `max_backoff_ms`.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
-    /// How often each API looks for deliveries that are due.
+    /// How often each API looks for deliveries that are due besides those it learns of (a job
+    /// it submitted finishing, a redelivery asked of it, a retry it scheduled): jobs submitted
+    /// through another instance or the CLI.
     pub poll_interval_ms: u64,
     /// The largest body sent; past it the job's `result` is left out (`result_omitted`) and
     /// the receiver reads it with `GET /api/v1/jobs/{id}`.

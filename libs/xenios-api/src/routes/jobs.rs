@@ -423,6 +423,9 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
     if let Created::New(job) = &created {
         metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
         state.hub.track_new_job(job.id, job.user_id.clone());
+        if job.webhook.is_some() {
+            state.hub.announce_when_finished(job.id);
+        }
         let publishing = Instant::now();
         let sent = send(state, &job.command(), &job.correlation_id).await;
         submit_stage(kind, "publish", publishing);
@@ -740,6 +743,7 @@ pub async fn redeliver_webhook(
         )));
     }
     state.store.redeliver_webhook(id).await?;
+    state.hub.webhooks_due().ring();
     let job = visible_job(&state, &user, id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(JobView::from(job))).into_response())
 }
