@@ -18,18 +18,12 @@ for t in loadgen mock-llm; do (cd "$tools/bench/$t" && cargo build --release -q)
 loadgen=$tools/bench/loadgen/target/release/loadgen
 cargo build --release -q -p xenios --bin xenios --bin xenios-api --bin xenios-llm
 bin=$root/target/release
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-sample_rss() { local pid=$1 stop=$2 peak=0 rss
-  while [ ! -e "$stop" ]; do rss=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ "${rss:-0}" -gt "$peak" ] && peak=$rss; sleep 0.1; done; echo "$peak"; }
+source scripts/bench-common.sh
 
 dir=$(mktemp -d)
 mock_port=$(free_port); nats_port=$(free_port); api_port=$(free_port)
-"$tools/bench/mock-llm/target/release/mock-llm" "127.0.0.1:$mock_port" 2>/dev/null & pids+=($!)
-nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/nats" >/dev/null 2>&1 & pids+=($!)
+"$tools/bench/mock-llm/target/release/mock-llm" "127.0.0.1:$mock_port" 2>/dev/null & mock=$!; pids+=($mock)
+nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$dir/nats" >/dev/null 2>&1 & nats=$!; pids+=($nats)
 export DATABASE_URL="sqlite://$dir/xenios.db" NATS_URL="nats://127.0.0.1:$nats_port" \
   XENIOS_BACKEND_API_KEY=bench-api-key-0123456789 SUPABASE_JWT_SECRET=bench-jwt-secret-0123456789abcdef \
   XENIOS_API_ADDR="127.0.0.1:$api_port" XENIOS_METRICS_ADDR="127.0.0.1:$(free_port)" LOG_LEVEL=warn \
@@ -51,7 +45,12 @@ openai_body='{"model":"chat","messages":[{"role":"user","content":"hi {{i}}"}],"
 for i in $(seq "$RUNS"); do
   echo "== run $i"
   "$loadgen" sse --url "http://127.0.0.1:$mock_port/v1/chat/completions" --body "$direct_body" -n "$N" -c "$C" --json "$out/direct-$i.json" >/dev/null
+  cpu0="$(cpu_s "$api") $(cpu_s "$llm") $(cpu_s "$nats") $(cpu_s "$mock")"
   "$loadgen" sse --url "http://127.0.0.1:$api_port/api/v1/llm/stream" "${auth[@]}" --body "$api_body" -n "$N" -c "$C" --json "$out/xenios-$i.json" >/dev/null
+  cpu1="$(cpu_s "$api") $(cpu_s "$llm") $(cpu_s "$nats") $(cpu_s "$mock")"
+  python3 -c 'import json, sys; a, b = sys.argv[1].split(), sys.argv[2].split()
+print(json.dumps({k: round(float(y) - float(x), 2) for k, x, y in zip(["api", "llm", "nats", "mock"], a, b)}))' \
+    "$cpu0" "$cpu1" >"$out/cpu-$i.json"
   "$loadgen" sse --url "http://127.0.0.1:$api_port/v1/chat/completions" "${auth[@]}" --body "$openai_body" -n "$N" -c "$C" --json "$out/openai-$i.json" >/dev/null
   rm -f "$dir/stop"
   sample_rss "$api" "$dir/stop" >"$dir/api.rss" & s1=$!

@@ -53,3 +53,13 @@ rss = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "rss-*.jso
 if rss:
     print(f"\nPeak RSS under 256 streams: xenios-api {med([r['api_rss_kib'] / 1024 for r in rss]):.0f} MB, "
           f"xenios-llm {med([r['llm_rss_kib'] / 1024 for r in rss]):.0f} MB.")
+cpu = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "cpu-*.json")))]
+xenios = runs("xenios")
+streams = [d["streams"] for d in xenios]
+if cpu and len(cpu) == len(streams):
+    per = {k: med([c[k] * 1000 / n for c, n in zip(cpu, streams)]) for k in cpu[0]}
+    ours = med([sum(c[k] for k in ("api", "llm", "nats")) * 1000 / n for c, n in zip(cpu, streams)])
+    print(f"\nCPU per stream through `/api/v1/llm/stream` at {xenios[0]['c']} streams "
+          "(ms of user + system time per 200-token stream, medians over runs): "
+          f"xenios-api {per['api']:.2f}, xenios-llm {per['llm']:.2f}, nats-server {per['nats']:.2f} "
+          f"(together {ours:.2f}); mock-llm, the provider itself, {per['mock']:.2f}.")
