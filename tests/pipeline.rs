@@ -1615,8 +1615,8 @@ async fn a_finished_job_is_announced_at_its_webhook() {
 }
 
 /// The webhooks' poll is only the fallback: a job submitted through this API is announced as
-/// soon as it finishes, a try that failed again when its backoff ends, and a redelivery at
-/// once, all with the poll a minute apart.
+/// soon as it finishes, a try that failed again when its backoff ends (even if another
+/// announcement went out meanwhile), and a redelivery at once, all with the poll a minute apart.
 #[tokio::test]
 async fn announcements_do_not_wait_for_the_poll() {
     let dir = tempfile::tempdir().unwrap();
@@ -1631,7 +1631,7 @@ async fn announcements_do_not_wait_for_the_poll() {
         &[
             ("XENIOS__WEBHOOKS__SECRET", "whsec-test-0123456789"),
             ("XENIOS__WEBHOOKS__POLL_INTERVAL_MS", "60000"),
-            ("XENIOS__WEBHOOKS__INITIAL_BACKOFF_MS", "200"),
+            ("XENIOS__WEBHOOKS__INITIAL_BACKOFF_MS", "1500"),
             ("XENIOS_FETCH_ALLOW_HOSTS", "127.0.0.1"),
         ],
     );
@@ -1640,16 +1640,16 @@ async fn announcements_do_not_wait_for_the_poll() {
     // The first pass, at start, is over once the API answers; the next poll is a minute away.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let submitted: Value = api
-        .post("/api/v1/jobs")
-        .json(&json!({"kind": "echo", "input": {"message": "soon"}, "webhook_url": hook}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = submitted["job_id"].as_str().unwrap().to_owned();
+    let submit = |message: &'static str| {
+        let post = api
+            .post("/api/v1/jobs")
+            .json(&json!({"kind": "echo", "input": {"message": message}, "webhook_url": hook}));
+        async move {
+            let body: Value = post.send().await.unwrap().json().await.unwrap();
+            body["job_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let sent = || received.lock().unwrap().clone();
     let tries = |n: usize| {
         let received = received.clone();
         eventually(Duration::from_secs(20), move || {
@@ -1657,8 +1657,22 @@ async fn announcements_do_not_wait_for_the_poll() {
             async move { sent >= n }
         })
     };
-    tries(2).await;
-    let path = format!("/api/v1/jobs/{id}");
+    let first = submit("first").await;
+    tries(1).await;
+    // Refused (503): tried again in 1.5 s. Another job finishes meanwhile and is announced.
+    submit("second").await;
+    tries(3).await;
+    let mut messages: Vec<String> = sent()
+        .iter()
+        .map(|(_, _, body)| {
+            let body: Value = serde_json::from_slice(body).unwrap();
+            body["job"]["input"]["message"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // In the order ["first", "second", "first"] unless the second took over 1.5 s.
+    messages.sort();
+    assert_eq!(messages, ["first", "first", "second"]);
+    let path = format!("/api/v1/jobs/{first}");
     eventually(Duration::from_secs(10), || {
         let job = api.get_json(&path);
         async move { job.await["webhook"]["state"] == "delivered" }
@@ -1667,14 +1681,14 @@ async fn announcements_do_not_wait_for_the_poll() {
     assert_eq!(api.get_json(&path).await["webhook"]["attempts"], 2);
 
     let answer = api
-        .post(&format!("/api/v1/jobs/{id}/webhook/redeliver"))
+        .post(&format!("/api/v1/jobs/{first}/webhook/redeliver"))
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 202);
-    tries(3).await;
-    let sent = received.lock().unwrap().clone();
-    assert_eq!(sent.len(), 3);
+    tries(4).await;
+    let sent = sent();
+    assert_eq!(sent.len(), 4);
     assert!(sent.iter().all(|(_, event, _)| event == "job.succeeded"));
 }
 

@@ -65,12 +65,20 @@ pub async fn run(
         settings,
     };
     let interval = Duration::from_millis(delivery.settings.poll_interval_ms);
+    // The soonest retry this instance scheduled and no pass has claimed yet: a pass woken
+    // early (a ring) must not make a later retry wait for the poll.
+    let mut soonest_retry: Option<DateTime<Utc>> = None;
     loop {
+        let started = Utc::now();
         let pass = delivery.pass().await;
+        // A retry due when the pass began was claimed by it (or by another instance).
+        soonest_retry = soonest_retry
+            .filter(|at| *at > started)
+            .into_iter()
+            .chain(pass.next_retry)
+            .min();
         if pass.claimed < BATCH as usize {
-            let retry_in = pass
-                .next_retry
-                .map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+            let retry_in = soonest_retry.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
             let wait = retry_in.map_or(interval, |retry_in| retry_in.min(interval));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
