@@ -1414,30 +1414,56 @@ async fn webhook_receiver(statuses: Vec<u16>) -> (String, Received) {
     (url, received)
 }
 
+/// A `xenios serve` with webhooks on (`secret`, tries `backoff_ms` apart, the poll every
+/// `poll_ms`) and a receiver answering with `statuses` first.
+struct WebhookStack {
+    dir: tempfile::TempDir,
+    nats: xenios_devstack::NatsServer,
+    _serve: Reaped,
+    api: Api,
+    hook: String,
+    received: Received,
+}
+
+impl WebhookStack {
+    async fn start(secret: &str, statuses: Vec<u16>, poll_ms: &str, backoff_ms: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
+        let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
+        let (hook, received) = webhook_receiver(statuses).await;
+        let serve = serve_process(
+            &dir.path().join("xenios.db"),
+            &nats.url(),
+            &addr,
+            &[
+                ("XENIOS__WEBHOOKS__SECRET", secret),
+                ("XENIOS__WEBHOOKS__POLL_INTERVAL_MS", poll_ms),
+                ("XENIOS__WEBHOOKS__INITIAL_BACKOFF_MS", backoff_ms),
+                ("XENIOS_FETCH_ALLOW_HOSTS", "127.0.0.1"),
+            ],
+        );
+        let api = Api::new(format!("http://{addr}"));
+        ready(&api).await;
+        WebhookStack {
+            dir,
+            nats,
+            _serve: serve,
+            api,
+            hook,
+            received,
+        }
+    }
+}
+
 /// A job submitted with a `webhook_url` is announced there once finished: a signed POST of the
 /// job as the API shows it, tried again after a failed answer; the store records the delivery.
 /// A URL the service may not reach, or a server without a webhook secret, refuses the job.
 #[tokio::test]
 async fn a_finished_job_is_announced_at_its_webhook() {
     const SECRET: &str = "whsec-test-0123456789";
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("xenios.db");
-    let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
-    let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
-    let (hook, received) = webhook_receiver(vec![500]).await;
-    let _serve = serve_process(
-        &db,
-        &nats.url(),
-        &addr,
-        &[
-            ("XENIOS__WEBHOOKS__SECRET", SECRET),
-            ("XENIOS__WEBHOOKS__POLL_INTERVAL_MS", "50"),
-            ("XENIOS__WEBHOOKS__INITIAL_BACKOFF_MS", "200"),
-            ("XENIOS_FETCH_ALLOW_HOSTS", "127.0.0.1"),
-        ],
-    );
-    let api = Api::new(format!("http://{addr}"));
-    ready(&api).await;
+    let stack = WebhookStack::start(SECRET, vec![500], "50", "200").await;
+    let (api, hook, received, nats) = (&stack.api, &stack.hook, &stack.received, &stack.nats);
+    let db = stack.dir.path().join("xenios.db");
 
     let submitted: Value = api
         .post("/api/v1/jobs")
@@ -1619,24 +1645,8 @@ async fn a_finished_job_is_announced_at_its_webhook() {
 /// announcement went out meanwhile), and a redelivery at once, all with the poll a minute apart.
 #[tokio::test]
 async fn announcements_do_not_wait_for_the_poll() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("xenios.db");
-    let nats = xenios_devstack::NatsServer::start().expect("nats-server starts");
-    let addr = format!("127.0.0.1:{}", xenios_devstack::free_port());
-    let (hook, received) = webhook_receiver(vec![503]).await;
-    let _serve = serve_process(
-        &db,
-        &nats.url(),
-        &addr,
-        &[
-            ("XENIOS__WEBHOOKS__SECRET", "whsec-test-0123456789"),
-            ("XENIOS__WEBHOOKS__POLL_INTERVAL_MS", "60000"),
-            ("XENIOS__WEBHOOKS__INITIAL_BACKOFF_MS", "1500"),
-            ("XENIOS_FETCH_ALLOW_HOSTS", "127.0.0.1"),
-        ],
-    );
-    let api = Api::new(format!("http://{addr}"));
-    ready(&api).await;
+    let stack = WebhookStack::start("whsec-test-0123456789", vec![503], "60000", "1500").await;
+    let (api, hook, received) = (&stack.api, &stack.hook, &stack.received);
     // The first pass, at start, is over once the API answers; the next poll is a minute away.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
