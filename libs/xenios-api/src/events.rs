@@ -172,6 +172,14 @@ impl EventHub {
         state.announcing.insert(job_id);
     }
 
+    /// Forgets a job this instance tracked but whose command the broker refused (its record
+    /// taken back): no event of it will ever come.
+    pub fn forget_refused_job(&self, job_id: JobId) {
+        let mut state = self.lock();
+        state.forget_recent(job_id);
+        state.announcing.remove(&job_id);
+    }
+
     pub fn webhooks_due(&self) -> WebhooksDue {
         self.webhooks_due.clone()
     }
@@ -862,9 +870,17 @@ mod tests {
         );
         hub.dispatch(watched, finished.clone());
         assert!(due.rung().now_or_never().is_some());
-        hub.dispatch(watched, finished);
+        hub.dispatch(watched, finished.clone());
         assert!(due.rung().now_or_never().is_none(), "rung once");
         assert!(hub.lock().announcing.is_empty());
+
+        // A job the broker refused never finishes: it is not watched for.
+        let refused = xenios_contract::new_job_id();
+        hub.announce_when_finished(refused);
+        hub.forget_refused_job(refused);
+        assert!(hub.lock().announcing.is_empty());
+        hub.dispatch(refused, finished);
+        assert!(due.rung().now_or_never().is_none());
     }
 
     fn known_seqs(history: Option<VecDeque<StoredEvent>>) -> Option<Vec<u64>> {

@@ -534,6 +534,7 @@ async fn settle_send(
     if result.contains("maximum messages") || result.contains("maximum bytes") {
         metrics::counter!("xenios_jobs_refused_total", "kind" => job.kind.as_str(), "reason" => "queue_full")
             .increment(1);
+        state.hub.forget_refused_job(job.id);
         if let Err(e) = state.store.delete_unstarted_job(job.id).await {
             // Left queued, the sweeper publishes it once the queue has room.
             tracing::warn!(job_id = %job.id, error = %e, "cannot take back a refused job's record");
