@@ -284,19 +284,11 @@ impl Calls {
         })
     }
 
-    /// The calls; one without an id (a local server's) is given one, since the caller's
-    /// answer must name it.
+    /// The calls, each named (`absorb` gave one a local server left without an id its own).
     fn finish(self) -> Vec<ToolCall> {
         self.0
             .into_iter()
-            .enumerate()
-            .map(|(i, call)| {
-                let id = match call.id.is_empty() {
-                    true => format!("tool_call_{i}"),
-                    false => call.id,
-                };
-                ToolCall::new(id, call.name, call.arguments)
-            })
+            .map(|call| ToolCall::new(call.id, call.name, call.arguments))
             .collect()
     }
 }
