@@ -37,9 +37,10 @@ const RELEASE_WAIT: Duration = Duration::from_secs(5);
 const PROGRESS_ACK_EVERY: Duration = Duration::from_secs(10);
 /// How long work started before its claim failed may take to end once cancelled.
 const EARLY_WORK_STOP: Duration = Duration::from_secs(5);
-/// How long the first delivery of a command waits for its job to appear in the store: the API
-/// publishes a command while it records the job. Longer than the API's wait for a store
-/// connection, so a record that is only slow is not taken for one that failed.
+/// How long the first delivery of a command whose handler starts early waits for its job to
+/// appear in the store: the LLM gateway publishes such a command while it records the job.
+/// Longer than the API's wait for a store connection, so a record that is only slow is not
+/// taken for one that failed.
 const RECORD_WAIT: Duration = Duration::from_secs(10);
 /// Pauses between looks for a job not recorded yet, from the first to the longest.
 const RECORD_POLL_FIRST: Duration = Duration::from_millis(1);
@@ -523,19 +524,10 @@ impl Attempt {
                     None => return,
                 }
             } else {
-                let interrupt = Arc::new(Interrupt::new());
-                let claimed = if self.first_delivery {
-                    // The API publishes a command while it records the job; one whose record
-                    // failed is withdrawn on `ctl.jobs.cancel`, which ends the wait at once.
-                    let _listening = self.shared.listen(self.job_id(), &interrupt);
-                    self.claim_within(RECORD_WAIT, Some(interrupt.token.clone()))
-                        .await
-                } else {
-                    self.claim().await
-                };
-                let Some(record) = claimed else {
+                let Some(record) = self.claim().await else {
                     return;
                 };
+                let interrupt = Arc::new(Interrupt::new());
                 let context = self.context(attempt_of(&record), &interrupt, Admission::open());
                 (record, interrupt, guarded(handler.handle(context)), None)
             };

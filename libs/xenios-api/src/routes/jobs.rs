@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use xenios_auth::UserContext;
 use xenios_contract::envelope::CancelRequest;
-use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT, EVENTS_STREAM, JOBS_STREAM};
+use xenios_contract::subjects::{CANCEL_SUBJECT, JOBS_STREAM};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 use xenios_store::{CancelOutcome, Created, JobQuery, JobRecord, NewJob, WebhookStatus};
 
@@ -413,15 +413,9 @@ pub(crate) async fn check_uploaded_pictures(
     Ok(())
 }
 
-/// Records a checked job and publishes it: the one way a job enters the system. Both go out
-/// together, and the answer waits for both, so a submission costs the slower of the two
-/// rather than their sum; the consumer waits for a first delivery's job to appear in the
-/// store (see the runtime's `RECORD_WAIT`). A job with an idempotency key is recorded first:
-/// its key may name a job already made, which is returned as it is and not published again.
+/// Records a checked job, then publishes it: the one way a job enters the system. A job its
+/// idempotency key already made is returned as it is, not published again.
 pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, ApiError> {
-    if new.idempotency_key.is_none() {
-        return enqueue_while_recording(state, new).await.map(Created::New);
-    }
     let kind = new.kind;
     let recording = Instant::now();
     let created = state.store.create_job(new).await?;
@@ -440,9 +434,12 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
     Ok(created)
 }
 
-/// Records and publishes a job together. If the record fails the caller gets the error and
-/// the command, already out, is withdrawn (see `withdraw`), so nothing of the job is left and
-/// nothing runs: what "recorded first" would give, without its wait.
+/// Records and publishes a job together: for a caller that waits for the job's outcome (the
+/// LLM gateway), whose first token would otherwise wait for the record before the command
+/// even leaves. The consumer waits for a first delivery's job to appear in the store (see the
+/// runtime's `RECORD_WAIT`). If the record fails the caller gets the error and the command,
+/// already out, is withdrawn (see `withdraw`); no 202 is promised here, so that is the whole
+/// departure from "recorded first".
 pub(crate) async fn enqueue_while_recording(
     state: &AppState,
     new: NewJob,
@@ -458,9 +455,6 @@ pub(crate) async fn enqueue_while_recording(
     let correlation_id = new.correlation_id.clone();
     let job_id = new.id;
     state.hub.track_new_job(new.id, new.user_id.clone());
-    if new.webhook_url.is_some() {
-        state.hub.announce_when_finished(new.id);
-    }
     let recording = Instant::now();
     let record = async {
         let created = state.store.create_job(new).await;
@@ -476,8 +470,9 @@ pub(crate) async fn enqueue_while_recording(
     let job = match created {
         Ok(created) => created.into_job(),
         Err(e) => {
-            state.hub.forget_refused_job(job_id);
-            withdraw(state, job_id, sent.ok()).await;
+            if let Ok(sequence) = sent {
+                withdraw(state, job_id, sequence).await;
+            }
             return Err(e.into());
         }
     };
@@ -486,23 +481,16 @@ pub(crate) async fn enqueue_while_recording(
     Ok(job)
 }
 
-/// Takes back the command of a job whose record failed, so nothing runs (and no provider call
-/// is paid for) on its behalf: removed from `JOBS` if no consumer has it yet, and a consumer
-/// that has it, still looking for the record, told on `ctl.jobs.cancel` to stop looking (and
-/// to cancel a call it began); the job's `queued` event is purged from `JOB_EVENTS`. Best
-/// effort: what is missed is terminated by the consumer when its wait for the record runs
-/// out.
-async fn withdraw(state: &AppState, job_id: JobId, sequence: Option<u64>) {
+/// Takes back the command of a job whose record failed, so no provider call is made (or
+/// paid for) on its behalf: removed from `JOBS` if no consumer has it yet, and a consumer
+/// that has it, still looking for the record, told on `ctl.jobs.cancel` to stop looking and
+/// cancel the call it began. Best effort: what is missed is terminated by the consumer when
+/// its wait for the record runs out.
+async fn withdraw(state: &AppState, job_id: JobId, sequence: u64) {
     let request = CancelRequest { job_id };
     let _ = state.nats.publish(CANCEL_SUBJECT, request.to_bytes()).await;
-    if let Some(sequence) = sequence {
-        if let Ok(stream) = state.jetstream.get_stream_no_info(JOBS_STREAM).await {
-            let _ = tokio::time::timeout(PUBLISH_TIMEOUT, stream.delete_message(sequence)).await;
-        }
-    }
-    if let Ok(events) = state.jetstream.get_stream_no_info(EVENTS_STREAM).await {
-        let purge = events.purge().filter(events_subject(job_id));
-        let _ = tokio::time::timeout(PUBLISH_TIMEOUT, purge).await;
+    if let Ok(stream) = state.jetstream.get_stream_no_info(JOBS_STREAM).await {
+        let _ = tokio::time::timeout(PUBLISH_TIMEOUT, stream.delete_message(sequence)).await;
     }
 }
 
