@@ -681,7 +681,9 @@ async fn unknown_tasks_and_bad_inputs_are_refused() {
         .await
         .unwrap();
     let body = error_body(response, 422, "invalid_input").await;
-    assert_eq!(body["error"]["details"][0]["field"], "input.task", "{body}");
+    assert_eq!(body["error"]["details"][0]["field"], "task", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("task: unknown task"), "{body}");
     let response = stack
         .post("/api/v1/llm/stream")
         .json(&json!({"task": "chat", "messages": []}))
@@ -1903,7 +1905,30 @@ async fn pictures_reach_both_providers() {
         .await;
         assert_eq!(status, 422, "{file_id}: {body}");
         assert_eq!(
-            body["error"]["details"][0]["field"], "input.messages[0].images[0].file_id",
+            body["error"]["details"][0]["field"], "messages[0].images[0].file_id",
+            "{body}"
+        );
+    }
+
+    // The OpenAI-compatible route (a service caller here, who may use any upload) names the
+    // part of its own request.
+    for file_id in [&notes["file_id"], &json!("no-such-file")] {
+        let response = post(json!({"model": "eye_oa", "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "?"},
+                {"type": "image_url", "image_url": {"url": cat}},
+                {"type": "file", "file": {"file_id": file_id}}]}]}))
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 422, "{file_id}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["error"]["param"], "messages[0].content[2].file",
+            "{body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("messages[0].content[2].file: "),
             "{body}"
         );
     }
@@ -1952,10 +1977,7 @@ async fn pictures_reach_both_providers() {
         {"role": "user", "content": "What is it?"}]});
     let (status, _, body) = complete(&stack, shown_by_system).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(
-        body["error"]["details"][0]["field"],
-        "input.messages[0].images"
-    );
+    assert_eq!(body["error"]["details"][0]["field"], "messages[0].images");
     assert_eq!(stub.all_seen().len(), 5);
 }
 

@@ -69,6 +69,36 @@ impl ApiError {
         }
     }
 
+    /// The error with the fields it names renamed, in its details and at the head of its
+    /// message: for a route whose body names a field otherwise than the check that refused it.
+    pub fn renaming_fields(self, rename: impl Fn(&str) -> String) -> Self {
+        let ApiError::InvalidInput {
+            status,
+            mut message,
+            details: Some(mut details),
+        } = self
+        else {
+            return self;
+        };
+        for (n, detail) in details.as_array_mut().into_iter().flatten().enumerate() {
+            let Some(field) = detail["field"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            let renamed = rename(&field);
+            if n == 0 {
+                if let Some(rest) = message.strip_prefix(&format!("{field}:")) {
+                    message = format!("{renamed}:{rest}");
+                }
+            }
+            detail["field"] = renamed.into();
+        }
+        ApiError::InvalidInput {
+            status,
+            message,
+            details: Some(details),
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError::Unavailable {
             message: message.into(),

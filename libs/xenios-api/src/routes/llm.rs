@@ -407,18 +407,25 @@ pub(crate) struct LlmCall {
 }
 
 impl LlmCall {
-    /// Checks an `llm` job, and records and publishes it together (its caller waits for the
-    /// first token). The feed exists before the job is published, so no event of it can be
-    /// missed.
+    /// Checks an `llm` job (an error names the field as the LLM routes' body does), and
+    /// records and publishes it together (its caller waits for the first token). The feed
+    /// exists before the job is published, so no event of it can be missed.
     pub async fn start(
         state: &AppState,
         user: Option<&UserContext>,
         correlation_id: String,
         input: Value,
     ) -> Result<LlmCall, ApiError> {
-        check_input(state, JobKind::Llm, &input)?;
-        check_uploaded_pictures(state, user, &input).await?;
-        budget::check(state, user).await?;
+        let checked = async {
+            check_input(state, JobKind::Llm, &input)?;
+            check_uploaded_pictures(state, user, &input).await?;
+            budget::check(state, user).await
+        };
+        // The checks name the job input's fields (`input.messages…`); these routes' body is
+        // the input itself.
+        checked.await.map_err(|e| {
+            e.renaming_fields(|field| field.strip_prefix("input.").unwrap_or(field).to_owned())
+        })?;
         let user_id = user.map(|u| u.user_id.clone());
         let job_id = xenios_contract::new_job_id();
         let feed = JobFeed::live(state.hub.clone(), state.jetstream.clone(), job_id);

@@ -96,13 +96,9 @@ impl OpenAiError {
             ApiError::InvalidInput {
                 details: Some(details),
                 ..
-            } => details[0]["field"].as_str().map(|field| {
-                // The job input's fields, as this request names them.
-                match field.strip_prefix("input.").unwrap_or(field) {
-                    "task" => "model".to_owned(),
-                    other => other.to_owned(),
-                }
-            }),
+            } => details[0]["field"]
+                .as_str()
+                .map(|field| PictureParts::default().request_field(field)),
             _ => None,
         };
         OpenAiErrorBody {
@@ -303,8 +299,11 @@ impl From<&LlmAnswer> for CompletionUsage {
 }
 
 impl ChatCompletionRequest {
-    /// The `llm` job input this request asks for.
-    fn into_input(self, tasks: &xenios_config::LlmSettings) -> Result<Value, ApiError> {
+    /// The `llm` job input this request asks for, and where its pictures came from.
+    fn into_input(
+        self,
+        tasks: &xenios_config::LlmSettings,
+    ) -> Result<(Value, PictureParts), ApiError> {
         let invalid = |field: &str, message: String| ApiError::InvalidInput {
             status: StatusCode::BAD_REQUEST,
             details: Some(json!([{ "field": field, "message": message }])),
@@ -332,6 +331,7 @@ impl ChatCompletionRequest {
         }
         let mut messages = Vec::with_capacity(self.messages.len());
         let mut pictures = 0;
+        let mut parts = PictureParts::default();
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => "system",
@@ -348,8 +348,9 @@ impl ChatCompletionRequest {
                 }
             };
             let field = format!("messages[{i}].content");
-            let (content, images) = content_of(&m.content, &field, &mut pictures)
+            let (content, images, from) = content_of(&m.content, &field, &mut pictures)
                 .map_err(|(field, message)| invalid(&field, message))?;
+            parts.0.push(from);
             if !images.is_empty() && role != "user" {
                 return Err(invalid(&field, "only a user message shows pictures".into()));
             }
@@ -410,25 +411,55 @@ impl ChatCompletionRequest {
             Some(stop @ Value::Array(_)) => input["stop"] = stop,
             Some(_) => return Err(invalid("stop", "a string or a list of strings".into())),
         }
-        Ok(input)
+        Ok((input, parts))
     }
 }
 
+/// Where each picture of the job input came from: per message, the index and type of the
+/// content part of each of its pictures, so that the job input's checks, which name
+/// `messages[i].images[j]`, can name the request's own field.
+#[derive(Debug, Default)]
+struct PictureParts(Vec<Vec<(usize, &'static str)>>);
+
+impl PictureParts {
+    /// A job input's field as this request names it.
+    fn request_field(&self, field: &str) -> String {
+        let field = field.strip_prefix("input.").unwrap_or(field);
+        if field == "task" {
+            return "model".to_owned();
+        }
+        let picture = picture_of(field).and_then(|(i, j)| {
+            let &(k, part) = self.0.get(i)?.get(j)?;
+            Some(format!("messages[{i}].content[{k}].{part}"))
+        });
+        picture.unwrap_or_else(|| field.to_owned())
+    }
+}
+
+/// `(i, j)` of a field `messages[i].images[j]…`.
+fn picture_of(field: &str) -> Option<(usize, usize)> {
+    let (i, rest) = field.strip_prefix("messages[")?.split_once("].images[")?;
+    let (j, _) = rest.split_once(']')?;
+    Some((i.parse().ok()?, j.parse().ok()?))
+}
+
 /// A message's text and pictures: a string, or a list of `text`, `image_url` and `file` parts
-/// (the texts joined, the pictures in order). `pictures` counts them across the request, to its
-/// limit. An error names the part at fault.
+/// (the texts joined, the pictures in order, with the index and type of the part each came
+/// from). `pictures` counts them across the request, to its limit. An error names the part at
+/// fault.
+#[allow(clippy::type_complexity)]
 fn content_of(
     content: &Value,
     field: &str,
     pictures: &mut usize,
-) -> Result<(String, Vec<Value>), (String, String)> {
+) -> Result<(String, Vec<Value>, Vec<(usize, &'static str)>), (String, String)> {
     let parts = match content {
-        Value::Null => return Ok((String::new(), Vec::new())),
-        Value::String(text) => return Ok((text.clone(), Vec::new())),
+        Value::Null => return Ok((String::new(), Vec::new(), Vec::new())),
+        Value::String(text) => return Ok((text.clone(), Vec::new(), Vec::new())),
         Value::Array(parts) => parts,
         _ => return Err((field.into(), "a string or a list of parts".into())),
     };
-    let (mut text, mut images) = (String::new(), Vec::new());
+    let (mut text, mut images, mut from) = (String::new(), Vec::new(), Vec::new());
     for (k, part) in parts.iter().enumerate() {
         let at = format!("{field}[{k}]");
         match (part["type"].as_str(), &part["text"], &part["image_url"]) {
@@ -451,13 +482,17 @@ fn content_of(
                     return Err((format!("{at}.image_url"), message));
                 }
                 images.push(image);
+                from.push((k, "image_url"));
             }
             // OpenAI's part for an uploaded file; here a picture of `POST /api/v1/files`.
             (Some("file"), _, _) => {
                 *pictures += 1;
                 let file = &part["file"];
                 match (file["file_id"].as_str(), file.as_object().map(|f| f.len())) {
-                    (Some(id), Some(1)) => images.push(json!({ "file_id": id })),
+                    (Some(id), Some(1)) => {
+                        images.push(json!({ "file_id": id }));
+                        from.push((k, "file"));
+                    }
                     _ => {
                         return Err((
                             format!("{at}.file"),
@@ -476,7 +511,7 @@ fn content_of(
             }
         }
     }
-    Ok((text, images))
+    Ok((text, images, from))
 }
 
 /// OpenAI-compatible chat completions, whole or streamed (`stream: true`: `chat.completion.chunk`
@@ -502,13 +537,15 @@ pub async fn chat_completions(
     state.limits.check(RouteGroup::Llm, &caller.subject())?;
     let stream = body.stream;
     let requested = body.model.clone();
-    let input = body.into_input(&state.settings.llm)?;
+    let (input, pictures) = body.into_input(&state.settings.llm)?;
     let slot = if stream {
         Some(sse_slot(&state)?)
     } else {
         None
     };
-    let mut call = LlmCall::start(&state, caller.user.as_ref(), correlation_id, input).await?;
+    let mut call = LlmCall::start(&state, caller.user.as_ref(), correlation_id, input)
+        .await
+        .map_err(|e| e.renaming_fields(|field| pictures.request_field(field)))?;
     let job_id = call.job_id;
     let id = format!("chatcmpl-{job_id}");
     let created = Utc::now().timestamp();
@@ -698,4 +735,51 @@ enum Phase {
 
 fn data_event(data: String) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().data(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_input_fields_are_named_as_the_request_names_them() {
+        // Message 0: pictures from parts 1 and 3; message 1: none; message 2: one from part 0.
+        let parts = PictureParts(vec![
+            vec![(1, "image_url"), (3, "file")],
+            vec![],
+            vec![(0, "file")],
+        ]);
+        for (field, named) in [
+            ("input.task", "model"),
+            (
+                "input.messages[0].images[1].file_id",
+                "messages[0].content[3].file",
+            ),
+            (
+                "messages[0].images[0].url",
+                "messages[0].content[1].image_url",
+            ),
+            ("input.messages[2].images[0]", "messages[2].content[0].file"),
+            ("input.messages[1].content", "messages[1].content"),
+            ("input.messages[0].images", "messages[0].images"),
+            (
+                "input.messages[1].images[0].file_id",
+                "messages[1].images[0].file_id",
+            ),
+            ("input.max_tokens", "max_tokens"),
+        ] {
+            assert_eq!(parts.request_field(field), named, "{field}");
+        }
+
+        let refused = ApiError::invalid_field("input.messages[0].images[1].file_id", "no file `x`")
+            .renaming_fields(|field| parts.request_field(field));
+        let ApiError::InvalidInput {
+            message, details, ..
+        } = refused
+        else {
+            panic!("not an invalid input");
+        };
+        assert_eq!(message, "messages[0].content[3].file: no file `x`");
+        assert_eq!(details.unwrap()[0]["field"], "messages[0].content[3].file");
+    }
 }
