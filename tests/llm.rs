@@ -992,15 +992,7 @@ async fn a_gateway_call_whose_record_fails_takes_its_command_back() {
     ];
     let stack = stack_with(Db::Sqlite, &stub, &tasks, &settings).await;
     // The database refuses this task's jobs; the broker takes their commands all the same.
-    let db = sqlx::SqlitePool::connect(&stack.db_url).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_job BEFORE INSERT ON jobs \
-         WHEN json_extract(NEW.input, '$.task') = 'refused' \
-         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_jobs_with(&stack.db_url, "$.task", "refused").await;
     let js = async_nats::jetstream::new(stack.nats_client.clone());
     let broker = || async {
         let mut stream = js.get_stream("JOBS").await.unwrap();

@@ -790,15 +790,7 @@ async fn a_database_outage_refuses_submissions_and_publishes_nothing() {
 #[tokio::test]
 async fn a_submission_whose_record_fails_leaves_nothing_behind() {
     let stack = Stack::start(Db::Sqlite).await;
-    let db = sqlx::SqlitePool::connect(&stack.db_url).await.unwrap();
-    sqlx::query(
-        "CREATE TRIGGER refuse_job BEFORE INSERT ON jobs \
-         WHEN json_extract(NEW.input, '$.message') = 'refused' \
-         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_jobs_with(&stack.db_url, "$.message", "refused").await;
     let js = jetstream::new(stack.nats_client.clone());
     let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
     let mut events = js.get_stream(EVENTS_STREAM).await.unwrap();

@@ -423,6 +423,20 @@ pub async fn read_sse(response: reqwest::Response, within: Duration) -> Vec<Sse>
 }
 
 /// Waits until `check` holds, failing the test after `within`.
+/// Has the stack's SQLite database refuse to record a job whose input holds `value` at
+/// `json_path` (as `json_extract` names it), as a database that fails a write would.
+pub async fn refuse_jobs_with(db_url: &str, json_path: &str, value: &str) {
+    let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER refuse_job BEFORE INSERT ON jobs \
+         WHEN json_extract(NEW.input, '{json_path}') = '{value}' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+}
+
 pub async fn eventually<F, Fut>(within: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
