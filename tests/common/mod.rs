@@ -422,7 +422,6 @@ pub async fn read_sse(response: reqwest::Response, within: Duration) -> Vec<Sse>
     events
 }
 
-/// Waits until `check` holds, failing the test after `within`.
 /// Has the stack's SQLite database refuse to record a job whose input holds `value` at
 /// `json_path` (as `json_extract` names it), as a database that fails a write would.
 pub async fn refuse_jobs_with(db_url: &str, json_path: &str, value: &str) {
@@ -437,6 +436,7 @@ pub async fn refuse_jobs_with(db_url: &str, json_path: &str, value: &str) {
     .unwrap();
 }
 
+/// Waits until `check` holds, failing the test after `within`.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F)
 where
     F: FnMut() -> Fut,

@@ -96,9 +96,7 @@ impl OpenAiError {
             ApiError::InvalidInput {
                 details: Some(details),
                 ..
-            } => details[0]["field"]
-                .as_str()
-                .map(|field| PictureParts::default().request_field(field)),
+            } => details[0]["field"].as_str().map(as_requested),
             _ => None,
         };
         OpenAiErrorBody {
@@ -425,14 +423,19 @@ impl PictureParts {
     /// A job input's field as this request names it.
     fn request_field(&self, field: &str) -> String {
         let field = field.strip_prefix("input.").unwrap_or(field);
-        if field == "task" {
-            return "model".to_owned();
-        }
         let picture = picture_of(field).and_then(|(i, j)| {
             let &(k, part) = self.0.get(i)?.get(j)?;
             Some(format!("messages[{i}].content[{k}].{part}"))
         });
-        picture.unwrap_or_else(|| field.to_owned())
+        picture.unwrap_or_else(|| as_requested(field))
+    }
+}
+
+/// A job input's field as an OpenAI request names it: the input's `task` is the `model`.
+fn as_requested(field: &str) -> String {
+    match field.strip_prefix("input.").unwrap_or(field) {
+        "task" => "model".to_owned(),
+        other => other.to_owned(),
     }
 }
 
