@@ -925,6 +925,24 @@ async fn a_consumer_whose_metrics_address_is_taken_does_not_start() {
     assert!(said.contains("XENIOS_METRICS_ADDR"), "{said}");
 }
 
+/// `xenios jobs cancel` of a running job interrupts it at once, through `ctl.jobs.cancel`,
+/// not at the lease's next renewal (the longest lease here: renewed 9.7 s after the start).
+#[tokio::test]
+async fn the_operator_cli_interrupts_a_running_job() {
+    let stack = Stack::start_with(Db::Sqlite, &[("consumer.lease_secs", "29")], 1).await;
+    let id = stack
+        .submit("echo", json!({"message": "long", "delay_ms": 60000}))
+        .await;
+    stack
+        .wait_for(&id, &["running"], Duration::from_secs(10))
+        .await;
+    let (ok, said, why) = xenios_cli(&stack, &["jobs", "cancel", &id]);
+    assert!(ok && said.contains("is running"), "{said} {why}");
+    stack
+        .wait_for(&id, &["cancelled"], Duration::from_secs(5))
+        .await;
+}
+
 #[tokio::test]
 async fn the_operator_cli_lists_shows_cancels_and_resubmits_jobs() {
     let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;
@@ -1692,7 +1710,8 @@ async fn a_finished_job_is_announced_at_its_webhook() {
 
 /// The webhooks' poll is only the fallback: a job submitted through this API is announced as
 /// soon as it finishes, a try that failed again when its backoff ends (even if another
-/// announcement went out meanwhile), and a redelivery at once, all with the poll a minute apart.
+/// announcement went out meanwhile), and a redelivery at once, from the API or the command
+/// line, as is a job the command line submits again; all with the poll a minute apart.
 #[tokio::test]
 async fn announcements_do_not_wait_for_the_poll() {
     let stack = WebhookStack::start("whsec-test-0123456789", vec![503], "60000", "1500").await;
@@ -1747,9 +1766,40 @@ async fn announcements_do_not_wait_for_the_poll() {
         .unwrap();
     assert_eq!(answer.status(), 202);
     tries(4).await;
+    assert_eq!(sent().len(), 4);
+    assert!(sent().iter().all(|(_, event, _)| event == "job.succeeded"));
+
+    // The operator's command line tells the APIs too: a redelivery goes out at once, and a
+    // job submitted again is announced when it ends.
+    let db_url = format!("sqlite://{}", stack.dir.path().join("xenios.db").display());
+    let cli = |args: &[&str]| {
+        let (ok, stdout, stderr) = xenios_cli_on(&db_url, &stack.nats.url(), args);
+        assert!(ok, "xenios {args:?}: {stderr}");
+        stdout.trim().to_owned()
+    };
+    cli(&["jobs", "redeliver", &first]);
+    tries(5).await;
+    let doomed: Value = api
+        .post("/api/v1/jobs")
+        .json(
+            &json!({"kind": "echo", "input": {"message": "doomed", "fail": "permanent"},
+                      "webhook_url": hook}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tries(6).await;
+    let again = cli(&["jobs", "resubmit", doomed["job_id"].as_str().unwrap()]);
+    tries(7).await;
     let sent = sent();
-    assert_eq!(sent.len(), 4);
-    assert!(sent.iter().all(|(_, event, _)| event == "job.succeeded"));
+    assert_eq!(sent.len(), 7);
+    let (_, event, body) = &sent[6];
+    assert_eq!(event, "job.failed");
+    let body: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(body["job"]["id"], again.as_str(), "{body}");
 }
 
 /// Submits an echo job asking for a webhook at `url`; asserts it is refused with `status`,

@@ -11,14 +11,17 @@ use std::time::Duration;
 
 use axum::http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use ring::hmac;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use xenios_config::{Secret, WebhookSettings};
+use xenios_contract::subjects::WEBHOOKS_WATCH_SUBJECT;
+use xenios_contract::JobId;
 use xenios_fetch::{FetchError, FetchPolicy, Fetcher};
 use xenios_store::{Store, WebhookDue};
 
-use crate::events::WebhooksDue;
+use crate::events::{EventHub, WebhooksDue};
 use crate::operations::JobView;
 
 /// Deliveries claimed at once; a full batch is followed by the next at once.
@@ -89,6 +92,35 @@ pub async fn run(
             return;
         }
     }
+}
+
+/// Watches the jobs the operator's CLI names on `ctl.webhooks.watch` (a redelivery, a
+/// resubmission) as if they had been submitted here, and wakes a pass at once for one already
+/// due; until `stop` fires. Without it such a job's announcement waits for the poll.
+pub async fn watch_for_the_operator(
+    nats: async_nats::Client,
+    hub: EventHub,
+    stop: CancellationToken,
+) {
+    // Subscribing only fails on a closed client; a reconnect subscribes again by itself.
+    let Ok(mut watches) = nats.subscribe(WEBHOOKS_WATCH_SUBJECT).await else {
+        return;
+    };
+    loop {
+        let watch = tokio::select! {
+            watch = watches.next() => watch,
+            _ = stop.cancelled() => break,
+        };
+        let Some(watch) = watch else { break };
+        match std::str::from_utf8(&watch.payload).map(str::parse::<JobId>) {
+            Ok(Ok(job_id)) => {
+                hub.announce_when_finished(job_id);
+                hub.webhooks_due().ring();
+            }
+            _ => tracing::warn!("ignoring a webhook watch that names no job"),
+        }
+    }
+    let _ = watches.unsubscribe().await;
 }
 
 /// What one pass did: how many deliveries it claimed, and the soonest retry it scheduled.

@@ -10,7 +10,9 @@ use xenios_config::{Environment, Overrides, Settings};
 use xenios_contract::JobKind;
 
 use crate::jobs::JobsAction;
-use crate::start::{connect_nats, connect_store, serve_all, serve_worker, stream_settings};
+use crate::start::{
+    close_nats, connect_nats, connect_store, serve_all, serve_worker, stream_settings,
+};
 use crate::users::UsersAction;
 
 /// Used by `xenios dev` and `xenios token` in development when nothing else is configured, so
@@ -258,7 +260,7 @@ async fn streams(config: Option<&Path>, action: StreamsAction) -> anyhow::Result
             }
         }
     };
-    let _ = client.drain().await;
+    close_nats(client).await;
     Ok(code)
 }
 

@@ -7,15 +7,16 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::json;
 use uuid::Uuid;
-use xenios_api::operations::{self, JobView};
+use xenios_api::operations::{self, JobView, Resubmitted};
 use xenios_config::Settings;
+use xenios_contract::subjects::WEBHOOKS_WATCH_SUBJECT;
 use xenios_contract::{JobKind, JobStatus};
 use xenios_runtime::retention::{self, RetentionPolicy};
 use xenios_store::{
     CancelOutcome, JobQuery, JobRecord, Store, UsageCounts, UsageQuery, UsageReport,
 };
 
-use crate::start::{connect_nats, connect_store};
+use crate::start::{close_nats, connect_nats, connect_store};
 
 #[derive(Subcommand)]
 pub(crate) enum JobsAction {
@@ -118,7 +119,7 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
             let client = connect_nats(settings, "xenios-cli").await?;
             let js = async_nats::jetstream::new(client.clone());
             let outcome = operations::cancel(store, &client, &js, id).await;
-            let _ = client.drain().await;
+            close_nats(client).await;
             match outcome? {
                 CancelOutcome::Cancelled(_) => println!("{id} cancelled (it was queued)"),
                 CancelOutcome::Requested(_) => {
@@ -138,7 +139,12 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
             let client = connect_nats(settings, "xenios-cli").await?;
             let js = async_nats::jetstream::new(client.clone());
             let resubmitted = operations::resubmit(store, &client, &js, &finished).await;
-            let _ = client.drain().await;
+            if let Ok(Resubmitted { job, .. }) = &resubmitted {
+                if job.webhook.is_some() {
+                    tell_the_apis(&client, job.id).await;
+                }
+            }
+            close_nats(client).await;
             let resubmitted = resubmitted?;
             println!("{}", resubmitted.job.id);
             if let Some(why) = resubmitted.not_published {
@@ -149,6 +155,14 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
             let job = find(store, id).await?;
             if !store.redeliver_webhook(id).await? {
                 bail!("{id} has no webhook");
+            }
+            // Best effort: an API that is not told finds the delivery at its next poll.
+            match connect_nats(settings, "xenios-cli").await {
+                Ok(client) => {
+                    tell_the_apis(&client, id).await;
+                    close_nats(client).await;
+                }
+                Err(e) => eprintln!("{e}; the APIs find the delivery at their next poll"),
             }
             if job.status.is_terminal() {
                 println!("{id}: its webhook is due again");
@@ -245,6 +259,14 @@ fn print_counts<'a>(
             c.cost_usd
         );
     }
+}
+
+/// Tells the APIs that the job's webhook is due now or once the job finishes, so that they do
+/// not leave it to their poll (`webhooks.poll_interval_ms`).
+async fn tell_the_apis(client: &async_nats::Client, job_id: Uuid) {
+    let _ = client
+        .publish(WEBHOOKS_WATCH_SUBJECT, job_id.to_string().into())
+        .await;
 }
 
 async fn find(store: &Store, id: Uuid) -> anyhow::Result<JobRecord> {

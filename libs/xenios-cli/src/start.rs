@@ -61,6 +61,14 @@ pub fn stream_settings(settings: &Settings) -> xenios_contract::streams::StreamS
     }
 }
 
+/// Closes a command's connection once what it published has left for the server: `drain`
+/// only asks the connection to close, and the process may end before a cancellation or a
+/// webhook watch it published is written.
+pub(crate) async fn close_nats(client: async_nats::Client) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    let _ = client.drain().await;
+}
+
 /// Connects to NATS; when configured, creates or updates the streams from `streams/` in the
 /// background, retrying until the broker is there (a process may start before its broker).
 pub async fn connect_nats(settings: &Settings, name: &str) -> anyhow::Result<async_nats::Client> {
@@ -153,8 +161,8 @@ async fn serve_api(settings: Settings) -> anyhow::Result<()> {
     let nats = connect_nats(&settings, "xenios-api").await?;
     let stop = CancellationToken::new();
     let app = xenios_api::Application::build(settings.clone(), store.clone(), nats.clone()).await?;
-    let webhooks_due = app.state().hub.webhooks_due();
-    let sweeper = spawn_sweeper(&settings, &store, &nats, webhooks_due, stop.clone());
+    let hub = app.state().hub.clone();
+    let sweeper = spawn_sweeper(&settings, &store, &nats, hub, stop.clone());
     tracing::info!(addr = %app.local_addr(), "xenios-api listening");
     app.run(shutdown_signal()).await?;
     stop.cancel();
@@ -181,8 +189,8 @@ pub async fn serve_all(
     let runtime = runtime_for(&settings, &store, &nats, binary, kinds)?;
     let stop = CancellationToken::new();
     let app = xenios_api::Application::build(settings.clone(), store.clone(), nats.clone()).await?;
-    let webhooks_due = app.state().hub.webhooks_due();
-    let sweeper = spawn_sweeper(&settings, &store, &nats, webhooks_due, stop.clone());
+    let hub = app.state().hub.clone();
+    let sweeper = spawn_sweeper(&settings, &store, &nats, hub, stop.clone());
     let stopped = stop.clone();
     let consumers = tokio::spawn(runtime.run(async move { stopped.cancelled().await }));
     on_listening(app.local_addr())?;
@@ -200,12 +208,12 @@ pub async fn serve_all(
 
 /// The sweeper runs beside every API instance: the API is what records jobs. Beside it, the
 /// retention pass deletes the records that have expired, and finished jobs are announced at
-/// their webhooks.
+/// their webhooks (woken by the API's events `hub`, and by the operator's CLI).
 pub fn spawn_sweeper(
     settings: &Settings,
     store: &Store,
     nats: &async_nats::Client,
-    webhooks_due: xenios_api::events::WebhooksDue,
+    hub: xenios_api::events::EventHub,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let consumer = &settings.consumer;
@@ -232,11 +240,21 @@ pub fn spawn_sweeper(
         store.clone(),
         settings.webhooks.clone(),
         xenios_fetch::FetchPolicy::from(&settings.fetch),
-        webhooks_due,
-        stop,
+        hub.webhooks_due(),
+        stop.clone(),
     );
+    let watching = settings
+        .webhooks
+        .secret
+        .is_some()
+        .then(|| xenios_api::webhooks::watch_for_the_operator(nats.clone(), hub, stop));
+    let watches = async move {
+        if let Some(watching) = watching {
+            watching.await;
+        }
+    };
     tokio::spawn(async move {
-        tokio::join!(sweeper, retention, webhooks);
+        tokio::join!(sweeper, retention, webhooks, watches);
     })
 }
 

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use xenios_api::operations;
 use xenios_config::Settings;
 
-use crate::start::{connect_nats, connect_store};
+use crate::start::{close_nats, connect_nats, connect_store};
 
 #[derive(Subcommand)]
 pub(crate) enum UsersAction {
@@ -29,7 +29,7 @@ pub(crate) async fn users(settings: Settings, action: UsersAction) -> anyhow::Re
             let jetstream = async_nats::jetstream::new(client.clone());
             let max_age = Duration::from_secs(settings.nats.events_max_age_secs);
             let erased = operations::erase_user(&store, &client, &jetstream, &user, max_age).await;
-            let _ = client.drain().await;
+            close_nats(client).await;
             erased.map_err(anyhow::Error::from)
         }
         Err(e) => Err(e),

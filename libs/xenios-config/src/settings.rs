@@ -323,8 +323,8 @@ pub struct WebhookSettings {
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
     /// How often each API looks for deliveries that are due besides those it learns of (a job
-    /// it submitted finishing, a redelivery asked of it, a retry it scheduled): jobs submitted
-    /// through another instance or the CLI.
+    /// it submitted finishing, a redelivery asked of it or of the CLI, a job the CLI submitted
+    /// again, a retry it scheduled): jobs submitted through another instance, watches missed.
     pub poll_interval_ms: u64,
     /// The largest body sent; past it the job's `result` is left out (`result_omitted`) and
     /// the receiver reads it with `GET /api/v1/jobs/{id}`.

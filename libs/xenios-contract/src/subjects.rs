@@ -13,6 +13,10 @@ pub const WORKERS_BUCKET: &str = "WORKERS";
 
 /// Carries `CancelRequest`s to every running consumer (core NATS, not a stream).
 pub const CANCEL_SUBJECT: &str = "ctl.jobs.cancel";
+/// Carries a job id (as text) from the operator's CLI to every API: the job's webhook is due
+/// now (a redelivery) or once the job finishes (a resubmission). Core NATS, not a stream: an
+/// API that misses it finds the delivery at its next poll.
+pub const WEBHOOKS_WATCH_SUBJECT: &str = "ctl.webhooks.watch";
 
 /// Set to the job id, so JetStream drops a re-published command within the duplicate window.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
