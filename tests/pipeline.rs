@@ -1719,10 +1719,10 @@ async fn announcements_do_not_wait_for_the_poll() {
     // The first pass, at start, is over once the API answers; the next poll is a minute away.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let submit = |message: &'static str| {
+    let submit = |input: Value| {
         let post = api
             .post("/api/v1/jobs")
-            .json(&json!({"kind": "echo", "input": {"message": message}, "webhook_url": hook}));
+            .json(&json!({"kind": "echo", "input": input, "webhook_url": hook}));
         async move {
             let body: Value = post.send().await.unwrap().json().await.unwrap();
             body["job_id"].as_str().unwrap().to_owned()
@@ -1736,10 +1736,10 @@ async fn announcements_do_not_wait_for_the_poll() {
             async move { sent >= n }
         })
     };
-    let first = submit("first").await;
+    let first = submit(json!({"message": "first"})).await;
     tries(1).await;
     // Refused (503): tried again in 1.5 s. Another job finishes meanwhile and is announced.
-    submit("second").await;
+    submit(json!({"message": "second"})).await;
     tries(3).await;
     let mut messages: Vec<String> = sent()
         .iter()
@@ -1779,20 +1779,9 @@ async fn announcements_do_not_wait_for_the_poll() {
     };
     cli(&["jobs", "redeliver", &first]);
     tries(5).await;
-    let doomed: Value = api
-        .post("/api/v1/jobs")
-        .json(
-            &json!({"kind": "echo", "input": {"message": "doomed", "fail": "permanent"},
-                      "webhook_url": hook}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doomed = submit(json!({"message": "doomed", "fail": "permanent"})).await;
     tries(6).await;
-    let again = cli(&["jobs", "resubmit", doomed["job_id"].as_str().unwrap()]);
+    let again = cli(&["jobs", "resubmit", &doomed]);
     tries(7).await;
     let sent = sent();
     assert_eq!(sent.len(), 7);
