@@ -41,9 +41,10 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", hex::encode(signing.sign().as_ref()))
 }
 
-/// Delivers due announcements until `stop` fires: when `due` rings (a job submitted here
-/// finished, a redelivery was asked for), when a try this instance scheduled comes due, and
-/// every `poll_interval_ms` for the rest (jobs submitted by other instances or the CLI).
+/// Delivers due announcements until `stop` fires: when `due` rings (a job submitted here or
+/// named by the CLI finished, a redelivery was asked for), when a try this instance scheduled
+/// comes due, and every `poll_interval_ms` for the rest (jobs of other instances, watches
+/// missed).
 pub async fn run(
     store: Store,
     settings: WebhookSettings,

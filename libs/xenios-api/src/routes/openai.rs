@@ -96,7 +96,7 @@ impl OpenAiError {
             ApiError::InvalidInput {
                 details: Some(details),
                 ..
-            } => details[0]["field"].as_str().map(as_requested),
+            } => details[0]["field"].as_str().map(str::to_owned),
             _ => None,
         };
         OpenAiErrorBody {
@@ -414,28 +414,23 @@ impl ChatCompletionRequest {
 }
 
 /// Where each picture of the job input came from: per message, the index and type of the
-/// content part of each of its pictures, so that the job input's checks, which name
+/// content part of each of its pictures, so that the checks, which name
 /// `messages[i].images[j]`, can name the request's own field.
 #[derive(Debug, Default)]
 struct PictureParts(Vec<Vec<(usize, &'static str)>>);
 
 impl PictureParts {
-    /// A job input's field as this request names it.
+    /// A field of the LLM routes' body (as `LlmCall::start` names it) as this request names
+    /// it: the `task` is the `model`, a picture the content part it came from.
     fn request_field(&self, field: &str) -> String {
-        let field = field.strip_prefix("input.").unwrap_or(field);
+        if field == "task" {
+            return "model".to_owned();
+        }
         let picture = picture_of(field).and_then(|(i, j)| {
             let &(k, part) = self.0.get(i)?.get(j)?;
             Some(format!("messages[{i}].content[{k}].{part}"))
         });
-        picture.unwrap_or_else(|| as_requested(field))
-    }
-}
-
-/// A job input's field as an OpenAI request names it: the input's `task` is the `model`.
-fn as_requested(field: &str) -> String {
-    match field.strip_prefix("input.").unwrap_or(field) {
-        "task" => "model".to_owned(),
-        other => other.to_owned(),
+        picture.unwrap_or_else(|| field.to_owned())
     }
 }
 
@@ -745,7 +740,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn job_input_fields_are_named_as_the_request_names_them() {
+    fn the_llm_body_fields_are_named_as_the_request_names_them() {
         // Message 0: pictures from parts 1 and 3; message 1: none; message 2: one from part 0.
         let parts = PictureParts(vec![
             vec![(1, "image_url"), (3, "file")],
@@ -753,28 +748,28 @@ mod tests {
             vec![(0, "file")],
         ]);
         for (field, named) in [
-            ("input.task", "model"),
+            ("task", "model"),
             (
-                "input.messages[0].images[1].file_id",
+                "messages[0].images[1].file_id",
                 "messages[0].content[3].file",
             ),
             (
                 "messages[0].images[0].url",
                 "messages[0].content[1].image_url",
             ),
-            ("input.messages[2].images[0]", "messages[2].content[0].file"),
-            ("input.messages[1].content", "messages[1].content"),
-            ("input.messages[0].images", "messages[0].images"),
+            ("messages[2].images[0]", "messages[2].content[0].file"),
+            ("messages[1].content", "messages[1].content"),
+            ("messages[0].images", "messages[0].images"),
             (
-                "input.messages[1].images[0].file_id",
+                "messages[1].images[0].file_id",
                 "messages[1].images[0].file_id",
             ),
-            ("input.max_tokens", "max_tokens"),
+            ("max_tokens", "max_tokens"),
         ] {
             assert_eq!(parts.request_field(field), named, "{field}");
         }
 
-        let refused = ApiError::invalid_field("input.messages[0].images[1].file_id", "no file `x`")
+        let refused = ApiError::invalid_field("messages[0].images[1].file_id", "no file `x`")
             .renaming_fields(|field| parts.request_field(field));
         let ApiError::InvalidInput {
             message, details, ..
