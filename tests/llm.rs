@@ -1039,6 +1039,68 @@ async fn a_gateway_call_whose_record_fails_takes_its_command_back() {
     );
 }
 
+/// The gateway withdraws a command whose record failed with a cancellation on
+/// `ctl.jobs.cancel`, which may reach a consumer before the command does: the consumer
+/// remembers it, so the command's wait for its record ends at once (not after 10 s) and a call
+/// it began is cancelled.
+#[tokio::test]
+async fn a_cancellation_heard_before_its_command_is_not_lost() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("gone", "openai:gpt-gone")],
+        &[],
+    )
+    .await;
+    // The consumer has subscribed to cancellations once it has served a call.
+    stub.push("gpt-gone", openai_text("gpt-gone", "ready", 1, 1));
+    let (status, _, answer) = complete(&stack, ask("gone")).await;
+    assert_eq!(status, 200, "{answer}");
+    stub.push("gpt-gone", Script::Hang);
+    let mut input = ask("gone");
+    input["stream"] = json!(true);
+    let command = JobCommand {
+        job_id: xenios_contract::new_job_id(),
+        kind: JobKind::Llm,
+        user_id: Some(USER.into()),
+        input,
+        submitted_at: chrono::Utc::now(),
+    };
+    let cancel = xenios_contract::envelope::CancelRequest {
+        job_id: command.job_id,
+    };
+    let nats = &stack.nats_client;
+    nats.publish(xenios_contract::subjects::CANCEL_SUBJECT, cancel.to_bytes())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    js.publish_with_headers(
+        command.subject(),
+        command.headers("early"),
+        command.to_bytes(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(5), || async {
+        let mut stream = js.get_stream("JOBS").await.unwrap();
+        let mut consumer = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("llm")
+            .await
+            .unwrap();
+        let left = (
+            stream.info().await.unwrap().state.messages,
+            consumer.info().await.unwrap().num_ack_pending,
+        );
+        left == (0, 0) && stub.all_seen().len() == 1 + stub.aborted()
+    })
+    .await;
+    assert!(stack.store.get_job(command.job_id).await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_json_schema_answer_is_asked_again_with_feedback() {
     let (stub, stack) = one_task_stack("json_task", "openai:gpt-json").await;

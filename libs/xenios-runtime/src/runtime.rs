@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -73,7 +73,7 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) nats: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
-    running: Mutex<HashMap<JobId, Arc<Interrupt>>>,
+    running: Mutex<Running>,
     pub(crate) in_flight: AtomicU64,
     /// Fired when the grace period is over: running handlers are interrupted and released.
     abandon: CancellationToken,
@@ -88,7 +88,7 @@ impl Runtime {
                 settings: Arc::new(settings),
                 store,
                 nats,
-                running: Mutex::new(HashMap::new()),
+                running: Mutex::default(),
                 in_flight: AtomicU64::new(0),
                 abandon: CancellationToken::new(),
             }),
@@ -228,20 +228,36 @@ impl Drop for Listening<'_> {
     fn drop(&mut self) {
         let mut running = self.shared.running.lock().expect("running-jobs lock");
         if running
+            .interrupts
             .get(&self.job_id)
             .is_some_and(|i| Arc::ptr_eq(i, &self.interrupt))
         {
-            running.remove(&self.job_id);
+            running.interrupts.remove(&self.job_id);
         }
     }
 }
 
+/// The interrupts of the jobs this process holds, and the last cancellations that named a job
+/// it did not hold yet: one may come just before its command's attempt starts listening (the
+/// LLM gateway withdraws a command whose record failed at once), and is heard then.
+#[derive(Default)]
+struct Running {
+    interrupts: HashMap<JobId, Arc<Interrupt>>,
+    cancelled_early: VecDeque<JobId>,
+}
+
+/// Cancellations of jobs not held here that are remembered; every consumer hears every
+/// cancellation, so most name jobs held elsewhere.
+const CANCELLED_EARLY: usize = 1024;
+
 impl Shared {
     fn listen(&self, job_id: JobId, interrupt: &Arc<Interrupt>) -> Listening<'_> {
-        self.running
-            .lock()
-            .expect("running-jobs lock")
-            .insert(job_id, interrupt.clone());
+        let mut running = self.running.lock().expect("running-jobs lock");
+        if running.cancelled_early.contains(&job_id) {
+            interrupt.fire(Reason::Cancelled);
+        }
+        running.interrupts.insert(job_id, interrupt.clone());
+        drop(running);
         Listening {
             shared: self,
             job_id,
@@ -250,10 +266,15 @@ impl Shared {
     }
 
     fn interrupt(&self, job_id: JobId, reason: Reason) {
-        let running = self.running.lock().expect("running-jobs lock");
-        if let Some(interrupt) = running.get(&job_id) {
+        let mut running = self.running.lock().expect("running-jobs lock");
+        if let Some(interrupt) = running.interrupts.get(&job_id) {
             tracing::info!(%job_id, ?reason, "interrupting job");
             interrupt.fire(reason);
+        } else if reason == Reason::Cancelled {
+            if running.cancelled_early.len() == CANCELLED_EARLY {
+                running.cancelled_early.pop_front();
+            }
+            running.cancelled_early.push_back(job_id);
         }
     }
 
