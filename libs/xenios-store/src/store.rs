@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -406,7 +407,9 @@ impl Store {
     /// Stores the latest progress of a running job; a no-op once it is no longer running
     /// (late progress from an interrupted handler is not an error).
     pub async fn set_progress(&self, id: JobId, p: &Progress) -> Result<()> {
-        let progress = serde_json::to_value(p).map_err(|e| StoreError::Other(e.into()))?;
+        let progress = serde_json::to_value(p)
+            .map(without_nul)
+            .map_err(|e| StoreError::Other(e.into()))?;
         self.pool
             .execute(
                 "UPDATE jobs SET progress = $3, updated_at = $2 \
@@ -425,7 +428,7 @@ impl Store {
         let finished = match &self.batches {
             Some(batches) => {
                 let (result, error) = match outcome {
-                    Outcome::Succeeded(result) => (Some(result), None),
+                    Outcome::Succeeded(result) => (Some(without_nul(result)), None),
                     Outcome::Failed(err) => (None, Some(error_json(&err)?)),
                     Outcome::Cancelled => (None, None),
                 };
@@ -457,7 +460,7 @@ impl Store {
         let mut args = args![id, now()];
         let set = match outcome {
             Outcome::Succeeded(result) => {
-                args.push(result.into());
+                args.push(without_nul(result).into());
                 "status = 'succeeded', result = $3, error = NULL"
             }
             Outcome::Failed(err) => {
@@ -599,7 +602,9 @@ impl Store {
                     log.ttft_ms,
                     log.cost_usd,
                     log.success,
-                    log.error.clone(),
+                    log.error
+                        .as_deref()
+                        .map(|e| text_without_nul(e).into_owned()),
                     log.cache_read_tokens,
                     log.cache_write_tokens,
                 ],
@@ -891,7 +896,46 @@ fn status_list(statuses: impl Iterator<Item = JobStatus>) -> String {
 }
 
 fn error_json(err: &JobError) -> Result<Value> {
-    serde_json::to_value(err).map_err(|e| StoreError::Other(e.into()))
+    serde_json::to_value(err)
+        .map(without_nul)
+        .map_err(|e| StoreError::Other(e.into()))
+}
+
+/// PostgreSQL refuses U+0000 in `text` and `jsonb`, so what a handler or a provider produced
+/// is stored with it replaced (U+FFFD), on both databases alike, rather than lost to a write
+/// that can never succeed. A job's input is refused at the API instead: its client can mend it.
+fn without_nul(value: Value) -> Value {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(clean) = text_without_nul(s) {
+                    *s = clean;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(k, v)| (text_without_nul(&k).into_owned(), v))
+                        .collect();
+                }
+                map.values_mut().for_each(walk);
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    let mut value = value;
+    walk(&mut value);
+    value
+}
+
+fn text_without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// One statement of each batched shape is in flight at a time (`pg_batch.rs`).

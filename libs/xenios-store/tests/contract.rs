@@ -78,6 +78,7 @@ contract!(
     start_attempt_counts_and_skips_finished_jobs,
     a_held_lease_makes_other_deliveries_wait,
     first_outcome_wins,
+    what_postgres_cannot_hold_is_stored_mended,
     illegal_transitions_are_refused,
     retry_requeues_a_running_job,
     cancel_depends_on_status,
@@ -431,6 +432,69 @@ async fn first_outcome_wins(store: Store) {
         (rec.status, rec.error, rec.result),
         (JobStatus::Failed, Some(err), None)
     );
+}
+
+/// PostgreSQL refuses U+0000 in `text` and `jsonb`: a result, an error, a progress or a
+/// provider's error holding one is stored with U+FFFD in its place, on both databases, rather
+/// than failing its write for ever.
+async fn what_postgres_cannot_hold_is_stored_mended(store: Store) {
+    let job = running(&store, JobKind::Transcription).await;
+    let progress = Progress {
+        stage: Some("a\0b".into()),
+        ..Progress::default()
+    };
+    store.set_progress(job.id, &progress).await.unwrap();
+    let got = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(got.progress.unwrap().stage.as_deref(), Some("a\u{FFFD}b"));
+    let done = store
+        .finish_job(
+            job.id,
+            Outcome::Succeeded(json!({"text": "x\0y", "k\0": ["\0"]})),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let mended = json!({"text": "x\u{FFFD}y", "k\u{FFFD}": ["\u{FFFD}"]});
+    assert_eq!(done.result.as_ref(), Some(&mended));
+    let stored = store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(stored.result, Some(mended));
+
+    let failed = running(&store, JobKind::Llm).await;
+    let error = JobError {
+        message: "provider said \0".into(),
+        ..transient()
+    };
+    assert!(store.retry_job(failed.id, &error).await.unwrap());
+    store.start_attempt(failed.id).await.unwrap();
+    let done = store
+        .finish_job(failed.id, Outcome::Failed(error))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.error.unwrap().message, "provider said \u{FFFD}");
+
+    let log = InferenceLog {
+        id: uuid::Uuid::now_v7(),
+        created_at: Utc::now(),
+        user_id: None,
+        job_id: Some(failed.id),
+        task: "chat".into(),
+        model: "m".into(),
+        provider: "p".into(),
+        attempt: 1,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        latency_ms: 1,
+        ttft_ms: None,
+        cost_usd: None,
+        success: false,
+        error: Some("HTTP 500: \0".into()),
+    };
+    store.insert_inference_log(&log).await.unwrap();
+    let logs = store.inference_logs_for_job(failed.id).await.unwrap();
+    assert_eq!(logs[0].error.as_deref(), Some("HTTP 500: \u{FFFD}"));
 }
 
 /// Contract: an outcome the current status does not allow is `Conflict` (the job is left
