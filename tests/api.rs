@@ -158,6 +158,11 @@ async fn errors_have_one_shape_and_carry_the_correlation_id() {
             json!({"kind": "echo", "input": {"message": 1, "fail": "sometimes"}}),
             "input.fail",
         ),
+        // PostgreSQL cannot store U+0000: refused up front on either database, not a 500.
+        (
+            json!({"kind": "echo", "input": {"message": {"list": ["a\u{0}b"]}}}),
+            "input.message.list[0]",
+        ),
     ] {
         let response = stack.post("/api/v1/jobs").json(&body).send().await.unwrap();
         let answer = error_body(response, 422, "invalid_input").await;

@@ -379,6 +379,13 @@ pub fn validate(kind: JobKind, input: &Value) -> Result<(), InputError> {
     if !input.is_object() {
         return Err(InputError::new("input", "must be a JSON object"));
     }
+    if let Some(below) = nul_character_in(input) {
+        // PostgreSQL cannot store it (in `text` or `jsonb`), and no kind needs it.
+        return Err(InputError::new(
+            &format!("input{below}"),
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
     match kind {
         JobKind::Echo => parse_echo(input).map(drop),
         JobKind::Extraction => parse_extraction(input).map(drop),
@@ -387,11 +394,47 @@ pub fn validate(kind: JobKind, input: &Value) -> Result<(), InputError> {
     }
 }
 
+/// The path below `value` of the first field holding U+0000 in a string or a key (the key's
+/// object named then); built on the way back, so a clean input costs no allocation.
+fn nul_character_in(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(String::new),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_character_in(item).map(|below| format!("[{i}]{below}"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(String::new())
+            } else {
+                nul_character_in(item).map(|below| format!(".{key}{below}"))
+            }
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_nul_character_is_refused_where_it_is() {
+        let refused = |input: Value| validate(JobKind::Echo, &input).unwrap_err().field;
+        assert_eq!(refused(json!({"message": "a\0b"})), "input.message");
+        assert_eq!(
+            refused(json!({"message": {"list": [1, {"x": "\0"}]}})),
+            "input.message.list[1].x"
+        );
+        assert_eq!(refused(json!({"message": {"k\0": 1}})), "input.message");
+        let llm = json!({"task": "chat", "messages": [{"role": "user", "content": "hi\0"}]});
+        assert_eq!(
+            validate(JobKind::Llm, &llm).unwrap_err().field,
+            "input.messages[0].content"
+        );
+    }
 
     #[test]
     fn echo_inputs() {
