@@ -1297,8 +1297,21 @@ async fn a_spent_daily_budget_refuses_the_users_llm_requests() {
     )
     .await;
     stub.push("gpt-bud", openai_text("gpt-bud", "Spent.", 12, 3));
-    let (status, _, answer) = complete(&stack, ask("bud_task")).await;
-    assert_eq!(status, 200, "{answer}");
+    let job = json!({"kind": "llm", "input": ask("bud_task")});
+    let keyed = || {
+        stack
+            .post("/api/v1/jobs")
+            .header("Idempotency-Key", "spend-once")
+            .json(&job)
+            .send()
+    };
+    let response = keyed().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let made: Value = response.json().await.unwrap();
+    let made = made["job_id"].as_str().unwrap().to_owned();
+    stack
+        .wait_for(&made, &["succeeded"], Duration::from_secs(20))
+        .await;
     let usage = usage_once_logged(&stack, &stack.token(USER), "", 1).await;
     let budget = &usage["daily_budget"];
     assert_eq!(budget["limit_usd"], 0.01, "{usage}");
@@ -1338,9 +1351,13 @@ async fn a_spent_daily_budget_refuses_the_users_llm_requests() {
     )
     .await;
     assert_eq!(body["error"]["code"], "rate_limited");
-    let job = json!({"kind": "llm", "input": ask("bud_task")});
     let body = refused(stack.post("/api/v1/jobs").json(&job).send().await.unwrap()).await;
     assert_eq!(body["error"]["code"], "rate_limited");
+    // The submission that spent it, retried with its key (its answer lost), gets its job.
+    let response = keyed().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let again: Value = response.json().await.unwrap();
+    assert_eq!(again["job_id"], made.as_str());
     let chat = json!({"model": "bud_task", "messages": [{"role": "user", "content": "Hi"}]});
     let as_user = stack.authed(stack.http.post(stack.url("/v1/chat/completions")), USER);
     let body = refused(as_user.json(&chat).send().await.unwrap()).await;

@@ -153,19 +153,33 @@ impl Store {
             return Ok(Created::New(job));
         }
         if let Some(key) = idempotency_key {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs \
-                 WHERE coalesce(user_id, '') = $1 AND idempotency_key = $2"
-            );
-            let existing = self
-                .pool
-                .fetch_optional(&sql, args![user_id.unwrap_or_default(), key], job_from_row)
-                .await?;
-            if let Some(job) = existing {
+            if let Some(job) = self
+                .job_by_idempotency_key(user_id.as_deref(), &key)
+                .await?
+            {
                 return Ok(Created::Existing(job));
             }
         }
         Err(StoreError::Conflict(format!("job {id} already exists")))
+    }
+
+    /// The job a user's earlier submission with this idempotency key made, if any.
+    pub async fn job_by_idempotency_key(
+        &self,
+        user_id: Option<&str>,
+        key: &str,
+    ) -> Result<Option<JobRecord>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE coalesce(user_id, '') = $1 AND idempotency_key = $2"
+        );
+        self.pool
+            .fetch_optional(
+                &sql,
+                args![user_id.unwrap_or_default().to_owned(), key.to_owned()],
+                job_from_row,
+            )
+            .await
     }
 
     async fn insert_job(&self, new: NewJob) -> Result<Option<JobRecord>> {

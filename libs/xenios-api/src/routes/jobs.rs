@@ -181,8 +181,6 @@ pub async fn submit(
         .map_err(|e: xenios_contract::UnknownJobKind| {
             ApiError::invalid_field("kind", e.to_string())
         })?;
-    check_new_job(&state, &user, kind, &body.input).await?;
-    let webhook_url = check_webhook(&state, body.webhook_url).await?;
     let idempotency_key = match headers.get("idempotency-key") {
         Some(value) => {
             let key = value
@@ -199,6 +197,21 @@ pub async fn submit(
         }
         None => None,
     };
+    // A retry gets the job its key made even when that job could no longer be submitted now
+    // (the day's LLM budget spent by that very job, its upload expired): the answer it lost
+    // is what it asks for.
+    if let Some(key) = &idempotency_key {
+        let made = state
+            .store
+            .job_by_idempotency_key(Some(&user.user.user_id), key)
+            .await?;
+        if let Some(job) = made {
+            let job = same_request(job, kind, &body.input)?;
+            return Ok((StatusCode::OK, located(&job), axum::Json(submitted(&job))).into_response());
+        }
+    }
+    check_new_job(&state, &user, kind, &body.input).await?;
+    let webhook_url = check_webhook(&state, body.webhook_url).await?;
 
     // Kept to compare with the job a reused key made (see below).
     let asked = idempotency_key.as_ref().map(|_| body.input.clone());
@@ -216,22 +229,30 @@ pub async fn submit(
     )
     .await?;
     let (status, job) = match created {
-        // A key reused for another request is a client's mistake, not a retry: answering with
-        // the first job would tell it that its new request was taken (as the IETF draft on
-        // `Idempotency-Key` has it, 422).
-        Created::Existing(job) if job.kind != kind || Some(&job.input) != asked.as_ref() => {
-            return Err(ApiError::invalid_field(
-                "Idempotency-Key",
-                format!(
-                    "already used for another request (job {}, kind {}); use a new key",
-                    job.id, job.kind
-                ),
-            ));
-        }
-        Created::Existing(job) => (StatusCode::OK, job),
+        // Another submission with the key was recorded since the lookup above.
+        Created::Existing(job) => (
+            StatusCode::OK,
+            same_request(job, kind, asked.as_ref().unwrap_or(&Value::Null))?,
+        ),
         Created::New(job) => (StatusCode::ACCEPTED, job),
     };
     Ok((status, located(&job), axum::Json(submitted(&job))).into_response())
+}
+
+/// The job an idempotency key made, if it was made by the same request. A key reused for
+/// another request is a client's mistake, not a retry: answering with the first job would tell
+/// it that its new request was taken (as the IETF draft on `Idempotency-Key` has it, 422).
+fn same_request(job: JobRecord, kind: JobKind, input: &Value) -> Result<JobRecord, ApiError> {
+    if job.kind != kind || &job.input != input {
+        return Err(ApiError::invalid_field(
+            "Idempotency-Key",
+            format!(
+                "already used for another request (job {}, kind {}); use a new key",
+                job.id, job.kind
+            ),
+        ));
+    }
+    Ok(job)
 }
 
 /// What a new job must pass before it is recorded, submitted or submitted again: its input,
