@@ -173,6 +173,40 @@ async fn echo_lifecycle_on_postgres() {
     lifecycle(Db::Postgres).await;
 }
 
+/// A job can end without its terminal event reaching the stream (its consumer killed between
+/// recording the outcome and announcing it): a client following it is told the outcome from
+/// the store once the stream has been silent for a few keep-alives, rather than kept waiting.
+#[tokio::test]
+async fn a_job_that_ends_unannounced_still_ends_its_event_stream() {
+    let stack = Stack::start_with(Db::Sqlite, &[("api.sse_keepalive_secs", "1")], 0).await;
+    let id = stack
+        .submit("echo", json!({"message": "unannounced"}))
+        .await;
+    let response = stack
+        .get(&format!("/api/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let job_id = id.parse().unwrap();
+    stack.store.start_attempt(job_id).await.unwrap();
+    stack
+        .store
+        .finish_job(
+            job_id,
+            xenios_store::Outcome::Succeeded(json!({"message": "unannounced"})),
+        )
+        .await
+        .unwrap()
+        .expect("recorded");
+    let events = read_sse(response, Duration::from_secs(20)).await;
+    let last = events.last().expect("events");
+    assert_eq!(last.event.as_deref(), Some("status"), "{events:?}");
+    assert_eq!(last.json()["status"], "succeeded");
+    let result = events.iter().find(|e| e.event.as_deref() == Some("result"));
+    assert_eq!(result.unwrap().json()["message"], "unannounced");
+}
+
 /// What `Last-Event-ID` does at and past a job's end. A browser's EventSource reconnects with
 /// the last id it saw whenever a stream ends, so the answer to "I have the terminal status"
 /// must be `204` (which stops it), not a stream that never ends or the outcome once more.

@@ -545,6 +545,10 @@ pub struct Relay {
     pub js: jetstream::Context,
     pub store: Store,
     pub shutdown: CancellationToken,
+    /// After this long without an event the job's status is read from the store: a job can
+    /// end without its terminal event reaching the stream (its consumer killed between
+    /// recording the outcome and announcing it), and its client would otherwise wait for ever.
+    pub store_check_after: Duration,
 }
 
 impl Relay {
@@ -579,10 +583,31 @@ impl Relay {
         let mut finished: Option<JobRecord> = None;
         let mut deadline = None;
         let mut replayed = 0;
+        // One timer for the whole stream, not one per event: an event only notes the time.
+        let mut heard_at = tokio::time::Instant::now();
+        let store_check = tokio::time::sleep(self.store_check_after);
+        tokio::pin!(store_check);
         loop {
             let item = tokio::select! {
                 item = feed.next() => item?,
                 _ = self.shutdown.cancelled() => return Ok(()),
+                _ = &mut store_check, if deadline.is_none() => {
+                    let due = heard_at + self.store_check_after;
+                    if tokio::time::Instant::now() < due {
+                        store_check.as_mut().reset(due);
+                        continue;
+                    }
+                    store_check.as_mut().reset(due + self.store_check_after);
+                    heard_at = due;
+                    if let Ok(Some(current)) = self.store.get_job(job_id).await {
+                        if current.status.is_terminal() {
+                            // Its terminal event may still be on its way.
+                            finished = Some(current);
+                            deadline = Some(tokio::time::Instant::now() + TERMINAL_GRACE);
+                        }
+                    }
+                    continue;
+                }
                 _ = sleep_until(deadline) => {
                     let current = finished.as_ref().expect("deadline only with a finished job");
                     // What the store told this client before still counts if no event of
@@ -592,6 +617,7 @@ impl Relay {
                     return Ok(());
                 }
             };
+            heard_at = tokio::time::Instant::now();
             let stored = match item {
                 FeedItem::Event(stored) => stored,
                 FeedItem::CaughtUp => {

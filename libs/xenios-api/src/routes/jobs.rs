@@ -30,6 +30,9 @@ const MAX_IDEMPOTENCY_KEY: usize = 200;
 const MAX_WEBHOOK_URL: usize = 2048;
 /// How long a submission waits for DNS to check a `url` input's addresses.
 const URL_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// An event stream silent for this many keep-alives reads its job's status from the store
+/// (see `Relay::store_check_after`): once a minute by default, a primary-key read.
+const SSE_STORE_CHECK_KEEPALIVES: u32 = 4;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -819,6 +822,8 @@ pub(crate) fn relay_sse(
         js: state.jetstream.clone(),
         store: state.store.clone(),
         shutdown: state.shutdown.clone(),
+        store_check_after: Duration::from_secs(state.settings.api.sse_keepalive_secs.max(1))
+            * SSE_STORE_CHECK_KEEPALIVES,
     };
     // The relay runs inside the response's own task rather than a task of its own: a live
     // event then wakes one task on its way to the client, not two, and a client that goes
