@@ -935,6 +935,43 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
     assert_eq!(their_logs.len(), 1);
 }
 
+/// A file whose chunks are gone while its metadata is not (the TTL takes the older chunks
+/// first) does not hold its job until the hard time limit: the read gives up once nothing
+/// arrives for a while (a transient failure, tried again), and once the file is gone
+/// altogether the job fails with `file_not_found`.
+#[tokio::test]
+async fn a_file_whose_chunks_are_gone_does_not_hold_its_job() {
+    let stack = stack(&[]).await;
+    let uploaded = upload_ok(&stack, "notes.md", b"# Notes\n\nWalk daily.\n".to_vec()).await;
+    let file_id = uploaded["file_id"].as_str().unwrap();
+    let js = async_nats::jetstream::new(stack.nats_client.clone());
+    js.get_stream("OBJ_FILES")
+        .await
+        .unwrap()
+        .purge()
+        .filter("$O.FILES.C.>")
+        .await
+        .unwrap();
+    let id = stack
+        .submit(
+            "extraction",
+            json!({"file_id": file_id, "output": "markdown"}),
+        )
+        .await;
+    eventually(WITHIN, || async {
+        let job = stack.job(&id).await;
+        job["error"]["code"] == "unavailable"
+            && job["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no part of the file"))
+    })
+    .await;
+    let deleted = delete_as(&stack, &format!("/api/v1/files/{file_id}"), USER).await;
+    assert_eq!(deleted.status(), 204);
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    failed_with(&job, "file_not_found");
+}
+
 /// An uploaded file is described (`GET /api/v1/files/{id}`) and deleted before its TTL
 /// (`DELETE`) by its owner; to anyone else it does not exist; once deleted, no job reads it.
 #[tokio::test]

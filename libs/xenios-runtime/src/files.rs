@@ -1,11 +1,17 @@
 //! Uploads a job names by `file_id`, read by the consumer that runs it: every kind that takes
 //! files reads them here, with the same limits and the same errors.
+use std::time::Duration;
+
 use async_nats::jetstream::object_store::{GetErrorKind, InfoErrorKind, ObjectInfo, ObjectStore};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use xenios_contract::subjects::FILES_BUCKET;
 
 use crate::{HandlerError, JobContext};
+
+/// How long a read may wait for the next part of a file. The store is the local broker: its
+/// chunks arrive in milliseconds, so a wait this long means they are not coming.
+const READ_STALL: Duration = Duration::from_secs(10);
 
 /// An upload of the `FILES` object store, whole.
 #[derive(Debug, Clone)]
@@ -61,11 +67,24 @@ impl JobContext {
         }
         let mut bytes = Vec::with_capacity(info.size);
         // `take` holds the read to the limit even if the metadata understated the size.
-        (&mut object)
-            .take(max_bytes + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(unavailable)?;
+        let mut limited = (&mut object).take(max_bytes + 1);
+        loop {
+            // A read waits for chunks for ever when they are gone while the metadata is not
+            // (the TTL takes the older chunks first), and it would not hear a cancellation.
+            let read = tokio::select! {
+                _ = self.cancel.cancelled() => return Err(HandlerError::transient(
+                    "cancelled",
+                    format!("stopped while reading the file `{file_id}`"),
+                )),
+                read = tokio::time::timeout(READ_STALL, limited.read_buf(&mut bytes)) => read,
+            };
+            match read {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => return Err(self.stalled(file_id).await),
+            }
+        }
         if bytes.len() as u64 > max_bytes {
             return Err(too_large("more than that".into()));
         }
@@ -73,6 +92,21 @@ impl JobContext {
             bytes: bytes.into(),
             info,
         })
+    }
+
+    /// Why no part of a file arrived for a while: gone meanwhile (its TTL passed), or a store
+    /// that does not answer.
+    async fn stalled(&self, file_id: &str) -> HandlerError {
+        match self.file_size(file_id).await {
+            Err(gone) => gone,
+            Ok(_) => HandlerError::transient(
+                "unavailable",
+                format!(
+                    "object store: no part of the file `{file_id}` arrived within {} s",
+                    READ_STALL.as_secs()
+                ),
+            ),
+        }
     }
 
     async fn files(&self) -> Result<ObjectStore, HandlerError> {
