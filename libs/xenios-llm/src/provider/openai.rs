@@ -1,5 +1,5 @@
 //! OpenAI chat completions, as OpenAI, OpenRouter, vLLM, Ollama and llama.cpp serve them.
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use xenios_contract::tools::MAX_TOOL_CALLS;
 
@@ -109,11 +109,21 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
     body
 }
 
+/// Several OpenAI-compatible servers (LiteLLM among them) send `null` for a list or a count
+/// they have nothing for, where serde's `default` covers only a missing field.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
 #[derive(Deserialize)]
 struct WireUsage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     completion_tokens: u64,
     /// OpenRouter's, in USD.
     cost: Option<f64>,
@@ -143,7 +153,7 @@ impl WireUsage {
 pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
     #[derive(Deserialize)]
     struct Completion {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         choices: Vec<Choice>,
         usage: Option<WireUsage>,
         error: Option<Value>,
@@ -156,7 +166,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Parsed, String> {
     #[derive(Deserialize)]
     struct ChoiceMessage {
         content: Option<String>,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         tool_calls: Vec<CallFragment>,
     }
     let completion: Completion =
@@ -309,7 +319,7 @@ impl Decoder {
     pub fn feed(&mut self, event: &SseEvent) -> Result<Step, String> {
         #[derive(Deserialize)]
         struct Chunk {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_as_default")]
             choices: Vec<ChunkChoice>,
             usage: Option<WireUsage>,
             error: Option<Value>,
@@ -322,7 +332,7 @@ impl Decoder {
         #[derive(Deserialize)]
         struct Delta {
             content: Option<String>,
-            #[serde(default)]
+            #[serde(default, deserialize_with = "null_as_default")]
             tool_calls: Vec<CallFragment>,
         }
         let data = event.data.trim();
@@ -491,6 +501,57 @@ mod tests {
         let parsed = parse(text.to_string().as_bytes()).unwrap();
         assert!(parsed.tool_calls.is_empty());
         assert_eq!(parsed.finish_reason, FinishReason::Stop);
+    }
+
+    #[test]
+    fn a_whole_answer_with_nulls_for_its_list_and_counts_is_read() {
+        let answer = json!({"choices": [{"message": {"role": "assistant", "content": "hi",
+            "tool_calls": null}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": null, "total_tokens": null}});
+        let parsed = parse(answer.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.content, "hi");
+        assert!(parsed.tool_calls.is_empty());
+        assert_eq!(
+            (parsed.usage.input_tokens, parsed.usage.output_tokens),
+            (7, 0)
+        );
+        let refused = parse(json!({"choices": null}).to_string().as_bytes());
+        assert_eq!(refused.err().as_deref(), Some("the answer has no choices"));
+    }
+
+    /// As LiteLLM streams: `"tool_calls": null` in every text delta, `"choices": null` beside
+    /// the usage.
+    #[test]
+    fn a_stream_with_nulls_for_its_lists_and_counts_is_read() {
+        let mut decoder = Decoder::default();
+        let usage = SseEvent {
+            event: None,
+            data: json!({"choices": null, "usage": {"prompt_tokens": null,
+                                                    "completion_tokens": 2}})
+            .to_string(),
+        };
+        let events = [
+            chunk(
+                json!({"role": "assistant", "content": "Hel", "tool_calls": null}),
+                None,
+            ),
+            chunk(json!({"content": "lo", "tool_calls": null}), None),
+            chunk(json!({"content": null, "tool_calls": null}), Some("stop")),
+            usage,
+        ];
+        let mut text = String::new();
+        for event in &events {
+            if let Step::Text(t) = decoder.feed(event).unwrap() {
+                text.push_str(&t);
+            }
+        }
+        assert_eq!(text, "Hello");
+        assert_eq!(decoder.finish_reason, Some(FinishReason::Stop));
+        assert!(decoder.deltas.is_empty() && decoder.tool_calls().is_empty());
+        assert_eq!(
+            (decoder.usage.input_tokens, decoder.usage.output_tokens),
+            (0, 2)
+        );
     }
 
     fn chunk(delta: Value, finish: Option<&str>) -> SseEvent {
