@@ -324,22 +324,19 @@ impl LlmGateway {
             for try_index in 0..=task.retries {
                 ctx.attempt += 1;
                 let started = Instant::now();
-                let result = tokio::select! {
-                    biased;
-                    _ = ctx.cancel.cancelled() => None,
-                    r = provider.call(&self.http, &spec, &limits, ctx.tokens) => Some(r),
-                };
+                let result = provider
+                    .call(&self.http, &spec, &limits, ctx.tokens, ctx.cancel)
+                    .await;
                 let cost_usd = self.report(
                     ctx,
                     candidate,
                     provider,
                     spec.stream,
                     started.elapsed(),
-                    result.as_ref(),
+                    &result,
                 );
                 let error = match result {
-                    None => return Err(LlmError::Cancelled),
-                    Some(Ok(reply)) => {
+                    Ok(reply) => {
                         return Ok(Answer {
                             content: reply.content,
                             tool_calls: reply.tool_calls,
@@ -351,7 +348,7 @@ impl LlmGateway {
                             finish_reason: reply.finish_reason,
                         })
                     }
-                    Some(Err(e)) => e,
+                    Err(e) => e,
                 };
                 let (failure, retry_after) = (error.failure, error.retry_after);
                 let error = error.into_llm_error(&provider.name, &candidate.model);
@@ -408,17 +405,15 @@ impl LlmGateway {
         provider: &Provider,
         streaming: bool,
         latency: Duration,
-        result: Option<&Result<Reply, CallError>>,
+        result: &Result<Reply, CallError>,
     ) -> Option<f64> {
         let (outcome, error) = match result {
-            None => (Outcome::Cancelled, Some("cancelled".to_owned())),
-            Some(Ok(_)) => (Outcome::Success, None),
-            Some(Err(e)) => (e.outcome, Some(e.message.clone())),
+            Ok(_) => (Outcome::Success, None),
+            Err(e) => (e.outcome, Some(e.message.clone())),
         };
         let (status, usage, ttft, reported_cost) = match result {
-            None => (None, Usage::default(), None, None),
-            Some(Ok(r)) => (Some(r.status), r.usage, r.ttft, r.cost_usd),
-            Some(Err(e)) => (e.status, e.usage, e.ttft, None),
+            Ok(r) => (Some(r.status), r.usage, r.ttft, r.cost_usd),
+            Err(e) => (e.status, e.usage, e.ttft, None),
         };
         let prices = &self.settings.prices;
         let cost_usd = reported_cost.or_else(|| {

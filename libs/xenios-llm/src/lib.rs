@@ -30,7 +30,9 @@
 //! `bad_response`, `unusable`, `rejected`, `cancelled`), `xenios_llm_tokens_total
 //! {task,model,direction}`, `xenios_llm_cost_usd_total{task,model}` (kept as a gauge,
 //! `metrics` counters being integers, and exposed as a counter by `xenios_telemetry::render`), `xenios_llm_time_to_first_token_seconds
-//! {task,model}` and `xenios_llm_fallbacks_total{task}` (per move to a next candidate).
+//! {task,model}` and `xenios_llm_fallbacks_total{task}` (per move to a next candidate). A call
+//! cancelled once its provider has answered is recorded with its usage so far, what the
+//! provider has not reported yet estimated (and said so in its error), and priced.
 //!
 //! **The `llm` job kind.** [`LlmHandler`] is the consumer runtime's handler for `jobs.llm`:
 //! it streams tokens onto the job's events when the input asks for `stream`, and writes each

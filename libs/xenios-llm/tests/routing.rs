@@ -396,6 +396,72 @@ async fn dropping_a_stream_closes_the_provider_connection() {
     .await;
 }
 
+/// A client that leaves before the end still pays for what the provider made: the call is
+/// recorded with the usage so far, what the provider has not said yet estimated (OpenAI-style
+/// streams say theirs only in the last chunk; Anthropic says its input at the start), and
+/// priced.
+#[tokio::test]
+async fn a_stream_cancelled_midway_is_recorded_with_its_usage_so_far() {
+    let stub = Stub::start().await;
+    let (openai, anthropic) = ("gpt-4o-mini", "claude-opus-4-20250514");
+    let gw = gateway(
+        &stub,
+        vec![
+            ("openai", task(&[&format!("openai:{openai}")])),
+            ("anthropic", task(&[&format!("anthropic:{anthropic}")])),
+        ],
+    );
+    let received = ["Once", " upon", " a"];
+    let mut pieces = openai_stream_start(openai, &received);
+    pieces.push(Piece::Hang);
+    stub.push(openai, Script::Sse(pieces));
+    let mut pieces = anthropic_stream_start(anthropic, &received, 50);
+    pieces.push(Piece::Hang);
+    stub.push(anthropic, Script::Sse(pieces));
+
+    // Per million tokens: gpt-4o-mini $0.15 in and $0.60 out, Claude Opus 4 $15 and $75.
+    for (n, task, price) in [(1, "openai", (0.15, 0.6)), (2, "anthropic", (15.0, 75.0))] {
+        let calls = Calls::default();
+        let cancel = CancellationToken::new();
+        let mut stream = gw.stream(request(task), &calls, cancel.clone());
+        for piece in received {
+            assert_eq!(
+                stream.next().await.unwrap().unwrap(),
+                StreamEvent::Token(piece.into())
+            );
+        }
+        cancel.cancel();
+        assert_eq!(
+            stream.next().await.unwrap().unwrap_err().code(),
+            "cancelled"
+        );
+        assert!(stream.next().await.is_none());
+        stub.wait_until("the stub sees the connection close", |s| s.aborted() == n)
+            .await;
+
+        let records = calls.all();
+        assert_eq!(records.len(), 1, "{task}: {records:?}");
+        let r = &records[0];
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            !r.success && error.starts_with("cancelled"),
+            "{task}: {r:?}"
+        );
+        assert!(error.contains("usage estimated"), "{task}: {r:?}");
+        assert!(r.output_tokens >= received.len() as u64, "{task}: {r:?}");
+        assert!(r.input_tokens > 0, "{task}: {r:?}");
+        assert!(r.ttft_ms.is_some(), "{task}: {r:?}");
+        let cost = (r.input_tokens as f64 * price.0 + r.output_tokens as f64 * price.1) / 1e6;
+        assert!(
+            (r.cost_usd.unwrap_or_default() - cost).abs() < 1e-12 && cost > 0.0,
+            "{task}: {r:?}"
+        );
+        if task == "anthropic" {
+            assert_eq!(r.input_tokens, 50, "as message_start said");
+        }
+    }
+}
+
 fn person_format() -> serde_json::Value {
     json!({"type": "json_schema", "json_schema": {"name": "person", "strict": true, "schema": {
         "type": "object", "additionalProperties": false, "required": ["name", "age"],

@@ -19,6 +19,7 @@ use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
 use xenios_config::{LlmSettings, ProviderSettings};
 
 use crate::retry::retry_after;
@@ -110,7 +111,7 @@ pub(crate) enum Failure {
     Unusable,
     /// The request itself is wrong; no candidate will take it.
     Rejected,
-    /// Text already reached the caller; nothing can be tried again.
+    /// Text already reached the caller, or the call was cancelled: nothing can be tried again.
     Interrupted,
 }
 
@@ -151,7 +152,7 @@ pub(crate) struct CallError {
     pub status: Option<u16>,
     pub message: String,
     pub retry_after: Option<Duration>,
-    /// What a broken stream had used.
+    /// What a broken or cancelled call had used.
     pub usage: Usage,
     pub ttft: Option<Duration>,
 }
@@ -203,6 +204,7 @@ impl CallError {
     pub fn into_llm_error(self, provider: &str, model: &str) -> LlmError {
         let (provider, model) = (provider.to_owned(), model.to_owned());
         match (self.failure, self.outcome) {
+            (_, Outcome::Cancelled) => LlmError::Cancelled,
             (Failure::Rejected, _) => LlmError::Rejected {
                 provider,
                 model,
@@ -231,6 +233,82 @@ impl CallError {
             },
         }
     }
+}
+
+/// What a call has had so far, kept outside its future so that a cancelled call can still say
+/// what it used.
+#[derive(Default)]
+struct Progress {
+    status: Option<u16>,
+    usage: Usage,
+    ttft: Option<Duration>,
+    /// Text and tool-call pieces of a streamed answer.
+    pieces: u64,
+}
+
+impl Progress {
+    fn received(&mut self, started: Instant) {
+        self.ttft.get_or_insert_with(|| started.elapsed());
+        self.pieces += 1;
+    }
+
+    /// A provider that has answered bills what it made even though the caller left. Streams
+    /// report their usage only at the end (Anthropic its input at the start), so what is not
+    /// reported yet is estimated: the prompt from its text, the output from the pieces
+    /// received (about a token each).
+    fn cancelled(self, spec: &CallSpec<'_>) -> CallError {
+        let mut usage = self.usage;
+        let mut estimated_from = Vec::new();
+        let answered = self.status.is_some_and(|s| (200..300).contains(&s));
+        if answered && usage.input_tokens == 0 {
+            usage.input_tokens = estimated_prompt_tokens(spec);
+            estimated_from.push("the prompt".to_owned());
+        }
+        if self.pieces > usage.output_tokens {
+            usage.output_tokens = self.pieces;
+            estimated_from.push(match self.pieces {
+                1 => "the 1 piece received".to_owned(),
+                n => format!("the {n} pieces received"),
+            });
+        }
+        let message = match estimated_from.is_empty() {
+            true => "cancelled".to_owned(),
+            false => format!(
+                "cancelled; usage estimated from {}",
+                estimated_from.join(" and ")
+            ),
+        };
+        CallError {
+            status: self.status,
+            usage,
+            ttft: self.ttft,
+            ..CallError::new(Failure::Interrupted, Outcome::Cancelled, message)
+        }
+    }
+}
+
+/// About 4 bytes of text a token. Pictures are left out: their base64 is not text, and what
+/// one costs depends on the provider and its size.
+fn estimated_prompt_tokens(spec: &CallSpec<'_>) -> u64 {
+    let calls = spec
+        .messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .map(|c| c.function.name.len() + c.function.arguments.len());
+    let tools = match spec.tools.is_empty() {
+        true => 0,
+        false => serde_json::to_string(spec.tools).map_or(0, |t| t.len()),
+    };
+    let format = spec.response_format.map_or(0, |f| f.to_string().len());
+    let bytes: usize = spec
+        .messages
+        .iter()
+        .map(|m| m.content.len())
+        .chain(calls)
+        .chain(spec.instruction.map(str::len))
+        .chain([tools, format])
+        .sum();
+    u64::try_from(bytes).unwrap_or(u64::MAX).div_ceil(4)
 }
 
 /// Incremental reading of a streamed answer in one wire format.
@@ -437,14 +515,34 @@ impl Provider {
     }
 
     /// Sends one request and reads its answer. Tokens of a streamed answer go to `tokens` as
-    /// they arrive. Dropping the future closes the connection, which is how a cancelled call
-    /// stops the provider's generation.
+    /// they arrive. Cancelling `cancel` ends the call at once as [`Outcome::Cancelled`] with
+    /// what it had used. Either way of ending it early, cancelling or dropping this future,
+    /// closes the connection, which is how the provider's generation stops.
     pub async fn call(
         &self,
         http: &Client,
         spec: &CallSpec<'_>,
         limits: &Limits,
         tokens: Option<&mpsc::Sender<Piece>>,
+        cancel: &CancellationToken,
+    ) -> Result<Reply, CallError> {
+        let mut progress = Progress::default();
+        let exchange = self.exchange(http, spec, limits, tokens, &mut progress);
+        let reply = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            reply = exchange => Some(reply),
+        };
+        reply.unwrap_or_else(|| Err(progress.cancelled(spec)))
+    }
+
+    async fn exchange(
+        &self,
+        http: &Client,
+        spec: &CallSpec<'_>,
+        limits: &Limits,
+        tokens: Option<&mpsc::Sender<Piece>>,
+        progress: &mut Progress,
     ) -> Result<Reply, CallError> {
         if let Some(var) = self.missing_key {
             return Err(CallError::new(
@@ -478,11 +576,12 @@ impl Provider {
             Ok(Ok(r)) => r,
         };
         let status = response.status();
+        progress.status = Some(status.as_u16());
         if !status.is_success() {
             return Err(failure(response, deadline).await);
         }
         if spec.stream {
-            self.read_stream(response, started, deadline, limits, tokens)
+            self.read_stream(response, started, deadline, limits, tokens, progress)
                 .await
         } else {
             let read = async {
@@ -515,6 +614,7 @@ impl Provider {
         deadline: Instant,
         limits: &Limits,
         tokens: Option<&mpsc::Sender<Piece>>,
+        progress: &mut Progress,
     ) -> Result<Reply, CallError> {
         let status = response.status().as_u16();
         let mut events = SseReader::new(response.bytes_stream(), limits.max_line, limits.max_body);
@@ -523,9 +623,8 @@ impl Provider {
             Wire::Anthropic => Decoder::Anthropic(anthropic::Decoder::default()),
         };
         let mut content = String::new();
-        let mut ttft = None;
         loop {
-            let (until, limit, what) = match ttft {
+            let (until, limit, what) = match progress.ttft {
                 None => (deadline, limits.timeout, "first token"),
                 Some(_) => (Instant::now() + limits.idle, limits.idle, "stream data"),
             };
@@ -543,15 +642,16 @@ impl Provider {
                 )),
                 Ok(Ok(Some(event))) => decoder.feed(&event).map_err(CallError::bad_response),
             };
+            progress.usage = decoder.usage();
             for delta in decoder.tool_call_deltas() {
-                ttft.get_or_insert_with(|| started.elapsed());
+                progress.received(started);
                 if let Some(tokens) = tokens {
                     let _ = tokens.send(Piece::ToolCall(Box::new(delta))).await;
                 }
             }
             match step {
                 Ok(Step::Text(text)) if !text.is_empty() => {
-                    ttft.get_or_insert_with(|| started.elapsed());
+                    progress.received(started);
                     content.push_str(&text);
                     if let Some(tokens) = tokens {
                         // The receiver lives as long as this future; a full channel is the
@@ -570,8 +670,8 @@ impl Provider {
                 Err(mut e) => {
                     e.status = Some(status);
                     e.usage = decoder.usage();
-                    e.ttft = ttft;
-                    if ttft.is_some() && tokens.is_some() {
+                    e.ttft = progress.ttft;
+                    if e.ttft.is_some() && tokens.is_some() {
                         e.failure = Failure::Interrupted;
                     }
                     return Err(e);
@@ -584,7 +684,7 @@ impl Provider {
             tool_calls: decoder.tool_calls(),
             usage: decoder.usage(),
             cost_usd: decoder.cost(),
-            ttft,
+            ttft: progress.ttft,
             finish_reason: decoder.finish_reason(),
         })
     }
@@ -698,5 +798,62 @@ pub(crate) fn test_spec<'a>(
         tools,
         tool_choice,
         parallel_tool_calls: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Image;
+
+    #[test]
+    fn a_call_cancelled_after_its_answer_began_estimates_what_was_not_reported() {
+        let picture = Image {
+            url: format!("data:image/png;base64,{}", "A".repeat(4000)),
+            detail: None,
+        };
+        let messages = [
+            Message::system("12345678"),
+            Message {
+                images: vec![picture],
+                ..Message::user("1234")
+            },
+        ];
+        let spec = test_spec(&messages, &[], None);
+        let mut progress = Progress {
+            status: Some(200),
+            ..Progress::default()
+        };
+        progress.received(Instant::now());
+        progress.received(Instant::now());
+        let e = progress.cancelled(&spec);
+        assert_eq!((e.outcome, e.status), (Outcome::Cancelled, Some(200)));
+        // 12 bytes of text; the picture is no text.
+        assert_eq!((e.usage.input_tokens, e.usage.output_tokens), (3, 2));
+        assert!(e.ttft.is_some());
+        assert_eq!(
+            e.message,
+            "cancelled; usage estimated from the prompt and the 2 pieces received"
+        );
+
+        // Reported figures stand; nothing is estimated before the provider answered.
+        let reported = Progress {
+            status: Some(200),
+            usage: Usage {
+                input_tokens: 50,
+                output_tokens: 9,
+                ..Usage::default()
+            },
+            pieces: 4,
+            ..Progress::default()
+        };
+        let e = reported.cancelled(&spec);
+        assert_eq!((e.usage.input_tokens, e.usage.output_tokens), (50, 9));
+        assert_eq!(e.message, "cancelled");
+        let e = Progress::default().cancelled(&spec);
+        assert_eq!(
+            (e.usage, e.status, e.message.as_str()),
+            (Usage::default(), None, "cancelled")
+        );
     }
 }
