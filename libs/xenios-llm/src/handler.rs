@@ -281,10 +281,60 @@ fn row(record: &CallRecord, user_id: Option<String>, job_id: JobId) -> Inference
         ttft_ms: record.ttft_ms.map(int),
         cost_usd: record.cost_usd,
         success: record.success,
-        // The table has no status column; the provider's answer is part of what went wrong.
+        // The table has no status column; a provider's refusal is part of what went wrong, a
+        // 2xx (a stream that broke or was cancelled) is not.
         error: record.error.as_ref().map(|e| match record.status {
-            Some(status) => format!("HTTP {status}: {e}"),
-            None => e.clone(),
+            Some(status) if !(200..300).contains(&status) => format!("HTTP {status}: {e}"),
+            _ => e.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_has_the_records_figures_and_names_only_a_refusing_status() {
+        let cancelled = CallRecord {
+            task: "chat".into(),
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            attempt: 1,
+            streaming: true,
+            status: Some(200),
+            input_tokens: 6,
+            output_tokens: 3,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            latency_ms: 40,
+            ttft_ms: Some(10),
+            cost_usd: Some(2.7e-6),
+            success: false,
+            error: Some(
+                "cancelled; usage estimated from the prompt and the 3 pieces received".into(),
+            ),
+        };
+        let job_id = uuid::Uuid::now_v7();
+        let row = row(&cancelled, Some("u1".into()), job_id);
+        assert_eq!(
+            (
+                row.input_tokens,
+                row.output_tokens,
+                row.ttft_ms,
+                row.cost_usd
+            ),
+            (6, 3, Some(10), Some(2.7e-6))
+        );
+        assert_eq!(row.error, cancelled.error);
+        let refused = CallRecord {
+            status: Some(503),
+            error: Some("upstream overloaded".into()),
+            ..cancelled
+        };
+        assert_eq!(
+            super::row(&refused, None, job_id).error.as_deref(),
+            Some("HTTP 503: upstream overloaded")
+        );
     }
 }
