@@ -782,7 +782,15 @@ async fn a_client_that_leaves_mid_stream_cancels_the_provider_call() {
         .unwrap();
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(!logs[0].success);
-    assert_eq!(logs[0].error.as_deref(), Some("cancelled"));
+    // What the provider made before the client left is billed, so it is logged: estimated,
+    // as OpenAI's stream reports its usage only at its end.
+    let error = logs[0].error.as_deref().unwrap();
+    assert!(error.starts_with("cancelled; usage estimated"), "{error}");
+    assert!(
+        logs[0].input_tokens > 0 && logs[0].output_tokens >= 1,
+        "{logs:?}"
+    );
+    assert!(logs[0].ttft_ms.is_some(), "{logs:?}");
 }
 
 /// An `llm` job's provider call starts while its attempt is being recorded (the first token
@@ -863,8 +871,10 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
     let logs = logs().await;
     assert!(logs.len() <= 1, "{logs:?}");
     assert!(
-        logs.iter()
-            .all(|l| !l.success && l.error.as_deref() == Some("cancelled")),
+        logs.iter().all(|l| !l.success
+            && l.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("cancelled"))),
         "{logs:?}"
     );
 }
@@ -964,7 +974,8 @@ async fn a_command_ahead_of_its_record_waits_for_it() {
     let logs = logs().await;
     assert_eq!(logs.len(), 1, "{logs:?}");
     assert!(!logs[0].success, "{logs:?}");
-    assert_eq!(logs[0].error.as_deref(), Some("cancelled"), "{logs:?}");
+    let error = logs[0].error.as_deref().unwrap_or_default();
+    assert!(error.starts_with("cancelled"), "{logs:?}");
     assert!(stack.store.get_job(orphan.job_id).await.unwrap().is_none());
     eventually(WITHIN, || {
         let js = js.clone();
