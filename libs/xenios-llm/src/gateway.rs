@@ -312,7 +312,10 @@ impl LlmGateway {
                 stop: plan.stop,
                 sampling: plan.sampling,
                 response_format: plan.response_format.filter(|_| native),
-                instruction: plan.instruction.as_deref().filter(|_| !native),
+                instruction: plan
+                    .instruction
+                    .as_deref()
+                    .filter(|_| provider.states_format_in_words()),
                 stream: ctx.tokens.is_some() || task.streaming,
                 prompt_cache: task.prompt_cache,
                 tools: plan.tools,

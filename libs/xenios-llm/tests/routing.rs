@@ -505,6 +505,11 @@ async fn a_json_schema_answer_that_does_not_match_is_asked_again_with_the_error(
     let seen = stub.seen("primary");
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].body["response_format"], person_format());
+    // OpenRouter drops `response_format` for the models that do not take it, so the schema
+    // is also stated in words, at the end of the system prompt.
+    let system = seen[0].body["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are terse.\n\n"), "{system}");
+    assert!(system.contains("JSON Schema") && system.contains("\"required\""));
     let messages = seen[1].body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 4);
     assert_eq!(
@@ -519,6 +524,32 @@ async fn a_json_schema_answer_that_does_not_match_is_asked_again_with_the_error(
     );
     let attempts: Vec<u32> = calls.all().iter().map(|r| r.attempt).collect();
     assert_eq!(attempts, [1, 2]);
+}
+
+/// An OpenAI-compatible endpoint takes `response_format` itself: the prompt stays as it was,
+/// and a conversation without a system prompt gets none.
+#[tokio::test]
+async fn an_openai_endpoint_gets_the_schema_only_as_response_format() {
+    let stub = Stub::start().await;
+    let gw = gateway(&stub, vec![("extract", task(&["openai:primary"]))]);
+    stub.push(
+        "primary",
+        openai_text("primary", "{\"name\": \"Ada\", \"age\": 36}", 10, 5),
+    );
+    let mut request = person_request();
+    request
+        .messages
+        .retain(|m| m.role != xenios_llm::Role::System);
+    let result = gw
+        .complete(request, &Calls::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(result.parsed, Some(json!({"name": "Ada", "age": 36})));
+    let seen = stub.seen("primary");
+    assert_eq!(seen[0].body["response_format"], person_format());
+    let messages = seen[0].body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["role"], "user");
 }
 
 #[tokio::test]

@@ -69,7 +69,8 @@ pub(crate) struct CallSpec<'a> {
     pub sampling: Sampling,
     /// Passed through to OpenAI-compatible providers.
     pub response_format: Option<&'a Value>,
-    /// The same demand in words, for providers without `response_format`.
+    /// The same demand in words, for providers without `response_format` (or that may drop it;
+    /// see `Provider::states_format_in_words`).
     pub instruction: Option<&'a str>,
     pub stream: bool,
     /// The task asks for the prompt to be cached (see `TaskSettings::prompt_cache`).
@@ -503,6 +504,13 @@ impl Provider {
     /// prompt).
     pub fn takes_response_format(&self) -> bool {
         self.wire == Wire::OpenAi
+    }
+
+    /// Whether the demanded format also goes in the prompt, in words: where there is no
+    /// `response_format`, and on OpenRouter, which passes it only to the models that take it
+    /// and silently drops it for the rest (Claude among them).
+    pub fn states_format_in_words(&self) -> bool {
+        !self.takes_response_format() || self.name == "openrouter"
     }
 
     /// Whether this provider's wire can carry the conversation; what it cannot is the

@@ -1,4 +1,6 @@
 //! OpenAI chat completions, as OpenAI, OpenRouter, vLLM, Ollama and llama.cpp serve them.
+use std::borrow::Cow;
+
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use xenios_contract::tools::MAX_TOOL_CALLS;
@@ -37,22 +39,34 @@ fn parts(m: &Message, mark: bool) -> Value {
 pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Value {
     let last = spec.messages.len().saturating_sub(1);
     let last_system = spec.messages.iter().rposition(|m| m.role == Role::System);
-    let messages: Vec<Value> = spec
+    // The demanded format in words goes at the end of the leading system prompt, as Anthropic
+    // gets it, or is the system prompt when there is none.
+    let leads_with_system = spec
+        .messages
+        .first()
+        .is_some_and(|m| m.role == Role::System);
+    let mut messages: Vec<Value> = spec
         .messages
         .iter()
         .enumerate()
         .map(|(i, m)| {
             let marked = i == last || Some(i) == last_system;
             let mark = mark_cache && marked;
+            let text: Cow<'_, str> = match spec.instruction {
+                Some(instruction) if i == 0 && leads_with_system => {
+                    Cow::Owned(format!("{}\n\n{instruction}", m.content))
+                }
+                _ => Cow::Borrowed(&m.content),
+            };
             let content = if !m.images.is_empty() {
                 parts(m, mark)
-            } else if mark && !m.content.is_empty() {
-                cached_text(m.content.as_str())
-            } else if m.content.is_empty() && !m.tool_calls.is_empty() {
+            } else if mark && !text.is_empty() {
+                cached_text(text.as_ref())
+            } else if text.is_empty() && !m.tool_calls.is_empty() {
                 // A message that only calls tools has no content, as OpenAI writes it.
                 Value::Null
             } else {
-                m.content.as_str().into()
+                text.as_ref().into()
             };
             let mut message = json!({"role": m.role.as_str(), "content": content});
             if !m.tool_calls.is_empty() {
@@ -64,6 +78,9 @@ pub(super) fn body(spec: &CallSpec<'_>, ask_usage: bool, mark_cache: bool) -> Va
             message
         })
         .collect();
+    if let Some(instruction) = spec.instruction.filter(|_| !leads_with_system) {
+        messages.insert(0, json!({"role": "system", "content": instruction}));
+    }
     let mut body = json!({
         "model": spec.model,
         "messages": messages,
