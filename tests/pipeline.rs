@@ -1446,6 +1446,62 @@ async fn a_draining_consumer_asks_for_no_more_commands() {
     assert!(later.is_empty(), "pulls after the stop: {later:?}");
 }
 
+/// A pull the broker fails is not sent again at once. Here the durable consumer is remade
+/// with a `max_expires` below the consumers' pulls, so the broker refuses each one at once
+/// (409, as it ends pulls of a deleted consumer or at a leadership change; a broker without
+/// JetStream answers 503): the consumer waits between tries instead of flooding the broker,
+/// and serves again once its consumer is right.
+#[tokio::test]
+async fn a_failed_pull_is_not_sent_again_at_once() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let client = xenios_cli::connect_nats(&stack.settings, "puller")
+        .await
+        .unwrap();
+    let runtime = xenios_runtime::Runtime::new(
+        stack.settings.clone(),
+        stack.store.clone(),
+        client.clone(),
+        "puller",
+    );
+    tokio::spawn(runtime.run(std::future::pending()));
+    let first = stack.submit("echo", json!({"message": "first"})).await;
+    stack
+        .wait_for(&first, &["succeeded"], Duration::from_secs(20))
+        .await;
+
+    let js = jetstream::new(stack.nats_client.clone());
+    let commands = js.get_stream(JOBS_STREAM).await.unwrap();
+    let mut echo = commands
+        .get_consumer::<jetstream::consumer::pull::Config>("echo")
+        .await
+        .unwrap();
+    let mut refusing = echo.info().await.unwrap().config.clone();
+    refusing.max_expires = Duration::from_millis(100);
+    commands.delete_consumer("echo").await.unwrap();
+    commands.create_consumer(refusing).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let statistics = client.statistics();
+    let sent = || {
+        statistics
+            .out_messages
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = sent();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let meanwhile = sent() - before;
+    // A pull and a look at the consumer every half second, and the heartbeats: a handful.
+    assert!(meanwhile < 40, "{meanwhile} messages sent in 2 s");
+
+    commands.delete_consumer("echo").await.unwrap();
+    xenios_contract::streams::apply(&js, &xenios_cli::stream_settings(&stack.settings))
+        .await
+        .unwrap();
+    let second = stack.submit("echo", json!({"message": "second"})).await;
+    stack
+        .wait_for(&second, &["succeeded"], Duration::from_secs(20))
+        .await;
+}
+
 /// `xenios serve --kind echo` on the SQLite file `db` and the broker at `nats_url`, with
 /// the API on `addr`; `env` adds to its environment.
 fn serve_process(db: &std::path::Path, nats_url: &str, addr: &str, env: &[(&str, &str)]) -> Reaped {

@@ -325,6 +325,7 @@ async fn pull_loop(
     // At start the streams are usually being applied concurrently: only a consumer that stays
     // missing for a few seconds is worth a warning.
     let mut misses = 0u32;
+    let mut pulls = PullHealth::default();
     'connect: while !stop.is_cancelled() {
         let consumer = match get_consumer(&shared.jetstream, kind).await {
             Ok(c) => {
@@ -367,9 +368,11 @@ async fn pull_loop(
             let mut batch = match batch {
                 Ok(batch) => batch,
                 Err(e) => {
-                    tracing::warn!(%kind, error = %e, "pull failed; retrying");
-                    tokio::time::sleep(PULL_RETRY_DELAY).await;
-                    continue 'connect;
+                    pulls.failed(kind, &e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(PULL_RETRY_DELAY) => continue 'connect,
+                        _ = stop.cancelled() => break 'connect,
+                    }
                 }
             };
             // The server ends a pull at `expires` with a status message, but not always:
@@ -389,12 +392,25 @@ async fn pull_loop(
                     }
                 };
                 let message = match next {
-                    Some(Ok(message)) => message,
+                    Some(Ok(message)) => {
+                        pulls.worked(kind);
+                        message
+                    }
+                    // The broker refused or cut the pull (409: consumer deleted, leadership
+                    // change, a limit of the consumer's; 503: no JetStream to answer). The
+                    // cause outlasts the pull, so pulling again at once would only spin:
+                    // wait, and look the consumer up again.
                     Some(Err(e)) => {
-                        tracing::debug!(%kind, error = %e, "pull ended");
+                        pulls.failed(kind, &e);
+                        tokio::select! {
+                            _ = tokio::time::sleep(PULL_RETRY_DELAY) => continue 'connect,
+                            _ = stop.cancelled() => break 'connect,
+                        }
+                    }
+                    None => {
+                        pulls.worked(kind);
                         break;
                     }
-                    None => break,
                 };
                 let permit = match permits.pop() {
                     Some(permit) if !stop.is_cancelled() => permit,
@@ -412,6 +428,29 @@ async fn pull_loop(
                     drop(permit);
                 });
             }
+        }
+    }
+}
+
+/// Whether a kind's pulls are failing: the first failure of an episode is worth a warning,
+/// the rest of it (one every `PULL_RETRY_DELAY`) only a debug line.
+#[derive(Default)]
+struct PullHealth {
+    failing: bool,
+}
+
+impl PullHealth {
+    fn failed(&mut self, kind: JobKind, error: &dyn std::fmt::Display) {
+        if std::mem::replace(&mut self.failing, true) {
+            tracing::debug!(%kind, %error, "pull failed again; retrying");
+        } else {
+            tracing::warn!(%kind, %error, "pull failed; retrying every {PULL_RETRY_DELAY:?}");
+        }
+    }
+
+    fn worked(&mut self, kind: JobKind) {
+        if std::mem::replace(&mut self.failing, false) {
+            tracing::info!(%kind, "pulls work again");
         }
     }
 }
