@@ -36,8 +36,9 @@ impl JobCommand {
         events_subject(self.job_id)
     }
 
-    /// `Nats-Msg-Id` = job id (a re-published command within the duplicate window is dropped),
-    /// `Xenios-Correlation-Id`, and `Xenios-Reply` = `events.<job_id>`.
+    /// `Nats-Msg-Id` = job id (the same submission published twice within the duplicate window
+    /// is stored once; the sweeper's copies replace it), `Xenios-Correlation-Id`, and
+    /// `Xenios-Reply` = `events.<job_id>`.
     pub fn headers(&self, correlation_id: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(header_name(MSG_ID_HEADER), self.job_id.to_string());

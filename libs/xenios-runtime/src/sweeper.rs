@@ -1,8 +1,8 @@
 //! The store, not the broker, is the system of record: a job the store still holds as
 //! `queued` past the sweeper's delay is published again. That covers a crash between
-//! recording and publishing, and a broker that lost acknowledged messages. Re-publishing is
-//! safe: within the duplicate window JetStream drops the copy (`Nats-Msg-Id` = job id), and a
-//! command for a job that already started or finished is acked and skipped by the consumers.
+//! recording and publishing, a broker that lost acknowledged messages, and a command a
+//! consumer terminated on its last delivery. Re-publishing is safe: a command for a job that
+//! already started or finished is acked and skipped by the consumers.
 //!
 //! A job the store holds as `running` whose lease nobody renewed for
 //! `consumer.abandoned_after_secs` has no consumer, and the broker will not deliver its command
@@ -99,10 +99,19 @@ pub async fn sweep_once(
     let jobs = store.jobs_to_republish(older_than, &kinds, BATCH).await?;
     let mut published = 0;
     for job in jobs {
-        republish(store, jetstream, &job, None).await?;
+        republish(store, jetstream, &job, republished_msg_id(&job)).await?;
         published += 1;
     }
     Ok(published)
+}
+
+/// Not the job id of the first publish: the command it names may be gone within the duplicate
+/// window (terminated on its last delivery, lost by the broker), and the copy would be dropped
+/// as a duplicate of it. The time of the job's last publish instead: sweeps that saw the same
+/// job (two APIs, or a sweep whose `mark_published` failed) send one copy between them.
+fn republished_msg_id(job: &JobRecord) -> String {
+    let last_published = job.published_at.unwrap_or(job.created_at);
+    format!("{}.{}", job.id, last_published.timestamp_micros())
 }
 
 /// Whether commands of `kind` wait in `JOBS` for a consumer. Unknown (no consumer yet, the
@@ -123,13 +132,11 @@ async fn republish(
     store: &Store,
     jetstream: &jetstream::Context,
     job: &JobRecord,
-    msg_id: Option<String>,
+    msg_id: String,
 ) -> Result<(), SweepError> {
     let command = job.command();
     let mut headers = command.headers(&job.correlation_id);
-    if let Some(msg_id) = msg_id {
-        headers.insert(MSG_ID_HEADER, msg_id);
-    }
+    headers.insert(MSG_ID_HEADER, msg_id);
     confirmed(jetstream, command.subject(), headers, command.to_bytes()).await?;
     store.mark_published(job.id).await?;
     metrics::counter!("xenios_jobs_republished_total", "kind" => job.kind.as_str()).increment(1);
@@ -231,7 +238,7 @@ pub async fn reap_abandoned(
             // of its first publish. Should this fail, the job is queued and unpublished, and
             // the next sweep publishes it.
             let msg_id = format!("{}.{attempts}", job.id);
-            republish(store, jetstream, &job, Some(msg_id)).await?;
+            republish(store, jetstream, &job, msg_id).await?;
             reaped.requeued += 1;
         }
     }
