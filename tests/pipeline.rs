@@ -1355,6 +1355,42 @@ async fn a_panicking_handler_fails_its_tries_and_the_job_is_dead_lettered() {
     assert_eq!(letters[0].command.job_id.to_string(), id);
 }
 
+/// A work queue keeps a command that reached the consumer's `max_deliver` but never delivers it
+/// again: NAKed on its last delivery, it would count against the stream's limits until its
+/// `max_age` (a week). Here the store refuses to start the job, so every delivery is given back
+/// without a try counted; the last one is terminated instead, the job stays queued in the store,
+/// and once the store is back the sweeper publishes it again.
+#[tokio::test]
+async fn a_command_given_back_on_its_last_delivery_leaves_the_queue() {
+    let stack = Stack::start(Db::Sqlite).await;
+    refuse_job_updates_with(&stack.db_url, "$.message", "stuck").await;
+    let id = stack.submit("echo", json!({"message": "stuck"})).await;
+    let js = jetstream::new(stack.nats_client.clone());
+    let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
+    // Five deliveries, two seconds apart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while commands.info().await.unwrap().state.messages > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command is still in JOBS"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let job = stack.job(&id).await;
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(job["attempts"], 0, "{job}");
+
+    stop_refusing_job_updates(&stack.db_url).await;
+    let published = xenios_runtime::sweeper::sweep_once(&stack.store, &js, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(published, 1);
+    let job = stack
+        .wait_for(&id, &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(job["attempts"], 1, "{job}");
+}
+
 /// A job fails only once its dead letter is held: with `JOBS_DLQ` gone, the last try leaves
 /// the job running (rather than failed with no letter), and once the stream is back the
 /// sweeper dead-letters and fails it.

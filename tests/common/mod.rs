@@ -436,6 +436,28 @@ pub async fn refuse_jobs_with(db_url: &str, json_path: &str, value: &str) {
     .unwrap();
 }
 
+/// Has the stack's SQLite database refuse every change to a job whose input holds `value` at
+/// `json_path`, as a database that fails writes would, until `stop_refusing_job_updates`.
+pub async fn refuse_job_updates_with(db_url: &str, json_path: &str, value: &str) {
+    let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER refuse_job_update BEFORE UPDATE ON jobs \
+         WHEN json_extract(NEW.input, '{json_path}') = '{value}' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    ))
+    .execute(&db)
+    .await
+    .unwrap();
+}
+
+pub async fn stop_refusing_job_updates(db_url: &str) {
+    let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
+    sqlx::query("DROP TRIGGER refuse_job_update")
+        .execute(&db)
+        .await
+        .unwrap();
+}
+
 /// Waits until `check` holds, failing the test after `within`.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F)
 where

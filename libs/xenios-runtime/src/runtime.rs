@@ -387,7 +387,7 @@ async fn pull_loop(
                     _ = tokio::time::sleep_until(deadline) => {
                         metrics::counter!("xenios_pulls_lapsed_total", "kind" => kind.as_str())
                             .increment(1);
-                        tokio::spawn(hand_back(batch));
+                        tokio::spawn(hand_back(batch, limits.clone()));
                         break;
                     }
                 };
@@ -416,7 +416,7 @@ async fn pull_loop(
                     Some(permit) if !stop.is_cancelled() => permit,
                     _ => {
                         // Stopping (or more than asked for): hand it straight to another consumer.
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        give_back(&message, None, &limits).await;
                         continue;
                     }
                 };
@@ -457,30 +457,59 @@ impl PullHealth {
 
 /// Drains a pull given up on: a message it still delivers has no slot waiting, so it goes
 /// back to the stream at once (NAK) for the next pull, instead of waiting out `ack_wait`.
-async fn hand_back(mut batch: async_nats::jetstream::consumer::pull::Batch) {
+async fn hand_back(
+    mut batch: async_nats::jetstream::consumer::pull::Batch,
+    limits: Arc<ConsumerLimits>,
+) {
     let until = tokio::time::Instant::now() + PULL_DRAIN;
     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, batch.next()).await {
-        let _ = message.ack_with(AckKind::Nak(None)).await;
+        give_back(&message, None, &limits).await;
     }
 }
 
-/// Per-consumer facts read once from the server: how many tries a job gets.
+/// Offers a command again after `delay` (NAK), or terminates it on its last delivery: a work
+/// queue keeps a command past `max_deliver` but never delivers it again, so it would count
+/// against `JOBS`'s limits (submissions answered "queue full") until its `max_age`. The store
+/// holds the job either way: a queued one is published again by the sweeper, a running one
+/// is taken up once its lease lapses.
+async fn give_back(message: &jetstream::Message, delay: Option<Duration>, limits: &ConsumerLimits) {
+    let delivered = message.info().map_or(0, |info| info.delivered);
+    let answer = if limits.is_last_delivery(delivered) {
+        tracing::warn!(
+            delivered,
+            "the command's last delivery: terminating it rather than leaving it in the queue"
+        );
+        AckKind::Term
+    } else {
+        AckKind::Nak(delay)
+    };
+    if let Err(e) = message.ack_with(answer).await {
+        tracing::warn!(error = %e, "cannot answer the broker; the command may be redelivered");
+    }
+}
+
+/// Per-consumer facts read once from the server: how many tries a job gets, and how many
+/// deliveries a command.
 struct ConsumerLimits {
     max_attempts: u32,
+    /// `None`: unlimited.
+    max_deliver: Option<u32>,
 }
 
 impl ConsumerLimits {
     fn from_consumer(consumer: &PullConsumer, shared: &Shared) -> Self {
         let config = &consumer.cached_info().config;
-        let max_deliver = u32::try_from(config.max_deliver).unwrap_or(0);
+        let max_deliver = u32::try_from(config.max_deliver).ok().filter(|&n| n > 0);
         let configured = shared.settings.consumer.max_attempts.max(1);
         ConsumerLimits {
-            max_attempts: if max_deliver > 0 {
-                configured.min(max_deliver)
-            } else {
-                configured
-            },
+            max_attempts: max_deliver.map_or(configured, |n| configured.min(n)),
+            max_deliver,
         }
+    }
+
+    fn is_last_delivery(&self, delivered: i64) -> bool {
+        self.max_deliver
+            .is_some_and(|max| delivered >= i64::from(max))
     }
 }
 
@@ -679,7 +708,7 @@ impl Attempt {
             }
             Ok(StartAttempt::Busy(_)) => {
                 tracing::info!("another consumer holds the job; offering this copy again later");
-                self.ack(AckKind::Nak(Some(self.shared.lease()))).await;
+                self.give_back(Some(self.shared.lease())).await;
                 None
             }
             Ok(StartAttempt::NotFound) => {
@@ -689,7 +718,7 @@ impl Attempt {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable; offering the command again later");
-                self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
+                self.give_back(Some(STORE_DOWN_DELAY)).await;
                 None
             }
         }
@@ -899,7 +928,7 @@ impl Attempt {
                     Ok(false) => {}
                     Err(e) => return self.store_failed(e).await,
                 }
-                self.ack(AckKind::Nak(Some(delay))).await;
+                self.give_back(Some(delay)).await;
             }
             Decision::Fail { error, dead_letter } => {
                 tracing::warn!(code = %error.code, message = %error.message, "job failed");
@@ -940,7 +969,7 @@ impl Attempt {
                     }
                     Err(e) => return self.store_failed(e).await,
                 }
-                self.ack(AckKind::Nak(None)).await;
+                self.give_back(None).await;
             }
         }
     }
@@ -948,7 +977,7 @@ impl Attempt {
     /// The outcome could not be stored, so the broker must keep the command: it comes back.
     async fn store_failed(&self, e: xenios_store::StoreError) {
         tracing::error!(error = %e, "cannot store the outcome; the command will be redelivered");
-        self.ack(AckKind::Nak(Some(STORE_DOWN_DELAY))).await;
+        self.give_back(Some(STORE_DOWN_DELAY)).await;
     }
 
     /// `true` once `JOBS_DLQ` holds the letter. A few tries, well within the command's
@@ -968,6 +997,10 @@ impl Attempt {
             Duration::from_secs(1),
         )
         .await
+    }
+
+    async fn give_back(&self, delay: Option<Duration>) {
+        give_back(&self.message, delay, &self.limits).await;
     }
 
     async fn ack(&self, kind: AckKind) {
