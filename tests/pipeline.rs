@@ -1475,6 +1475,45 @@ async fn a_drain_lets_go_of_a_handler_that_does_not_stop() {
     assert_eq!(job["error"]["code"], "released");
 }
 
+/// A job released by a drain on its last try is not run again: the next consumer's claim
+/// finds it out of tries, fails it and dead-letters it without calling the handler.
+#[tokio::test]
+async fn a_job_released_on_its_last_try_fails_instead_of_running_again() {
+    let mut stack = Stack::start_with(
+        Db::Sqlite,
+        &[
+            ("consumer.max_attempts", "1"),
+            ("consumer.shutdown_grace_secs", "1"),
+        ],
+        1,
+    )
+    .await;
+    let id = stack
+        .submit("echo", json!({"message": "last", "delay_ms": 5000}))
+        .await;
+    stack
+        .wait_for(&id, &["running"], Duration::from_secs(10))
+        .await;
+    stack.stop_workers().await;
+    let job = stack.job(&id).await;
+    assert_eq!(job["status"], "queued", "{job}");
+    assert_eq!(job["error"]["code"], "released", "{job}");
+
+    stack.start_worker().await;
+    let job = stack
+        .wait_for(&id, &["failed", "succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "attempts_exhausted", "{job}");
+    let letters = dead_letters(&stack).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].command.job_id.to_string(), id);
+    assert_eq!(letters[0].error.code, "attempts_exhausted");
+    let js = jetstream::new(stack.nats_client.clone());
+    let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
+    assert_eq!(commands.info().await.unwrap().state.messages, 0);
+}
+
 #[tokio::test]
 async fn a_draining_consumer_asks_for_no_more_commands() {
     // Pulls long enough that none of the first ones ends before the stop, even on a slow

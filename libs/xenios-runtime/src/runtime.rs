@@ -591,6 +591,22 @@ fn attempt_of(record: &JobRecord) -> u32 {
     u32::try_from(record.attempts).unwrap_or(u32::MAX)
 }
 
+/// The failure of a job claimed for a try past its last: what ended the last one, if known.
+fn out_of_tries(record: &JobRecord, max_attempts: u32) -> JobError {
+    let message = match &record.error {
+        Some(last) => format!(
+            "the job had its {max_attempts} tries; the last ended with {}: {}",
+            last.code, last.message
+        ),
+        None => format!("the job had its {max_attempts} tries"),
+    };
+    JobError {
+        code: "attempts_exhausted".into(),
+        message,
+        retryable: false,
+    }
+}
+
 /// What the runtime does with a finished attempt.
 enum Decision {
     Succeed(Value),
@@ -622,6 +638,17 @@ impl Attempt {
             };
         let attempt = attempt_of(&record);
         tracing::Span::current().record("attempt", attempt);
+        // `decide` caps the tries of attempts that fail; one that ended otherwise (released by a
+        // drain, lost with its consumer and requeued) may have been the last, and must not
+        // buy the job another run.
+        if attempt > self.limits.max_attempts {
+            let error = out_of_tries(&record, self.limits.max_attempts);
+            let decision = Decision::Fail {
+                error,
+                dead_letter: true,
+            };
+            return self.settle(decision, attempt).await;
+        }
         self.publish(&JobEvent::status(
             JobStatus::Running,
             attempt,
