@@ -136,7 +136,11 @@ async fn republish(
 ) -> Result<(), SweepError> {
     let command = job.command();
     let mut headers = command.headers(&job.correlation_id);
-    headers.insert(MSG_ID_HEADER, msg_id);
+    // Parsed: a name given as text is a custom header to async-nats, kept beside the standard
+    // `Nats-Msg-Id` the command's headers hold, and the broker would read whichever went first.
+    let msg_id_header: async_nats::header::HeaderName =
+        MSG_ID_HEADER.parse().expect("a valid header name");
+    headers.insert(msg_id_header, msg_id);
     confirmed(jetstream, command.subject(), headers, command.to_bytes()).await?;
     store.mark_published(job.id).await?;
     metrics::counter!("xenios_jobs_republished_total", "kind" => job.kind.as_str()).increment(1);
