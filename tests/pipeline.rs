@@ -341,7 +341,9 @@ async fn idempotency_key_and_duplicate_commands_run_once() {
     }
     // Even past the window, a command for a finished job is acked and skipped.
     let mut headers = command.headers("late");
-    headers.insert("Nats-Msg-Id", format!("{}-late", job.id).as_str());
+    // Parsed, so it replaces the command's own (a name given as text is a second header).
+    let msg_id: async_nats::header::HeaderName = "Nats-Msg-Id".parse().unwrap();
+    headers.insert(msg_id, format!("{}-late", job.id).as_str());
     js.publish_with_headers(command.subject(), headers, command.to_bytes())
         .await
         .unwrap()
