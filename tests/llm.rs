@@ -625,6 +625,45 @@ async fn retry_after_on_429_is_honoured() {
     assert!(stub.seen("claude-never").is_empty());
 }
 
+/// A `Retry-After` longer than the gateway waits out itself (`max_retry_after_ms`) is passed
+/// to the job: its next try waits for it, not for the runtime's backoff (50 ms here), which
+/// would only be refused again.
+#[tokio::test]
+async fn a_long_retry_after_holds_the_jobs_next_try_back() {
+    let stub = Stub::start().await;
+    let stack = stack_with(
+        Db::Sqlite,
+        &stub,
+        &[Task::new("ra_job_task", "openai:gpt-swamped")],
+        &[("llm.retry.max_retry_after_ms", "500")],
+    )
+    .await;
+    stub.push(
+        "gpt-swamped",
+        Script::Json {
+            status: 429,
+            headers: vec![("retry-after", "2".into())],
+            body: json!({"error": {"message": "slow down", "type": "rate_limit_error"}}),
+        },
+    );
+    stub.push(
+        "gpt-swamped",
+        openai_text("gpt-swamped", "Worth the wait.", 3, 3),
+    );
+
+    let id = stack.submit("llm", ask("ra_job_task")).await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let seen = stub.seen("gpt-swamped");
+    assert_eq!(seen.len(), 2);
+    let waited = seen[1].at - seen[0].at;
+    assert!(
+        waited >= Duration::from_secs(2),
+        "tried again after {waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_400_is_not_retried_nor_sent_to_the_fallback() {
     let stub = Stub::start().await;

@@ -218,14 +218,17 @@ fn request(input: LlmInput, pictures: Vec<Vec<Image>>) -> Result<LlmRequest, Han
     })
 }
 
-/// The job's failure as the runtime takes it: retried later only if the gateway says so.
+/// The job's failure as the runtime takes it: retried later only if the gateway says so, and
+/// not before a provider's `Retry-After` that the gateway would not wait out itself.
 fn failure(e: LlmError) -> HandlerError {
     let message = e.to_string();
     match e {
         // The runtime knows why it interrupted the job (cancel, time limit, shutdown) and
         // decides on its own; this only ends the attempt.
         LlmError::Cancelled => HandlerError::transient("cancelled", message),
-        e if e.retryable() => HandlerError::transient(e.code(), message),
+        e if e.retryable() => {
+            HandlerError::transient(e.code(), message).with_retry_after(e.retry_after())
+        }
         e => HandlerError::permanent(e.code(), message),
     }
 }
@@ -292,7 +295,41 @@ fn row(record: &CallRecord, user_id: Option<String>, job_id: JobId) -> Inference
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn rate_limited(retry_after: Option<Duration>) -> LlmError {
+        LlmError::Provider {
+            provider: "openai".into(),
+            model: "gpt-busy".into(),
+            message: "HTTP 429: slow down".into(),
+            retryable: true,
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn a_providers_retry_after_reaches_the_runtime() {
+        let wait = Duration::from_secs(120);
+        let every_candidate = LlmError::Exhausted {
+            task: "chat".into(),
+            summary: "openai failed for gpt-busy: HTTP 429: slow down".into(),
+            retryable: true,
+            last: Box::new(rate_limited(Some(wait))),
+        };
+        let error = failure(every_candidate);
+        assert!(matches!(error, HandlerError::Transient { .. }), "{error}");
+        assert_eq!(error.job_error().code, "provider_error");
+        assert_eq!(error.retry_after(), Some(wait));
+    }
+
+    #[test]
+    fn a_failure_without_retry_after_leaves_the_runtime_its_backoff() {
+        let error = failure(rate_limited(None));
+        assert!(matches!(error, HandlerError::Transient { .. }), "{error}");
+        assert_eq!(error.retry_after(), None);
+    }
 
     #[test]
     fn a_row_has_the_records_figures_and_names_only_a_refusing_status() {

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use async_nats::jetstream;
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -12,19 +14,46 @@ use xenios_store::Store;
 /// What a handler's failure means for the job: try again later, or never.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("transient failure: {}: {}", .0.code, .0.message)]
-    Transient(JobError),
+    #[error("transient failure: {}: {}", error.code, error.message)]
+    Transient {
+        error: JobError,
+        /// How long the next try should wait at least, when the failure says (a provider's
+        /// `Retry-After`); the runtime's own backoff otherwise.
+        retry_after: Option<Duration>,
+    },
     #[error("permanent failure: {}: {}", .0.code, .0.message)]
     Permanent(JobError),
 }
 
 impl HandlerError {
     pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
-        HandlerError::Transient(JobError {
-            code: code.into(),
-            message: message.into(),
-            retryable: true,
-        })
+        HandlerError::Transient {
+            error: JobError {
+                code: code.into(),
+                message: message.into(),
+                retryable: true,
+            },
+            retry_after: None,
+        }
+    }
+
+    /// A transient failure whose next try should wait at least `wait`; a permanent one is
+    /// left as it is.
+    pub fn with_retry_after(self, wait: Option<Duration>) -> Self {
+        match self {
+            HandlerError::Transient { error, .. } => HandlerError::Transient {
+                error,
+                retry_after: wait,
+            },
+            permanent => permanent,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HandlerError::Transient { retry_after, .. } => *retry_after,
+            HandlerError::Permanent(_) => None,
+        }
     }
 
     pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
@@ -37,7 +66,7 @@ impl HandlerError {
 
     pub fn job_error(&self) -> &JobError {
         match self {
-            HandlerError::Transient(e) | HandlerError::Permanent(e) => e,
+            HandlerError::Transient { error, .. } | HandlerError::Permanent(error) => error,
         }
     }
 }

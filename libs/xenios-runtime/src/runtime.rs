@@ -290,16 +290,23 @@ impl Shared {
             .copied()
             .unwrap_or_default()
     }
+}
 
-    /// Delay before try `attempt + 1`, with up to a fifth of jitter so a burst of failures
-    /// does not come back as a burst.
-    fn retry_delay(&self, attempt: u32) -> Duration {
-        let delays = &self.settings.consumer.retry_delays_ms;
-        let index = (attempt.saturating_sub(1) as usize).min(delays.len().saturating_sub(1));
-        let base = delays.get(index).copied().unwrap_or(1000);
-        let jitter = rand::random::<u64>() % (base / 5 + 1);
-        Duration::from_millis(base + jitter)
-    }
+/// The longest a failure's own `retry_after` holds its job back, jitter aside; a provider that
+/// wants more is asked again then, and may say so again. A NAKed command keeps one of its
+/// consumer's `max_ack_pending` places meanwhile.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Delay before try `attempt + 1`: the configured backoff, or the wait the failure asked for
+/// (at most `MAX_RETRY_AFTER`) if longer, since a try within a provider's `Retry-After` is
+/// refused again; with up to a fifth of jitter, so a burst of failures does not come back as
+/// a burst.
+fn retry_delay(delays_ms: &[u64], attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let index = (attempt.saturating_sub(1) as usize).min(delays_ms.len().saturating_sub(1));
+    let backoff = Duration::from_millis(delays_ms.get(index).copied().unwrap_or(1000));
+    let wait = backoff.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
+    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    wait + Duration::from_millis(rand::random::<u64>() % (wait_ms / 5 + 1))
 }
 
 async fn get_consumer(
@@ -611,8 +618,14 @@ fn out_of_tries(record: &JobRecord, max_attempts: u32) -> JobError {
 enum Decision {
     Succeed(Value),
     Cancel,
-    Retry(JobError),
-    Fail { error: JobError, dead_letter: bool },
+    Retry {
+        error: JobError,
+        retry_after: Option<Duration>,
+    },
+    Fail {
+        error: JobError,
+        dead_letter: bool,
+    },
     Release,
 }
 
@@ -877,23 +890,25 @@ impl Attempt {
             message: "the job exceeded its time limit".into(),
             retryable: true,
         };
-        let transient = |error: JobError| {
+        let transient = |error: JobError, retry_after: Option<Duration>| {
             if attempt >= self.limits.max_attempts {
                 Decision::Fail {
                     error,
                     dead_letter: true,
                 }
             } else {
-                Decision::Retry(error)
+                Decision::Retry { error, retry_after }
             }
         };
         match (reason, result) {
             (Some(Reason::Cancelled), _) => Decision::Cancel,
             (Some(Reason::Released), Some(Ok(value))) => Decision::Succeed(value),
             (Some(Reason::Released), _) => Decision::Release,
-            (Some(Reason::TimedOut), _) | (None, None) => transient(timeout()),
+            (Some(Reason::TimedOut), _) | (None, None) => transient(timeout(), None),
             (None, Some(Ok(value))) => Decision::Succeed(value),
-            (None, Some(Err(HandlerError::Transient(error)))) => transient(error),
+            (None, Some(Err(HandlerError::Transient { error, retry_after }))) => {
+                transient(error, retry_after)
+            }
             (None, Some(Err(HandlerError::Permanent(error)))) => Decision::Fail {
                 error,
                 dead_letter: false,
@@ -943,10 +958,11 @@ impl Attempt {
                 }
                 self.ack(AckKind::Term).await;
             }
-            Decision::Retry(error) => {
-                let delay = self.shared.retry_delay(attempt);
+            Decision::Retry { error, retry_after } => {
+                let delays = &self.shared.settings.consumer.retry_delays_ms;
+                let delay = retry_delay(delays, attempt, retry_after);
                 tracing::warn!(code = %error.code, message = %error.message, ?delay, "attempt failed; will retry");
-                match store.retry_job(id, &error).await {
+                match store.retry_job(id, &error, delay).await {
                     Ok(true) => {
                         self.publish(&JobEvent::Error(error)).await;
                         self.publish(&JobEvent::status(JobStatus::Queued, attempt, now))
@@ -989,7 +1005,7 @@ impl Attempt {
                     message: "the consumer stopped; another one takes over".into(),
                     retryable: true,
                 };
-                match store.retry_job(id, &error).await {
+                match store.retry_job(id, &error, Duration::ZERO).await {
                     Ok(_) => {
                         self.publish(&JobEvent::status(JobStatus::Queued, attempt, now))
                             .await;
@@ -1097,8 +1113,9 @@ impl OwnedOutcome<'_> {
         &self,
         id: JobId,
         error: &JobError,
+        redelivered_in: Duration,
     ) -> Result<bool, xenios_store::StoreError> {
-        self.0.retry_job(id, error).await
+        self.0.retry_job(id, error, redelivered_in).await
     }
 }
 
@@ -1151,4 +1168,48 @@ fn guarded(work: BoxFuture<'_, HandlerResult>) -> BoxFuture<'_, HandlerResult> {
                 })
             }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DELAYS: [u64; 4] = [1000, 5000, 15000, 30000];
+
+    fn within_jitter(delay: Duration, base_ms: u64) -> bool {
+        let base = Duration::from_millis(base_ms);
+        delay >= base && delay <= base + base / 5
+    }
+
+    #[test]
+    fn a_retry_waits_out_the_backoff_of_its_try() {
+        for (attempt, base) in [(1, 1000), (2, 5000), (4, 30000), (9, 30000)] {
+            let delay = retry_delay(&DELAYS, attempt, None);
+            assert!(within_jitter(delay, base), "attempt {attempt}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn a_retry_waits_out_a_longer_retry_after() {
+        let delay = retry_delay(&DELAYS, 1, Some(Duration::from_secs(90)));
+        assert!(within_jitter(delay, 90_000), "{delay:?}");
+    }
+
+    #[test]
+    fn a_shorter_retry_after_leaves_the_backoff() {
+        let delay = retry_delay(&DELAYS, 2, Some(Duration::from_secs(2)));
+        assert!(within_jitter(delay, 5000), "{delay:?}");
+    }
+
+    #[test]
+    fn a_retry_after_past_the_ceiling_waits_the_ceiling() {
+        let delay = retry_delay(&DELAYS, 1, Some(Duration::from_secs(24 * 3600)));
+        assert!(within_jitter(delay, 600_000), "{delay:?}");
+    }
+
+    #[test]
+    fn a_configured_backoff_past_the_ceiling_stands() {
+        let delay = retry_delay(&[3_600_000], 1, Some(Duration::from_secs(24 * 3600)));
+        assert!(within_jitter(delay, 3_600_000), "{delay:?}");
+    }
 }

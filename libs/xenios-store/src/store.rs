@@ -318,8 +318,8 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Queued jobs of `kinds` whose command was last published (or, never published,
-    /// created) before `older_than`, oldest first: the sweeper publishes them again.
+    /// Queued jobs of `kinds` whose command was last published or due again (or, never
+    /// published, created) before `older_than`, oldest first: the sweeper publishes them again.
     pub async fn jobs_to_republish(
         &self,
         older_than: DateTime<Utc>,
@@ -492,14 +492,22 @@ impl Store {
 
     /// Puts a running job back to queued after a transient failure, keeping `err` as its last
     /// error. `false` if it was not running. The command stays in the broker (NAK with delay),
-    /// so `published_at` restarts the sweeper's clock instead of inviting a duplicate publish.
-    pub async fn retry_job(&self, id: JobId, err: &JobError) -> Result<bool> {
+    /// delivered again in `redelivered_in`: `published_at` is set to then, so the sweeper's
+    /// clock starts when the command is due, instead of a copy going out before it.
+    pub async fn retry_job(
+        &self,
+        id: JobId,
+        err: &JobError,
+        redelivered_in: Duration,
+    ) -> Result<bool> {
+        let now = now();
+        let due = now + chrono::Duration::from_std(redelivered_in).unwrap_or_default();
         let n = self
             .pool
             .execute(
-                "UPDATE jobs SET status = 'queued', error = $3, published_at = $2, \
+                "UPDATE jobs SET status = 'queued', error = $3, published_at = $4, \
                  updated_at = $2 WHERE id = $1 AND status = 'running'",
-                args![id, now(), error_json(err)?],
+                args![id, now, error_json(err)?, due],
             )
             .await?;
         Ok(n == 1)

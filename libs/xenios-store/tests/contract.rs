@@ -508,7 +508,10 @@ async fn illegal_transitions_are_refused(store: Store) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.get_job(queued.id).await.unwrap().unwrap(), queued);
-    assert!(!store.retry_job(queued.id, &transient()).await.unwrap());
+    assert!(!store
+        .retry_job(queued.id, &transient(), Duration::ZERO)
+        .await
+        .unwrap());
 
     // Nor queued → failed (SPEC §3): a job fails in an attempt, or is cancelled before one.
     assert!(matches!(
@@ -527,15 +530,27 @@ async fn illegal_transitions_are_refused(store: Store) {
 
 async fn retry_requeues_a_running_job(store: Store) {
     let job = running(&store, JobKind::Transcription).await;
-    assert!(store.retry_job(job.id, &transient()).await.unwrap());
+    let redelivered_in = Duration::from_secs(600);
+    assert!(store
+        .retry_job(job.id, &transient(), redelivered_in)
+        .await
+        .unwrap());
     let queued = store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(queued.status, JobStatus::Queued);
     assert_eq!(queued.error, Some(transient()));
     assert_eq!(queued.attempts, 1);
+    // The NAKed command is still in flight: the sweeper's clock starts when it is due.
+    let due = queued.published_at.expect("published_at set");
     assert!(
-        queued.published_at.is_some(),
-        "the NAKed command is still in flight"
+        due >= queued.updated_at + chrono::Duration::seconds(599),
+        "{due}"
     );
+    let before_due = queued.updated_at + chrono::Duration::seconds(300);
+    let swept = store
+        .jobs_to_republish(before_due, &JobKind::ALL, 100)
+        .await
+        .unwrap();
+    assert!(swept.iter().all(|j| j.id != job.id), "swept before due");
 
     let StartAttempt::Started(second) = store.start_attempt(job.id).await.unwrap() else {
         panic!("a retried job starts again");
