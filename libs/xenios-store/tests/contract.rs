@@ -464,7 +464,10 @@ async fn what_postgres_cannot_hold_is_stored_mended(store: Store) {
         message: "provider said \0".into(),
         ..transient()
     };
-    assert!(store.retry_job(failed.id, &error).await.unwrap());
+    assert!(store
+        .retry_job(failed.id, &error, Duration::ZERO)
+        .await
+        .unwrap());
     store.start_attempt(failed.id).await.unwrap();
     let done = store
         .finish_job(failed.id, Outcome::Failed(error))
