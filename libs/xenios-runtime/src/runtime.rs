@@ -146,12 +146,23 @@ impl Runtime {
 
         shutdown.await;
         tracing::info!("stopping: no more pulls; draining running jobs");
+        // The grace period counts from the signal, whatever the broker's pace: a supervisor
+        // waits that long (and a little more) before it kills the process.
+        let grace = Duration::from_secs(shared.settings.consumer.shutdown_grace_secs);
+        let grace_over = tokio::time::Instant::now() + grace;
         stop_pulling.cancel();
         background.close();
-        background.wait().await;
+        if tokio::time::timeout_at(grace_over, background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the broker is slow to let go of the pulls; draining jobs anyway");
+        }
         jobs.close();
-        let grace = Duration::from_secs(shared.settings.consumer.shutdown_grace_secs);
-        if tokio::time::timeout(grace, jobs.wait()).await.is_err() {
+        if tokio::time::timeout_at(grace_over, jobs.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over: releasing running jobs to other consumers");
             shared.abandon.cancel();
             jobs.wait().await;
