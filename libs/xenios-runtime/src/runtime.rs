@@ -227,8 +227,8 @@ async fn listen_for_cancels(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// A job's interrupt registered for cancellations (`ctl.jobs.cancel`, found by job id) until
-/// dropped; a registration that another delivery of the job has replaced meanwhile is left
-/// to that one.
+/// dropped. Another delivery of the same job in this process (a duplicate that finds it busy)
+/// registers beside it, not in its place: a cancellation reaches both.
 struct Listening<'s> {
     shared: &'s Shared,
     job_id: JobId,
@@ -238,13 +238,7 @@ struct Listening<'s> {
 impl Drop for Listening<'_> {
     fn drop(&mut self) {
         let mut running = self.shared.running.lock().expect("running-jobs lock");
-        if running
-            .interrupts
-            .get(&self.job_id)
-            .is_some_and(|i| Arc::ptr_eq(i, &self.interrupt))
-        {
-            running.interrupts.remove(&self.job_id);
-        }
+        running.forget(self.job_id, &self.interrupt);
     }
 }
 
@@ -253,7 +247,7 @@ impl Drop for Listening<'_> {
 /// LLM gateway withdraws a command whose record failed at once), and is heard then.
 #[derive(Default)]
 struct Running {
-    interrupts: HashMap<JobId, Arc<Interrupt>>,
+    interrupts: HashMap<JobId, Vec<Arc<Interrupt>>>,
     cancelled_early: VecDeque<JobId>,
 }
 
@@ -261,13 +255,45 @@ struct Running {
 /// cancellation, so most name jobs held elsewhere.
 const CANCELLED_EARLY: usize = 1024;
 
+impl Running {
+    fn listen(&mut self, job_id: JobId, interrupt: &Arc<Interrupt>) {
+        if self.cancelled_early.contains(&job_id) {
+            interrupt.fire(Reason::Cancelled);
+        }
+        self.interrupts
+            .entry(job_id)
+            .or_default()
+            .push(interrupt.clone());
+    }
+
+    fn forget(&mut self, job_id: JobId, interrupt: &Arc<Interrupt>) {
+        if let Some(listening) = self.interrupts.get_mut(&job_id) {
+            listening.retain(|i| !Arc::ptr_eq(i, interrupt));
+            if listening.is_empty() {
+                self.interrupts.remove(&job_id);
+            }
+        }
+    }
+
+    fn interrupt(&mut self, job_id: JobId, reason: Reason) {
+        if let Some(listening) = self.interrupts.get(&job_id) {
+            tracing::info!(%job_id, ?reason, "interrupting job");
+            listening
+                .iter()
+                .for_each(|interrupt| interrupt.fire(reason));
+        } else if reason == Reason::Cancelled {
+            if self.cancelled_early.len() == CANCELLED_EARLY {
+                self.cancelled_early.pop_front();
+            }
+            self.cancelled_early.push_back(job_id);
+        }
+    }
+}
+
 impl Shared {
     fn listen(&self, job_id: JobId, interrupt: &Arc<Interrupt>) -> Listening<'_> {
         let mut running = self.running.lock().expect("running-jobs lock");
-        if running.cancelled_early.contains(&job_id) {
-            interrupt.fire(Reason::Cancelled);
-        }
-        running.interrupts.insert(job_id, interrupt.clone());
+        running.listen(job_id, interrupt);
         drop(running);
         Listening {
             shared: self,
@@ -278,15 +304,7 @@ impl Shared {
 
     fn interrupt(&self, job_id: JobId, reason: Reason) {
         let mut running = self.running.lock().expect("running-jobs lock");
-        if let Some(interrupt) = running.interrupts.get(&job_id) {
-            tracing::info!(%job_id, ?reason, "interrupting job");
-            interrupt.fire(reason);
-        } else if reason == Reason::Cancelled {
-            if running.cancelled_early.len() == CANCELLED_EARLY {
-                running.cancelled_early.pop_front();
-            }
-            running.cancelled_early.push_back(job_id);
-        }
+        running.interrupt(job_id, reason);
     }
 
     /// How long a running job stays ours without a renewal (see `Store::renew_lease`).
@@ -1184,6 +1202,30 @@ fn guarded(work: BoxFuture<'_, HandlerResult>) -> BoxFuture<'_, HandlerResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A duplicate delivery of a running job, in the same process, registers beside the running
+    /// attempt; when it goes, the running attempt still hears a cancellation at once.
+    #[test]
+    fn a_cancellation_reaches_an_attempt_whose_duplicate_has_come_and_gone() {
+        let mut running = Running::default();
+        let job_id = xenios_contract::new_job_id();
+        let (first, duplicate) = (Arc::new(Interrupt::new()), Arc::new(Interrupt::new()));
+        running.listen(job_id, &first);
+        running.listen(job_id, &duplicate);
+        running.forget(job_id, &duplicate);
+        running.interrupt(job_id, Reason::Cancelled);
+        assert!(first.token.is_cancelled());
+        assert_eq!(first.reason.get(), Some(&Reason::Cancelled));
+        running.forget(job_id, &first);
+        assert!(running.interrupts.is_empty(), "nothing left behind");
+
+        // A cancellation that came first is heard when the attempt starts listening.
+        let early = xenios_contract::new_job_id();
+        running.interrupt(early, Reason::Cancelled);
+        let late = Arc::new(Interrupt::new());
+        running.listen(early, &late);
+        assert!(late.token.is_cancelled());
+    }
 
     const DELAYS: [u64; 4] = [1000, 5000, 15000, 30000];
 
