@@ -75,8 +75,8 @@ pub enum SweepError {
 }
 
 /// One sweep: re-publishes every job queued for longer than `delay` since it was last
-/// published or due again after a retry (or recorded), except those of a kind with a backlog. Returns how many were
-/// published.
+/// published or due again after a retry (or recorded), except those of a kind with a backlog.
+/// Returns how many were published.
 ///
 /// A backlog (commands waiting in `JOBS` for the kind's consumer) may hold the job's own
 /// command, and once the duplicate window has passed, a copy would be stored beside it: every
