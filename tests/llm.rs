@@ -1042,7 +1042,7 @@ async fn a_gateway_call_whose_record_fails_takes_its_command_back() {
     ];
     let stack = stack_with(Db::Sqlite, &stub, &tasks, &settings).await;
     // The database refuses this task's jobs; the broker takes their commands all the same.
-    refuse_jobs_with(&stack.db_url, "$.task", "refused").await;
+    refuse_jobs_with(&stack.db_url, JobWrite::Record, "$.task", "refused").await;
     let js = async_nats::jetstream::new(stack.nats_client.clone());
     let broker = || async {
         let mut stream = js.get_stream("JOBS").await.unwrap();

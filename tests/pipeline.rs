@@ -856,7 +856,7 @@ async fn a_database_outage_refuses_submissions_and_publishes_nothing() {
 #[tokio::test]
 async fn a_submission_whose_record_fails_leaves_nothing_behind() {
     let stack = Stack::start(Db::Sqlite).await;
-    refuse_jobs_with(&stack.db_url, "$.message", "refused").await;
+    refuse_jobs_with(&stack.db_url, JobWrite::Record, "$.message", "refused").await;
     let js = jetstream::new(stack.nats_client.clone());
     let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
     let mut events = js.get_stream(EVENTS_STREAM).await.unwrap();
@@ -1373,7 +1373,7 @@ async fn a_panicking_handler_fails_its_tries_and_the_job_is_dead_lettered() {
 #[tokio::test]
 async fn a_command_given_back_on_its_last_delivery_leaves_the_queue() {
     let stack = Stack::start(Db::Sqlite).await;
-    refuse_job_updates_with(&stack.db_url, "$.message", "stuck").await;
+    refuse_jobs_with(&stack.db_url, JobWrite::Change, "$.message", "stuck").await;
     let id = stack.submit("echo", json!({"message": "stuck"})).await;
     let js = jetstream::new(stack.nats_client.clone());
     let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
@@ -1390,7 +1390,7 @@ async fn a_command_given_back_on_its_last_delivery_leaves_the_queue() {
     assert_eq!(job["status"], "queued", "{job}");
     assert_eq!(job["attempts"], 0, "{job}");
 
-    stop_refusing_job_updates(&stack.db_url).await;
+    stop_refusing(&stack.db_url, JobWrite::Change).await;
     let published = xenios_runtime::sweeper::sweep_once(&stack.store, &js, Duration::ZERO)
         .await
         .unwrap();

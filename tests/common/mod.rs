@@ -422,12 +422,32 @@ pub async fn read_sse(response: reqwest::Response, within: Duration) -> Vec<Sse>
     events
 }
 
-/// Has the stack's SQLite database refuse to record a job whose input holds `value` at
-/// `json_path` (as `json_extract` names it), as a database that fails a write would.
-pub async fn refuse_jobs_with(db_url: &str, json_path: &str, value: &str) {
+/// Which write of a job a test has the database refuse.
+#[derive(Clone, Copy)]
+pub enum JobWrite {
+    /// Its record (`INSERT`).
+    Record,
+    /// Any change to it once recorded (`UPDATE`): its attempts, its outcome.
+    Change,
+}
+
+impl JobWrite {
+    fn trigger(self) -> (&'static str, &'static str) {
+        match self {
+            JobWrite::Record => ("refuse_job", "INSERT"),
+            JobWrite::Change => ("refuse_job_update", "UPDATE"),
+        }
+    }
+}
+
+/// Has the stack's SQLite database refuse `write` of a job whose input holds `value` at
+/// `json_path` (as `json_extract` names it), as a database that fails a write would, until
+/// `stop_refusing`.
+pub async fn refuse_jobs_with(db_url: &str, write: JobWrite, json_path: &str, value: &str) {
+    let (name, statement) = write.trigger();
     let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
     sqlx::query(&format!(
-        "CREATE TRIGGER refuse_job BEFORE INSERT ON jobs \
+        "CREATE TRIGGER {name} BEFORE {statement} ON jobs \
          WHEN json_extract(NEW.input, '{json_path}') = '{value}' \
          BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
     ))
@@ -436,23 +456,10 @@ pub async fn refuse_jobs_with(db_url: &str, json_path: &str, value: &str) {
     .unwrap();
 }
 
-/// Has the stack's SQLite database refuse every change to a job whose input holds `value` at
-/// `json_path`, as a database that fails writes would, until `stop_refusing_job_updates`.
-pub async fn refuse_job_updates_with(db_url: &str, json_path: &str, value: &str) {
+pub async fn stop_refusing(db_url: &str, write: JobWrite) {
+    let (name, _) = write.trigger();
     let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
-    sqlx::query(&format!(
-        "CREATE TRIGGER refuse_job_update BEFORE UPDATE ON jobs \
-         WHEN json_extract(NEW.input, '{json_path}') = '{value}' \
-         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-    ))
-    .execute(&db)
-    .await
-    .unwrap();
-}
-
-pub async fn stop_refusing_job_updates(db_url: &str) {
-    let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
-    sqlx::query("DROP TRIGGER refuse_job_update")
+    sqlx::query(&format!("DROP TRIGGER {name}"))
         .execute(&db)
         .await
         .unwrap();
