@@ -918,6 +918,32 @@ async fn an_early_started_llm_job_speaks_only_once_recorded() {
     );
 }
 
+/// An `llm` command of the test user for `task`, streamed, as the gateway publishes it, for a
+/// job nobody has recorded.
+fn streamed_llm_command(task: &str) -> JobCommand {
+    let mut input = ask(task);
+    input["stream"] = json!(true);
+    JobCommand {
+        job_id: xenios_contract::new_job_id(),
+        kind: JobKind::Llm,
+        user_id: Some(USER.into()),
+        input,
+        submitted_at: chrono::Utc::now(),
+    }
+}
+
+async fn publish_command(js: &async_nats::jetstream::Context, command: &JobCommand) {
+    js.publish_with_headers(
+        command.subject(),
+        command.headers("test"),
+        command.to_bytes(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
 /// The gateway publishes a call's command while it records the job, so a consumer may hold
 /// the command before the store holds the job: it waits for the record, the provider call
 /// already under way, and then runs the job once. A command whose job never appears is
@@ -932,26 +958,10 @@ async fn a_command_ahead_of_its_record_waits_for_it() {
     let stack = stack_with(Db::Sqlite, &stub, &tasks, &[]).await;
     let js = async_nats::jetstream::new(stack.nats_client.clone());
     let publish = |task: &str| {
-        let mut input = ask(task);
-        input["stream"] = json!(true);
-        let command = JobCommand {
-            job_id: xenios_contract::new_job_id(),
-            kind: JobKind::Llm,
-            user_id: Some(USER.into()),
-            input,
-            submitted_at: chrono::Utc::now(),
-        };
+        let command = streamed_llm_command(task);
         let js = js.clone();
         async move {
-            js.publish_with_headers(
-                command.subject(),
-                command.headers("ahead"),
-                command.to_bytes(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            publish_command(&js, &command).await;
             command
         }
     };
@@ -1108,15 +1118,7 @@ async fn a_cancellation_heard_before_its_command_is_not_lost() {
     let (status, _, answer) = complete(&stack, ask("gone")).await;
     assert_eq!(status, 200, "{answer}");
     stub.push("gpt-gone", Script::Hang);
-    let mut input = ask("gone");
-    input["stream"] = json!(true);
-    let command = JobCommand {
-        job_id: xenios_contract::new_job_id(),
-        kind: JobKind::Llm,
-        user_id: Some(USER.into()),
-        input,
-        submitted_at: chrono::Utc::now(),
-    };
+    let command = streamed_llm_command("gone");
     let cancel = xenios_contract::envelope::CancelRequest {
         job_id: command.job_id,
     };
@@ -1126,15 +1128,7 @@ async fn a_cancellation_heard_before_its_command_is_not_lost() {
         .unwrap();
     nats.flush().await.unwrap();
     let js = async_nats::jetstream::new(nats.clone());
-    js.publish_with_headers(
-        command.subject(),
-        command.headers("early"),
-        command.to_bytes(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_command(&js, &command).await;
     eventually(Duration::from_secs(5), || async {
         let mut stream = js.get_stream("JOBS").await.unwrap();
         let mut consumer = stream
