@@ -113,6 +113,13 @@ impl Stack {
             settings,
             _dir: dir,
         };
+        if !stack.settings.nats.apply_streams_on_start {
+            // The processes leave the streams alone: the harness applies them, once.
+            let js = async_nats::jetstream::new(stack.nats_client.clone());
+            xenios_contract::streams::apply(&js, &xenios_cli::stream_settings(&stack.settings))
+                .await
+                .unwrap();
+        }
         stack.wait_for_streams().await;
         stack.start_api().await;
         for _ in 0..workers {
