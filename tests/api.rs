@@ -453,10 +453,25 @@ async fn metrics_openapi_docs_and_cors() {
         .send()
         .await
         .unwrap();
+    for made_up in ["RND1", "RND2"] {
+        let method = reqwest::Method::from_bytes(made_up.as_bytes()).unwrap();
+        stack
+            .http
+            .request(method, stack.url("/health"))
+            .send()
+            .await
+            .unwrap();
+    }
     let metrics = stack.metrics().await;
     assert!(
         metrics
             .contains(r#"xenios_http_requests_total{method="GET",route="/health",status="200"}"#),
+        "{metrics}"
+    );
+    // A method a client made up is not a label of its own: anyone could grow the registry.
+    assert!(!metrics.contains("RND1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"xenios_http_requests_total{method="other",route="/health",status="405"}"#),
         "{metrics}"
     );
     assert!(
@@ -511,6 +526,20 @@ async fn metrics_openapi_docs_and_cors() {
         preflight.headers()["access-control-allow-origin"],
         "https://app.xenios.example"
     );
+    // The web app deletes its uploads and its users' data from the browser too.
+    let preflight = stack
+        .http
+        .request(reqwest::Method::OPTIONS, stack.url("/api/v1/files/x"))
+        .header("Origin", "https://app.xenios.example")
+        .header("Access-Control-Request-Method", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allowed.contains("DELETE"), "{allowed}");
     let foreign = stack
         .http
         .get(stack.url("/health"))

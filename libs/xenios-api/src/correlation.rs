@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -77,15 +77,16 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status().as_u16();
+    let method = method_label(&method);
     let labels = [
-        ("method", method.to_string()),
+        ("method", method.to_owned()),
         ("route", route.clone()),
         ("status", status.to_string()),
     ];
     metrics::counter!("xenios_http_requests_total", &labels).increment(1);
     metrics::histogram!(
         "xenios_http_request_duration_seconds",
-        &[("method", method.to_string()), ("route", route)]
+        &[("method", method.to_owned()), ("route", route)]
     )
     .record(elapsed.as_secs_f64());
     span.in_scope(|| {
@@ -96,6 +97,22 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert(HEADER, value);
     }
     response
+}
+
+/// The method as a metric label. HTTP takes any token as a method, so a label per method a
+/// client made up would let anyone grow the registry (a counter and a histogram each, never
+/// removed) without limit.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Route-level middleware: hands the matched route template out to [`layer`] through the

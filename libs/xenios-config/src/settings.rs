@@ -91,11 +91,15 @@ impl Default for DatabaseSettings {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
-    /// Comma-separated server URLs.
-    #[serde(deserialize_with = "comma_list")]
+    /// Comma-separated server URLs; may hold a user's password or a token, so they are shown
+    /// redacted.
+    #[serde(
+        deserialize_with = "comma_list",
+        serialize_with = "serialize_redacted_urls"
+    )]
     pub url: Vec<String>,
     pub creds: Option<String>,
     /// Stream replicas: 3 on a three-node cluster.
@@ -107,6 +111,23 @@ pub struct NatsSettings {
     pub request_timeout_ms: u64,
     /// Create or update the streams from `streams/` at start.
     pub apply_streams_on_start: bool,
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.url.iter().map(|u| crate::redact_url(u)).collect();
+        f.debug_struct("NatsSettings")
+            .field("url", &urls)
+            .field("creds", &self.creds)
+            .field("replicas", &self.replicas)
+            .field("jobs_max_msgs", &self.jobs_max_msgs)
+            .field("jobs_max_bytes", &self.jobs_max_bytes)
+            .field("events_max_age_secs", &self.events_max_age_secs)
+            .field("dlq_max_age_secs", &self.dlq_max_age_secs)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("apply_streams_on_start", &self.apply_streams_on_start)
+            .finish()
+    }
 }
 
 impl Default for NatsSettings {
@@ -525,4 +546,11 @@ fn comma_list_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D:
 
 fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::redact_url(url))
+}
+
+fn serialize_redacted_urls<S: serde::Serializer>(
+    urls: &[String],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|url| crate::redact_url(url)))
 }
