@@ -453,6 +453,12 @@ async fn metrics_openapi_docs_and_cors() {
         .send()
         .await
         .unwrap();
+    stack
+        .http
+        .get(stack.url("/api/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
     for made_up in ["RND1", "RND2"] {
         let method = reqwest::Method::from_bytes(made_up.as_bytes()).unwrap();
         stack
@@ -471,7 +477,12 @@ async fn metrics_openapi_docs_and_cors() {
     // A method a client made up is not a label of its own: anyone could grow the registry.
     assert!(!metrics.contains("RND1"), "{metrics}");
     assert!(
-        metrics.contains(r#"xenios_http_requests_total{method="other",route="/health",status="405"}"#),
+        metrics.contains(r#"xenios_http_requests_total{method="other",route="unmatched",status="405"}"#),
+        "{metrics}"
+    );
+    // Refused by the authentication, counted under the route asked for.
+    assert!(
+        metrics.contains(r#"xenios_http_requests_total{method="GET",route="/api/v1/jobs",status="401"}"#),
         "{metrics}"
     );
     assert!(

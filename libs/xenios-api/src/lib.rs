@@ -203,14 +203,12 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs)
         .routes(routes!(routes::llm::complete))
         .routes(routes!(routes::llm::stream))
-        .route_layer(middleware::from_fn(correlation::expose_matched_path))
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
         .layer(DefaultBodyLimit::max(settings.api.body_limit_bytes));
 
     // Uploads: authenticated like the rest of /api/v1, with a body limit of their own.
     let files = OpenApiRouter::new()
         .routes(routes!(routes::files::upload))
-        .route_layer(middleware::from_fn(correlation::expose_matched_path))
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
         .layer(DefaultBodyLimit::max(files_body_limit(
             settings.files.max_bytes,
@@ -223,7 +221,6 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::openai::get_model))
         // `xenios/<task>` with its slash as is (newer SDKs send it as `%2F`).
         .route("/v1/models/xenios/{model}", get(routes::openai::get_model))
-        .route_layer(middleware::from_fn(correlation::expose_matched_path))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             routes::openai::auth,
@@ -234,8 +231,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::health::health))
         .routes(routes!(routes::health::live))
         .routes(routes!(routes::health::ready))
-        .routes(routes!(routes::health::metrics))
-        .route_layer(middleware::from_fn(correlation::expose_matched_path));
+        .routes(routes!(routes::health::metrics));
 
     let (router, api) = OpenApiRouter::with_openapi(openapi::base())
         .merge(public)
@@ -255,6 +251,9 @@ pub fn router(state: AppState) -> Router {
     if !settings.environment.is_production() {
         router = router.route("/docs", get(routes::docs::docs));
     }
+    // Around every route with its own layers, so that an answer the authentication gives
+    // (401, 429) is counted under its route too.
+    let router = router.route_layer(middleware::from_fn(correlation::expose_matched_path));
 
     router
         .fallback(error::route_not_found)
