@@ -399,6 +399,12 @@ async fn a_full_queue_refuses_submissions_until_there_is_room() {
         2,
         "nothing kept: {page}"
     );
+    // A refused submission is not one that will ever complete.
+    let metrics = stack.metrics().await;
+    assert!(
+        metrics.contains("xenios_jobs_submitted_total{kind=\"echo\"} 2\n"),
+        "{metrics}"
+    );
 
     stack.start_worker().await;
     for id in &queued {

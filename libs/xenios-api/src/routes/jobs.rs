@@ -445,7 +445,6 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
     let created = state.store.create_job(new).await?;
     submit_stage(kind, "record", recording);
     if let Created::New(job) = &created {
-        metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
         state.hub.track_new_job(job.id, job.user_id.clone());
         if job.webhook.is_some() {
             state.hub.announce_when_finished(job.id);
@@ -453,7 +452,9 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
         let publishing = Instant::now();
         let sent = send(state, &job.command(), &job.correlation_id).await;
         submit_stage(kind, "publish", publishing);
+        // Counted once it stands: a refused submission is taken back and never completes.
         settle_send(state, job, sent).await?;
+        metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
     }
     Ok(created)
 }
@@ -500,8 +501,8 @@ pub(crate) async fn enqueue_while_recording(
             return Err(e.into());
         }
     };
-    metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
     settle_send(state, &job, sent).await?;
+    metrics::counter!("xenios_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
     Ok(job)
 }
 
