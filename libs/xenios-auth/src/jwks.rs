@@ -80,10 +80,17 @@ impl Jwks {
         &self.shared.url
     }
 
-    /// The key named `kid`, fetching the set if it is missing, stale, or lacks that key.
+    /// The key named `kid`, fetching the set if it is missing or lacks that key. A key of a
+    /// stale set is used at once while the set is fetched again beside the request: a request
+    /// waits on the endpoint only for a key it has never seen.
     pub(crate) async fn key(&self, kid: &str) -> Result<VerifyingKey, AuthError> {
-        if let Some(key) = self.fresh_key(kid) {
-            return Ok(key);
+        if let Some(set) = self.shared.snapshot() {
+            if let Some(key) = set.keys.get(kid) {
+                if set.fetched_at.elapsed() >= self.ttl {
+                    self.refresh_in_background();
+                }
+                return Ok(key.clone());
+            }
         }
         let mut last_fetch = self.fetching.clone().lock_owned().await;
         // Whoever held the lock before us may just have fetched what we need.
@@ -107,15 +114,7 @@ impl Jwks {
         let shared = self.shared.clone();
         let fetched = tokio::spawn(async move {
             let _held = last_fetch;
-            let result = shared.download().await;
-            match &result {
-                Ok(set) => {
-                    tracing::info!(url = %shared.url, keys = set.keys.len(), "JWKS fetched");
-                    *shared.current.write().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
-                }
-                Err(reason) => tracing::warn!(url = %shared.url, %reason, "JWKS fetch failed"),
-            }
-            result
+            shared.refresh().await
         })
         .await
         .map_err(|e| AuthError::JwksUnavailable(format!("fetch task ended: {e}")))?;
@@ -134,6 +133,23 @@ impl Jwks {
         }
     }
 
+    /// Starts a fetch of the set unless one is under way or the last began within
+    /// `min_refetch`.
+    fn refresh_in_background(&self) {
+        let Ok(mut last_fetch) = self.fetching.clone().try_lock_owned() else {
+            return;
+        };
+        if last_fetch.is_some_and(|at| at.elapsed() < self.min_refetch) {
+            return;
+        }
+        *last_fetch = Some(Instant::now());
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _held = last_fetch;
+            let _ = shared.refresh().await;
+        });
+    }
+
     fn fresh_key(&self, kid: &str) -> Option<VerifyingKey> {
         self.shared
             .snapshot()
@@ -148,6 +164,19 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Fetches the set and, if that worked, makes it the current one.
+    async fn refresh(&self) -> Result<Arc<KeySet>, String> {
+        let result = self.download().await;
+        match &result {
+            Ok(set) => {
+                tracing::info!(url = %self.url, keys = set.keys.len(), "JWKS fetched");
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
+            }
+            Err(reason) => tracing::warn!(url = %self.url, %reason, "JWKS fetch failed"),
+        }
+        result
     }
 
     async fn download(&self) -> Result<Arc<KeySet>, String> {

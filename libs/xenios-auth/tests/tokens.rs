@@ -540,7 +540,12 @@ async fn trusted_keys_survive_an_endpoint_outage() {
     verify(&auth, &token).await.unwrap();
     server.set_mode(Mode::Fail);
     verify(&auth, &token).await.unwrap();
-    assert_eq!(server.fetches(), 2);
+    // The stale set is fetched again beside the request.
+    let deadline = Instant::now() + DEADLINE;
+    while server.fetches() < 2 {
+        assert!(Instant::now() < deadline, "the stale set was never refetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let unknown = sign(Algorithm::ES256, Some(EC2_KID), &ec2(), &claims("u"));
     assert!(matches!(
         verify(&auth, &unknown).await,
@@ -550,6 +555,40 @@ async fn trusted_keys_survive_an_endpoint_outage() {
     server.set_mode(Mode::Serve);
     server.serve(vec![jwk("ec1"), jwk("ec2")]);
     verify(&auth, &unknown).await.unwrap();
+}
+
+/// An identity provider that hangs must not hold up the requests whose keys are known: only
+/// a key never seen waits for the endpoint.
+#[tokio::test]
+async fn a_stale_set_serves_known_keys_while_the_endpoint_hangs() {
+    let server = JwksServer::start(vec![jwk("ec1")]).await;
+    let auth = Authenticator::new(AuthSettings {
+        jwks_cache_ttl: Duration::ZERO,
+        jwks_min_refetch_interval: Duration::ZERO,
+        http_timeout: Duration::from_secs(120),
+        ..server.settings()
+    })
+    .unwrap();
+    let token = sign(Algorithm::ES256, Some(EC1_KID), &ec1(), &claims("u"));
+    verify(&auth, &token).await.unwrap();
+    server.set_mode(Mode::Hang);
+    let known = || async {
+        tokio::time::timeout(DEADLINE, verify(&auth, &token))
+            .await
+            .expect("a known key waited for the hanging endpoint")
+            .unwrap();
+    };
+    known().await;
+    let deadline = Instant::now() + DEADLINE;
+    while server.fetches() < 2 {
+        assert!(Instant::now() < deadline, "the stale set was never refetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..3 {
+        known().await;
+    }
+    // One fetch at a time: the hanging one holds the others back.
+    assert_eq!(server.fetches(), 2);
 }
 
 #[tokio::test]
