@@ -1616,6 +1616,11 @@ async fn chat_completions_speaks_openai_shapes() {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "not_found_error", "{body}");
+    // A name that is not UTF-8 is refused in OpenAI's shape too.
+    let response = get("/v1/models/%FF").await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "not_found_error", "{body}");
     let response = stack
         .http
         .get(stack.url("/v1/models"))

@@ -10,8 +10,8 @@
 
 use std::convert::Infallible;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -53,6 +53,12 @@ impl From<ApiError> for OpenAiError {
 
 impl From<JsonRejection> for OpenAiError {
     fn from(rejection: JsonRejection) -> Self {
+        OpenAiError(rejection.into())
+    }
+}
+
+impl From<PathRejection> for OpenAiError {
+    fn from(rejection: PathRejection) -> Self {
         OpenAiError(rejection.into())
     }
 }
@@ -124,6 +130,11 @@ impl IntoResponse for OpenAiError {
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(OpenAiError))]
 pub struct OpenAiJson<T>(pub T);
+
+/// `Path` whose rejections are [`OpenAiError`]s (a model name that is not UTF-8).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(OpenAiError))]
+pub struct OpenAiPath<T>(pub T);
 
 /// Authenticates `/v1/*` requests (see the module description) and applies the per-key limit.
 pub async fn auth(
@@ -695,7 +706,7 @@ pub async fn list_models(State(state): State<AppState>) -> axum::Json<ModelList>
                (status = 404, body = OpenAiErrorBody)))]
 pub async fn get_model(
     State(state): State<AppState>,
-    Path(model): Path<String>,
+    OpenAiPath(model): OpenAiPath<String>,
 ) -> Result<axum::Json<Model>, OpenAiError> {
     match task_of(&model, &state.settings.llm) {
         Some(task) => Ok(axum::Json(Model::new(task))),
