@@ -184,9 +184,36 @@ impl Settings {
             return invalid("nats.replicas", "must be between 1 and 5");
         }
         if let Some(url) = &self.auth.supabase_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return invalid("SUPABASE_URL (auth.supabase_url)", "must be an http(s) URL");
+            let host = ["https://", "http://"]
+                .iter()
+                .find_map(|scheme| url.strip_prefix(scheme))
+                .and_then(|rest| rest.split(['/', '?', '#']).next())
+                .unwrap_or("");
+            if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return invalid(
+                    "SUPABASE_URL (auth.supabase_url)",
+                    "must be an http(s) URL with a host",
+                );
             }
+        }
+        // Checked here, not only where the API builds its verifier: the key is named, and
+        // every process (consumers, `xenios config show`) refuses the same settings.
+        if self
+            .auth
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().is_empty())
+        {
+            return invalid(
+                "SUPABASE_JWT_SECRET (auth.jwt_secret)",
+                "is empty: unset it, or give the secret",
+            );
+        }
+        if self.auth.audience.trim().is_empty() {
+            return invalid(
+                "auth.audience",
+                "must not be empty (Supabase's tokens say `authenticated`)",
+            );
         }
         for (key, bucket) in [
             ("rate_limit.jobs", self.rate_limit.jobs),
@@ -589,6 +616,17 @@ mod tests {
         assert!(s.api.cors_origins.is_empty());
         assert!(s.fetch.allow_hosts.is_empty());
         assert_eq!(s.nats.creds, None);
+
+        // What the verifier could not use is refused at load, naming the key.
+        for (name, value, key) in [
+            ("SUPABASE_URL", "https://bad host", "SUPABASE_URL"),
+            ("SUPABASE_URL", "https://", "SUPABASE_URL"),
+            ("XENIOS__AUTH__JWT_SECRET", "", "auth.jwt_secret"),
+            ("XENIOS__AUTH__AUDIENCE", " ", "auth.audience"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(key) && !err.contains('\n'), "{name}={value:?}: {err}");
+        }
 
         // A production deployment whose key variable is blank must not start keyless.
         let err = load(&[
