@@ -2164,3 +2164,57 @@ async fn the_api_deletes_records_past_their_retention() {
     assert_eq!(again.status(), 202);
     drop(serve);
 }
+
+/// When the relay itself cannot read a job's events (here `JOB_EVENTS` is gone), the client is
+/// told to come back, not sent an `error` event: that type is the job's own failure, and a
+/// client would take the job for failed.
+#[tokio::test]
+async fn a_relay_outage_ends_the_stream_without_a_job_error() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let id = stack.submit("echo", json!({"message": "hi"})).await;
+    stack
+        .wait_for(&id, &["succeeded"], Duration::from_secs(20))
+        .await;
+    jetstream::new(stack.nats_client.clone())
+        .delete_stream(EVENTS_STREAM)
+        .await
+        .unwrap();
+    // Another instance: nothing of the job in its memory, so it must read the stream (which
+    // it does not make again).
+    let mut settings = stack.settings.clone();
+    settings.nats.apply_streams_on_start = false;
+    let other = Api::new(serve_api(&settings).await);
+    let response = other
+        .get(&format!("/api/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    // Finished: its outcome from the store, as past retention.
+    assert!(!text.contains("event: error"), "{text}");
+    assert!(text.contains("event: result"), "{text}");
+    assert!(text.contains("\"status\":\"succeeded\""), "{text}");
+
+    // Not finished: asked to come back, resuming where it was.
+    let running = stack
+        .submit("echo", json!({"message": "later", "delay_ms": 60000}))
+        .await;
+    stack
+        .wait_for(&running, &["running"], Duration::from_secs(20))
+        .await;
+    let response = other
+        .get(&format!("/api/v1/jobs/{running}/events"))
+        .send()
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(!text.contains("event:"), "{text}");
+    assert!(text.contains("retry: 2000"), "{text}");
+}

@@ -29,6 +29,9 @@ const CLIENT_BUFFER: usize = 1024;
 pub(crate) const TERMINAL_GRACE: Duration = Duration::from_secs(3);
 /// Bound on one job's replayed history, so a runaway job cannot hold a relay forever.
 const MAX_REPLAYED: usize = 100_000;
+/// What a client is told to wait before reconnecting when the relay cannot read its job's
+/// events (EventSource's `retry`).
+const RECONNECT_AFTER_OUTAGE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -562,21 +565,42 @@ impl Relay {
         resume: ResumePoint,
         tx: mpsc::Sender<Result<SseEvent, Infallible>>,
     ) {
-        if let Err(e) = self.relay(job_id, finished, resume, &tx).await {
-            tracing::warn!(error = %e, %job_id, "event relay failed");
-            let _ = tx
-                .send(Ok(SseEvent::default().event("error").data(
-                    r#"{"code":"unavailable","message":"events are unavailable right now","retryable":true}"#,
-                )))
-                .await;
+        let mut last_sent = resume.seq;
+        let Err(e) = self
+            .relay(job_id, finished, resume, &mut last_sent, &tx)
+            .await
+        else {
+            return;
+        };
+        tracing::warn!(error = %e, %job_id, "event relay failed");
+        // An `error` event would be the job's own failure. A finished job's outcome is in the
+        // store; otherwise the client is asked to come back, resuming where it was.
+        match self.store.get_job(job_id).await {
+            Ok(Some(job)) if job.status.is_terminal() => {
+                let seen = if last_sent == resume.seq {
+                    resume.from_store
+                } else {
+                    0
+                };
+                send_outcome_from_store(&job, last_sent, seen, &tx).await;
+            }
+            _ => {
+                let again = SseEvent::default()
+                    .comment("events are unavailable right now; reconnect with Last-Event-ID")
+                    .retry(RECONNECT_AFTER_OUTAGE);
+                let _ = tx.send(Ok(again)).await;
+            }
         }
     }
 
+    /// `last_sent`: the stream sequence of the last event sent, for [`Relay::run`] to go on
+    /// from should the relay fail.
     async fn relay(
         &self,
         job_id: JobId,
         finished_at_start: bool,
         resume: ResumePoint,
+        last_sent: &mut u64,
         tx: &mpsc::Sender<Result<SseEvent, Infallible>>,
     ) -> Result<(), async_nats::Error> {
         let mut feed = JobFeed::replay(self.hub.clone(), self.js.clone(), job_id, resume.seq);
@@ -663,6 +687,7 @@ impl Relay {
             {
                 return Ok(());
             }
+            *last_sent = stored.seq;
             if feed.is_replaying() {
                 replayed += 1;
                 if replayed >= MAX_REPLAYED {
