@@ -441,6 +441,11 @@ async fn cancel_queued_running_and_finished_jobs() {
     let job = stack.job(&queued).await;
     assert_eq!(job["status"], "cancelled");
     assert_eq!(job["attempts"], 0, "a cancelled queued job never runs");
+    // The job object's shape holds before any progress is reported.
+    assert_eq!(
+        job["progress"],
+        json!({"percent": null, "stage": null, "message": null})
+    );
     let events = stack.events(&queued, None, Duration::from_secs(10)).await;
     assert_eq!(events.last().unwrap().json()["status"], "cancelled");
 

@@ -75,8 +75,9 @@ pub struct JobView {
     user_id: Option<String>,
     #[schema(value_type = Object)]
     input: Value,
-    #[schema(value_type = Option<Object>)]
-    progress: Option<Progress>,
+    /// `percent`, `stage` and `message`, each `null` until the job reports it.
+    #[schema(value_type = Object)]
+    progress: Progress,
     #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     #[schema(value_type = Option<Object>)]
@@ -127,7 +128,7 @@ impl From<JobRecord> for JobView {
             status: job.status.to_string(),
             user_id: job.user_id,
             input: job.input,
-            progress: job.progress,
+            progress: job.progress.unwrap_or_default(),
             result: job.result,
             error: job.error,
             attempts: job.attempts,
