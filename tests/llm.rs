@@ -576,9 +576,12 @@ async fn prompt_cache_counts_reach_answers_and_the_audit_log(db: Db, task: &str)
 
     let text = stack.metrics().await;
     let line = format!(
-        r#"xenios_llm_tokens_total{{task="{task}",model="{model}",direction="cache_read"}} 8000"#
+        r#"xenios_llm_cache_tokens_total{{task="{task}",model="{model}",cache="read"}} 8000"#
     );
     assert!(text.lines().any(|l| l == line), "missing `{line}`");
+    // Parts of the input, so not a direction of their own: a sum over `direction` counts
+    // every token once.
+    assert!(!text.contains(r#"direction="cache_read""#), "{text}");
 }
 
 #[tokio::test]

@@ -481,16 +481,25 @@ fn count(record: &CallRecord, outcome: Outcome) {
     metrics::counter!("xenios_llm_requests_total",
         "task" => task.clone(), "model" => model.clone(), "outcome" => outcome.as_str())
     .increment(1);
-    // `cache_read` and `cache_write` are parts of `input`, not more of it.
     for (direction, tokens) in [
         ("input", record.input_tokens),
         ("output", record.output_tokens),
-        ("cache_read", record.cache_read_tokens),
-        ("cache_write", record.cache_write_tokens),
     ] {
         if tokens > 0 {
             metrics::counter!("xenios_llm_tokens_total",
                 "task" => task.clone(), "model" => model.clone(), "direction" => direction)
+            .increment(tokens);
+        }
+    }
+    // Parts of `input`, not more of it: a series of their own, so that a sum over
+    // `direction` counts every token once.
+    for (cache, tokens) in [
+        ("read", record.cache_read_tokens),
+        ("write", record.cache_write_tokens),
+    ] {
+        if tokens > 0 {
+            metrics::counter!("xenios_llm_cache_tokens_total",
+                "task" => task.clone(), "model" => model.clone(), "cache" => cache)
             .increment(tokens);
         }
     }
