@@ -477,12 +477,16 @@ async fn metrics_openapi_docs_and_cors() {
     // A method a client made up is not a label of its own: anyone could grow the registry.
     assert!(!metrics.contains("RND1"), "{metrics}");
     assert!(
-        metrics.contains(r#"xenios_http_requests_total{method="other",route="unmatched",status="405"}"#),
+        metrics.contains(
+            r#"xenios_http_requests_total{method="other",route="unmatched",status="405"}"#
+        ),
         "{metrics}"
     );
     // Refused by the authentication, counted under the route asked for.
     assert!(
-        metrics.contains(r#"xenios_http_requests_total{method="GET",route="/api/v1/jobs",status="401"}"#),
+        metrics.contains(
+            r#"xenios_http_requests_total{method="GET",route="/api/v1/jobs",status="401"}"#
+        ),
         "{metrics}"
     );
     assert!(
@@ -594,6 +598,44 @@ async fn event_streams_past_the_instance_limit_are_refused_with_retry_after() {
             .await
             .unwrap();
         again.status() == 200
+    })
+    .await;
+}
+
+/// One user cannot take every event stream of an instance: past its own limit it is told
+/// 429, while other users, and the service role, still get theirs.
+#[tokio::test]
+async fn event_streams_past_a_users_limit_are_refused_with_retry_after() {
+    let stack = Stack::start_with(Db::Sqlite, &[("api.max_sse_clients_per_user", "1")], 1).await;
+    let slow = stack
+        .submit("echo", json!({"message": "slow", "delay_ms": 1500}))
+        .await;
+    let events = format!("/api/v1/jobs/{slow}/events");
+    let open = stack.get(&events).send().await.unwrap();
+    assert_eq!(open.status(), 200);
+    let refused = stack.get(&events).send().await.unwrap();
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body = error_body(refused, 429, "rate_limited").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("event streams open"),
+        "{body}"
+    );
+    let service = stack
+        .http
+        .get(stack.url(&events))
+        .header("X-API-Key", API_KEY)
+        .bearer_auth(token_for(OTHER_USER, "service_role"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(service.status(), 200);
+    // Once the first stream ends, the user may open another.
+    read_sse(open, Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(5), || async {
+        stack.get(&events).send().await.unwrap().status() == 200
     })
     .await;
 }

@@ -80,7 +80,7 @@ pub async fn check(state: &AppState, user: Option<&UserContext>) -> Result<(), A
         return Ok(());
     }
     let wait = (day.resets_at - Utc::now()).to_std().unwrap_or_default();
-    Err(ApiError::BudgetSpent {
+    Err(ApiError::LimitReached {
         message: format!(
             "the daily LLM budget of ${:.2} is spent (${:.2}); it renews at {} UTC",
             day.limit_usd,

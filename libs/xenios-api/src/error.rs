@@ -35,9 +35,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
-    /// A user's LLM spending limit is reached: `rate_limited` too, with its own message.
+    /// A limit of the user's own is reached (the day's LLM spending, open event streams):
+    /// `rate_limited` too, with a message that names it.
     #[error("{message}")]
-    BudgetSpent {
+    LimitReached {
         message: String,
         retry_after: Duration,
     },
@@ -119,7 +120,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::RateLimited { .. } | ApiError::BudgetSpent { .. } => {
+            ApiError::RateLimited { .. } | ApiError::LimitReached { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,7 +137,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Conflict(_) => "conflict",
-            ApiError::RateLimited { .. } | ApiError::BudgetSpent { .. } => "rate_limited",
+            ApiError::RateLimited { .. } | ApiError::LimitReached { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -144,7 +145,7 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } | ApiError::BudgetSpent { retry_after, .. } => {
+            ApiError::RateLimited { retry_after } | ApiError::LimitReached { retry_after, .. } => {
                 Some(*retry_after)
             }
             ApiError::Unavailable { retry_after, .. } => *retry_after,

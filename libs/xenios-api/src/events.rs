@@ -19,6 +19,8 @@ use xenios_contract::subjects::{events_subject, job_of_events_subject, EVENTS_ST
 use xenios_contract::{JobId, JobStatus};
 use xenios_store::{JobRecord, Store};
 
+use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Live events buffered per client before it counts as lagging and resynchronises from the
@@ -486,24 +488,88 @@ fn sse(id: String, event: &JobEvent) -> SseEvent {
         .data(event.sse_data())
 }
 
-/// A place for one more event stream, or `503` when the instance holds `api.max_sse_clients`
-/// already. Taken before any work for the stream is done (an LLM call is not started for a
-/// client that cannot be served).
-pub(crate) fn sse_slot(state: &AppState) -> Result<SseSlot, crate::error::ApiError> {
-    state
-        .sse_slots
+/// Open streams by user id. Only users with a stream open have an entry, so it is bounded by
+/// the instance's limit.
+type StreamsPerUser = Arc<Mutex<HashMap<String, usize>>>;
+
+/// The event streams an instance holds open (`api.max_sse_clients`), and how many of them
+/// each user holds (`api.max_sse_clients_per_user`), so that one user cannot take them all.
+#[derive(Clone)]
+pub struct SseSlots {
+    instance: Arc<tokio::sync::Semaphore>,
+    per_user: StreamsPerUser,
+    max_per_user: usize,
+}
+
+impl SseSlots {
+    pub fn new(max: usize, max_per_user: usize) -> Self {
+        SseSlots {
+            instance: Arc::new(tokio::sync::Semaphore::new(max)),
+            per_user: Arc::default(),
+            max_per_user,
+        }
+    }
+}
+
+/// A place for one more event stream: `429` when the caller's user holds
+/// `api.max_sse_clients_per_user` already, `503` when the instance holds `api.max_sse_clients`.
+/// Taken before any work for the stream is done (an LLM call is not started for a client that
+/// cannot be served).
+pub(crate) fn sse_slot(state: &AppState, caller: &Caller) -> Result<SseSlot, ApiError> {
+    let slots = &state.sse_slots;
+    let user = caller
+        .user
+        .as_ref()
+        .filter(|user| !user.is_service_role())
+        .map(|user| user.user_id.clone());
+    let mut per_user = slots.per_user.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(user) = &user {
+        if per_user.get(user).copied().unwrap_or(0) >= slots.max_per_user {
+            return Err(ApiError::LimitReached {
+                message: format!(
+                    "you have {} event streams open, as many as a user may; close one first",
+                    slots.max_per_user
+                ),
+                retry_after: Duration::from_secs(5),
+            });
+        }
+    }
+    let permit = slots
+        .instance
         .clone()
         .try_acquire_owned()
-        .map(|permit| SseSlot { _permit: permit })
-        .map_err(|_| crate::error::ApiError::Unavailable {
+        .map_err(|_| ApiError::Unavailable {
             message: "this instance has as many event streams open as it may".into(),
             retry_after: Some(Duration::from_secs(5)),
-        })
+        })?;
+    if let Some(user) = &user {
+        *per_user.entry(user.clone()).or_default() += 1;
+    }
+    Ok(SseSlot {
+        _permit: permit,
+        user: user.map(|user| (user, slots.per_user.clone())),
+    })
 }
 
 /// Held by the response for as long as its stream is open.
 pub(crate) struct SseSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    user: Option<(String, StreamsPerUser)>,
+}
+
+impl Drop for SseSlot {
+    fn drop(&mut self) {
+        let Some((user, per_user)) = self.user.take() else {
+            return;
+        };
+        let mut per_user = per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = per_user.get_mut(&user) {
+            *open -= 1;
+            if *open == 0 {
+                per_user.remove(&user);
+            }
+        }
+    }
 }
 
 /// An SSE response that holds its slot and counts in `xenios_sse_clients` while it is open,

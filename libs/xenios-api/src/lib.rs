@@ -75,7 +75,10 @@ impl Application {
             metrics: xenios_telemetry::metrics(),
             hub: events::EventHub::default(),
             shutdown: CancellationToken::new(),
-            sse_slots: Arc::new(tokio::sync::Semaphore::new(settings.api.max_sse_clients)),
+            sse_slots: events::SseSlots::new(
+                settings.api.max_sse_clients,
+                settings.api.max_sse_clients_per_user,
+            ),
             settings: settings.clone(),
         });
         // The API records jobs of every kind, and its sweeper may fail and dead-letter them.

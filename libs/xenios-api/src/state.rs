@@ -42,6 +42,6 @@ pub struct Shared {
     pub hub: EventHub,
     /// Fired when the server begins to shut down: long-lived responses (SSE) end on it.
     pub shutdown: CancellationToken,
-    /// One permit per open event stream (`api.max_sse_clients`).
-    pub sse_slots: Arc<tokio::sync::Semaphore>,
+    /// Open event streams, per instance and per user.
+    pub sse_slots: crate::events::SseSlots,
 }

@@ -543,7 +543,10 @@ async fn trusted_keys_survive_an_endpoint_outage() {
     // The stale set is fetched again beside the request.
     let deadline = Instant::now() + DEADLINE;
     while server.fetches() < 2 {
-        assert!(Instant::now() < deadline, "the stale set was never refetched");
+        assert!(
+            Instant::now() < deadline,
+            "the stale set was never refetched"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let unknown = sign(Algorithm::ES256, Some(EC2_KID), &ec2(), &claims("u"));
@@ -581,7 +584,10 @@ async fn a_stale_set_serves_known_keys_while_the_endpoint_hangs() {
     known().await;
     let deadline = Instant::now() + DEADLINE;
     while server.fetches() < 2 {
-        assert!(Instant::now() < deadline, "the stale set was never refetched");
+        assert!(
+            Instant::now() < deadline,
+            "the stale set was never refetched"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for _ in 0..3 {

@@ -625,7 +625,10 @@ mod tests {
             ("XENIOS__AUTH__AUDIENCE", " ", "auth.audience"),
         ] {
             let err = load(&[(name, value)]).unwrap_err().to_string();
-            assert!(err.contains(key) && !err.contains('\n'), "{name}={value:?}: {err}");
+            assert!(
+                err.contains(key) && !err.contains('\n'),
+                "{name}={value:?}: {err}"
+            );
         }
 
         // A production deployment whose key variable is blank must not start keyless.

@@ -161,6 +161,9 @@ pub struct ApiSettings {
     /// Event streams (job events, LLM streams) one instance keeps open at once; past it a new
     /// one is answered 503 with `Retry-After`.
     pub max_sse_clients: usize,
+    /// Of those, the ones one user may hold (a `service_role` caller, and a caller with the
+    /// API key alone, are bounded by `max_sse_clients` only); past it, 429.
+    pub max_sse_clients_per_user: usize,
     pub shutdown_grace_secs: u64,
     pub sse_keepalive_secs: u64,
 }
@@ -174,6 +177,7 @@ impl Default for ApiSettings {
             body_limit_bytes: 1 << 20,
             request_timeout_secs: 60,
             max_sse_clients: 10_000,
+            max_sse_clients_per_user: 1_000,
             shutdown_grace_secs: 20,
             sse_keepalive_secs: 15,
         }
@@ -548,9 +552,6 @@ fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok
     s.serialize_str(&crate::redact_url(url))
 }
 
-fn serialize_redacted_urls<S: serde::Serializer>(
-    urls: &[String],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_redacted_urls<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(urls.iter().map(|url| crate::redact_url(url)))
 }

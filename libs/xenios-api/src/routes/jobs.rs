@@ -804,7 +804,7 @@ pub async fn job_events(
     match check_resume(&state.jetstream, id, point).await {
         Resume::Ended => Ok(StatusCode::NO_CONTENT.into_response()),
         Resume::From(point) => {
-            let slot = sse_slot(&state)?;
+            let slot = sse_slot(&state, &user.caller)?;
             Ok(relay_sse(&state, slot, id, finished, point).into_response())
         }
     }

@@ -297,7 +297,7 @@ pub async fn stream(
     state
         .limits
         .check(RouteGroup::Llm, &user.caller.subject())?;
-    let slot = sse_slot(&state)?;
+    let slot = sse_slot(&state, &user.caller)?;
     let call = LlmCall::start(
         &state,
         Some(&user.user),

@@ -548,7 +548,7 @@ pub async fn chat_completions(
     let requested = body.model.clone();
     let (input, pictures) = body.into_input(&state.settings.llm)?;
     let slot = if stream {
-        Some(sse_slot(&state)?)
+        Some(sse_slot(&state, &caller)?)
     } else {
         None
     };
