@@ -2223,3 +2223,24 @@ async fn a_relay_outage_ends_the_stream_without_a_job_error() {
     assert!(!text.contains("event:"), "{text}");
     assert!(text.contains("retry: 2000"), "{text}");
 }
+
+/// The operator's commands never migrate: a newer CLI run during a rollout must not change
+/// the schema under the running release. Behind this build's schema, they say what to do.
+#[test]
+fn operator_commands_do_not_migrate_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}/fresh.db", dir.path().display());
+    let no_broker = "nats://127.0.0.1:1";
+    for args in [&["jobs", "list"][..], &["users", "erase", USER][..]] {
+        let (ok, _, why) = xenios_cli_on(&db_url, no_broker, args);
+        assert!(!ok, "{args:?}");
+        assert!(
+            why.contains("run `xenios migrate` first"),
+            "{args:?}: {why}"
+        );
+    }
+    let (ok, _, why) = xenios_cli_on(&db_url, no_broker, &["migrate"]);
+    assert!(ok, "{why}");
+    let (ok, _, why) = xenios_cli_on(&db_url, no_broker, &["jobs", "list"]);
+    assert!(ok, "{why}");
+}

@@ -16,7 +16,7 @@ use xenios_store::{
     CancelOutcome, JobQuery, JobRecord, Store, UsageCounts, UsageQuery, UsageReport,
 };
 
-use crate::start::{close_nats, connect_nats, connect_store};
+use crate::start::{close_nats, connect_nats, connect_store_as_is};
 
 #[derive(Subcommand)]
 pub(crate) enum JobsAction {
@@ -71,7 +71,7 @@ pub(crate) enum JobsAction {
 }
 
 pub(crate) async fn jobs(settings: Settings, action: JobsAction) -> anyhow::Result<ExitCode> {
-    let store = connect_store(&settings).await?;
+    let store = connect_store_as_is(&settings).await?;
     let code = run(&settings, &store, action).await;
     store.close().await;
     code

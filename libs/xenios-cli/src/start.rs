@@ -29,23 +29,51 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Connects the store and, when configured, brings its schema up to date.
+/// Connects the store and, when configured, brings its schema up to date: for the services
+/// and `xenios migrate`.
 pub async fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = open_store(settings).await?;
+    if settings.database.migrate_on_start {
+        store.migrate().await.with_context(|| {
+            format!(
+                "cannot migrate the database {}",
+                xenios_config::redact_url(&settings.database.url)
+            )
+        })?;
+    }
+    Ok(store)
+}
+
+/// Connects the store for an operator's command, which never migrates (a newer CLI run during
+/// a rollout must not change the schema under the running release) and refuses a schema
+/// behind this build's.
+pub(crate) async fn connect_store_as_is(settings: &Settings) -> anyhow::Result<Store> {
+    let store = open_store(settings).await?;
+    let url = xenios_config::redact_url(&settings.database.url);
+    let pending = store
+        .pending_migrations()
+        .await
+        .with_context(|| format!("cannot read the schema version of the database {url}"))?;
+    if !pending.is_empty() {
+        store.close().await;
+        anyhow::bail!(
+            "the database {url} lacks {} migration(s) of this build (from {}): run `xenios migrate` first",
+            pending.len(),
+            pending[0]
+        );
+    }
+    Ok(store)
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: settings.database.max_connections,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
     };
     let url = xenios_config::redact_url(&settings.database.url);
-    let store = Store::connect(&settings.database.url, &options)
+    Store::connect(&settings.database.url, &options)
         .await
-        .with_context(|| format!("cannot open the database {url}"))?;
-    if settings.database.migrate_on_start {
-        store
-            .migrate()
-            .await
-            .with_context(|| format!("cannot migrate the database {url}"))?;
-    }
-    Ok(store)
+        .with_context(|| format!("cannot open the database {url}"))
 }
 
 pub fn stream_settings(settings: &Settings) -> xenios_contract::streams::StreamSettings {

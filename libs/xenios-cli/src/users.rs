@@ -7,7 +7,7 @@ use clap::Subcommand;
 use xenios_api::operations;
 use xenios_config::Settings;
 
-use crate::start::{close_nats, connect_nats, connect_store};
+use crate::start::{close_nats, connect_nats, connect_store_as_is};
 
 #[derive(Subcommand)]
 pub(crate) enum UsersAction {
@@ -22,7 +22,7 @@ pub(crate) enum UsersAction {
 
 pub(crate) async fn users(settings: Settings, action: UsersAction) -> anyhow::Result<ExitCode> {
     let UsersAction::Erase { user } = action;
-    let store = connect_store(&settings).await?;
+    let store = connect_store_as_is(&settings).await?;
     let nats = connect_nats(&settings, "xenios-cli").await;
     let erased = match nats {
         Ok(client) => {

@@ -111,6 +111,38 @@ impl Store {
         Ok(())
     }
 
+    /// The versions of this build's migrations that the database has not applied: for a
+    /// command that must not migrate (the operator's) to refuse a schema it does not know.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        let (migrator, applied) = match &self.pool {
+            Pool::Pg(conns) => (
+                sqlx::migrate!("../../migrations/postgres"),
+                sqlx::query_scalar::<_, i64>(APPLIED)
+                    .fetch_all(conns.opener())
+                    .await,
+            ),
+            Pool::Sqlite(conns, _) => (
+                sqlx::migrate!("../../migrations/sqlite"),
+                sqlx::query_scalar::<_, i64>(APPLIED)
+                    .fetch_all(conns.opener())
+                    .await,
+            ),
+        };
+        let applied = match applied {
+            Ok(applied) => applied,
+            // No table of applied migrations: a database never migrated.
+            Err(sqlx::Error::Database(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .filter(|version| !applied.contains(version))
+            .collect())
+    }
+
     /// A real round trip, bounded by the acquire timeout even when the server hangs.
     pub async fn ping(&self) -> Result<()> {
         tokio::time::timeout(self.acquire_timeout, self.pool.execute("SELECT 1", vec![]))
