@@ -634,10 +634,32 @@ async fn transcription_goes_through_deepgram_and_comes_back_normalised() {
     failed_with(&job, "unsupported_format");
 }
 
+/// One answer of a [`scripted`] stub.
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Value,
+}
+
+impl From<(u16, Value)> for Answer {
+    fn from((status, body): (u16, Value)) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+}
+
+/// When each request reached a [`scripted`] stub.
+type Calls = Arc<Mutex<Vec<std::time::Instant>>>;
+
 /// A stub answering every POST to `path` with `answers` in turn (the last one repeated),
-/// counting the requests.
-async fn scripted(path: &'static str, answers: Vec<(u16, Value)>) -> (String, Arc<Mutex<usize>>) {
-    let calls = Arc::new(Mutex::new(0usize));
+/// noting when each request came.
+async fn scripted(path: &'static str, answers: Vec<impl Into<Answer>>) -> (String, Calls) {
+    let answers: Vec<Answer> = answers.into_iter().map(Into::into).collect();
+    let calls: Calls = Arc::default();
     let seen = calls.clone();
     let app = Router::new().route(
         path,
@@ -647,13 +669,18 @@ async fn scripted(path: &'static str, answers: Vec<(u16, Value)>) -> (String, Ar
             async move {
                 let n = {
                     let mut calls = calls.lock().unwrap();
-                    *calls += 1;
-                    *calls
+                    calls.push(std::time::Instant::now());
+                    calls.len()
                 };
-                let (status, body) = answers[(n - 1).min(answers.len() - 1)].clone();
+                let answer = answers[(n - 1).min(answers.len() - 1)].clone();
+                let mut headers = HeaderMap::new();
+                for (name, value) in answer.headers {
+                    headers.insert(name, value.parse().unwrap());
+                }
                 (
-                    axum::http::StatusCode::from_u16(status).unwrap(),
-                    axum::Json(body),
+                    axum::http::StatusCode::from_u16(answer.status).unwrap(),
+                    headers,
+                    axum::Json(answer.body),
                 )
             }
         }),
@@ -709,22 +736,22 @@ async fn scanned_pdfs_need_ocr_and_go_to_docling_when_configured() {
     let job = extract_file(&stack, uploaded["file_id"].as_str().unwrap()).await;
     let result = recognised(&job);
     assert_eq!(result["cached"], false);
-    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!(calls.lock().unwrap().len(), 1);
 
     // Cached: docling is not asked again.
     let job = extract_file(&stack, uploaded["file_id"].as_str().unwrap()).await;
     assert_eq!(succeeded(&job)["cached"], true);
-    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!(calls.lock().unwrap().len(), 1);
 
     let photo = upload_ok(&stack, "page.png", png()).await;
     let job = extract_file(&stack, photo["file_id"].as_str().unwrap()).await;
     assert_eq!(recognised(&job)["metadata"]["source_format"], "png");
-    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(calls.lock().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
-    let verbose_json = json!({
+/// An OpenAI-compatible endpoint's `verbose_json` transcript of [`wav`]`(2.5)`.
+fn whisper_answer() -> Value {
+    json!({
         "task": "transcribe",
         "language": "english",
         "duration": 2.5,
@@ -737,11 +764,15 @@ async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
              "tokens": [50424, 2421, 456, 13, 50489], "temperature": 0.0,
              "avg_logprob": -0.25, "compression_ratio": 1.05, "no_speech_prob": 0.02}
         ]
-    });
+    })
+}
+
+#[tokio::test]
+async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
     let overloaded = json!({"error": {"message": "model overloaded", "type": "server_error"}});
     let (whisper, calls) = scripted(
         "/v1/audio/transcriptions",
-        vec![(503, overloaded), (200, verbose_json)],
+        vec![(503, overloaded), (200, whisper_answer())],
     )
     .await;
     let stack = stack(&[
@@ -769,7 +800,42 @@ async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
         })
     );
     assert_eq!(job["attempts"], 2, "{job}");
-    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}
+
+/// A provider's `Retry-After` reaches the job: its next try waits for it, not for the
+/// runtime's backoff (50 ms here), which would land inside the provider's window.
+#[tokio::test]
+async fn a_transcription_providers_retry_after_holds_the_next_try_back() {
+    let busy = Answer {
+        status: 429,
+        headers: vec![("retry-after", "2".into())],
+        body: json!({"error": {"message": "rate limited", "type": "rate_limit_error"}}),
+    };
+    let (whisper, calls) = scripted(
+        "/v1/audio/transcriptions",
+        vec![busy, (200, whisper_answer()).into()],
+    )
+    .await;
+    let stack = stack(&[
+        ("providers.openai.base_url", &format!("{whisper}/v1")),
+        ("providers.openai.api_key", "sk-local"),
+    ])
+    .await;
+    let uploaded = upload_ok(&stack, "session.wav", wav(2.5)).await;
+    let id = stack
+        .submit("transcription", json!({"file_id": uploaded["file_id"]}))
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    assert_eq!(succeeded(&job)["text"], "Hello coach. Hi there.");
+    assert_eq!(job["attempts"], 2, "{job}");
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 2);
+    let waited = calls[1] - calls[0];
+    assert!(
+        waited >= Duration::from_secs(2),
+        "tried again after {waited:?}"
+    );
 }
 
 /// `DELETE /api/v1/users/{user}/data` as `caller`: the status and the report.

@@ -92,12 +92,16 @@ impl Handler for TranscriptionHandler {
     }
 }
 
+/// The job's failure as the runtime takes it; a provider's `Retry-After` holds the next try
+/// back, since one within it would only be refused again.
 fn failure(e: TranscribeError) -> HandlerError {
     let message = e.to_string();
     match e {
         // The runtime knows why it interrupted the job and decides on its own.
         TranscribeError::Cancelled => HandlerError::transient("cancelled", message),
-        e if e.retryable() => HandlerError::transient(e.code(), message),
+        e if e.retryable() => {
+            HandlerError::transient(e.code(), message).with_retry_after(e.retry_after())
+        }
         e => HandlerError::permanent(e.code(), message),
     }
 }
