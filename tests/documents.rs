@@ -699,6 +699,21 @@ fn recognised(job: &Value) -> &Value {
     result
 }
 
+/// docling-serve's answer to `POST /v1/convert/file`.
+fn docling_answer() -> Value {
+    json!({
+        "document": {
+            "filename": "scan.pdf",
+            "md_content": "## Scanned heading\n\nText recognised by OCR.",
+            "json_content": null, "html_content": null, "text_content": null, "doctags_content": null
+        },
+        "status": "success",
+        "errors": [],
+        "processing_time": 1.25,
+        "timings": {}
+    })
+}
+
 #[tokio::test]
 async fn scanned_pdfs_need_ocr_and_go_to_docling_when_configured() {
     let scan = pdf(&[Page::Image, Page::Image], None);
@@ -718,19 +733,7 @@ async fn scanned_pdfs_need_ocr_and_go_to_docling_when_configured() {
     );
     drop(stack_without);
 
-    // docling-serve's answer to `POST /v1/convert/file`.
-    let answer = json!({
-        "document": {
-            "filename": "scan.pdf",
-            "md_content": "## Scanned heading\n\nText recognised by OCR.",
-            "json_content": null, "html_content": null, "text_content": null, "doctags_content": null
-        },
-        "status": "success",
-        "errors": [],
-        "processing_time": 1.25,
-        "timings": {}
-    });
-    let (docling, calls) = scripted("/v1/convert/file", vec![(200, answer)]).await;
+    let (docling, calls) = scripted("/v1/convert/file", vec![(200, docling_answer())]).await;
     let stack = stack(&[("providers.docling_url", &docling)]).await;
     let uploaded = upload_ok(&stack, "scan.pdf", scan).await;
     let job = extract_file(&stack, uploaded["file_id"].as_str().unwrap()).await;
@@ -746,6 +749,25 @@ async fn scanned_pdfs_need_ocr_and_go_to_docling_when_configured() {
     let photo = upload_ok(&stack, "page.png", png()).await;
     let job = extract_file(&stack, photo["file_id"].as_str().unwrap()).await;
     assert_eq!(recognised(&job)["metadata"]["source_format"], "png");
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}
+
+/// docling-serve's 504 (its sync wait, queue included, ran out, or a proxy's did) is a busy
+/// server, not a document that cannot be converted: the job is tried again and succeeds.
+#[tokio::test]
+async fn a_docling_gateway_timeout_is_tried_again() {
+    let too_long = json!({"detail": "Conversion is taking too long. The maximum wait time is \
+        configure as DOCLING_SERVE_MAX_SYNC_WAIT=120."});
+    let (docling, calls) = scripted(
+        "/v1/convert/file",
+        vec![(504, too_long), (200, docling_answer())],
+    )
+    .await;
+    let stack = stack(&[("providers.docling_url", &docling)]).await;
+    let uploaded = upload_ok(&stack, "scan.pdf", pdf(&[Page::Image], None)).await;
+    let job = extract_file(&stack, uploaded["file_id"].as_str().unwrap()).await;
+    recognised(&job);
+    assert_eq!(job["attempts"], 2, "{job}");
     assert_eq!(calls.lock().unwrap().len(), 2);
 }
 

@@ -98,7 +98,10 @@ impl DoclingClient {
             if let Some(key) = &self.api_key {
                 request = request.header("X-Api-Key", key);
             }
-            let response = request.send().await.map_err(transport_error)?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport_error(e, opts.deadline))?;
             let status = response.status();
             if status == StatusCode::NOT_FOUND {
                 last_missing = Some(path);
@@ -108,7 +111,7 @@ impl DoclingClient {
                 .max_output_chars
                 .saturating_mul(4)
                 .saturating_add(RESPONSE_SLACK);
-            let body = read_limited(response, limit).await?;
+            let body = read_limited(response, limit, opts.deadline).await?;
             if !status.is_success() {
                 return Err(status_error(status, &body));
             }
@@ -147,9 +150,13 @@ fn file_name(name: &str, format: Option<crate::DocumentFormat>) -> String {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> ExtractError {
-    if e.is_timeout() {
+/// Only the extraction's own deadline is a (permanent) timeout: a docling-serve that could
+/// not be reached, or did not answer, within the client's limits may well on the next try.
+fn transport_error(e: reqwest::Error, deadline: Option<Instant>) -> ExtractError {
+    if e.is_timeout() && deadline.is_some_and(|d| Instant::now() >= d) {
         ExtractError::Timeout
+    } else if e.is_timeout() {
+        ExtractError::Unavailable(format!("docling-serve did not answer in time: {e}"))
     } else {
         ExtractError::Unavailable(format!("request to docling-serve failed: {e}"))
     }
@@ -164,7 +171,9 @@ fn status_error(status: StatusCode, body: &[u8]) -> ExtractError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ExtractError::UnsupportedFormat(format!(
             "docling-serve cannot read this format: {detail}"
         )),
-        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ExtractError::Timeout,
+        // 504 is docling-serve's own answer when a conversion waits past its
+        // DOCLING_SERVE_MAX_SYNC_WAIT, its queue included, or a proxy's in front of it: a
+        // busy server, retried like the other 5xx.
         _ => ExtractError::Unavailable(format!("docling-serve answered {status}: {detail}")),
     }
 }
@@ -172,9 +181,14 @@ fn status_error(status: StatusCode, body: &[u8]) -> ExtractError {
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
+    deadline: Option<Instant>,
 ) -> Result<Vec<u8>, ExtractError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(e, deadline))?
+    {
         if body.len() + chunk.len() > limit {
             return Err(ExtractError::too_large(format!(
                 "the docling-serve answer exceeds {limit} bytes"
