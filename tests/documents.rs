@@ -485,6 +485,61 @@ async fn allow_listed_urls_are_fetched_and_extracted() {
     failed_with(&job, "url_refused");
 }
 
+/// A download that never finishes does not hold a cancelled transcription: the job ends
+/// `cancelled` at once, not when `fetch.timeout_secs` (120 s) gives up on the download.
+#[tokio::test]
+async fn a_transcription_cancelled_while_downloading_ends_at_once() {
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let heard = asked.clone();
+    let app = Router::new().route(
+        "/session.wav",
+        get(move || {
+            heard.notify_one();
+            async {
+                let start = futures::stream::once(async {
+                    Ok::<_, std::convert::Infallible>(Bytes::from_static(b"RIFF"))
+                });
+                (
+                    [("content-type", "audio/wav")],
+                    axum::body::Body::from_stream(futures::StreamExt::chain(
+                        start,
+                        futures::stream::pending(),
+                    )),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind((SERVED_HOST, 0))
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (whisper, calls) =
+        scripted("/v1/audio/transcriptions", vec![(200, whisper_answer())]).await;
+    let stack = stack(&[
+        ("providers.openai.base_url", &format!("{whisper}/v1")),
+        ("providers.openai.api_key", "sk-local"),
+    ])
+    .await;
+
+    let id = stack
+        .submit(
+            "transcription",
+            json!({"url": format!("{base}/session.wav")}),
+        )
+        .await;
+    tokio::time::timeout(WITHIN, asked.notified())
+        .await
+        .unwrap();
+    stack.wait_for(&id, &["running"], WITHIN).await;
+    assert_eq!(stack.cancel(&id).await.status(), 202);
+    let job = stack
+        .wait_for(&id, &["succeeded", "failed", "cancelled"], WITHIN)
+        .await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(calls.lock().unwrap().is_empty());
+}
+
 #[derive(Default)]
 struct Heard {
     query: Option<String>,

@@ -62,10 +62,14 @@ impl Handler for TranscriptionHandler {
             let input = parse_transcription(&job.input)
                 .map_err(|e| HandlerError::permanent("invalid_input", e.to_string()))?;
             job.progress(stage(0.0, "loading")).await;
-            let loaded = self
-                .loader
-                .load(&job, input.file_id.as_deref(), input.url.as_deref())
-                .await?;
+            // A download may take up to `fetch.timeout_secs`: a cancelled or timed-out job
+            // does not wait for it.
+            let loaded = tokio::select! {
+                loaded = self.loader.load(&job, input.file_id.as_deref(), input.url.as_deref()) => loaded?,
+                _ = job.cancel.cancelled() => {
+                    return Err(HandlerError::transient("cancelled", "the transcription was stopped"))
+                }
+            };
             job.progress(Progress {
                 percent: Some(20.0),
                 stage: Some("transcribing".into()),
