@@ -238,6 +238,35 @@ async fn errors_have_one_shape_and_carry_the_correlation_id() {
     }
 }
 
+/// A transcription's `language` is checked at submission by the rule the transcriber applies,
+/// so a tag it would refuse (`en_US`) is a 422 naming the field, not a job accepted and then
+/// failed by the consumer.
+#[tokio::test]
+async fn a_transcription_language_is_checked_at_submission_as_the_consumer_checks_it() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    // An IP literal of a public address: checked without DNS, and never fetched (no consumer).
+    let url = "https://1.1.1.1/session.wav";
+    let too_long = "a".repeat(36);
+    for language in ["en_US", "en US", "e", "-en", "fr;", too_long.as_str()] {
+        let response = stack
+            .post("/api/v1/jobs")
+            .json(&json!({"kind": "transcription", "input": {"url": url, "language": language}}))
+            .send()
+            .await
+            .unwrap();
+        let body = error_body(response, 422, "invalid_input").await;
+        assert_eq!(
+            body["error"]["details"][0]["field"], "input.language",
+            "{language}: {body}"
+        );
+    }
+    for language in ["en", "pt-BR", "zh-Hant-TW"] {
+        stack
+            .submit("transcription", json!({"url": url, "language": language}))
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn api_keys_and_user_tokens() {
     let stack = Stack::start_with(Db::Sqlite, &[], 0).await;

@@ -251,14 +251,26 @@ pub fn parse_transcription(input: &Value) -> Result<TranscriptionInput, InputErr
     let transcription: TranscriptionInput = parse(input)?;
     check_source(&transcription.file_id, &transcription.url)?;
     if let Some(language) = &transcription.language {
-        if language.is_empty() || language.len() > 16 {
+        if !is_language_code(language) {
             return Err(InputError::new(
                 "input.language",
-                "a language code such as `en`",
+                "a language code such as `en` or `pt-BR`: letters, digits and `-`",
             ));
         }
     }
     Ok(transcription)
+}
+
+/// A transcription's `language`, as the submission and the transcriber both check it: a
+/// BCP-47-like tag (`en`, `pt-BR`, `zh-Hant`) of 2 to 35 characters (RFC 5646's buffer size),
+/// starting with a letter, of letters, digits and `-` only, since it goes into a provider's
+/// query string or form field.
+pub fn is_language_code(language: &str) -> bool {
+    (2..=35).contains(&language.len())
+        && language.starts_with(|c: char| c.is_ascii_alphabetic())
+        && language
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 pub fn parse_llm(input: &Value) -> Result<LlmInput, InputError> {

@@ -254,14 +254,9 @@ fn configured(settings: &ProviderSettings) -> bool {
             .is_some_and(|u| !u.trim().is_empty())
 }
 
-/// A language tag goes into a query string and a form field: letters, digits and `-` only.
+/// The rule the submission checks too, so no job accepted there fails here.
 fn check_language(language: &str) -> Result<(), TranscribeError> {
-    let valid = (2..=35).contains(&language.len())
-        && language.starts_with(|c: char| c.is_ascii_alphabetic())
-        && language
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if valid {
+    if xenios_contract::inputs::is_language_code(language) {
         Ok(())
     } else {
         Err(TranscribeError::InvalidInput(format!(
