@@ -540,6 +540,36 @@ async fn a_transcription_cancelled_while_downloading_ends_at_once() {
     assert!(calls.lock().unwrap().is_empty());
 }
 
+/// A host the DNS says does not exist fails the job at its first try; retrying it only
+/// delayed the answer by every attempt's backoff.
+#[tokio::test]
+async fn a_url_whose_host_does_not_exist_fails_at_once() {
+    // `.invalid` never exists (RFC 6761), but a machine whose resolver cannot answer at all
+    // (no network) cannot tell that, rightly a transient failure there; nor can one whose
+    // resolver makes up an address for every name.
+    let lookup = tokio::net::lookup_host(("no-such-host.invalid", 80)).await;
+    if !lookup.is_err_and(|e| !e.to_string().contains("Temporary failure")) {
+        eprintln!("skipped: this machine's resolver does not say which names do not exist");
+        return;
+    }
+    let stack = stack(&[]).await;
+    let id = stack
+        .submit(
+            "extraction",
+            json!({"url": "http://no-such-host.invalid/doc.pdf"}),
+        )
+        .await;
+    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    failed_with(&job, "fetch_failed");
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-host.invalid")),
+        "{job}"
+    );
+}
+
 #[derive(Default)]
 struct Heard {
     query: Option<String>,

@@ -59,8 +59,12 @@ pub enum FetchError {
     TooManyRedirects(usize),
     #[error("{host} answered a redirect without a usable Location")]
     BadRedirect { host: String },
+    /// The resolver could not answer (no server, SERVFAIL, a timeout): it may later.
     #[error("cannot resolve `{host}`: {message}")]
     Resolve { host: String, message: String },
+    /// The DNS answered that the name does not exist or has no address.
+    #[error("no such host `{host}`: {message}")]
+    UnknownHost { host: String, message: String },
     #[error("fetching from {host} failed: {message}")]
     Network { host: String, message: String },
     #[error("the HTTP client cannot be set up: {0}")]
@@ -78,13 +82,14 @@ impl FetchError {
             | FetchError::TooManyRedirects(_)
             | FetchError::BadRedirect { .. }
             | FetchError::Resolve { .. }
+            | FetchError::UnknownHost { .. }
             | FetchError::Network { .. }
             | FetchError::Client(_) => "fetch_failed",
         }
     }
 
-    /// Network failures, timeouts, 408, 429 and 5xx are transient; refusals, limits and other
-    /// answers are not.
+    /// Network and resolver failures, timeouts, 408, 429 and 5xx are transient; refusals,
+    /// limits, a name the DNS says does not exist, and other answers are not.
     pub fn retryable(&self) -> bool {
         match self {
             FetchError::Timeout(_) | FetchError::Resolve { .. } | FetchError::Network { .. } => {
@@ -94,6 +99,7 @@ impl FetchError {
                 matches!(status, 408 | 429) || (500..600).contains(status)
             }
             FetchError::Refused(_)
+            | FetchError::UnknownHost { .. }
             | FetchError::TooLarge { .. }
             | FetchError::TooManyRedirects(_)
             | FetchError::BadRedirect { .. }

@@ -124,6 +124,12 @@ pub(crate) async fn resolve_checked(
         .map(|addrs| addrs.map(|a| a.ip()).collect());
     let addrs = match resolved {
         Ok(addrs) => addrs,
+        Err(e) if names_no_host(&e) => {
+            return Err(FetchError::UnknownHost {
+                host,
+                message: e.to_string(),
+            })
+        }
         Err(e) => {
             return Err(FetchError::Resolve {
                 host,
@@ -145,6 +151,24 @@ pub(crate) async fn resolve_checked(
         }
     }
     Ok(addrs)
+}
+
+/// Whether a failed lookup is the DNS's definite answer (NXDOMAIN, or a name without
+/// addresses) rather than a resolver that could not answer. The standard library keeps only
+/// `gai_strerror`'s text of the `getaddrinfo` error, so its code is told by that text: glibc's
+/// and musl's for `EAI_NONAME` and `EAI_NODATA`, macOS's for `EAI_NONAME`. glibc answers
+/// `EAI_AGAIN` ("Temporary failure in name resolution") for SERVFAIL, REFUSED and a server
+/// that does not answer; that, and any text not listed, stays a transient failure.
+fn names_no_host(e: &std::io::Error) -> bool {
+    const NO_HOST: [&str; 5] = [
+        "Name or service not known",
+        "No address associated with hostname",
+        "Name does not resolve",
+        "Name has no usable address",
+        "nodename nor servname provided, or not known",
+    ];
+    let text = e.to_string();
+    NO_HOST.iter().any(|t| text.ends_with(t))
 }
 
 #[cfg(test)]
