@@ -325,6 +325,92 @@ async fn uploads_past_the_store_total_are_refused() {
     upload_ok(&stack, "third.txt", vec![b'c'; 100_000]).await;
 }
 
+/// `POST /api/v1/files` with a body that sends `first` bytes of a file part and then `rest`:
+/// the answer, or a failure if none comes within `WITHIN`.
+async fn upload_paced(
+    stack: &Stack,
+    first: usize,
+    rest: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+) -> reqwest::Response {
+    let boundary = "xenios-paced-upload";
+    let mut start = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+         filename=\"slow.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    start.resize(start.len() + first, b'a');
+    let start = futures::stream::iter([Ok(Bytes::from(start))]);
+    let body = reqwest::Body::wrap_stream(futures::StreamExt::chain(start, rest));
+    let request = stack
+        .post("/api/v1/files")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send();
+    tokio::time::timeout(WITHIN, request)
+        .await
+        .expect("an answer to a stalled upload")
+        .unwrap()
+}
+
+/// An upload whose client stops sending (`files.upload_idle_timeout_secs`), or sends too
+/// slowly to finish in `files.upload_timeout_secs`, is refused like a broken body, and what
+/// it had stored is deleted: it holds no connection and no partial file for ever.
+#[tokio::test]
+async fn stalled_and_endless_uploads_are_refused_and_leave_nothing() {
+    let stack = stack(&[
+        ("files.upload_idle_timeout_secs", "1"),
+        ("files.upload_timeout_secs", "4"),
+    ])
+    .await;
+    let js = async_nats::jetstream::new(stack.nats_client.clone());
+    let stored_messages = || async {
+        let mut stream = js.get_stream("OBJ_FILES").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    };
+
+    // Past the 64 KiB sniffed before the object is created: its first chunk is stored.
+    let response = upload_paced(&stack, 100_000, futures::stream::pending()).await;
+    let body = error_body(response, 400, "invalid_input").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stalled"),
+        "{body}"
+    );
+    // Only the deletion's marker is left of the object.
+    assert_eq!(stored_messages().await, 1);
+
+    // A byte every 200 ms is never idle for a second, and never done.
+    let trickle = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some((Ok(Bytes::from_static(b"a")), ()))
+    });
+    let response = upload_paced(&stack, 100_000, trickle).await;
+    let body = error_body(response, 400, "invalid_input").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("took longer"),
+        "{body}"
+    );
+    // The deletion markers of both objects, no chunk.
+    assert_eq!(stored_messages().await, 2);
+
+    // A client that stalls before the file part is refused too, having stored nothing.
+    let response = upload_paced(&stack, 0, futures::stream::pending()).await;
+    error_body(response, 400, "invalid_input").await;
+
+    let files = stack.get_json("/api/v1/files").await;
+    assert_eq!(files["files"], json!([]), "{files}");
+    // Uploads still work.
+    upload_ok(&stack, "notes.txt", b"Walk daily.".to_vec()).await;
+}
+
 #[tokio::test]
 async fn uploads_over_the_limit_and_unknown_files_are_refused() {
     let stack = stack(&[]).await;

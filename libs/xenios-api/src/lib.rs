@@ -209,7 +209,9 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
         .layer(DefaultBodyLimit::max(settings.api.body_limit_bytes));
 
-    // Uploads: authenticated like the rest of /api/v1, with a body limit of their own.
+    // Uploads: authenticated like the rest of /api/v1, with a body limit of their own, and
+    // time limits of their own (`files.upload_*`) in place of `api.request_timeout_secs`,
+    // which a large upload on a slow link would pass.
     let files = OpenApiRouter::new()
         .routes(routes!(routes::files::upload))
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer))

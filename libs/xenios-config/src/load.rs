@@ -282,6 +282,14 @@ impl Settings {
                 "at least files.max_bytes (one upload must fit)",
             );
         }
+        if self.files.upload_idle_timeout_secs == 0
+            || self.files.upload_idle_timeout_secs > self.files.upload_timeout_secs
+        {
+            return invalid(
+                "files.upload_idle_timeout_secs",
+                "at least 1 and at most files.upload_timeout_secs",
+            );
+        }
         for (key, days) in [
             ("retention.jobs_days", self.retention.jobs_days),
             (

@@ -452,6 +452,13 @@ pub struct FilesSettings {
     /// the job streams.
     pub max_total_bytes: u64,
     pub ttl_secs: u64,
+    /// An upload whose client sends nothing for this long is refused and what it stored
+    /// deleted: a client trickling its body would otherwise hold its connection and a partial
+    /// file for ever (uploads are outside `api.request_timeout_secs`).
+    pub upload_idle_timeout_secs: u64,
+    /// The longest one upload may take, however steadily its bytes come: a trickle just fast
+    /// enough for the idle limit is still bounded.
+    pub upload_timeout_secs: u64,
 }
 
 impl Default for FilesSettings {
@@ -460,6 +467,9 @@ impl Default for FilesSettings {
             max_bytes: 200 * 1000 * 1000,
             max_total_bytes: 10 * 1000 * 1000 * 1000,
             ttl_secs: 24 * 3600,
+            upload_idle_timeout_secs: 30,
+            // 200 MB at about 1 Mbit/s.
+            upload_timeout_secs: 1800,
         }
     }
 }

@@ -3,9 +3,11 @@
 //! from the first bytes; what the client declares is ignored.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_nats::jetstream::object_store::{ObjectInfo, ObjectMetadata, ObjectStore};
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
@@ -17,6 +19,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::time::{Instant, Sleep};
 use tokio_util::io::StreamReader;
 use utoipa::{IntoParams, ToSchema};
 use xenios_auth::UserContext;
@@ -36,6 +39,10 @@ const MAX_FILENAME: usize = 255;
 const FILENAME_KEY: &str = "filename";
 const OWNER_KEY: &str = "user_id";
 const CONTENT_TYPE_KEY: &str = "content_type";
+/// How long the object store may take to finish a put after the upload's own time is up,
+/// before the upload gives up on it: its stream has ended by then, so only a broker that
+/// stopped answering takes longer.
+const PUT_GRACE: Duration = Duration::from_secs(30);
 
 /// The multipart request body of an upload.
 #[derive(ToSchema)]
@@ -64,7 +71,10 @@ pub struct Uploaded {
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, body = Uploaded, description = "stored"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 400, body = ErrorBody,
+         description = "an unreadable body, or one that stalled for `files.upload_idle_timeout_secs` \
+                        or took longer than `files.upload_timeout_secs`"),
+        (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody, description = "larger than `files.max_bytes`"),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -84,8 +94,15 @@ pub async fn upload(
         )
     })?;
     let limit = state.settings.files.max_bytes;
+    let pace = Pace::new(&state.settings.files);
+    // A part before `file` is skipped by reading it through within one idle limit: such
+    // parts are small form fields.
     let mut field = loop {
-        match multipart.next_field().await.map_err(multipart_error)? {
+        match pace
+            .within(multipart.next_field())
+            .await?
+            .map_err(multipart_error)?
+        {
             Some(field) if field.name() == Some("file") => break field,
             Some(_) => continue,
             None => {
@@ -98,7 +115,7 @@ pub async fn upload(
     };
     let filename = field.file_name().and_then(clean_filename);
 
-    let mut upload = Upload::new(limit);
+    let mut upload = Upload::new(limit, pace);
     let head = upload.read_head(&mut field).await?;
     let content_type = sniff(&head).to_owned();
 
@@ -126,17 +143,25 @@ pub async fn upload(
     let mut reader = StreamReader::new(UploadStream {
         upload,
         field: &mut field,
+        idle: None,
+        deadline: Box::pin(tokio::time::sleep_until(pace.deadline)),
     });
-    let stored = bucket.put(meta, &mut reader).await;
+    let stored =
+        tokio::time::timeout_at(pace.deadline + PUT_GRACE, bucket.put(meta, &mut reader)).await;
     let upload = reader.into_inner().upload;
-    // The stream ends early (as if complete) on a broken or oversized body, so the object
-    // store never leaves orphaned chunks behind: what it stored is deleted as a whole.
+    // The stream ends early (as if complete) on a broken, oversized or stalled body, so the
+    // object store never leaves orphaned chunks behind: what it stored is deleted as a whole.
+    // Only a put abandoned halfway (a broker that stopped answering) leaves chunks for the
+    // bucket's TTL.
     let failure = match (stored, upload.stop) {
-        (Ok(_), None) => None,
+        (Ok(Ok(_)), None) => None,
         (_, Some(stop)) => Some(stop),
-        (Err(e), None) => Some(ApiError::unavailable(format!(
+        (Ok(Err(e)), None) => Some(ApiError::unavailable(format!(
             "the file cannot be stored: {e}"
         ))),
+        (Err(_), None) => Some(ApiError::unavailable(
+            "the file store did not take the upload in time",
+        )),
     };
     if let Some(error) = failure {
         if let Err(e) = bucket.delete(&file_id).await {
@@ -457,11 +482,56 @@ fn multipart_error(e: MultipartError) -> ApiError {
     }
 }
 
+/// How long an upload may wait for its client's next bytes (`files.upload_idle_timeout_secs`)
+/// and when it must be over (`files.upload_timeout_secs` from its start).
+#[derive(Clone, Copy)]
+struct Pace {
+    idle: Duration,
+    deadline: Instant,
+    total: Duration,
+}
+
+impl Pace {
+    fn new(files: &xenios_config::FilesSettings) -> Pace {
+        let total = Duration::from_secs(files.upload_timeout_secs);
+        Pace {
+            idle: Duration::from_secs(files.upload_idle_timeout_secs),
+            deadline: Instant::now() + total,
+            total,
+        }
+    }
+
+    /// `read`, unless the client sends nothing for the idle limit or the upload's time is up.
+    async fn within<T>(&self, read: impl Future<Output = T>) -> Result<T, ApiError> {
+        let until = (Instant::now() + self.idle).min(self.deadline);
+        tokio::time::timeout_at(until, read)
+            .await
+            .map_err(|_| self.stalled())
+    }
+
+    /// A body that does not come in time is refused like one that is broken (`400`): the
+    /// request is at fault, not the service.
+    fn stalled(&self) -> ApiError {
+        if Instant::now() >= self.deadline {
+            ApiError::invalid(format!(
+                "the upload took longer than {} s (files.upload_timeout_secs)",
+                self.total.as_secs()
+            ))
+        } else {
+            ApiError::invalid(format!(
+                "the upload stalled: no data for {} s (files.upload_idle_timeout_secs)",
+                self.idle.as_secs()
+            ))
+        }
+    }
+}
+
 /// What has gone through so far.
 struct Upload {
     hasher: Sha256,
     size: u64,
     limit: u64,
+    pace: Pace,
     /// Sniffed before the object is created, then sent first.
     head: Option<Bytes>,
     /// Why the stream ended before the body did.
@@ -469,11 +539,12 @@ struct Upload {
 }
 
 impl Upload {
-    fn new(limit: u64) -> Upload {
+    fn new(limit: u64, pace: Pace) -> Upload {
         Upload {
             hasher: Sha256::new(),
             size: 0,
             limit,
+            pace,
             head: None,
             stop: None,
         }
@@ -496,7 +567,12 @@ impl Upload {
     async fn read_head(&mut self, field: &mut Field<'_>) -> Result<Bytes, ApiError> {
         let mut head = BytesMut::new();
         while head.len() < SNIFF_BYTES {
-            match field.chunk().await.map_err(multipart_error)? {
+            match self
+                .pace
+                .within(field.chunk())
+                .await?
+                .map_err(multipart_error)?
+            {
                 Some(chunk) => {
                     if !self.take(&chunk) {
                         return Err(self.stop.take().unwrap_or_else(|| {
@@ -513,10 +589,15 @@ impl Upload {
 }
 
 /// The upload's bytes for the object store: the head, then the rest of the field. A body
-/// that breaks or passes the limit ends the stream, with the reason kept in `stop`.
+/// that breaks, passes the limit or does not come in time ends the stream, with the reason
+/// kept in `stop`.
 struct UploadStream<'f, 'a> {
     upload: Upload,
     field: &'f mut Field<'a>,
+    /// Set while waiting for the client, not while the object store takes a chunk: a slow
+    /// broker is no stalled client.
+    idle: Option<Pin<Box<Sleep>>>,
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl Stream for UploadStream<'_, '_> {
@@ -532,9 +613,28 @@ impl Stream for UploadStream<'_, '_> {
         if this.upload.stop.is_some() {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut *this.field).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
+        let polled = Pin::new(&mut *this.field).poll_next(cx);
+        if !polled.is_pending() {
+            this.idle = None;
+        }
+        match polled {
+            Poll::Pending => {
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.upload.pace.idle)));
+                let late = idle.as_mut().poll(cx).is_ready();
+                if late || this.deadline.as_mut().poll(cx).is_ready() {
+                    this.upload.stop = Some(this.upload.pace.stalled());
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            }
             Poll::Ready(None) => Poll::Ready(None),
+            // A client sending steadily is still bounded by the upload's time.
+            Poll::Ready(Some(Ok(_))) if Instant::now() >= this.upload.pace.deadline => {
+                this.upload.stop = Some(this.upload.pace.stalled());
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Ok(chunk))) => match this.upload.take(&chunk) {
                 true => Poll::Ready(Some(Ok(chunk))),
                 false => Poll::Ready(None),
