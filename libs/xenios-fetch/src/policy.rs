@@ -175,6 +175,30 @@ fn names_no_host(e: &std::io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// What `lookup_host` says, as glibc, musl and macOS word it: only a definite "no such
+    /// host" is one.
+    #[test]
+    fn a_lookup_failure_names_no_host_only_when_the_dns_said_so() {
+        let lookup = |text: &str| {
+            std::io::Error::other(format!("failed to lookup address information: {text}"))
+        };
+        for text in [
+            "Name or service not known",
+            "No address associated with hostname",
+            "Name does not resolve",
+            "nodename nor servname provided, or not known",
+        ] {
+            assert!(names_no_host(&lookup(text)), "{text}");
+        }
+        for text in [
+            "Temporary failure in name resolution",
+            "Try again",
+            "System error",
+        ] {
+            assert!(!names_no_host(&lookup(text)), "{text}");
+        }
+    }
+
     fn refusal(url: &str) -> Refusal {
         check_url_syntax(url)
             .and_then(|u| check_host_literal(&u, &FetchPolicy::default()))
