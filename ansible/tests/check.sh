@@ -4,8 +4,9 @@
 #   2. ansible-playbook --syntax-check of every playbook, with each inventory
 #   3. tests/render.yml renders every host's files with each inventory (and the
 #      placeholder vault example), then: nats-server -t (>= 2.10), nft -c,
-#      systemd-analyze verify, caddy validate; plus a second render must change nothing,
-#      and a render without the secrets must stop at the vault assertion
+#      systemd-analyze verify, caddy validate; tests/upstreams.yml (every api host's Caddy
+#      falls back on the others' API, their firewalls let it); plus a second render must
+#      change nothing, and a render without the secrets must stop at the vault assertion
 #   4. tests/release.yml: the release handling (copy, switch, previous, rollback, prune,
 #      idempotence) run for real under a temporary directory with stub binaries
 # Everything runs on a copy of ansible/ in a temporary directory (HOME too), removed at
@@ -21,7 +22,7 @@ ANSIBLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPO_DIR="$(cd "$ANSIBLE_DIR/.." && pwd)"
 DEPLOY_VENV="${DEPLOY_VENV:-$REPO_DIR/.venv-deploy}"
 INVENTORIES=(staging production)
-PLAYBOOKS=(provision.yml deploy.yml rollback.yml streams.yml tests/render.yml tests/release.yml)
+PLAYBOOKS=(provision.yml deploy.yml rollback.yml streams.yml tests/render.yml tests/upstreams.yml tests/release.yml)
 
 passed=0
 failed=0
@@ -144,6 +145,10 @@ for inv in "${INVENTORIES[@]}"; do
         grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
     fi
     [ -d "$RENDER" ] || continue
+
+    # Each api host's Caddy falls back on the other api hosts' API (and may reach it).
+    run "api hosts fall back on each other's API ($inv)" ansible-playbook -i "inventories/$inv/hosts.yml" \
+        -e "@inventories/$inv/vault.example.yml" -e "render_dir=$RENDER" tests/upstreams.yml
 
     for f in "$RENDER"/*/nats-server.conf; do
         [ -e "$f" ] || { ko "no NATS configuration rendered ($inv)"; break; }
