@@ -6,7 +6,8 @@
 #      placeholder vault example), then: nats-server -t (>= 2.10), nft -c,
 #      systemd-analyze verify, caddy validate; tests/upstreams.yml (every api host's Caddy
 #      falls back on the others' API, their firewalls let it); plus a second render must
-#      change nothing, and a render without the secrets must stop at the vault assertion
+#      change nothing, a render without the secrets must stop at the vault assertion, and
+#      one with a shutdown grace in xenios_extra_env at the graces' assertion
 #   4. tests/release.yml: the release handling (copy, switch, previous, rollback, prune,
 #      idempotence) run for real under a temporary directory with stub binaries
 # Everything runs on a copy of ansible/ in a temporary directory (HOME too), removed at
@@ -142,6 +143,17 @@ for inv in "${INVENTORIES[@]}"; do
         ok "a render without the secrets fails early, naming them ($inv)"
     else
         ko "a render without the secrets fails early, naming them ($inv)"
+        grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
+    fi
+    # A shutdown grace set through xenios_extra_env (past the units' TimeoutStopSec) is refused.
+    if out="$(ansible-playbook -i "inventories/$inv/hosts.yml" -e "@inventories/$inv/vault.example.yml" \
+        -e '{"xenios_extra_env": {"XENIOS__CONSUMER__SHUTDOWN_GRACE_SECS": "90"}}' \
+        -e "render_dir=$TMP/grace/$inv" tests/render.yml 2>&1)"; then
+        ko "a shutdown grace in xenios_extra_env is refused ($inv)"
+    elif grep -q 'xenios_consumer_shutdown_grace_secs' <<<"$out"; then
+        ok "a shutdown grace in xenios_extra_env is refused, naming the variable ($inv)"
+    else
+        ko "a shutdown grace in xenios_extra_env is refused, naming the variable ($inv)"
         grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
     fi
     [ -d "$RENDER" ] || continue
