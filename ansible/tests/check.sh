@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of the Ansible deployment (no network, no real hosts):
+#   0. no plaintext vault file in the inventories, and the playbooks refuse one
 #   1. ansible-lint (production profile)
 #   2. ansible-playbook --syntax-check of every playbook, with each inventory
 #   3. tests/render.yml renders every host's files with each inventory (and the
@@ -62,9 +63,14 @@ export HOME="$TMP/home" XDG_CACHE_HOME="$TMP/home/.cache" XDG_CONFIG_HOME="$TMP/
     ANSIBLE_LOCAL_TEMP="$TMP/home/.ansible/tmp" PYTHONDONTWRITEBYTECODE=1 \
     ANSIBLE_NOCOLOR=1 NO_COLOR=1 PATH="$DEPLOY_VENV/bin:$PATH"
 
-# The copy: ansible/ and, when the lead's template is there, /Caddyfile.tmpl.
+# The copy: ansible/ and, when the lead's template is there, /Caddyfile.tmpl. Without the
+# real vault files (checked below, not read): the checks use the placeholder examples.
 cp -a "$ANSIBLE_DIR" "$TMP/repo/ansible"
 rm -rf "$TMP/repo/ansible/.ansible"
+vault_files() {
+    find "$1/inventories" \( -path '*/group_vars/*' -o -path '*/host_vars/*' \) -name 'vault*' ! -type d
+}
+vault_files "$TMP/repo/ansible" | xargs -r rm -f
 if [ -f "$REPO_DIR/Caddyfile.tmpl" ]; then
     cp "$REPO_DIR/Caddyfile.tmpl" "$TMP/repo/Caddyfile.tmpl"
 fi
@@ -76,6 +82,31 @@ echo "== versions"
 ansible-playbook --version | head -1
 ansible-lint --version 2>/dev/null | head -1
 nats-server --version
+
+echo "== 0. secrets"
+# A vault file in plaintext (one that was never encrypted, or was decrypted to edit it) must
+# not lie in the inventories, where git and copies pick it up.
+plaintext=()
+while IFS= read -r f; do
+    [ "$(head -c 14 "$f")" = '$ANSIBLE_VAULT' ] || plaintext+=("${f#"$ANSIBLE_DIR"/}")
+done < <(vault_files "$ANSIBLE_DIR")
+if [ "${#plaintext[@]}" -eq 0 ]; then
+    ok "no plaintext vault file in inventories/"
+else
+    ko "no plaintext vault file in inventories/: ${plaintext[*]} (ansible-vault encrypt them)"
+fi
+# The playbooks refuse one too (roles/common/tasks/assert_vault.yml).
+cp inventories/staging/vault.example.yml inventories/staging/group_vars/all/vault.yml
+if out="$(ansible-playbook -i inventories/staging/hosts.yml -e "render_dir=$TMP/plainvault" \
+    -e common_allow_placeholder_secrets=true tests/render.yml 2>&1)"; then
+    ko "a plaintext vault file stops the playbooks"
+elif grep -q 'group_vars/all/vault.yml is not encrypted' <<<"$out"; then
+    ok "a plaintext vault file stops the playbooks, naming it"
+else
+    ko "a plaintext vault file stops the playbooks, naming it"
+    grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
+fi
+rm -f inventories/staging/group_vars/all/vault.yml
 
 echo "== 1. ansible-lint"
 run "ansible-lint (production profile)" ansible-lint --offline
