@@ -231,6 +231,20 @@ for inv in "${INVENTORIES[@]}"; do
     fi
 done
 
+# The Caddyfile with a shared certificate storage (caddy_storage_root) validates too.
+if [ -f "$TMP/repo/Caddyfile.tmpl" ] && command -v caddy >/dev/null 2>&1; then
+    RENDER="$TMP/render/storage"
+    if out="$(ansible-playbook -i inventories/production/hosts.yml -e @inventories/production/vault.example.yml \
+        -e "render_dir=$RENDER" -e "caddy_storage_root=$TMP/caddy-storage" tests/render.yml 2>&1)" \
+        && grep -q "root $TMP/caddy-storage" "$RENDER/api-1/Caddyfile"; then
+        run "caddy validate api-1 with caddy_storage_root (production)" \
+            caddy validate --adapter caddyfile --config "$RENDER/api-1/Caddyfile"
+    else
+        ko "render with caddy_storage_root (production)"
+        grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
+    fi
+fi
+
 echo "== 4. release handling (deploy, redeploy, rollback, prune)"
 run "tests/release.yml" ansible-playbook -i inventories/staging/hosts.yml \
     -e @inventories/staging/vault.example.yml -e "render_dir=$TMP/release" tests/release.yml
