@@ -1194,6 +1194,141 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
     assert_eq!(their_logs.len(), 1);
 }
 
+/// A job of the user recorded as extracting `sha256` (the worker left out), now running.
+async fn running_extraction(stack: &Stack, sha256: &str) -> uuid::Uuid {
+    let id = xenios_contract::new_job_id();
+    let new = xenios_store::NewJob {
+        id,
+        kind: xenios_contract::JobKind::Extraction,
+        user_id: Some(USER.into()),
+        input: json!({"file_id": sha256, "output": "markdown"}),
+        correlation_id: "erased".into(),
+        idempotency_key: None,
+        webhook_url: None,
+    };
+    stack.store.create_job(new).await.unwrap();
+    stack.store.start_attempt(id).await.unwrap();
+    id
+}
+
+/// What a consumer does when an extraction ends: its cache entry, its outcome, then its
+/// events.
+async fn finish_extraction(stack: &Stack, id: uuid::Uuid, sha256: &str) {
+    use xenios_contract::envelope::JobEvent;
+    let result = json!({"content": "# Notes", "sha256": sha256});
+    let key = format!("{sha256}:markdown");
+    stack
+        .store
+        .put_extraction(&key, sha256, &result)
+        .await
+        .unwrap();
+    stack
+        .store
+        .finish_job(id, xenios_store::Outcome::Succeeded(result))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(stack.nats_client.clone());
+    let event = JobEvent::status(xenios_contract::JobStatus::Succeeded, 1, chrono::Utc::now());
+    js.publish(format!("events.{id}"), event.to_bytes())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// A job that finishes while an erasure runs, after its events and cached extractions were
+/// erased, is not deleted with the jobs that had finished before: the call answers
+/// `complete: false`, and the next one takes the job with what it wrote meanwhile.
+#[tokio::test]
+async fn a_job_that_finishes_during_an_erasure_is_left_for_the_next() {
+    use async_nats::jetstream;
+    let stack = stack(&[]).await;
+    let early = running_extraction(&stack, "early").await;
+    finish_extraction(&stack, early, "early").await;
+    let late = running_extraction(&stack, "late").await;
+
+    // The erasure waits at the cached extractions, after it purged the events, until the
+    // late job has finished.
+    let db = sqlx::PgPool::connect(&stack.db_url).await.unwrap();
+    let mut held = db.begin().await.unwrap();
+    let schema = xenios_store::PG_SCHEMA;
+    sqlx::query(&format!(
+        "SELECT 1 FROM {schema}.extraction_cache WHERE sha256 = 'early' FOR UPDATE"
+    ))
+    .fetch_one(&mut *held)
+    .await
+    .unwrap();
+    let erasing = {
+        let api = Api::new(stack.base.clone());
+        tokio::spawn(async move {
+            let url = api.url(&format!("/api/v1/users/{USER}/data"));
+            let response = api.authed(api.http.delete(url), USER).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        })
+    };
+    eventually(WITHIN, || {
+        let db = db.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'DELETE FROM extraction_cache%'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            waiting > 0
+        }
+    })
+    .await;
+    finish_extraction(&stack, late, "late").await;
+    held.rollback().await.unwrap();
+
+    let (status, first) = erasing.await.unwrap();
+    assert_eq!(
+        (status, &first["complete"]),
+        (202, &json!(false)),
+        "{first}"
+    );
+    assert_eq!(first["jobs_deleted"], 1, "{first}");
+    assert_eq!(first["jobs_still_running"], 0, "{first}");
+    let left = stack.store.user_jobs(USER, 10).await.unwrap();
+    assert_eq!(left.iter().map(|j| j.id).collect::<Vec<_>>(), vec![late]);
+
+    let (status, second) = erase(&stack, USER, USER).await;
+    assert_eq!(
+        (status, &second["complete"]),
+        (200, &json!(true)),
+        "{second}"
+    );
+    assert_eq!(second["jobs_deleted"], 1, "{second}");
+    assert_eq!(second["cached_extractions_deleted"], 1, "{second}");
+    let response = stack
+        .get(&format!("/api/v1/jobs/{late}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let js = jetstream::new(stack.nats_client.clone());
+    let events = js.get_stream("JOB_EVENTS").await.unwrap();
+    for id in [early, late] {
+        let last = events
+            .direct_get_last_for_subject(format!("events.{id}"))
+            .await;
+        assert!(last.is_err(), "events of {id} purged");
+    }
+    assert_eq!(
+        stack
+            .store
+            .cached_extraction("late:markdown")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 /// A file whose chunks are gone while its metadata is not (the TTL takes the older chunks
 /// first) does not hold its job until the hard time limit: the read gives up once nothing
 /// arrives for a while (a transient failure, tried again), and once the file is gone

@@ -151,7 +151,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Rows deleted per statement while erasing: the SQLite writer is shared with every job.
 const ERASE_BATCH: u32 = 500;
 /// A user's jobs one erasure looks at (newest first: the ones whose events are still kept);
-/// the finished ones past it are deleted all the same, the rest by the next call.
+/// the ones past it are left to the next call.
 const ERASE_SCAN: u32 = 100_000;
 /// Dead letters read while looking for a user's: `JOBS_DLQ` is bounded by its limits anyway.
 const MAX_DEAD_LETTERS_SCANNED: u64 = 100_000;
@@ -165,7 +165,7 @@ pub struct Erased {
     /// Queued jobs cancelled first, so that they never run.
     pub jobs_cancelled: u64,
     /// Running jobs left, told to stop: they (with what they still write) go at the next
-    /// erasure.
+    /// erasure, as does a job that finished while this one ran.
     pub jobs_still_running: u64,
     /// Jobs whose events (status, tokens, results) were purged from `JOB_EVENTS`.
     pub job_events_purged: u64,
@@ -198,9 +198,18 @@ pub async fn erase_user(
         ..Erased::default()
     };
     let jobs = store.user_jobs(user_id, ERASE_SCAN).await?;
+    // Only these go from the store: a job that finishes while this call runs writes its last
+    // events (and its dead letter, its cached extraction) after they were looked for here.
+    let mut finished: Vec<JobId> = jobs
+        .iter()
+        .filter(|j| j.status.is_terminal())
+        .map(|j| j.id)
+        .collect();
     for job in jobs.iter().filter(|j| !j.status.is_terminal()) {
         if let CancelOutcome::Cancelled(_) = cancel(store, nats, jetstream, job.id).await? {
+            // Its last event was published above, before the purge below.
             erased.jobs_cancelled += 1;
+            finished.push(job.id);
         }
     }
 
@@ -232,13 +241,7 @@ pub async fn erase_user(
     for sha256 in documents {
         erased.cached_extractions_deleted += store.erase_cached_extractions(sha256).await?;
     }
-    loop {
-        let deleted = store.erase_finished_jobs_of(user_id, ERASE_BATCH).await?;
-        erased.jobs_deleted += deleted;
-        if deleted < u64::from(ERASE_BATCH) {
-            break;
-        }
-    }
+    erased.jobs_deleted = store.erase_finished_jobs(user_id, &finished).await?;
     loop {
         let deleted = store.erase_inference_logs_of(user_id, ERASE_BATCH).await?;
         erased.inference_logs_deleted += deleted;
@@ -246,7 +249,7 @@ pub async fn erase_user(
             break;
         }
     }
-    // A running job told to stop may have finished, and gone with the rest, meanwhile.
+    // A job that finished meanwhile is still there: the next call takes it with what it wrote.
     let left = store.user_jobs(user_id, ERASE_SCAN).await?;
     erased.jobs_still_running = left.iter().filter(|j| !j.status.is_terminal()).count() as u64;
     erased.complete = left.is_empty();

@@ -35,6 +35,8 @@ pub(crate) const JOB_COLUMNS: &str =
 
 /// Users listed in an every-user usage report.
 pub const USAGE_TOP_USERS: usize = 100;
+/// Jobs one statement of an erasure deletes at most: the SQLite writer is shared with every job.
+const ERASE_IDS: usize = 500;
 
 const LOG_COLUMNS: &str = "id, created_at, user_id, job_id, task, model, provider, attempt, \
      input_tokens, output_tokens, latency_ms, ttft_ms, cost_usd, success, error, \
@@ -864,16 +866,28 @@ impl Store {
             .await
     }
 
-    /// Deletes up to `limit` of `user_id`'s finished jobs; a queued or running one stays.
-    pub async fn erase_finished_jobs_of(&self, user_id: &str, limit: u32) -> Result<u64> {
+    /// Deletes those of `ids` that are `user_id`'s and finished, and returns how many. Only
+    /// the jobs the caller saw finished: one that finished since may have written events, a
+    /// dead letter or a cached extraction after the caller erased those, and must stay until
+    /// a later erasure finds it finished.
+    pub async fn erase_finished_jobs(&self, user_id: &str, ids: &[JobId]) -> Result<u64> {
         let finished = status_list(JobStatus::ALL.into_iter().filter(|s| s.is_terminal()));
+        let listed = (0..ERASE_IDS)
+            .map(|n| format!("${}", n + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-             WHERE user_id = $1 AND status IN ({finished}) LIMIT $2)"
+            "DELETE FROM jobs WHERE user_id = $1 AND status IN ({finished}) AND id IN ({listed})"
         );
-        self.pool
-            .execute(&sql, args![user_id, i64::from(limit)])
-            .await
+        let mut deleted = 0;
+        for chunk in ids.chunks(ERASE_IDS) {
+            // Padded with its own first id, so that every chunk is the one prepared statement.
+            let padded = chunk.iter().chain(std::iter::repeat(&chunk[0]));
+            let mut args = args![user_id];
+            args.extend(padded.take(ERASE_IDS).map(|id| Arg::from(*id)));
+            deleted += self.pool.execute(&sql, args).await?;
+        }
+        Ok(deleted)
     }
 
     /// Deletes up to `limit` of `user_id`'s rows of the LLM audit trail.

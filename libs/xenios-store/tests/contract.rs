@@ -1029,18 +1029,28 @@ async fn a_users_rows_are_erased_and_no_one_elses(store: Store) {
     assert_eq!(jobs[0].status, JobStatus::Queued);
 
     assert_eq!(store.erase_cached_extractions("aaa").await.unwrap(), 2);
+    // A job that finished after the erasure looked stays: what it wrote since was not erased.
+    let late = create(&store, new_job(JobKind::Echo, Some("gone")))
+        .await
+        .id;
+    store.start_attempt(late).await.unwrap();
+    store.finish_job(late, Outcome::Cancelled).await.unwrap();
     assert_eq!(
-        store.erase_finished_jobs_of("gone", 1).await.unwrap(),
+        store.erase_finished_jobs("gone", &[read]).await.unwrap(),
         1,
-        "a batch"
+        "only the listed"
     );
-    assert_eq!(store.erase_finished_jobs_of("gone", 10).await.unwrap(), 1);
-    assert_eq!(store.erase_finished_jobs_of("gone", 10).await.unwrap(), 0);
+    // More ids than one statement takes; a queued job and another user's are not erased.
+    let mut listed: Vec<JobId> = (0..600).map(|_| new_job_id()).collect();
+    listed.extend([other_doc, queued, kept, read]);
+    assert_eq!(store.erase_finished_jobs("gone", &listed).await.unwrap(), 1);
+    assert_eq!(store.erase_finished_jobs("gone", &listed).await.unwrap(), 0);
+    assert_eq!(store.erase_finished_jobs("gone", &[]).await.unwrap(), 0);
     assert_eq!(store.erase_inference_logs_of("gone", 10).await.unwrap(), 3);
 
     let left: Vec<_> = store.user_jobs("gone", 10).await.unwrap();
-    assert_eq!(left.len(), 1, "a queued job is not erased: {left:?}");
-    assert_eq!(left[0].id, queued);
+    let left: Vec<_> = left.iter().map(|j| j.id).collect();
+    assert_eq!(left, vec![late, queued], "a queued job is not erased");
     assert_eq!(store.user_jobs("stays", 10).await.unwrap().len(), 1);
     assert!(store.get_job(kept).await.unwrap().is_some());
     assert_eq!(store.inference_logs_for_job(kept).await.unwrap().len(), 1);
