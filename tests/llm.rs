@@ -1459,6 +1459,84 @@ async fn a_spent_daily_budget_refuses_the_users_llm_requests() {
     assert_eq!(stub.seen("gpt-bud").len(), 4);
 }
 
+/// A user who erases their data does not get their day's LLM budget back: what the day's
+/// calls cost stays (without the calls) until the day is over.
+async fn erasing_ones_data_keeps_the_days_spending(db: Db, task: &str) {
+    let stub = Stub::start().await;
+    let model = format!("gpt-{task}");
+    let stack = stack_with(
+        db,
+        &stub,
+        &[Task::new(task, &format!("openai:{model}"))],
+        &[
+            ("llm.user_daily_budget_usd", "0.01"),
+            // 12 input tokens at $1000 per million: $0.012, past the budget in one call.
+            (&format!("llm.prices.{model}.input_per_mtok"), "1000"),
+            (&format!("llm.prices.{model}.output_per_mtok"), "0"),
+        ],
+    )
+    .await;
+    stub.push(&model, openai_text(&model, "Spent.", 12, 3));
+    let response = stack
+        .post("/api/v1/llm/complete")
+        .json(&ask(task))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    usage_once_logged(&stack, &stack.token(USER), "", 1).await;
+
+    let url = stack.url(&format!("/api/v1/users/{USER}/data"));
+    let deadline = Instant::now() + WITHIN;
+    let erased = loop {
+        let response = stack
+            .authed(stack.http.delete(&url), USER)
+            .send()
+            .await
+            .unwrap();
+        let erased: Value = response.json().await.unwrap();
+        if erased["complete"] == true {
+            break erased;
+        }
+        assert!(Instant::now() < deadline, "{erased}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(erased["inference_logs_deleted"], 1, "{erased}");
+
+    let response = stack
+        .post("/api/v1/llm/complete")
+        .json(&ask(task))
+        .send()
+        .await
+        .unwrap();
+    let body = error_body(response, 429, "rate_limited").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("daily LLM budget"), "{message}");
+    assert_eq!(
+        stub.seen(&model).len(),
+        1,
+        "the refused call reached no provider"
+    );
+    // The usage report shows the day's spending, and none of the calls behind it.
+    let usage = usage_once_logged(&stack, &stack.token(USER), "", 1).await;
+    assert!((usage["daily_budget"]["spent_usd"].as_f64().unwrap() - 0.012).abs() < 1e-12);
+    assert_eq!(usage["total"]["requests"], 0, "{usage}");
+    assert_eq!(usage["total"]["input_tokens"], 0, "{usage}");
+    let by_model = usage["by_model"].as_array().unwrap();
+    assert_eq!(by_model.len(), 1, "{usage}");
+    assert_eq!(by_model[0]["model"], xenios_store::ERASED, "{usage}");
+}
+
+#[tokio::test]
+async fn erasing_ones_data_keeps_the_days_spending_sqlite() {
+    erasing_ones_data_keeps_the_days_spending(Db::Sqlite, "erase_sqlite").await;
+}
+
+#[tokio::test]
+async fn erasing_ones_data_keeps_the_days_spending_postgres() {
+    erasing_ones_data_keeps_the_days_spending(Db::Postgres, "erase_postgres").await;
+}
+
 // ---- The OpenAI-compatible route ----
 
 /// The chunks of a streamed `/v1/chat/completions` answer, which ends with `data: [DONE]`.

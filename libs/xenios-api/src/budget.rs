@@ -22,7 +22,7 @@ pub struct DailyBudget {
 }
 
 /// The UTC day `now` falls in: its start, and the next day's.
-fn day_of(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+pub(crate) fn day_of(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let start = now.date_naive().and_time(NaiveTime::MIN).and_utc();
     (start, start + Duration::days(1))
 }

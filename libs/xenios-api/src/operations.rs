@@ -175,7 +175,9 @@ pub struct Erased {
     pub files_deleted: u64,
     /// Cached extractions of the documents the user's jobs read.
     pub cached_extractions_deleted: u64,
-    /// Rows of the LLM audit trail.
+    /// Rows of the LLM audit trail. What today's calls cost stays, as one row without them,
+    /// for the daily LLM budget: the next erasure after the day, or the retention pass,
+    /// deletes it.
     pub inference_logs_deleted: u64,
     /// Nothing of the user is left: the store holds no job of theirs.
     pub complete: bool,
@@ -242,13 +244,12 @@ pub async fn erase_user(
         erased.cached_extractions_deleted += store.erase_cached_extractions(sha256).await?;
     }
     erased.jobs_deleted = store.erase_finished_jobs(user_id, &finished).await?;
-    loop {
-        let deleted = store.erase_inference_logs_of(user_id, ERASE_BATCH).await?;
-        erased.inference_logs_deleted += deleted;
-        if deleted < u64::from(ERASE_BATCH) {
-            break;
-        }
-    }
+    // The day's spending stays (as one row without the calls) or erasing would renew the
+    // user's daily LLM budget.
+    let (today, _) = crate::budget::day_of(Utc::now());
+    erased.inference_logs_deleted = store
+        .erase_inference_logs_of(user_id, today, ERASE_BATCH)
+        .await?;
     // A job that finished meanwhile is still there: the next call takes it with what it wrote.
     let left = store.user_jobs(user_id, ERASE_SCAN).await?;
     erased.jobs_still_running = left.iter().filter(|j| !j.status.is_terminal()).count() as u64;

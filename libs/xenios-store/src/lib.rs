@@ -17,4 +17,4 @@ pub use model::{
     NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport, UserJob,
     UserUsage, WebhookDue, WebhookStatus, PAGE_BYTES,
 };
-pub use store::{Result, Store, PG_SCHEMA, USAGE_TOP_USERS};
+pub use store::{Result, Store, ERASED, PG_SCHEMA, USAGE_TOP_USERS};

@@ -35,6 +35,9 @@ pub(crate) const JOB_COLUMNS: &str =
 
 /// Users listed in an every-user usage report.
 pub const USAGE_TOP_USERS: usize = 100;
+/// Task, model and provider of the row that keeps an erased user's spending of the day (for
+/// the daily budget): not a task's name, which the routing table's keys are.
+pub const ERASED: &str = "(erased)";
 /// Jobs one statement of an erasure deletes at most: the SQLite writer is shared with every job.
 const ERASE_IDS: usize = 500;
 
@@ -890,15 +893,63 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Deletes up to `limit` of `user_id`'s rows of the LLM audit trail.
-    pub async fn erase_inference_logs_of(&self, user_id: &str, limit: u32) -> Result<u64> {
-        self.pool
-            .execute(
-                "DELETE FROM inference_logs WHERE id IN (SELECT id FROM inference_logs \
-                 WHERE user_id = $1 LIMIT $2)",
-                args![user_id, i64::from(limit)],
+    /// Erases `user_id`'s rows of the LLM audit trail but for what their daily budget needs:
+    /// the rows since `today` (the budget's day) become one that holds only their summed cost
+    /// and the user (no job, model, tokens or time of call), and every other row goes, `batch`
+    /// per statement. Returns how many rows of calls were erased.
+    pub async fn erase_inference_logs_of(
+        &self,
+        user_id: &str,
+        today: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<u64> {
+        let calls = self
+            .pool
+            .fetch_all(
+                "SELECT count(*) AS calls FROM inference_logs WHERE user_id = $1 AND task <> $2",
+                args![user_id, ERASED],
+                |r| Ok(r.int("calls")?.unwrap_or(0)),
             )
-            .await
+            .await?;
+        // One statement, so that the day's sum is never counted twice nor lost whatever
+        // stops the erasure: the kept row (the one already kept today, else any) takes the
+        // sum, the others' cost goes. A concurrent erasure of the same user finds the kept
+        // row by what it holds, whatever its new id.
+        let kept = format!("(task = '{ERASED}' AND cost_usd IS NOT NULL)");
+        let is_kept = format!("(inference_logs.id = day.kept OR {kept})");
+        let fold = format!(
+            "UPDATE inference_logs SET \
+             id = CASE WHEN {is_kept} THEN $3 ELSE inference_logs.id END, \
+             cost_usd = CASE WHEN {is_kept} THEN day.total ELSE NULL END, \
+             created_at = $4, job_id = NULL, task = '{ERASED}', model = '{ERASED}', \
+             provider = '{ERASED}', attempt = 0, input_tokens = 0, output_tokens = 0, \
+             cache_read_tokens = 0, cache_write_tokens = 0, latency_ms = 0, ttft_ms = NULL, \
+             success = TRUE, error = NULL \
+             FROM (SELECT sum(cost_usd) AS total, (SELECT id FROM inference_logs \
+             WHERE user_id = $1 AND created_at >= $2 \
+             ORDER BY CASE WHEN {kept} THEN 0 ELSE 1 END, id LIMIT 1) AS kept \
+             FROM inference_logs WHERE user_id = $1 AND created_at >= $2) AS day \
+             WHERE inference_logs.user_id = $1 AND inference_logs.created_at >= $2"
+        );
+        self.pool
+            .execute(&fold, args![user_id, today, uuid::Uuid::now_v7(), now()])
+            .await?;
+        // A call logged since the fold is left for the next erasure: its job is still there.
+        let delete = format!(
+            "DELETE FROM inference_logs WHERE id IN (SELECT id FROM inference_logs \
+             WHERE user_id = $1 AND (created_at < $2 OR (task = '{ERASED}' AND cost_usd IS NULL)) \
+             LIMIT $3)"
+        );
+        loop {
+            let deleted = self
+                .pool
+                .execute(&delete, args![user_id, today, i64::from(batch)])
+                .await?;
+            if deleted < u64::from(batch) {
+                break;
+            }
+        }
+        Ok(calls.first().copied().unwrap_or(0).max(0) as u64)
     }
 
     /// Deletes what the extraction cache holds of the document with this `sha256`, in every

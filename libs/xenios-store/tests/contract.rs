@@ -93,6 +93,7 @@ contract!(
     counts_by_kind_and_status,
     expired_rows_are_purged_oldest_first,
     a_users_rows_are_erased_and_no_one_elses,
+    an_erased_users_spending_of_the_day_stays_as_one_row,
 );
 
 fn new_job(kind: JobKind, user: Option<&str>) -> NewJob {
@@ -1046,7 +1047,14 @@ async fn a_users_rows_are_erased_and_no_one_elses(store: Store) {
     assert_eq!(store.erase_finished_jobs("gone", &listed).await.unwrap(), 1);
     assert_eq!(store.erase_finished_jobs("gone", &listed).await.unwrap(), 0);
     assert_eq!(store.erase_finished_jobs("gone", &[]).await.unwrap(), 0);
-    assert_eq!(store.erase_inference_logs_of("gone", 10).await.unwrap(), 3);
+    let tomorrow = Utc::now() + chrono::Duration::days(1);
+    assert_eq!(
+        store
+            .erase_inference_logs_of("gone", tomorrow, 10)
+            .await
+            .unwrap(),
+        3
+    );
 
     let left: Vec<_> = store.user_jobs("gone", 10).await.unwrap();
     let left: Vec<_> = left.iter().map(|j| j.id).collect();
@@ -1060,6 +1068,119 @@ async fn a_users_rows_are_erased_and_no_one_elses(store: Store) {
         .unwrap()
         .is_some());
     assert!(store.cached_extraction("aaa:text").await.unwrap().is_none());
+}
+
+/// Erasing a user's LLM audit keeps what their daily budget needs: the day's calls become one
+/// row with their summed cost and nothing else; earlier days' rows go. Erasing again folds
+/// the calls made since into that row, and once the day is over it goes too.
+async fn an_erased_users_spending_of_the_day_stays_as_one_row(store: Store) {
+    let now = Utc::now();
+    let today = now - chrono::Duration::hours(1);
+    let job = new_job_id();
+    // Ids in the reverse order of the calls, so that the row kept is not the first one read.
+    let mut ids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::now_v7()).collect();
+    ids.reverse();
+    let call = |id, user: &str, at, cost| InferenceLog {
+        id,
+        created_at: at,
+        user_id: Some(user.into()),
+        job_id: Some(job),
+        task: "chat".into(),
+        model: "m".into(),
+        provider: "p".into(),
+        attempt: 1,
+        input_tokens: 100,
+        output_tokens: 10,
+        cache_read_tokens: 1,
+        cache_write_tokens: 1,
+        latency_ms: 5,
+        ttft_ms: Some(2),
+        cost_usd: cost,
+        success: false,
+        error: Some("overloaded".into()),
+    };
+    let yesterday = now - chrono::Duration::hours(2);
+    for log in [
+        call(ids[0], "spender", yesterday, Some(1.0)),
+        call(
+            ids[1],
+            "spender",
+            now - chrono::Duration::minutes(3),
+            Some(0.5),
+        ),
+        call(ids[2], "spender", now - chrono::Duration::minutes(2), None),
+        call(
+            ids[3],
+            "spender",
+            now - chrono::Duration::minutes(1),
+            Some(0.25),
+        ),
+    ] {
+        store.insert_inference_log(&log).await.unwrap();
+    }
+    let mut theirs = call(uuid::Uuid::now_v7(), "saver", now, Some(2.0));
+    theirs.job_id = Some(new_job_id());
+    store.insert_inference_log(&theirs).await.unwrap();
+    let day = |user: &str, since| {
+        let store = store.clone();
+        let query = UsageQuery {
+            user_id: Some(user.into()),
+            since,
+            until: now + chrono::Duration::hours(1),
+        };
+        async move { store.llm_usage_total(&query).await.unwrap() }
+    };
+    let ever = now - chrono::Duration::days(30);
+
+    assert_eq!(
+        store
+            .erase_inference_logs_of("spender", today, 1)
+            .await
+            .unwrap(),
+        4
+    );
+    let kept = UsageCounts {
+        calls: 1,
+        cost_usd: 0.75,
+        ..UsageCounts::default()
+    };
+    assert_eq!(day("spender", ever).await, kept, "only today's sum is left");
+    assert_eq!(day("spender", today).await, kept);
+    assert_eq!(store.inference_logs_for_job(job).await.unwrap().len(), 0);
+    assert_eq!(day("saver", ever).await.cost_usd, 2.0);
+
+    let mut later = call(uuid::Uuid::now_v7(), "spender", Utc::now(), Some(0.125));
+    later.job_id = Some(new_job_id());
+    store.insert_inference_log(&later).await.unwrap();
+    assert_eq!(
+        store
+            .erase_inference_logs_of("spender", today, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    let kept = UsageCounts {
+        cost_usd: 0.875,
+        ..kept
+    };
+    assert_eq!(day("spender", ever).await, kept);
+    assert_eq!(
+        store
+            .erase_inference_logs_of("spender", today, 10)
+            .await
+            .unwrap(),
+        0,
+        "nothing more"
+    );
+    assert_eq!(day("spender", ever).await, kept);
+
+    let next_day = Utc::now() + chrono::Duration::seconds(1);
+    store
+        .erase_inference_logs_of("spender", next_day, 10)
+        .await
+        .unwrap();
+    assert_eq!(day("spender", ever).await, UsageCounts::default());
+    assert_eq!(day("saver", ever).await.calls, 1);
 }
 
 /// Where a job's announcement stands, as every read of the job shows it.
