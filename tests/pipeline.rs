@@ -1100,6 +1100,65 @@ async fn the_operator_cli_lists_shows_cancels_and_resubmits_jobs() {
     assert_eq!(gone.status(), 404);
 }
 
+/// `GET /api/v1/jobs/{id}/events` as the test user: its status alone.
+async fn events_status(api: &Api, id: &str) -> u16 {
+    let response = api
+        .get(&format!("/api/v1/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+/// An erased job's events are gone from every API instance, the memory of the one that
+/// submitted it included: the instance that erases forgets them at once, the others (and all
+/// of them when the operator's CLI erases) once told on `ctl.jobs.erased`.
+#[tokio::test]
+async fn an_erased_jobs_events_are_forgotten_by_every_api() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let other = Api::new(serve_api(&stack.settings).await);
+    let warm_up = other.submit("echo", json!({"message": "up"})).await;
+    other
+        .wait_for(&warm_up, &["succeeded"], Duration::from_secs(20))
+        .await;
+    let here = stack.submit("echo", json!({"message": "here"})).await;
+    let there = other.submit("echo", json!({"message": "there"})).await;
+    for (api, id) in [(&stack.api, &here), (&other, &there)] {
+        api.wait_for(id, &["succeeded"], Duration::from_secs(20))
+            .await;
+        assert_eq!(events_status(api, id).await, 200);
+    }
+
+    let response = stack
+        .authed(
+            stack
+                .http
+                .delete(stack.url(&format!("/api/v1/users/{USER}/data"))),
+            USER,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(events_status(&stack, &here).await, 404);
+    eventually(Duration::from_secs(20), || async {
+        events_status(&other, &there).await == 404
+    })
+    .await;
+
+    let next = stack.submit("echo", json!({"message": "next"})).await;
+    stack
+        .wait_for(&next, &["succeeded"], Duration::from_secs(20))
+        .await;
+    assert_eq!(events_status(&stack, &next).await, 200);
+    let (ok, said, why) = xenios_cli(&stack, &["users", "erase", USER]);
+    assert!(ok, "{said} {why}");
+    eventually(Duration::from_secs(20), || async {
+        events_status(&stack, &next).await == 404
+    })
+    .await;
+}
+
 /// `xenios jobs purge` runs the retention pass at once: a job finished 40 days ago goes, the
 /// ones of today stay.
 #[tokio::test]

@@ -14,8 +14,10 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use xenios_contract::envelope::{header, JobEvent};
-use xenios_contract::subjects::{events_subject, job_of_events_subject, EVENTS_STREAM};
+use xenios_contract::envelope::{header, JobEvent, JobsErased};
+use xenios_contract::subjects::{
+    events_subject, job_of_events_subject, EVENTS_STREAM, JOBS_ERASED_SUBJECT,
+};
 use xenios_contract::{JobId, JobStatus};
 use xenios_store::{JobRecord, Store};
 
@@ -183,6 +185,37 @@ impl EventHub {
         let mut state = self.lock();
         state.forget_recent(job_id);
         state.announcing.remove(&job_id);
+    }
+
+    /// Forgets the events this instance keeps of jobs that were erased: a client asking for
+    /// them is then answered from the store and the stream, which no longer hold them.
+    pub fn forget_erased(&self, job_ids: &[JobId]) {
+        let mut state = self.lock();
+        for job_id in job_ids {
+            state.forget_recent(*job_id);
+            state.announcing.remove(job_id);
+        }
+    }
+
+    /// Forgets the jobs every erasure names on `ctl.jobs.erased` (another instance's, the
+    /// operator's CLI's), until `stop`.
+    pub async fn forget_erased_jobs(self, nats: async_nats::Client, stop: CancellationToken) {
+        // Subscribing only fails on a closed client; a reconnect subscribes again by itself.
+        let Ok(mut erasures) = nats.subscribe(JOBS_ERASED_SUBJECT).await else {
+            return;
+        };
+        loop {
+            let erased = tokio::select! {
+                erased = erasures.next() => erased,
+                _ = stop.cancelled() => break,
+            };
+            let Some(erased) = erased else { break };
+            match JobsErased::from_slice(&erased.payload) {
+                Ok(erased) => self.forget_erased(&erased.job_ids),
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed erasure"),
+            }
+        }
+        let _ = erasures.unsubscribe().await;
     }
 
     pub fn webhooks_due(&self) -> WebhooksDue {

@@ -118,6 +118,12 @@ impl Application {
             state.nats.clone(),
             state.shutdown.clone(),
         ));
+        let erasures = tokio::spawn(
+            state
+                .hub
+                .clone()
+                .forget_erased_jobs(state.nats.clone(), state.shutdown.clone()),
+        );
         let stop = state.shutdown.clone();
         let grace = Duration::from_secs(state.settings.api.shutdown_grace_secs);
         let signal = async move {
@@ -143,6 +149,7 @@ impl Application {
         };
         upkeep.abort();
         follower.abort();
+        erasures.abort();
         result
     }
 }

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::Utc;
-use xenios_contract::envelope::{CancelRequest, DeadLetter, JobCommand, JobEvent};
-use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT};
+use xenios_contract::envelope::{CancelRequest, DeadLetter, JobCommand, JobEvent, JobsErased};
+use xenios_contract::subjects::{events_subject, CANCEL_SUBJECT, JOBS_ERASED_SUBJECT};
 use xenios_contract::{JobId, JobStatus};
 use xenios_store::{CancelOutcome, JobRecord, NewJob, Store, StoreError};
 
+use crate::events::EventHub;
 pub use crate::routes::jobs::JobView;
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -153,6 +154,8 @@ const ERASE_BATCH: u32 = 500;
 /// A user's jobs one erasure looks at (newest first: the ones whose events are still kept);
 /// the ones past it are left to the next call.
 const ERASE_SCAN: u32 = 100_000;
+/// Job ids per message on `ctl.jobs.erased`: well under the broker's payload limit.
+const ERASED_PER_MESSAGE: usize = 1000;
 /// Dead letters read while looking for a user's: `JOBS_DLQ` is bounded by its limits anyway.
 const MAX_DEAD_LETTERS_SCANNED: u64 = 100_000;
 
@@ -187,11 +190,14 @@ pub struct Erased {
 /// told to stop and left for the next call), their events and dead letters, uploaded files,
 /// cached extractions of the documents they read, and the LLM audit rows. Safe to repeat:
 /// each call takes what is left, and `complete` says when nothing is. Events older than
-/// `events_max_age` have expired on their own and are not looked for.
+/// `events_max_age` have expired on their own and are not looked for. `hub`, the events relay
+/// of the API that erases, forgets the erased jobs at once; every API is told on
+/// `ctl.jobs.erased`.
 pub async fn erase_user(
     store: &Store,
     nats: &async_nats::Client,
     jetstream: &jetstream::Context,
+    hub: Option<&EventHub>,
     user_id: &str,
     events_max_age: Duration,
 ) -> Result<Erased, OperationError> {
@@ -244,6 +250,18 @@ pub async fn erase_user(
         erased.cached_extractions_deleted += store.erase_cached_extractions(sha256).await?;
     }
     erased.jobs_deleted = store.erase_finished_jobs(user_id, &finished).await?;
+    // The API that submitted a job keeps its events in memory and would still serve them.
+    if let Some(hub) = hub {
+        hub.forget_erased(&finished);
+    }
+    for job_ids in finished.chunks(ERASED_PER_MESSAGE) {
+        let erasure = JobsErased {
+            job_ids: job_ids.to_vec(),
+        };
+        nats.publish(JOBS_ERASED_SUBJECT, erasure.to_bytes())
+            .await
+            .map_err(|e| broker(&e))?;
+    }
     // The day's spending stays (as one row without the calls) or erasing would renew the
     // user's daily LLM budget.
     let (today, _) = crate::budget::day_of(Utc::now());

@@ -28,7 +28,8 @@ pub(crate) async fn users(settings: Settings, action: UsersAction) -> anyhow::Re
         Ok(client) => {
             let jetstream = async_nats::jetstream::new(client.clone());
             let max_age = Duration::from_secs(settings.nats.events_max_age_secs);
-            let erased = operations::erase_user(&store, &client, &jetstream, &user, max_age).await;
+            let erased =
+                operations::erase_user(&store, &client, &jetstream, None, &user, max_age).await;
             close_nats(client).await;
             erased.map_err(anyhow::Error::from)
         }

@@ -1,5 +1,6 @@
 //! The bodies and headers on the wire: commands on `jobs.<kind>`, events on `events.<job_id>`,
-//! cancellations on `ctl.jobs.cancel`, dead letters on `dlq.jobs.<kind>`. All JSON.
+//! cancellations on `ctl.jobs.cancel`, erasures on `ctl.jobs.erased`, dead letters on
+//! `dlq.jobs.<kind>`. All JSON.
 
 use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
@@ -181,6 +182,22 @@ impl CancelRequest {
 
     pub fn from_slice(body: &[u8]) -> Result<Self, ContractError> {
         decode("cancel request", body)
+    }
+}
+
+/// Published on `ctl.jobs.erased`: jobs whose data was erased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobsErased {
+    pub job_ids: Vec<JobId>,
+}
+
+impl JobsErased {
+    pub fn to_bytes(&self) -> Bytes {
+        to_bytes(self)
+    }
+
+    pub fn from_slice(body: &[u8]) -> Result<Self, ContractError> {
+        decode("erased jobs", body)
     }
 }
 

@@ -17,6 +17,10 @@ pub const CANCEL_SUBJECT: &str = "ctl.jobs.cancel";
 /// now (a redelivery) or once the job finishes (a resubmission). Core NATS, not a stream: an
 /// API that misses it finds the delivery at its next poll.
 pub const WEBHOOKS_WATCH_SUBJECT: &str = "ctl.webhooks.watch";
+/// Carries `JobsErased` from an erasure (an API's or the operator's CLI) to every API: each
+/// forgets what its memory keeps of those jobs' events. Core NATS, not a stream: an API that
+/// misses it (cut off from the broker then) serves them until newer jobs evict them.
+pub const JOBS_ERASED_SUBJECT: &str = "ctl.jobs.erased";
 
 /// Set to the job id, so JetStream drops a re-published command within the duplicate window.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";

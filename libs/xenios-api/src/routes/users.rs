@@ -42,6 +42,7 @@ pub async fn erase_user_data(
         &state.store,
         &state.nats,
         &state.jetstream,
+        Some(&state.hub),
         &user_id,
         events_max_age,
     )
