@@ -156,7 +156,8 @@ const ERASE_BATCH: u32 = 500;
 const ERASE_SCAN: u32 = 100_000;
 /// Job ids per message on `ctl.jobs.erased`: well under the broker's payload limit.
 const ERASED_PER_MESSAGE: usize = 1000;
-/// Dead letters read while looking for a user's: `JOBS_DLQ` is bounded by its limits anyway.
+/// Sequences of `JOBS_DLQ` one erasure reads (one request each) while looking for a user's
+/// letters; past them the erasure is not complete.
 const MAX_DEAD_LETTERS_SCANNED: u64 = 100_000;
 
 /// What erasing a user's data removed, and what it could not yet.
@@ -182,7 +183,8 @@ pub struct Erased {
     /// for the daily LLM budget: the next erasure after the day, or the retention pass,
     /// deletes it.
     pub inference_logs_deleted: u64,
-    /// Nothing of the user is left: the store holds no job of theirs.
+    /// Nothing of the user is left: the store holds no job of theirs, and every dead letter
+    /// was looked at.
     pub complete: bool,
 }
 
@@ -237,7 +239,8 @@ pub async fn erase_user(
         erased.job_events_purged += u64::from(purged.purged > 0);
     }
 
-    erased.dead_letters_deleted = erase_dead_letters(jetstream, user_id).await?;
+    let dead_letters = erase_dead_letters(jetstream, user_id).await?;
+    erased.dead_letters_deleted = dead_letters.deleted;
     erased.files_deleted = erase_files(jetstream, user_id).await?;
 
     let mut documents: Vec<&str> = jobs
@@ -271,42 +274,73 @@ pub async fn erase_user(
     // A job that finished meanwhile is still there: the next call takes it with what it wrote.
     let left = store.user_jobs(user_id, ERASE_SCAN).await?;
     erased.jobs_still_running = left.iter().filter(|j| !j.status.is_terminal()).count() as u64;
-    erased.complete = left.is_empty();
+    erased.complete = left.is_empty() && dead_letters.whole;
     Ok(erased)
 }
 
-/// Deletes the user's dead letters from `JOBS_DLQ`; how many.
+/// What a look through `JOBS_DLQ` for a user's dead letters did.
+#[derive(Debug, PartialEq, Eq)]
+struct DeadLettersErased {
+    deleted: u64,
+    /// Every letter was read: the scan neither stopped at its bound nor at a failed read.
+    whole: bool,
+}
+
+/// Deletes the user's dead letters from `JOBS_DLQ`.
 async fn erase_dead_letters(
     jetstream: &jetstream::Context,
     user_id: &str,
-) -> Result<u64, OperationError> {
+) -> Result<DeadLettersErased, OperationError> {
     let mut dlq = jetstream
         .get_stream(xenios_contract::subjects::DLQ_STREAM)
         .await
         .map_err(|e| broker(&e))?;
     let state = dlq.info().await.map_err(|e| broker(&e))?.state.clone();
     if state.messages == 0 {
-        return Ok(0);
+        return Ok(DeadLettersErased {
+            deleted: 0,
+            whole: true,
+        });
     }
-    let last = state.last_sequence.min(
-        state
-            .first_sequence
-            .saturating_add(MAX_DEAD_LETTERS_SCANNED),
-    );
-    let mut deleted = 0;
-    for sequence in state.first_sequence..=last {
-        // A gap (a letter deleted or expired meanwhile) is no error.
-        let Ok(message) = dlq.get_raw_message(sequence).await else {
-            continue;
+    let sequences = state.first_sequence..=state.last_sequence;
+    erase_dead_letters_in(&dlq, sequences, user_id, MAX_DEAD_LETTERS_SCANNED).await
+}
+
+/// Deletes the user's dead letters among the first `max_scanned` of `sequences`.
+async fn erase_dead_letters_in(
+    dlq: &jetstream::stream::Stream,
+    sequences: std::ops::RangeInclusive<u64>,
+    user_id: &str,
+    max_scanned: u64,
+) -> Result<DeadLettersErased, OperationError> {
+    use jetstream::stream::RawMessageErrorKind;
+    let (first, last) = sequences.into_inner();
+    let end = last.min(first.saturating_add(max_scanned.saturating_sub(1)));
+    let mut erased = DeadLettersErased {
+        deleted: 0,
+        whole: end == last,
+    };
+    for sequence in first..=end {
+        let message = match dlq.get_raw_message(sequence).await {
+            Ok(message) => message,
+            // A gap: a letter deleted or expired meanwhile.
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => continue,
+            // The rest waits for the next erasure, which the answer asks for: each read past
+            // a broker that stopped answering would wait out its timeout.
+            Err(e) => {
+                tracing::warn!(error = %e, sequence, "cannot read a dead letter; erasure incomplete");
+                erased.whole = false;
+                break;
+            }
         };
         let letter = DeadLetter::from_slice(&message.payload);
         if letter.is_ok_and(|l| l.command.user_id.as_deref() == Some(user_id))
             && dlq.delete_message(sequence).await.map_err(|e| broker(&e))?
         {
-            deleted += 1;
+            erased.deleted += 1;
         }
     }
-    Ok(deleted)
+    Ok(erased)
 }
 
 /// Deletes the files the user uploaded; how many.
@@ -328,4 +362,99 @@ async fn erase_files(jetstream: &jetstream::Context, user_id: &str) -> Result<u6
         bucket.delete(name).await.map_err(|e| broker(&e))?;
     }
     Ok(theirs.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xenios_contract::JobKind;
+
+    async fn dead_letter(js: &jetstream::Context, user_id: &str) {
+        let letter = DeadLetter {
+            command: JobCommand {
+                job_id: xenios_contract::new_job_id(),
+                kind: JobKind::Echo,
+                user_id: Some(user_id.into()),
+                input: serde_json::json!({"message": "hi"}),
+                submitted_at: Utc::now(),
+            },
+            error: xenios_contract::JobError {
+                code: "boom".into(),
+                message: "failed".into(),
+                retryable: false,
+            },
+            attempts: 3,
+            failed_at: Utc::now(),
+        };
+        let headers = letter.headers("corr");
+        js.publish_with_headers(letter.subject(), headers, letter.to_bytes())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// A scan of `JOBS_DLQ` cut short, at its bound or by a read the broker did not answer,
+    /// is not a whole one: the erasure cannot say that nothing of the user is left.
+    #[tokio::test]
+    async fn a_dead_letter_scan_cut_short_is_not_whole() {
+        let server = xenios_devstack::NatsServer::start().unwrap();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = jetstream::new(client);
+        xenios_contract::streams::apply(&js, &Default::default())
+            .await
+            .unwrap();
+        for user in ["gone", "stays", "gone"] {
+            dead_letter(&js, user).await;
+        }
+        let dlq = js
+            .get_stream(xenios_contract::subjects::DLQ_STREAM)
+            .await
+            .unwrap();
+
+        let bounded = erase_dead_letters_in(&dlq, 1..=3, "gone", 2).await.unwrap();
+        assert_eq!(
+            bounded,
+            DeadLettersErased {
+                deleted: 1,
+                whole: false
+            }
+        );
+        let rest = erase_dead_letters_in(&dlq, 1..=3, "gone", 3).await.unwrap();
+        assert_eq!(
+            rest,
+            DeadLettersErased {
+                deleted: 1,
+                whole: true
+            },
+            "the deleted letter is a gap"
+        );
+
+        let impatient = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_millis(300)))
+            .connect(server.url())
+            .await
+            .unwrap();
+        let dlq = jetstream::new(impatient)
+            .get_stream(xenios_contract::subjects::DLQ_STREAM)
+            .await
+            .unwrap();
+        server.freeze();
+        let unanswered = erase_dead_letters_in(&dlq, 1..=3, "gone", 3).await;
+        server.thaw();
+        assert_eq!(
+            unanswered.unwrap(),
+            DeadLettersErased {
+                deleted: 0,
+                whole: false
+            }
+        );
+        assert_eq!(
+            erase_dead_letters(&js, "gone").await.unwrap(),
+            DeadLettersErased {
+                deleted: 0,
+                whole: true
+            }
+        );
+    }
 }
