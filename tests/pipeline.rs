@@ -1159,6 +1159,58 @@ async fn an_erased_jobs_events_are_forgotten_by_every_api() {
     .await;
 }
 
+/// Erasing a user takes the commands of their jobs that no consumer has taken yet out of
+/// `JOBS`, inputs and all: a queued job's (cancelled by the erasure) and a job's cancelled
+/// before; another user's stays.
+#[tokio::test]
+async fn an_erased_users_waiting_commands_leave_the_queue() {
+    let stack = Stack::start_with(Db::Sqlite, &[], 0).await;
+    let queued = stack.submit("echo", json!({"message": "waiting"})).await;
+    let called_off = stack.submit("echo", json!({"message": "called off"})).await;
+    assert_eq!(stack.cancel(&called_off).await.status(), 202);
+    let theirs: Value = stack
+        .authed(stack.http.post(stack.url("/api/v1/jobs")), OTHER_USER)
+        .json(&json!({"kind": "echo", "input": {"message": "mine"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let js = jetstream::new(stack.nats_client.clone());
+    let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
+    assert_eq!(commands.info().await.unwrap().state.messages, 3);
+
+    let response = stack
+        .authed(
+            stack
+                .http
+                .delete(stack.url(&format!("/api/v1/users/{USER}/data"))),
+            USER,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let erased: Value = response.json().await.unwrap();
+    assert_eq!(erased["jobs_cancelled"], 1, "{erased}");
+    assert_eq!(erased["job_commands_deleted"], 2, "{erased}");
+    assert_eq!(erased["complete"], true, "{erased}");
+    let gone = stack
+        .get(&format!("/api/v1/jobs/{queued}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(commands.info().await.unwrap().state.messages, 1);
+    let left = commands
+        .get_first_raw_message_by_subject("jobs.>", 0)
+        .await
+        .unwrap();
+    let left = JobCommand::from_slice(&left.payload).unwrap();
+    assert_eq!(left.job_id.to_string(), theirs["job_id"].as_str().unwrap());
+}
+
 /// `xenios jobs purge` runs the retention pass at once: a job finished 40 days ago goes, the
 /// ones of today stay.
 #[tokio::test]

@@ -156,6 +156,9 @@ const ERASE_BATCH: u32 = 500;
 const ERASE_SCAN: u32 = 100_000;
 /// Job ids per message on `ctl.jobs.erased`: well under the broker's payload limit.
 const ERASED_PER_MESSAGE: usize = 1000;
+/// Commands of `JOBS` one erasure reads (its default `max_msgs`: all of them) while looking
+/// for the user's.
+const MAX_COMMANDS_SCANNED: u64 = 100_000;
 /// Sequences of `JOBS_DLQ` one erasure reads (one request each) while looking for a user's
 /// letters; past them the erasure is not complete.
 const MAX_DEAD_LETTERS_SCANNED: u64 = 100_000;
@@ -175,6 +178,8 @@ pub struct Erased {
     pub job_events_purged: u64,
     /// The user's commands in `JOBS_DLQ`.
     pub dead_letters_deleted: u64,
+    /// Commands of the user's jobs (with their inputs) still in `JOBS`, taken by no consumer.
+    pub job_commands_deleted: u64,
     /// Uploaded files.
     pub files_deleted: u64,
     /// Cached extractions of the documents the user's jobs read.
@@ -183,17 +188,17 @@ pub struct Erased {
     /// for the daily LLM budget: the next erasure after the day, or the retention pass,
     /// deletes it.
     pub inference_logs_deleted: u64,
-    /// Nothing of the user is left: the store holds no job of theirs, and every dead letter
-    /// was looked at.
+    /// Nothing of the user is left: the store holds no job of theirs, and every queued command
+    /// and dead letter was looked at.
     pub complete: bool,
 }
 
 /// Erases what the service holds of `user_id`: jobs (queued ones cancelled first, running ones
-/// told to stop and left for the next call), their events and dead letters, uploaded files,
-/// cached extractions of the documents they read, and the LLM audit rows. Safe to repeat:
-/// each call takes what is left, and `complete` says when nothing is. Events older than
-/// `events_max_age` have expired on their own and are not looked for. `hub`, the events relay
-/// of the API that erases, forgets the erased jobs at once; every API is told on
+/// told to stop and left for the next call), their events, queued commands and dead letters,
+/// uploaded files, cached extractions of the documents they read, and the LLM audit rows.
+/// Safe to repeat: each call takes what is left, and `complete` says when nothing is. Events
+/// older than `events_max_age` have expired on their own and are not looked for. `hub`, the
+/// events relay of the API that erases, forgets the erased jobs at once; every API is told on
 /// `ctl.jobs.erased`.
 pub async fn erase_user(
     store: &Store,
@@ -252,6 +257,10 @@ pub async fn erase_user(
     for sha256 in documents {
         erased.cached_extractions_deleted += store.erase_cached_extractions(sha256).await?;
     }
+    // Before the records go: a consumer that takes a command whose job is cancelled skips it,
+    // one whose job is gone may begin it (an LLM call starts while its record is looked for).
+    let commands = erase_commands(jetstream, &finished).await?;
+    erased.job_commands_deleted = commands.deleted;
     erased.jobs_deleted = store.erase_finished_jobs(user_id, &finished).await?;
     // The API that submitted a job keeps its events in memory and would still serve them.
     if let Some(hub) = hub {
@@ -274,13 +283,13 @@ pub async fn erase_user(
     // A job that finished meanwhile is still there: the next call takes it with what it wrote.
     let left = store.user_jobs(user_id, ERASE_SCAN).await?;
     erased.jobs_still_running = left.iter().filter(|j| !j.status.is_terminal()).count() as u64;
-    erased.complete = left.is_empty() && dead_letters.whole;
+    erased.complete = left.is_empty() && dead_letters.whole && commands.whole;
     Ok(erased)
 }
 
-/// What a look through `JOBS_DLQ` for a user's dead letters did.
+/// What a look through a stream for a user's messages did.
 #[derive(Debug, PartialEq, Eq)]
-struct DeadLettersErased {
+struct MessagesErased {
     deleted: u64,
     /// Every letter was read: the scan neither stopped at its bound nor at a failed read.
     whole: bool,
@@ -290,14 +299,14 @@ struct DeadLettersErased {
 async fn erase_dead_letters(
     jetstream: &jetstream::Context,
     user_id: &str,
-) -> Result<DeadLettersErased, OperationError> {
+) -> Result<MessagesErased, OperationError> {
     let mut dlq = jetstream
         .get_stream(xenios_contract::subjects::DLQ_STREAM)
         .await
         .map_err(|e| broker(&e))?;
     let state = dlq.info().await.map_err(|e| broker(&e))?.state.clone();
     if state.messages == 0 {
-        return Ok(DeadLettersErased {
+        return Ok(MessagesErased {
             deleted: 0,
             whole: true,
         });
@@ -312,11 +321,11 @@ async fn erase_dead_letters_in(
     sequences: std::ops::RangeInclusive<u64>,
     user_id: &str,
     max_scanned: u64,
-) -> Result<DeadLettersErased, OperationError> {
+) -> Result<MessagesErased, OperationError> {
     use jetstream::stream::RawMessageErrorKind;
     let (first, last) = sequences.into_inner();
     let end = last.min(first.saturating_add(max_scanned.saturating_sub(1)));
-    let mut erased = DeadLettersErased {
+    let mut erased = MessagesErased {
         deleted: 0,
         whole: end == last,
     };
@@ -341,6 +350,68 @@ async fn erase_dead_letters_in(
         }
     }
     Ok(erased)
+}
+
+/// Deletes the commands of `jobs` still in `JOBS`. A work queue keeps only the commands no
+/// consumer has acknowledged yet, at most `jobs_max_msgs`: each read jumps to the next one.
+async fn erase_commands(
+    jetstream: &jetstream::Context,
+    jobs: &[JobId],
+) -> Result<MessagesErased, OperationError> {
+    use jetstream::stream::RawMessageErrorKind;
+    let mut erased = MessagesErased {
+        deleted: 0,
+        whole: true,
+    };
+    if jobs.is_empty() {
+        return Ok(erased);
+    }
+    let mut queue = jetstream
+        .get_stream(xenios_contract::subjects::JOBS_STREAM)
+        .await
+        .map_err(|e| broker(&e))?;
+    let state = queue.info().await.map_err(|e| broker(&e))?.state.clone();
+    if state.messages == 0 {
+        return Ok(erased);
+    }
+    let jobs: std::collections::HashSet<&JobId> = jobs.iter().collect();
+    let mut next = state.first_sequence;
+    let mut read = 0;
+    // What comes after `last_sequence` is newer than every job being erased.
+    while next <= state.last_sequence {
+        if read == MAX_COMMANDS_SCANNED {
+            erased.whole = false;
+            break;
+        }
+        read += 1;
+        let message = match queue.get_first_raw_message_by_subject("jobs.>", next).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(e) => {
+                tracing::warn!(error = %e, next, "cannot read a job command; erasure incomplete");
+                erased.whole = false;
+                break;
+            }
+        };
+        next = message.sequence + 1;
+        let command = JobCommand::from_slice(&message.payload);
+        if !command.is_ok_and(|c| jobs.contains(&c.job_id)) {
+            continue;
+        }
+        match queue.delete_message(message.sequence).await {
+            Ok(true) => erased.deleted += 1,
+            // A consumer acknowledged it meanwhile, which is as good.
+            _ if is_gone(&queue, message.sequence).await => {}
+            _ => erased.whole = false,
+        }
+    }
+    Ok(erased)
+}
+
+/// Whether the stream no longer holds the message at `sequence`.
+async fn is_gone(stream: &jetstream::stream::Stream, sequence: u64) -> bool {
+    use jetstream::stream::RawMessageErrorKind;
+    matches!(stream.get_raw_message(sequence).await, Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound)
 }
 
 /// Deletes the files the user uploaded; how many.
@@ -415,7 +486,7 @@ mod tests {
         let bounded = erase_dead_letters_in(&dlq, 1..=3, "gone", 2).await.unwrap();
         assert_eq!(
             bounded,
-            DeadLettersErased {
+            MessagesErased {
                 deleted: 1,
                 whole: false
             }
@@ -423,7 +494,7 @@ mod tests {
         let rest = erase_dead_letters_in(&dlq, 1..=3, "gone", 3).await.unwrap();
         assert_eq!(
             rest,
-            DeadLettersErased {
+            MessagesErased {
                 deleted: 1,
                 whole: true
             },
@@ -444,14 +515,14 @@ mod tests {
         server.thaw();
         assert_eq!(
             unanswered.unwrap(),
-            DeadLettersErased {
+            MessagesErased {
                 deleted: 0,
                 whole: false
             }
         );
         assert_eq!(
             erase_dead_letters(&js, "gone").await.unwrap(),
-            DeadLettersErased {
+            MessagesErased {
                 deleted: 0,
                 whole: true
             }

@@ -12,7 +12,7 @@ use crate::start::{close_nats, connect_nats, connect_store_as_is};
 #[derive(Subcommand)]
 pub(crate) enum UsersAction {
     /// Erase everything held of a user (as `DELETE /api/v1/users/{id}/data`): jobs, their
-    /// events and dead letters, files, cached extractions, LLM audit rows. Running jobs are
+    /// events, queued commands and dead letters, files, cached extractions, LLM audit rows. Running jobs are
     /// told to stop; the exit code is 2 until a later run finds nothing left.
     Erase {
         /// The user's id (the token's `sub`).

@@ -13,7 +13,7 @@ use crate::rate_limit::RouteGroup;
 use crate::state::AppState;
 
 /// Erase everything the service holds of a user: jobs with their inputs, results and events,
-/// dead letters, uploaded files, cached extractions of their documents, and LLM audit rows.
+/// commands still queued, dead letters, uploaded files, cached extractions of their documents, and LLM audit rows.
 /// Queued jobs are cancelled first; running jobs are told to stop and answered `202` with
 /// `complete: false`: call again once they have stopped. A user may erase their own data,
 /// `service_role` anyone's.
