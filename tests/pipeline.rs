@@ -399,10 +399,19 @@ async fn a_full_queue_refuses_submissions_until_there_is_room() {
         2,
         "nothing kept: {page}"
     );
-    // A refused submission is not one that will ever complete.
+    // A refused submission is not one that will ever complete, so it is not counted as
+    // submitted. Of a kind no other test of this binary submits: the registry is the
+    // process's, shared with the tests running beside this one.
+    let refused = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "transcription", "input": {"url": "http://no-such-host.invalid/a.mp3"}}))
+        .send()
+        .await
+        .unwrap();
+    error_body(refused, 503, "unavailable").await;
     let metrics = stack.metrics().await;
     assert!(
-        metrics.contains("xenios_jobs_submitted_total{kind=\"echo\"} 2\n"),
+        metrics.contains("xenios_jobs_submitted_total{kind=\"transcription\"} 0\n"),
         "{metrics}"
     );
 
