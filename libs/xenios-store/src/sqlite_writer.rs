@@ -261,6 +261,10 @@ fn run(conn: &Connection, write: &Write) -> rusqlite::Result<Written> {
     Ok(if write.returns_row {
         let mut rows = statement.raw_query();
         let row = rows.next()?.map(WrittenRow::read).transpose()?;
+        // Outside a transaction the statement commits at its last step, and a commit that
+        // fails there (a full disk, an I/O error) would otherwise be reset away when `rows`
+        // drops, its caller told of a row that was never stored.
+        while rows.next()?.is_some() {}
         Written {
             rows: u64::from(row.is_some()),
             row,
@@ -450,6 +454,50 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(updated.rows, 100);
+    }
+
+    /// Outside a transaction SQLite commits a statement at its last step, after the rows it
+    /// returns: a deferred foreign key is checked only then, so here the row comes back and the
+    /// commit fails.
+    #[tokio::test]
+    async fn a_returned_row_is_answered_only_once_its_write_committed() {
+        let (_dir, pool, writer) = database_with(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY); \
+             CREATE TABLE child (id INTEGER PRIMARY KEY, \
+             parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .await;
+        let orphan = writer
+            .write(
+                "INSERT INTO child (parent) VALUES ($1) RETURNING id",
+                vec![Arg::Int(Some(42))],
+                true,
+            )
+            .await;
+        assert!(
+            matches!(&orphan, Err(StoreError::Other(e)) if e.to_string().contains("FOREIGN KEY")),
+            "{orphan:?}"
+        );
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM child")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 0);
+
+        writer
+            .write("INSERT INTO parent (id) VALUES (42)", vec![], false)
+            .await
+            .unwrap();
+        let child = writer
+            .write(
+                "INSERT INTO child (parent) VALUES ($1) RETURNING id",
+                vec![Arg::Int(Some(42))],
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(child.rows, 1);
+        assert!(child.row.is_some());
     }
 
     #[tokio::test]
