@@ -69,6 +69,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: settings.database.max_connections,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        ..StoreOptions::default()
     };
     let url = xenios_config::redact_url(&settings.database.url);
     Store::connect(&settings.database.url, &options)

@@ -55,6 +55,9 @@ struct Inner<DB: Database> {
     /// One permit per connection in use, so the store never holds more than its maximum.
     slots: Arc<Semaphore>,
     acquire_timeout: Duration,
+    /// How long a statement's answer may take (see [`Conns::bounded`]); `None`: as long as it
+    /// takes.
+    answer_within: Option<Duration>,
 }
 
 struct Idle<DB: Database> {
@@ -65,6 +68,12 @@ struct Idle<DB: Database> {
 
 impl<DB: Database> Conns<DB> {
     pub(crate) fn new(opener: Pool<DB>) -> Self {
+        Self::answering_within(opener, None)
+    }
+
+    /// A keeper whose statements are given up when their answer has not come within
+    /// `answer_within` (see [`Conns::bounded`]).
+    pub(crate) fn answering_within(opener: Pool<DB>, answer_within: Option<Duration>) -> Self {
         let max = opener.options().get_max_connections().max(1) as usize;
         let acquire_timeout = opener.options().get_acquire_timeout();
         Conns {
@@ -73,6 +82,7 @@ impl<DB: Database> Conns<DB> {
                 idle: Mutex::new(Vec::new()),
                 slots: Arc::new(Semaphore::new(max)),
                 acquire_timeout,
+                answer_within,
             }),
         }
     }
@@ -107,6 +117,27 @@ impl<DB: Database> Conns<DB> {
             completed: false,
             _slot: slot,
         })
+    }
+
+    /// Runs a statement on a checked-out connection, given up with an I/O error if its answer
+    /// has not come within the keeper's bound: a connection that went silent (its server gone
+    /// without a reset) would otherwise hold the statement for the kernel's TCP timeout. The
+    /// error leaves the connection unsettled, so it is closed, never reused mid-protocol.
+    pub(crate) async fn bounded<T>(
+        &self,
+        statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let Some(limit) = self.inner.answer_within else {
+            return statement.await;
+        };
+        tokio::time::timeout(limit, statement)
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from the database within {limit:?}"),
+                )))
+            })
     }
 
     /// Closes the idle connections and refuses further checkouts; a statement still running

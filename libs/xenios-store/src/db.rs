@@ -248,7 +248,8 @@ impl Pool {
         Ok(match self {
             Pool::Pg(conns) => {
                 let mut conn = conns.checkout().await?;
-                let done = bind_pg(sqlx::query(sql), args).execute(conn.raw()).await;
+                let done = bind_pg(sqlx::query(sql), args).execute(conn.raw());
+                let done = conns.bounded(done).await;
                 conn.settle(done)?.rows_affected()
             }
             Pool::Sqlite(_, writer) if writes(sql) => writer.write(sql, args, false).await?.rows,
@@ -271,9 +272,8 @@ impl Pool {
         match self {
             Pool::Pg(conns) => {
                 let mut conn = conns.checkout().await?;
-                let row = bind_pg(sqlx::query(sql), args)
-                    .fetch_optional(conn.raw())
-                    .await;
+                let row = bind_pg(sqlx::query(sql), args).fetch_optional(conn.raw());
+                let row = conns.bounded(row).await;
                 conn.settle(row)?.map(|r| map(&r)).transpose()
             }
             Pool::Sqlite(_, writer) if writes(sql) => writer
@@ -301,7 +301,8 @@ impl Pool {
         match self {
             Pool::Pg(conns) => {
                 let mut conn = conns.checkout().await?;
-                let rows = bind_pg(sqlx::query(sql), args).fetch_all(conn.raw()).await;
+                let rows = bind_pg(sqlx::query(sql), args).fetch_all(conn.raw());
+                let rows = conns.bounded(rows).await;
                 conn.settle(rows)?.iter().map(|r| map(r)).collect()
             }
             Pool::Sqlite(conns, _) => {

@@ -100,9 +100,11 @@ fn is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
         .is_some_and(is_transient_sqlite)
 }
 
-/// Connection exceptions, shutdown in progress, too many connections.
+/// Connection exceptions, a statement cancelled (at its `statement_timeout`: a batch held up so
+/// long is failed for all its callers, not run again row by row), shutdown in progress, too
+/// many connections.
 fn is_transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+    code.starts_with("08") || matches!(code, "57014" | "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// SQLITE_BUSY and SQLITE_LOCKED after busy_timeout ran out; extended result codes keep the
@@ -119,6 +121,7 @@ mod tests {
     fn classifies_transient_codes() {
         assert!(is_transient_sqlstate("08006"));
         assert!(is_transient_sqlstate("57P01"));
+        assert!(is_transient_sqlstate("57014"));
         assert!(!is_transient_sqlstate("23505"));
         assert!(is_transient_sqlite(5));
         assert!(is_transient_sqlite(517));

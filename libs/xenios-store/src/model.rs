@@ -11,6 +11,11 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// Bounds waiting for a pooled connection, and `ping`.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: the server cancels a statement that runs longer (`statement_timeout`), and
+    /// the store gives up on one whose answer has not come shortly after (its connection dead
+    /// without a reset, as after a failover), closing that connection. Either way its callers
+    /// hear the database is unavailable. Zero: no limit. Migrations have none.
+    pub statement_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -18,6 +23,11 @@ impl Default for StoreOptions {
         StoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            // Far beyond any statement of the service (rows are written one job at a time,
+            // deleted in batches of 200, listed in pages of 100): a failure detector, not a
+            // budget. A batch of job writes holds up the process's next ones, and without a
+            // bound a dead connection held them for the kernel's TCP timeout (~15 minutes).
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -120,7 +120,9 @@ async fn statement<Op: BatchOp>(
     reqs: &[&Op::Req],
 ) -> Result<HashMap<JobId, JobRecord>, Failure> {
     let mut conn = conns.checkout().await.map_err(Failure::Failed)?;
-    let rows = Op::run(conn.raw(), reqs, now()).await;
+    // Given up after the statement timeout as a failure of the whole batch: its callers, and
+    // every write of this shape queued behind them, would otherwise wait on a dead connection.
+    let rows = conns.bounded(Op::run(conn.raw(), reqs, now())).await;
     let rows = conn.settle(rows).map_err(|e| {
         if leaves_connection_usable(&e) {
             Failure::Rejected(e.into())

@@ -74,14 +74,17 @@ impl Store {
         let (pool, batches) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
             let (pool, batch_pool) = connect_pg(url, opts).await?;
-            let conns = Conns::new(batch_pool);
+            let answer_within =
+                (!opts.statement_timeout.is_zero()).then(|| opts.statement_timeout + ANSWER_GRACE);
+            let conns = Conns::answering_within(batch_pool, answer_within);
             let batches = PgBatches {
                 create: Batcher::spawn(conns.clone()),
                 start: Batcher::spawn(conns.clone()),
                 finish: Batcher::spawn(conns.clone()),
                 conns,
             };
-            (Pool::Pg(Conns::new(pool)), Some(Arc::new(batches)))
+            let pool = Conns::answering_within(pool, answer_within);
+            (Pool::Pg(pool), Some(Arc::new(batches)))
         } else if url.starts_with("sqlite:") {
             let (pool, writer) = connect_sqlite(url, opts).await?;
             (Pool::Sqlite(Conns::new(pool), writer), None)
@@ -103,9 +106,18 @@ impl Store {
         match &self.pool {
             Pool::Pg(conns) => {
                 ensure_schema(conns.opener()).await?;
-                sqlx::migrate!("../../migrations/postgres")
-                    .run(conns.opener())
+                // Without the statement timeout: building an index over a large table may
+                // take longer. The connection is closed after, so that none without a limit
+                // serves the store's statements.
+                let mut conn = conns.opener().acquire().await?;
+                sqlx::query("SET statement_timeout TO 0")
+                    .execute(&mut *conn)
                     .await?;
+                let migrated = sqlx::migrate!("../../migrations/postgres")
+                    .run(&mut *conn)
+                    .await;
+                let _ = conn.close().await;
+                migrated?;
             }
             Pool::Sqlite(conns, _) => {
                 sqlx::migrate!("../../migrations/sqlite")
@@ -1060,6 +1072,10 @@ fn text_without_nul(text: &str) -> Cow<'_, str> {
 /// One statement of each batched shape is in flight at a time (`pg_batch.rs`).
 const BATCH_CONNECTIONS: u32 = 3;
 
+/// How long past the statement timeout the store still waits for a statement's answer: the
+/// server's own cancellation arrives first from a live connection.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
 /// The pool for reads, single-row writes and migrations, and the batched statements' own.
 ///
 /// The first keeps PostgreSQL's default planning: a statement is planned anew for its first
@@ -1087,15 +1103,16 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool)> 
                 Box::pin(async move { conn.execute(session.as_str()).await.map(drop) })
             })
     };
-    let pool = options(
-        opts.max_connections,
-        format!("SET search_path TO {PG_SCHEMA}"),
-    )
-    .connect_with(connect.clone())
-    .await?;
+    let base = format!(
+        "SET search_path TO {PG_SCHEMA}; SET statement_timeout TO {}",
+        opts.statement_timeout.as_millis()
+    );
+    let pool = options(opts.max_connections, base.clone())
+        .connect_with(connect.clone())
+        .await?;
     let batches = options(
         BATCH_CONNECTIONS,
-        format!("SET search_path TO {PG_SCHEMA}; SET plan_cache_mode TO force_custom_plan"),
+        format!("{base}; SET plan_cache_mode TO force_custom_plan"),
     )
     .connect_lazy_with(connect);
     Ok((pool, batches))

@@ -1391,6 +1391,165 @@ async fn postgres_outage_is_unavailable_then_recovers() {
     drop(pg);
 }
 
+/// Options whose statements may take a second before the server cancels them.
+fn quick_statements() -> StoreOptions {
+    StoreOptions {
+        statement_timeout: Duration::from_secs(1),
+        ..StoreOptions::default()
+    }
+}
+
+/// Long enough for any bound of `quick_statements` to act, short of a test that hangs.
+const GIVEN_UP_WITHIN: Duration = Duration::from_secs(20);
+
+/// A statement that waits on a lock is cancelled by the server at the store's statement
+/// timeout: every caller of its batch hears that the database is unavailable (none waits for
+/// the lock, nor is its row run again alone), and the writes work once the lock is gone.
+#[tokio::test]
+async fn a_batch_held_up_by_a_lock_is_given_up() {
+    let url = xenios_devstack::test_database_url().await.unwrap();
+    let store = Store::connect(&url, &quick_statements()).await.unwrap();
+    store.migrate().await.unwrap();
+    let started = create(&store, new_job(JobKind::Echo, None)).await;
+    let StartAttempt::Started(_) = store.start_attempt(started.id).await.unwrap() else {
+        panic!("the attempt starts");
+    };
+
+    let mut locker = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE ai_backend.jobs")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let creates = (0..5).map(|_| {
+        let store = store.clone();
+        async move { store.create_job(new_job(JobKind::Echo, None)).await }
+    });
+    let finish = store.finish_job(started.id, Outcome::Succeeded(json!(1)));
+    let (created, finished) = tokio::time::timeout(
+        GIVEN_UP_WITHIN,
+        futures::future::join(futures::future::join_all(creates), finish),
+    )
+    .await
+    .expect("the writes are given up, not left waiting for the lock");
+    let outcomes = created.into_iter().map(|c| c.map(drop));
+    for outcome in outcomes.chain([finished.map(drop)]) {
+        assert!(
+            matches!(&outcome, Err(e @ StoreError::Unavailable(_)) if e.to_string().contains("statement timeout")),
+            "{outcome:?}"
+        );
+    }
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let later = create(&store, new_job(JobKind::Echo, None)).await;
+    assert_eq!(store.get_job(later.id).await.unwrap().unwrap(), later);
+    assert!(store
+        .finish_job(started.id, Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap()
+        .is_some());
+    store.close().await;
+}
+
+/// A TCP relay to a server that can stop passing bytes either way: a connection whose peer
+/// is gone without a reset (a failover), which the kernel would hold for a quarter of an hour.
+struct Relay {
+    addr: std::net::SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn to(upstream: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let watch = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pass(client_read, server_write, watch.subscribe()));
+                tokio::spawn(Self::pass(server_read, client_write, watch.subscribe()));
+            }
+        });
+        Relay { addr, frozen }
+    }
+
+    async fn pass(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if frozen.wait_for(|frozen| !frozen).await.is_err() {
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+
+    /// `url` with its server replaced by the relay.
+    fn url(&self, url: &str) -> String {
+        let start = url.find('@').unwrap() + 1;
+        let end = start + url[start..].find('/').unwrap();
+        format!("{}{}{}", &url[..start], self.addr, &url[end..])
+    }
+}
+
+/// A statement whose answer never comes (its connection silently dead) is given up soon after
+/// the statement timeout: the batch's callers, and a single statement's, hear the database is
+/// unavailable, and the dead connection is not used again.
+#[tokio::test]
+async fn a_statement_on_a_silent_connection_is_given_up() {
+    let direct = xenios_devstack::test_database_url().await.unwrap();
+    let authority = direct.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let relay = Relay::to(authority.parse().unwrap()).await;
+    let store = Store::connect(&relay.url(&direct), &quick_statements())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let job = create(&store, new_job(JobKind::Echo, None)).await;
+    store.get_job(job.id).await.unwrap().unwrap();
+
+    relay.freeze(true);
+    let created = tokio::time::timeout(
+        GIVEN_UP_WITHIN,
+        store.create_job(new_job(JobKind::Echo, None)),
+    )
+    .await
+    .expect("the write is given up");
+    assert!(
+        matches!(created, Err(StoreError::Unavailable(_))),
+        "{created:?}"
+    );
+    let read = tokio::time::timeout(GIVEN_UP_WITHIN, store.get_job(job.id))
+        .await
+        .expect("the read is given up");
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+
+    relay.freeze(false);
+    let later = create(&store, new_job(JobKind::Echo, None)).await;
+    assert_eq!(store.get_job(later.id).await.unwrap().unwrap(), later);
+    store.close().await;
+}
+
 /// Many jobs written at once, as under load, where PostgreSQL's writes go out batched: each
 /// caller still gets exactly the outcome of its own statement, including one whose value the
 /// database refuses in the middle of a batch.
