@@ -714,7 +714,10 @@ async fn abandoned_running_jobs_are_taken_up(db: Db) {
     let spent = running(5).await;
     let held = running(1).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(stack.store.renew_lease(held).await.unwrap(), Some(false));
+    assert_eq!(
+        stack.store.renew_lease(held, 1).await.unwrap(),
+        xenios_store::AttemptWrite::Done(false)
+    );
 
     let policy = xenios_runtime::sweeper::SweepPolicy {
         republish_after: Duration::from_secs(60),
@@ -764,6 +767,61 @@ async fn abandoned_running_jobs_are_taken_up_on_sqlite() {
 #[tokio::test]
 async fn abandoned_running_jobs_are_taken_up_on_postgres() {
     abandoned_running_jobs_are_taken_up(Db::Postgres).await;
+}
+
+/// A consumer cut off from the database past its lease, whose job was meanwhile taken over
+/// (the store counts another attempt, as when the sweeper requeued it and a consumer started
+/// it), stops at its next renewal and records nothing: not its success over the new attempt's,
+/// nor a retry that would put the new attempt's job back to queued for a third copy to run.
+#[tokio::test]
+async fn an_attempt_taken_over_stops_and_records_nothing() {
+    let stack = Stack::start(Db::Sqlite).await;
+    let js = jetstream::new(stack.nats_client.clone());
+    let mut consumer = js
+        .get_stream(JOBS_STREAM)
+        .await
+        .unwrap()
+        .get_consumer::<jetstream::consumer::pull::Config>("echo")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for fail in [None, Some("transient")] {
+        let input = json!({"message": "first", "delay_ms": 8000, "fail": fail});
+        let id = stack.submit("echo", input).await;
+        stack
+            .wait_for(&id, &["running"], Duration::from_secs(10))
+            .await;
+        let taken = stack
+            .store
+            .start_attempt(id.parse().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&taken, xenios_store::StartAttempt::Started(job) if job.attempts == 2),
+            "{taken:?}"
+        );
+        ids.push(id);
+    }
+    // The tests' 6 s lease is renewed every 2 s: well before the handlers' 8 s are up, the
+    // consumer lets both deliveries go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = consumer.info().await.unwrap();
+        if (info.num_pending, info.num_ack_pending) == (0, 0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries still held: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        let job = stack.job(id).await;
+        assert_eq!(job["status"], "running", "{job}");
+        assert_eq!(job["attempts"], 2, "{job}");
+        assert!(job["result"].is_null() && job["error"].is_null(), "{job}");
+    }
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use xenios_contract::envelope::JobEvent;
 use xenios_contract::subjects::events_subject;
 use xenios_contract::tools::ToolCallDelta;
 use xenios_contract::{JobError, JobId, JobKind, Progress};
-use xenios_store::Store;
+use xenios_store::{AttemptWrite, Store};
 
 /// What a handler's failure means for the job: try again later, or never.
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +145,15 @@ impl JobContext {
         if !self.admission.admitted().await {
             return;
         }
-        if let Err(e) = self.store.set_progress(self.job_id, &progress).await {
-            tracing::warn!(error = %e, "cannot store progress");
+        match self
+            .store
+            .set_progress(self.job_id, self.attempt, &progress)
+            .await
+        {
+            Ok(AttemptWrite::Done(())) => {}
+            // Another attempt holds the job; the runtime stops this one at its next renewal.
+            Ok(AttemptWrite::Lost) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot store progress"),
         }
         self.publish(&JobEvent::Progress(progress)).await;
     }

@@ -18,7 +18,7 @@ use xenios_contract::subjects::{
     consumer_name, events_subject, CANCEL_SUBJECT, CORRELATION_ID_HEADER, JOBS_STREAM,
 };
 use xenios_contract::{JobError, JobId, JobKind, JobStatus};
-use xenios_store::{JobRecord, Outcome, StartAttempt, Store};
+use xenios_store::{AttemptWrite, JobRecord, Outcome, StartAttempt, Store};
 
 use crate::dead_letter;
 use crate::echo::EchoHandler;
@@ -178,6 +178,8 @@ enum Reason {
     Cancelled,
     TimedOut,
     Released,
+    /// The attempt no longer holds the job (see `AttemptWrite::Lost`).
+    Lost,
 }
 
 struct Interrupt {
@@ -656,6 +658,8 @@ enum Decision {
         dead_letter: bool,
     },
     Release,
+    /// Another attempt holds the job: record nothing, and let this delivery go.
+    Lost,
 }
 
 impl Attempt {
@@ -711,7 +715,7 @@ impl Attempt {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
 
-        let result = self.supervise(work, &interrupt).await;
+        let result = self.supervise(work, &interrupt, attempt).await;
 
         drop(listening);
         gauge.decrement(1.0);
@@ -863,6 +867,7 @@ impl Attempt {
         &self,
         work: futures::future::BoxFuture<'_, HandlerResult>,
         interrupt: &Interrupt,
+        attempt: u32,
     ) -> Option<HandlerResult> {
         let limits = self.shared.kind_settings(self.kind);
         let soft = tokio::time::sleep(limits.soft_limit());
@@ -900,8 +905,15 @@ impl Attempt {
                 }
                 _ = keepalive.tick() => {
                     let _ = self.message.ack_with(AckKind::Progress).await;
-                    if let Ok(Some(true)) = self.shared.store.renew_lease(self.job_id()).await {
-                        interrupt.fire(Reason::Cancelled);
+                    match self.shared.store.renew_lease(self.job_id(), attempt).await {
+                        Ok(AttemptWrite::Done(true)) => interrupt.fire(Reason::Cancelled),
+                        // Cut off from the database past its lease, the attempt was taken over
+                        // (or the job settled by the sweeper): both must not run at once.
+                        Ok(AttemptWrite::Lost) => {
+                            tracing::warn!("the job is no longer this attempt's; stopping it");
+                            interrupt.fire(Reason::Lost);
+                        }
+                        Ok(AttemptWrite::Done(false)) | Err(_) => {}
                     }
                 }
             }
@@ -930,6 +942,7 @@ impl Attempt {
             }
         };
         match (reason, result) {
+            (Some(Reason::Lost), _) => Decision::Lost,
             (Some(Reason::Cancelled), _) => Decision::Cancel,
             (Some(Reason::Released), Some(Ok(value))) => Decision::Succeed(value),
             (Some(Reason::Released), _) => Decision::Release,
@@ -945,9 +958,14 @@ impl Attempt {
         }
     }
 
-    /// Stores the outcome, tells the watchers, and only then answers the broker.
+    /// Stores the outcome, tells the watchers, and only then answers the broker. `attempt`:
+    /// the attempt whose outcome it is; 0 for a delivery that started none (a cancellation
+    /// found as it claimed the job).
     async fn settle(&self, decision: Decision, attempt: u32) {
-        let store = &OwnedOutcome(&self.shared.store);
+        let store = &OwnedOutcome {
+            store: &self.shared.store,
+            attempt,
+        };
         let id = self.job_id();
         let kind = self.kind.as_str();
         let now = chrono::Utc::now();
@@ -991,19 +1009,33 @@ impl Attempt {
                 let delays = &self.shared.settings.consumer.retry_delays_ms;
                 let delay = retry_delay(delays, attempt, retry_after);
                 tracing::warn!(code = %error.code, message = %error.message, ?delay, "attempt failed; will retry");
-                match store.retry_job(id, &error, delay).await {
-                    Ok(true) => {
+                match self
+                    .shared
+                    .store
+                    .retry_job(id, attempt, &error, delay)
+                    .await
+                {
+                    Ok(AttemptWrite::Done(())) => {
                         self.publish(&JobEvent::Error(error)).await;
                         self.publish(&JobEvent::status(JobStatus::Queued, attempt, now))
                             .await;
                     }
-                    Ok(false) => {}
+                    Ok(AttemptWrite::Lost) => return self.lost().await,
                     Err(e) => return self.store_failed(e).await,
                 }
                 self.give_back(Some(delay)).await;
             }
             Decision::Fail { error, dead_letter } => {
                 tracing::warn!(code = %error.code, message = %error.message, "job failed");
+                // No letter for an attempt that was taken over: the job is not its to fail.
+                if dead_letter
+                    && matches!(
+                        self.shared.store.renew_lease(id, attempt).await,
+                        Ok(AttemptWrite::Lost)
+                    )
+                {
+                    return self.lost().await;
+                }
                 if dead_letter && !self.dead_letter(&error, attempt).await {
                     // Not recorded as failed: a failed job with no letter would be lost to the
                     // operator. Left running, its lease lapses and the sweeper dead-letters it.
@@ -1034,16 +1066,31 @@ impl Attempt {
                     message: "the consumer stopped; another one takes over".into(),
                     retryable: true,
                 };
-                match store.retry_job(id, &error, Duration::ZERO).await {
-                    Ok(_) => {
+                match self
+                    .shared
+                    .store
+                    .retry_job(id, attempt, &error, Duration::ZERO)
+                    .await
+                {
+                    Ok(AttemptWrite::Done(())) => {
                         self.publish(&JobEvent::status(JobStatus::Queued, attempt, now))
                             .await;
                     }
+                    Ok(AttemptWrite::Lost) => return self.lost().await,
                     Err(e) => return self.store_failed(e).await,
                 }
                 self.give_back(None).await;
             }
+            Decision::Lost => self.lost().await,
         }
+    }
+
+    /// The attempt no longer holds the job: another one took it over (or the sweeper settled
+    /// it) and records its outcome. Nothing is recorded or told here, and this delivery is
+    /// done with: the holder has its own, or the sweeper publishes the job again.
+    async fn lost(&self) {
+        tracing::warn!("the job is no longer this attempt's; nothing recorded");
+        self.ack(AckKind::Ack).await;
     }
 
     /// The outcome could not be stored, so the broker must keep the command: it comes back.
@@ -1118,10 +1165,14 @@ impl Attempt {
     }
 }
 
-/// The store as `settle` sees it: a transition the job's current state refuses (another
-/// delivery of the same command already moved it on) is "not ours to record", like a job that
-/// already finished, rather than a failure to retry.
-struct OwnedOutcome<'a>(&'a Store);
+/// The store as `settle` sees it: an outcome the job's current state refuses (another
+/// delivery of the same command already moved it on, another attempt holds it) is "not ours to
+/// record", like a job that already finished, rather than a failure to retry.
+struct OwnedOutcome<'a> {
+    store: &'a Store,
+    /// The attempt the outcome is recorded for; 0: none (see `Attempt::settle`).
+    attempt: u32,
+}
 
 impl OwnedOutcome<'_> {
     async fn finish_job(
@@ -1129,22 +1180,22 @@ impl OwnedOutcome<'_> {
         id: JobId,
         outcome: Outcome,
     ) -> Result<Option<xenios_store::JobRecord>, xenios_store::StoreError> {
-        match self.0.finish_job(id, outcome).await {
+        if self.attempt > 0 {
+            return match self.store.finish_attempt(id, self.attempt, outcome).await? {
+                AttemptWrite::Done(job) => Ok(Some(job)),
+                AttemptWrite::Lost => {
+                    tracing::warn!("outcome not recorded: the job is no longer this attempt's");
+                    Ok(None)
+                }
+            };
+        }
+        match self.store.finish_job(id, outcome).await {
             Err(xenios_store::StoreError::Conflict(reason)) => {
                 tracing::warn!(%reason, "outcome not recorded: the job moved on");
                 Ok(None)
             }
             other => other,
         }
-    }
-
-    async fn retry_job(
-        &self,
-        id: JobId,
-        error: &JobError,
-        redelivered_in: Duration,
-    ) -> Result<bool, xenios_store::StoreError> {
-        self.0.retry_job(id, error, redelivered_in).await
     }
 }
 

@@ -13,8 +13,8 @@ mod store;
 
 pub use error::StoreError;
 pub use model::{
-    Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord, ModelUsage,
-    NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport, UserJob,
-    UserUsage, WebhookDue, WebhookStatus, PAGE_BYTES,
+    AttemptWrite, Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord,
+    ModelUsage, NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport,
+    UserJob, UserUsage, WebhookDue, WebhookStatus, PAGE_BYTES,
 };
 pub use store::{Result, Store, ERASED, PG_SCHEMA, USAGE_TOP_USERS};

@@ -180,6 +180,20 @@ pub enum StartAttempt {
     NotFound,
 }
 
+/// What a write made for one attempt of a job found. Every write of a consumer's attempt names
+/// the attempt (its `attempts` count when it started), so one that was cut off from the
+/// database past its lease cannot renew, requeue or finish the attempt that took the job over.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub enum AttemptWrite<T> {
+    /// The attempt holds the job: written, with what the write returned.
+    Done(T),
+    /// It no longer does, and nothing was written: the job was taken over by a later attempt,
+    /// put back or failed by the sweeper, or finished. The attempt must stop and record
+    /// nothing; whoever holds the job now records its outcome.
+    Lost,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Succeeded(Value),

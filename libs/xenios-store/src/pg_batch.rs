@@ -287,11 +287,14 @@ impl BatchOp for StartAttempts {
 pub(crate) struct Finish {
     pub(crate) id: JobId,
     pub(crate) status: JobStatus,
+    /// The attempt that must still hold the job (running under this count), if any.
+    pub(crate) attempt: Option<i64>,
     pub(crate) result: Option<Value>,
     pub(crate) error: Option<Value>,
 }
 
-/// Records outcomes (`Store::finish_job`), each only from a status that may become it.
+/// Records outcomes (`Store::finish_job`, `Store::finish_attempt`), each only from a status that
+/// may become it and, for an attempt's, only while that attempt holds the job.
 pub(crate) struct FinishJobs;
 
 static FINISH_JOBS: LazyLock<String> = LazyLock::new(|| {
@@ -301,12 +304,13 @@ static FINISH_JOBS: LazyLock<String> = LazyLock::new(|| {
          error = CASE b.to_status WHEN 'succeeded' THEN NULL WHEN 'failed' THEN b.to_error \
                  ELSE error END, \
          finished_at = $2, updated_at = $2 \
-         FROM unnest($1::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) \
-         AS b(job_id, to_status, to_result, to_error) \
+         FROM unnest($1::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[]) \
+         AS b(job_id, to_status, to_result, to_error, attempt) \
          WHERE id = b.job_id AND CASE b.to_status \
            WHEN 'succeeded' THEN status IN ({succeeded}) \
            WHEN 'failed' THEN status IN ({failed}) \
            WHEN 'cancelled' THEN status IN ({cancelled}) END \
+         AND (b.attempt IS NULL OR (status = 'running' AND attempts = b.attempt)) \
          RETURNING {JOB_COLUMNS}",
         succeeded = finishable_from(JobStatus::Succeeded),
         failed = finishable_from(JobStatus::Failed),
@@ -332,6 +336,7 @@ impl BatchOp for FinishJobs {
             .bind(column(reqs, |r| r.status.as_str()))
             .bind(column(reqs, |r| r.result.as_ref().map(Json)))
             .bind(column(reqs, |r| r.error.as_ref().map(Json)))
+            .bind(column(reqs, |r| r.attempt))
             .fetch_all(conn)
     }
 }

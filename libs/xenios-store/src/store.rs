@@ -450,62 +450,52 @@ impl Store {
         )))
     }
 
-    /// Renews the lease of a running job (its `updated_at`) and tells whether cancellation
-    /// was requested meanwhile; `None` once the job is no longer running.
-    pub async fn renew_lease(&self, id: JobId) -> Result<Option<bool>> {
-        let job = self
+    /// Renews attempt `attempt`'s lease of its running job (the job's `updated_at`) and tells
+    /// whether cancellation was requested meanwhile.
+    pub async fn renew_lease(&self, id: JobId, attempt: u32) -> Result<AttemptWrite<bool>> {
+        let cancel_requested = self
             .pool
             .fetch_optional(
-                &format!(
-                    "UPDATE jobs SET updated_at = $2 WHERE id = $1 AND status = 'running' \
-                     RETURNING {JOB_COLUMNS}"
-                ),
-                args![id, now()],
-                job_from_row,
+                "UPDATE jobs SET updated_at = $2 \
+                 WHERE id = $1 AND status = 'running' AND attempts = $3 \
+                 RETURNING cancel_requested",
+                args![id, now(), i64::from(attempt)],
+                |r| r.boolean("cancel_requested"),
             )
             .await?;
-        Ok(job.map(|j| j.cancel_requested))
+        Ok(cancel_requested.map_or(AttemptWrite::Lost, AttemptWrite::Done))
     }
 
-    /// Stores the latest progress of a running job; a no-op once it is no longer running
-    /// (late progress from an interrupted handler is not an error).
-    pub async fn set_progress(&self, id: JobId, p: &Progress) -> Result<()> {
+    /// Stores the latest progress of attempt `attempt`; a late progress from an attempt that
+    /// no longer holds the job is not an error, only `Lost`.
+    pub async fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        p: &Progress,
+    ) -> Result<AttemptWrite<()>> {
         let progress = serde_json::to_value(p)
             .map(without_nul)
             .map_err(|e| StoreError::Other(e.into()))?;
-        self.pool
+        let n = self
+            .pool
             .execute(
                 "UPDATE jobs SET progress = $3, updated_at = $2 \
-                 WHERE id = $1 AND status = 'running'",
-                args![id, now(), progress],
+                 WHERE id = $1 AND status = 'running' AND attempts = $4",
+                args![id, now(), progress, i64::from(attempt)],
             )
             .await?;
-        Ok(())
+        Ok(written(n))
     }
 
     /// Records the job's outcome, once: `Ok(None)` if it already has one (the first outcome
     /// wins). Success clears the last transient error. Allowed per `JobStatus::can_become`; any
     /// other transition (e.g. queued → succeeded) is `Conflict`; an unknown id is `NotFound`.
+    /// For an outcome that no attempt of the caller's holds the job for (a cancellation found
+    /// before starting); an attempt records its own with [`Store::finish_attempt`].
     pub async fn finish_job(&self, id: JobId, outcome: Outcome) -> Result<Option<JobRecord>> {
         let target = outcome.status();
-        let finished = match &self.batches {
-            Some(batches) => {
-                let (result, error) = match outcome {
-                    Outcome::Succeeded(result) => (Some(without_nul(result)), None),
-                    Outcome::Failed(err) => (None, Some(error_json(&err)?)),
-                    Outcome::Cancelled => (None, None),
-                };
-                let finish = Finish {
-                    id,
-                    status: target,
-                    result,
-                    error,
-                };
-                batches.finish.call(finish).await?
-            }
-            None => self.finish_one(id, outcome).await?,
-        };
-        if let Some(job) = finished {
+        if let Some(job) = self.finish(id, None, outcome).await? {
             return Ok(Some(job));
         }
         match self.get_job(id).await? {
@@ -518,8 +508,56 @@ impl Store {
         }
     }
 
-    async fn finish_one(&self, id: JobId, outcome: Outcome) -> Result<Option<JobRecord>> {
-        let from = finishable_from(outcome.status());
+    /// Records the outcome of attempt `attempt`, if it still holds the job (running under its
+    /// number); `Lost` otherwise, the job left as it is. An unknown id is `NotFound`.
+    pub async fn finish_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<AttemptWrite<JobRecord>> {
+        if let Some(job) = self.finish(id, Some(attempt), outcome).await? {
+            return Ok(AttemptWrite::Done(job));
+        }
+        match self.get_job(id).await? {
+            None => Err(StoreError::NotFound(id)),
+            Some(_) => Ok(AttemptWrite::Lost),
+        }
+    }
+
+    /// The row `outcome` was written to; `None` if the job's status (and, given `attempt`, its
+    /// holder) refused it.
+    async fn finish(
+        &self,
+        id: JobId,
+        attempt: Option<u32>,
+        outcome: Outcome,
+    ) -> Result<Option<JobRecord>> {
+        let Some(batches) = &self.batches else {
+            return self.finish_one(id, attempt, outcome).await;
+        };
+        let (result, error) = match &outcome {
+            Outcome::Succeeded(result) => (Some(without_nul(result.clone())), None),
+            Outcome::Failed(err) => (None, Some(error_json(err)?)),
+            Outcome::Cancelled => (None, None),
+        };
+        let finish = Finish {
+            id,
+            status: outcome.status(),
+            attempt: attempt.map(i64::from),
+            result,
+            error,
+        };
+        batches.finish.call(finish).await
+    }
+
+    async fn finish_one(
+        &self,
+        id: JobId,
+        attempt: Option<u32>,
+        outcome: Outcome,
+    ) -> Result<Option<JobRecord>> {
+        let mut held = format!("status IN ({})", finishable_from(outcome.status()));
         let mut args = args![id, now()];
         let set = match outcome {
             Outcome::Succeeded(result) => {
@@ -532,34 +570,39 @@ impl Store {
             }
             Outcome::Cancelled => "status = 'cancelled'",
         };
+        if let Some(attempt) = attempt {
+            args.push(i64::from(attempt).into());
+            held = format!("status = 'running' AND attempts = ${}", args.len());
+        }
         let sql = format!(
             "UPDATE jobs SET {set}, finished_at = $2, updated_at = $2 \
-             WHERE id = $1 AND status IN ({from}) RETURNING {JOB_COLUMNS}"
+             WHERE id = $1 AND {held} RETURNING {JOB_COLUMNS}"
         );
         self.pool.fetch_optional(&sql, args, job_from_row).await
     }
 
-    /// Puts a running job back to queued after a transient failure, keeping `err` as its last
-    /// error. `false` if it was not running. The command stays in the broker (NAK with delay),
-    /// delivered again in `redelivered_in`: `published_at` is set to then, so the sweeper's
-    /// clock starts when the command is due, instead of a copy going out before it.
+    /// Puts attempt `attempt`'s job back to queued after a transient failure, keeping `err` as
+    /// its last error. The command stays in the broker (NAK with delay), delivered again in
+    /// `redelivered_in`: `published_at` is set to then, so the sweeper's clock starts when the
+    /// command is due, instead of a copy going out before it.
     pub async fn retry_job(
         &self,
         id: JobId,
+        attempt: u32,
         err: &JobError,
         redelivered_in: Duration,
-    ) -> Result<bool> {
+    ) -> Result<AttemptWrite<()>> {
         let now = now();
         let due = now + chrono::Duration::from_std(redelivered_in).unwrap_or_default();
         let n = self
             .pool
             .execute(
                 "UPDATE jobs SET status = 'queued', error = $3, published_at = $4, \
-                 updated_at = $2 WHERE id = $1 AND status = 'running'",
-                args![id, now, error_json(err)?, due],
+                 updated_at = $2 WHERE id = $1 AND status = 'running' AND attempts = $5",
+                args![id, now, error_json(err)?, due, i64::from(attempt)],
             )
             .await?;
-        Ok(n == 1)
+        Ok(written(n))
     }
 
     /// Running jobs whose lease nobody renewed since `stale_before`, oldest first. Their
@@ -1005,6 +1048,15 @@ impl Store {
             )
             .await
             .map(drop)
+    }
+}
+
+/// An attempt's single-row write: done if it changed its job.
+fn written(rows: u64) -> AttemptWrite<()> {
+    if rows == 1 {
+        AttemptWrite::Done(())
+    } else {
+        AttemptWrite::Lost
     }
 }
 

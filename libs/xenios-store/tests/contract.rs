@@ -9,8 +9,8 @@ use serde_json::json;
 use tempfile::TempDir;
 use xenios_contract::{new_job_id, JobError, JobId, JobKind, JobStatus, Progress};
 use xenios_store::{
-    Backend, CancelOutcome, Created, InferenceLog, JobQuery, JobRecord, NewJob, Outcome,
-    StartAttempt, Store, StoreError, StoreOptions, UsageCounts, UsageQuery, UsageReport,
+    AttemptWrite, Backend, CancelOutcome, Created, InferenceLog, JobQuery, JobRecord, NewJob,
+    Outcome, StartAttempt, Store, StoreError, StoreOptions, UsageCounts, UsageQuery, UsageReport,
     WebhookStatus,
 };
 
@@ -77,6 +77,7 @@ contract!(
     list_newest_first_with_filters_and_cursor,
     start_attempt_counts_and_skips_finished_jobs,
     a_held_lease_makes_other_deliveries_wait,
+    an_attempt_taken_over_can_no_longer_write,
     first_outcome_wins,
     what_postgres_cannot_hold_is_stored_mended,
     illegal_transitions_are_refused,
@@ -363,10 +364,16 @@ async fn a_held_lease_makes_other_deliveries_wait(store: Store) {
         StartAttempt::Busy(held) => assert_eq!(held.attempts, 1),
         other => panic!("expected Busy, got {other:?}"),
     }
-    assert_eq!(store.renew_lease(job.id).await.unwrap(), Some(false));
+    assert_eq!(
+        store.renew_lease(job.id, 1).await.unwrap(),
+        AttemptWrite::Done(false)
+    );
     // A cancel request shows in the renewal.
     store.cancel_job(job.id).await.unwrap();
-    assert_eq!(store.renew_lease(job.id).await.unwrap(), Some(true));
+    assert_eq!(
+        store.renew_lease(job.id, 1).await.unwrap(),
+        AttemptWrite::Done(true)
+    );
 
     // A lease nobody renewed within the window is taken over.
     let other = running(&store, JobKind::Echo).await;
@@ -395,7 +402,142 @@ async fn a_held_lease_makes_other_deliveries_wait(store: Store) {
         .finish_job(queued.id, Outcome::Succeeded(json!(1)))
         .await
         .unwrap();
-    assert_eq!(store.renew_lease(queued.id).await.unwrap(), None);
+    assert_eq!(
+        store.renew_lease(queued.id, 1).await.unwrap(),
+        AttemptWrite::Lost
+    );
+}
+
+/// Fencing: an attempt cut off from the database past its lease was taken over by the next
+/// delivery. When it comes back, none of its writes lands on the new attempt's job: not a
+/// renewal (both would run at once), a requeue (a third copy would start) or an outcome.
+async fn an_attempt_taken_over_can_no_longer_write(store: Store) {
+    let first = running(&store, JobKind::Echo).await;
+    assert_eq!(first.attempts, 1);
+    let StartAttempt::Started(second) = store.start_attempt(first.id).await.unwrap() else {
+        panic!("a lapsed lease is taken over");
+    };
+    assert_eq!(second.attempts, 2);
+    let id = first.id;
+    let progress = Progress {
+        percent: Some(50.0),
+        ..Progress::default()
+    };
+
+    assert_eq!(store.renew_lease(id, 1).await.unwrap(), AttemptWrite::Lost);
+    assert_eq!(
+        store.set_progress(id, 1, &progress).await.unwrap(),
+        AttemptWrite::Lost
+    );
+    assert_eq!(
+        store
+            .retry_job(id, 1, &transient(), Duration::ZERO)
+            .await
+            .unwrap(),
+        AttemptWrite::Lost
+    );
+    for outcome in [
+        Outcome::Succeeded(json!("first")),
+        Outcome::Failed(transient()),
+        Outcome::Cancelled,
+    ] {
+        assert_eq!(
+            store.finish_attempt(id, 1, outcome).await.unwrap(),
+            AttemptWrite::Lost
+        );
+    }
+    assert_eq!(store.get_job(id).await.unwrap().unwrap(), second);
+
+    assert_eq!(
+        store.renew_lease(id, 2).await.unwrap(),
+        AttemptWrite::Done(false)
+    );
+    assert_eq!(
+        store.set_progress(id, 2, &progress).await.unwrap(),
+        AttemptWrite::Done(())
+    );
+    let AttemptWrite::Done(done) = store
+        .finish_attempt(id, 2, Outcome::Succeeded(json!("second")))
+        .await
+        .unwrap()
+    else {
+        panic!("the holder records its outcome");
+    };
+    assert_eq!(
+        (done.status, done.result, done.attempts),
+        (JobStatus::Succeeded, Some(json!("second")), 2)
+    );
+    assert_eq!(done.progress, Some(progress));
+    // Finished, the job is no attempt's any more.
+    assert_eq!(store.renew_lease(id, 2).await.unwrap(), AttemptWrite::Lost);
+    assert_eq!(
+        store
+            .finish_attempt(id, 2, Outcome::Cancelled)
+            .await
+            .unwrap(),
+        AttemptWrite::Lost
+    );
+
+    // The holder's own retry puts the job back; its outcome then has no attempt to land on.
+    let retried = running(&store, JobKind::Echo).await;
+    assert_eq!(
+        store
+            .retry_job(retried.id, 1, &transient(), Duration::ZERO)
+            .await
+            .unwrap(),
+        AttemptWrite::Done(())
+    );
+    assert_eq!(
+        store
+            .finish_attempt(retried.id, 1, Outcome::Succeeded(json!(1)))
+            .await
+            .unwrap(),
+        AttemptWrite::Lost
+    );
+    assert_eq!(
+        store.get_job(retried.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    assert!(matches!(
+        store
+            .finish_attempt(new_job_id(), 1, Outcome::Cancelled)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Outcomes of both attempts of many jobs at once (batched together on PostgreSQL): each
+    // job gets its holder's.
+    let mut jobs = Vec::new();
+    for _ in 0..20 {
+        let job = running(&store, JobKind::Echo).await;
+        store.start_attempt(job.id).await.unwrap();
+        jobs.push(job.id);
+    }
+    let finishes = jobs.iter().flat_map(|&id| {
+        [1, 2].map(|attempt| {
+            let store = store.clone();
+            async move {
+                let outcome = Outcome::Succeeded(json!(attempt));
+                (
+                    attempt,
+                    store.finish_attempt(id, attempt, outcome).await.unwrap(),
+                )
+            }
+        })
+    });
+    for joined in spawn_all(finishes.collect()).await {
+        match joined.unwrap() {
+            (1, written) => assert_eq!(written, AttemptWrite::Lost),
+            (_, written) => assert!(matches!(written, AttemptWrite::Done(_)), "{written:?}"),
+        }
+    }
+    for id in jobs {
+        let job = store.get_job(id).await.unwrap().unwrap();
+        assert_eq!(
+            (job.status, job.result),
+            (JobStatus::Succeeded, Some(json!(2)))
+        );
+    }
 }
 
 async fn first_outcome_wins(store: Store) {
@@ -444,7 +586,10 @@ async fn what_postgres_cannot_hold_is_stored_mended(store: Store) {
         stage: Some("a\0b".into()),
         ..Progress::default()
     };
-    store.set_progress(job.id, &progress).await.unwrap();
+    assert_eq!(
+        store.set_progress(job.id, 1, &progress).await.unwrap(),
+        AttemptWrite::Done(())
+    );
     let got = store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(got.progress.unwrap().stage.as_deref(), Some("a\u{FFFD}b"));
     let done = store
@@ -465,10 +610,13 @@ async fn what_postgres_cannot_hold_is_stored_mended(store: Store) {
         message: "provider said \0".into(),
         ..transient()
     };
-    assert!(store
-        .retry_job(failed.id, &error, Duration::ZERO)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .retry_job(failed.id, 1, &error, Duration::ZERO)
+            .await
+            .unwrap(),
+        AttemptWrite::Done(())
+    );
     store.start_attempt(failed.id).await.unwrap();
     let done = store
         .finish_job(failed.id, Outcome::Failed(error))
@@ -512,10 +660,13 @@ async fn illegal_transitions_are_refused(store: Store) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.get_job(queued.id).await.unwrap().unwrap(), queued);
-    assert!(!store
-        .retry_job(queued.id, &transient(), Duration::ZERO)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .retry_job(queued.id, 0, &transient(), Duration::ZERO)
+            .await
+            .unwrap(),
+        AttemptWrite::Lost
+    );
 
     // Nor queued → failed (SPEC §3): a job fails in an attempt, or is cancelled before one.
     assert!(matches!(
@@ -535,10 +686,13 @@ async fn illegal_transitions_are_refused(store: Store) {
 async fn retry_requeues_a_running_job(store: Store) {
     let job = running(&store, JobKind::Transcription).await;
     let redelivered_in = Duration::from_secs(600);
-    assert!(store
-        .retry_job(job.id, &transient(), redelivered_in)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .retry_job(job.id, 1, &transient(), redelivered_in)
+            .await
+            .unwrap(),
+        AttemptWrite::Done(())
+    );
     let queued = store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(queued.status, JobStatus::Queued);
     assert_eq!(queued.error, Some(transient()));
@@ -680,23 +834,32 @@ async fn progress_only_while_running(store: Store) {
         message: Some("chunk 3/7".into()),
     };
     let queued = create(&store, new_job(JobKind::Transcription, None)).await;
-    store.set_progress(queued.id, &progress).await.unwrap();
+    assert_eq!(
+        store.set_progress(queued.id, 0, &progress).await.unwrap(),
+        AttemptWrite::Lost
+    );
     assert_eq!(
         store.get_job(queued.id).await.unwrap().unwrap().progress,
         None
     );
 
     let job = running(&store, JobKind::Transcription).await;
-    store.set_progress(job.id, &progress).await.unwrap();
+    assert_eq!(
+        store.set_progress(job.id, 1, &progress).await.unwrap(),
+        AttemptWrite::Done(())
+    );
     let got = store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(got.progress, Some(progress.clone()));
     assert!(got.updated_at >= job.updated_at);
 
     store.finish_job(job.id, Outcome::Cancelled).await.unwrap();
-    store
-        .set_progress(job.id, &Progress::default())
-        .await
-        .unwrap();
+    assert_eq!(
+        store
+            .set_progress(job.id, 1, &Progress::default())
+            .await
+            .unwrap(),
+        AttemptWrite::Lost
+    );
     assert_eq!(
         store.get_job(job.id).await.unwrap().unwrap().progress,
         Some(progress)
