@@ -613,12 +613,12 @@ impl Store {
         stale_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<JobRecord>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'running' AND updated_at < $1 \
-             ORDER BY updated_at LIMIT $2"
-        );
         self.pool
-            .fetch_all(&sql, args![stale_before, i64::from(limit)], job_from_row)
+            .fetch_all(
+                &abandoned_jobs_sql(),
+                args![stale_before, i64::from(limit)],
+                job_from_row,
+            )
             .await
     }
 
@@ -1051,6 +1051,15 @@ impl Store {
     }
 }
 
+/// Every API's sweeper runs it every 15 s: it reads the partial index of running jobs
+/// (`jobs_running`, migration 0007), not every job kept.
+fn abandoned_jobs_sql() -> String {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'running' AND updated_at < $1 \
+         ORDER BY updated_at LIMIT $2"
+    )
+}
+
 /// An attempt's single-row write: done if it changed its job.
 fn written(rows: u64) -> AttemptWrite<()> {
     if rows == 1 {
@@ -1363,4 +1372,70 @@ fn log_from_row(r: &dyn Row) -> Result<InferenceLog> {
         cache_read_tokens: required("cache_read_tokens", r.int("cache_read_tokens")?)?,
         cache_write_tokens: required("cache_write_tokens", r.int("cache_write_tokens")?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::db::sqlite_time;
+
+    use super::*;
+
+    /// The sweeper's query, as planned on a migrated database.
+    async fn plan_of_abandoned_jobs(store: &Store) -> Vec<String> {
+        let explain = |prefix: &str| format!("{prefix} {}", abandoned_jobs_sql());
+        match &store.pool {
+            Pool::Sqlite(conns, _) => {
+                sqlx::query_as::<_, (i64, i64, i64, String)>(&explain("EXPLAIN QUERY PLAN"))
+                    .bind(sqlite_time(now()))
+                    .bind(500_i64)
+                    .fetch_all(conns.opener())
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|row| row.3)
+                    .collect()
+            }
+            Pool::Pg(conns) => {
+                let mut conn = conns.opener().acquire().await.unwrap();
+                // A test's table is small enough to read whole: the planner is asked for any
+                // other way, which exists only with an index.
+                sqlx::query("SET enable_seqscan TO off")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let plan = sqlx::query_scalar(&explain("EXPLAIN"))
+                    .bind(now())
+                    .bind(500_i64)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                plan
+            }
+        }
+    }
+
+    async fn assert_abandoned_jobs_use_their_index(url: &str) {
+        let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let plan = plan_of_abandoned_jobs(&store).await;
+        assert!(
+            plan.iter().any(|line| line.contains("jobs_running")),
+            "{plan:#?}"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_found_by_their_index_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        assert_abandoned_jobs_use_their_index(&url).await;
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_found_by_their_index_on_postgres() {
+        let url = xenios_devstack::test_database_url().await.unwrap();
+        assert_abandoned_jobs_use_their_index(&url).await;
+    }
 }
