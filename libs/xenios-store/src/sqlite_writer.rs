@@ -18,7 +18,9 @@
 //! queued behind that commit.
 //!
 //! Each statement keeps its own outcome. If the batch as a whole fails, its statements are run
-//! again one by one, so a caller sees exactly the error its own statement would have had alone.
+//! again one by one, so a caller sees exactly the error its own statement would have had alone;
+//! only a batch that cannot take the write lock (another process held it through the whole
+//! wait) fails whole, every caller told the database is unavailable.
 
 use std::os::raw::c_int;
 use std::path::Path;
@@ -193,11 +195,27 @@ fn write_batches(
 fn commit(conn: &mut Connection, batch: &mut Vec<Write>, checkpoints: &mut Checkpoints) {
     checkpoints.after(batch.len());
     if batch.len() > 1 {
-        if let Ok(outcomes) = run_together(conn, batch) {
-            for (write, outcome) in batch.drain(..).zip(outcomes) {
-                let _ = write.reply.send(Ok(outcome));
+        match run_together(conn, batch) {
+            Ok(outcomes) => {
+                for (write, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = write.reply.send(Ok(outcome));
+                }
+                return;
             }
-            return;
+            // Another process kept the write lock through the whole wait: each write alone
+            // would wait as long again (64 of them, minutes) while the queue stands still.
+            Err(Together::NotBegun(e)) => {
+                if let StoreError::Unavailable(e) = StoreError::from(e) {
+                    let message = e.to_string();
+                    for write in batch.drain(..) {
+                        let _ = write
+                            .reply
+                            .send(Err(StoreError::Unavailable(message.clone().into())));
+                    }
+                    return;
+                }
+            }
+            Err(Together::Failed) => {}
         }
     }
     for write in batch.drain(..) {
@@ -242,16 +260,26 @@ impl Checkpoints {
     }
 }
 
+/// Why a batch did not commit as one.
+enum Together {
+    /// Its transaction could not begin: the write lock, most likely.
+    NotBegun(rusqlite::Error),
+    /// A statement or the commit failed; each write's own outcome is found alone.
+    Failed,
+}
+
 /// `BEGIN IMMEDIATE`: the write lock is taken (and waited for) before the first statement, so
 /// no statement finds its read snapshot stale when it comes to write.
-fn run_together(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<Vec<Written>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn run_together(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Written>, Together> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(Together::NotBegun)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for write in batch {
         // An error drops `tx`, which rolls back; the batch is then run one by one.
-        outcomes.push(run(&tx, write)?);
+        outcomes.push(run(&tx, write).map_err(|_| Together::Failed)?);
     }
-    tx.commit()?;
+    tx.commit().map_err(|_| Together::Failed)?;
     Ok(outcomes)
 }
 
@@ -394,6 +422,14 @@ mod tests {
 
     /// A database file with `schema`, its pool and a writer over it.
     async fn database_with(schema: &str) -> (tempfile::TempDir, SqlitePool, SqliteWriter) {
+        database_waiting(schema, Duration::from_secs(5)).await
+    }
+
+    /// `database_with` whose writer waits `busy_timeout` for another connection's lock.
+    async fn database_waiting(
+        schema: &str,
+        busy_timeout: Duration,
+    ) -> (tempfile::TempDir, SqlitePool, SqliteWriter) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("test.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
@@ -402,7 +438,7 @@ mod tests {
         let target = WriterTarget {
             filename: &path,
             in_memory: false,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout,
         };
         let writer = SqliteWriter::start(target, pool.clone()).unwrap();
         (dir, pool, writer)
@@ -454,6 +490,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(updated.rows, 100);
+    }
+
+    /// Another process holding the write lock past the wait: a batch that cannot begin fails
+    /// whole, at once, rather than each of its writes waiting the whole time again alone.
+    #[tokio::test]
+    async fn a_batch_that_cannot_take_the_write_lock_fails_whole() {
+        let (_dir, pool, writer) =
+            database_waiting("CREATE TABLE w (v INTEGER)", Duration::from_millis(300)).await;
+        let mut holder = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let write = |v: i64| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let insert = "INSERT INTO w (v) VALUES ($1)";
+                writer.write(insert, vec![Arg::Int(Some(v))], false).await
+            })
+        };
+        // The first write waits for the lock alone, and the others queue up behind it.
+        let first = write(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut batch: futures::stream::FuturesUnordered<_> = (1..=10).map(write).collect();
+        let unavailable =
+            |outcome: &Result<Written>| matches!(outcome, Err(StoreError::Unavailable(_)));
+        let first = first.await.unwrap();
+        assert!(unavailable(&first), "{first:?}");
+        // The lock is let go once the first of the batch is answered: writes still waiting
+        // would take it.
+        let mut outcomes = vec![futures::StreamExt::next(&mut batch).await.unwrap().unwrap()];
+        sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+        while let Some(outcome) = futures::StreamExt::next(&mut batch).await {
+            outcomes.push(outcome.unwrap());
+        }
+        assert!(outcomes.iter().all(unavailable), "{outcomes:?}");
+
+        writer
+            .write("INSERT INTO w (v) VALUES (11)", vec![], false)
+            .await
+            .unwrap();
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM w")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
     }
 
     /// Outside a transaction SQLite commits a statement at its last step, after the rows it
