@@ -1,5 +1,5 @@
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,8 @@ pub struct Store {
     acquire_timeout: Duration,
     /// PostgreSQL only: each job's three writes, batched across concurrent callers.
     batches: Option<Arc<PgBatches>>,
+    /// A SQLite file's setup lock: held while migrating (see `Store::migrate`).
+    migration_lock: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,7 @@ impl Store {
     /// connections work in schema `ai_backend`; a SQLite file and its directory are created if
     /// missing.
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Store> {
+        let mut migration_lock = None;
         let (pool, batches) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
             let (pool, batch_pool) = connect_pg(url, opts).await?;
@@ -86,7 +89,8 @@ impl Store {
             let pool = Conns::answering_within(pool, answer_within);
             (Pool::Pg(pool), Some(Arc::new(batches)))
         } else if url.starts_with("sqlite:") {
-            let (pool, writer) = connect_sqlite(url, opts).await?;
+            let (pool, writer, lock) = connect_sqlite(url, opts).await?;
+            migration_lock = lock;
             (Pool::Sqlite(Conns::new(pool), writer), None)
         } else {
             // The URL itself is not echoed: it may hold a password.
@@ -98,6 +102,7 @@ impl Store {
             pool,
             acquire_timeout: opts.acquire_timeout,
             batches,
+            migration_lock,
         })
     }
 
@@ -120,6 +125,14 @@ impl Store {
                 migrated?;
             }
             Pool::Sqlite(conns, _) => {
+                // sqlx takes no lock around SQLite's migrations: two processes starting on a
+                // new file (an API and a worker) both created its tables, and one failed. An
+                // exclusive lock on a file beside it (the kernel's, so a crash lets it go)
+                // lets one migrate while the other waits, then finds nothing left to do.
+                let _held = match &self.migration_lock {
+                    Some(path) => Some(lock_exclusively(path.clone()).await?),
+                    None => None,
+                };
                 sqlx::migrate!("../../migrations/sqlite")
                     .run(conns.opener())
                     .await?
@@ -1179,11 +1192,29 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool)> 
     Ok((pool, batches))
 }
 
-/// The pool serves reads and the migrations; every later write goes through the writer.
+/// Waits for an exclusive lock on `path` (created if missing); the lock lasts as long as the
+/// returned file is open.
+async fn lock_exclusively(path: PathBuf) -> Result<std::fs::File> {
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::Other(e.into()))?;
+    locked.map_err(|e| StoreError::other(format!("cannot lock the migrations: {e}")))
+}
+
+/// The pool serves reads and the migrations; every later write goes through the writer. With
+/// them, the lock file of the database's setup, unless it is in memory.
 async fn connect_sqlite(
     url: &str,
     opts: &StoreOptions,
-) -> Result<(sqlx::SqlitePool, SqliteWriter)> {
+) -> Result<(sqlx::SqlitePool, SqliteWriter, Option<PathBuf>)> {
     let mut connect = SqliteConnectOptions::from_str(url)
         .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?
         .create_if_missing(true)
@@ -1228,14 +1259,27 @@ async fn connect_sqlite(
         }
     }
     let filename = connect.get_filename().to_owned();
+    let setup_lock = (!in_memory).then(|| {
+        let mut lock = filename.clone().into_os_string();
+        lock.push(".migrate-lock");
+        PathBuf::from(lock)
+    });
+    // A new file's first connection turns it to WAL, which takes an exclusive lock that SQLite
+    // does not wait for: two processes opening a new file at once (an API and a worker) had
+    // one fail with "database is locked". They open it one at a time.
+    let setup = match &setup_lock {
+        Some(path) => Some(lock_exclusively(path.clone()).await?),
+        None => None,
+    };
     let pool = pool.connect_with(connect).await?;
+    drop(setup);
     let target = WriterTarget {
         filename: &filename,
         in_memory,
         busy_timeout,
     };
     let writer = SqliteWriter::start(target, pool.clone())?;
-    Ok((pool, writer))
+    Ok((pool, writer, setup_lock))
 }
 
 /// Creates the schema only when it is missing: on a shared database the role may own its

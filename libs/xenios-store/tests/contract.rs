@@ -1500,6 +1500,27 @@ async fn sqlite_in_memory_and_bad_urls() {
     assert!(!err.to_string().contains("secret"));
 }
 
+/// Two processes starting together against a new file (an API and a worker) open and migrate
+/// it at once: both succeed, and the schema is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_migrations_run_one_process_at_a_time() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("new.db").display());
+        let opts = StoreOptions::default();
+        let (first, second) =
+            tokio::join!(Store::connect(&url, &opts), Store::connect(&url, &opts));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        let (a, b) = tokio::join!(first.migrate(), second.migrate());
+        a.unwrap();
+        b.unwrap();
+        assert!(second.pending_migrations().await.unwrap().is_empty());
+        create(&first, new_job(JobKind::Echo, None)).await;
+        first.close().await;
+        second.close().await;
+    }
+}
+
 #[tokio::test]
 async fn unreachable_postgres_is_unavailable() {
     let port = xenios_devstack::free_port();
