@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use xenios_config::Settings;
 use xenios_contract::JobKind;
 use xenios_runtime::Runtime;
-use xenios_store::{Store, StoreOptions};
+use xenios_store::{SqliteSync, Store, StoreOptions};
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -69,6 +69,10 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: settings.database.max_connections,
         acquire_timeout: Duration::from_millis(settings.database.acquire_timeout_ms),
+        sqlite_sync: match settings.database.sqlite_synchronous.as_str() {
+            "normal" => SqliteSync::Normal,
+            _ => SqliteSync::Full,
+        },
         ..StoreOptions::default()
     };
     let url = xenios_config::redact_url(&settings.database.url);

@@ -171,6 +171,9 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
+        if !matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal") {
+            return invalid("database.sqlite_synchronous", "full or normal");
+        }
         if self.nats.url.is_empty() {
             return invalid("NATS_URL (nats.url)", "no server given");
         }
@@ -631,6 +634,11 @@ mod tests {
             ("SUPABASE_URL", "https://", "SUPABASE_URL"),
             ("XENIOS__AUTH__JWT_SECRET", "", "auth.jwt_secret"),
             ("XENIOS__AUTH__AUDIENCE", " ", "auth.audience"),
+            (
+                "XENIOS__DATABASE__SQLITE_SYNCHRONOUS",
+                "off",
+                "database.sqlite_synchronous",
+            ),
         ] {
             let err = load(&[(name, value)]).unwrap_err().to_string();
             assert!(

@@ -67,6 +67,10 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     pub migrate_on_start: bool,
+    /// SQLite: `full` syncs every commit before it is answered (a job answered 202 survives a
+    /// power loss); `normal` syncs at checkpoints only (it survives the process crashing, not
+    /// the machine).
+    pub sqlite_synchronous: String,
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -76,6 +80,7 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
             .finish()
     }
 }
@@ -87,6 +92,7 @@ impl Default for DatabaseSettings {
             max_connections: 10,
             acquire_timeout_ms: 3000,
             migrate_on_start: true,
+            sqlite_synchronous: "full".into(),
         }
     }
 }

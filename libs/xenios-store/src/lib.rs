@@ -14,7 +14,7 @@ mod store;
 pub use error::StoreError;
 pub use model::{
     AttemptWrite, Backend, CancelOutcome, Created, InferenceLog, JobPage, JobQuery, JobRecord,
-    ModelUsage, NewJob, Outcome, StartAttempt, StoreOptions, UsageCounts, UsageQuery, UsageReport,
-    UserJob, UserUsage, WebhookDue, WebhookStatus, PAGE_BYTES,
+    ModelUsage, NewJob, Outcome, SqliteSync, StartAttempt, StoreOptions, UsageCounts, UsageQuery,
+    UsageReport, UserJob, UserUsage, WebhookDue, WebhookStatus, PAGE_BYTES,
 };
 pub use store::{Result, Store, ERASED, PG_SCHEMA, USAGE_TOP_USERS};

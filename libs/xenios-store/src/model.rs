@@ -16,6 +16,29 @@ pub struct StoreOptions {
     /// without a reset, as after a failover), closing that connection. Either way its callers
     /// hear the database is unavailable. Zero: no limit. Migrations have none.
     pub statement_timeout: Duration,
+    /// SQLite: when a commit reaches the disk (see [`SqliteSync`]).
+    pub sqlite_sync: SqliteSync,
+}
+
+/// When a SQLite commit is made durable (`PRAGMA synchronous`, in WAL mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// Every commit is synced before it is answered: a job answered `202`, or an outcome
+    /// acknowledged to the broker, survives a power loss or an OS crash.
+    #[default]
+    Full,
+    /// Commits are synced at checkpoints: they survive the process crashing, but the last
+    /// ones can be lost with the machine.
+    Normal,
+}
+
+impl SqliteSync {
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -28,6 +51,7 @@ impl Default for StoreOptions {
             // budget. A batch of job writes holds up the process's next ones, and without a
             // bound a dead connection held them for the kernel's TCP timeout (~15 minutes).
             statement_timeout: Duration::from_secs(30),
+            sqlite_sync: SqliteSync::default(),
         }
     }
 }

@@ -38,6 +38,7 @@ use uuid::Uuid;
 
 use crate::db::{json_from_text, required, sqlite_time, time_from_text, uuid_from_text, Arg, Row};
 use crate::error::StoreError;
+use crate::model::SqliteSync;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -61,6 +62,7 @@ pub(crate) struct WriterTarget<'a> {
     pub(crate) filename: &'a Path,
     pub(crate) in_memory: bool,
     pub(crate) busy_timeout: Duration,
+    pub(crate) sync: SqliteSync,
 }
 
 enum Request {
@@ -142,10 +144,11 @@ fn open(target: &WriterTarget<'_>) -> Result<Connection> {
     let conn = Connection::open_with_flags(target.filename, flags)?;
     conn.busy_timeout(target.busy_timeout)?;
     // The same per-connection settings as the pool's (see `connect_sqlite`).
-    conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; \
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA wal_autocheckpoint = 0; \
          PRAGMA cache_size = -256; PRAGMA foreign_keys = ON;",
-    )?;
+        target.sync.pragma()
+    ))?;
     let long_tries = c_int::try_from(target.busy_timeout.as_millis()).unwrap_or(c_int::MAX);
     // SAFETY: `conn` is open and owned here; see `sqlite_lock::install_raw`.
     unsafe { crate::sqlite_lock::install_raw(conn.handle(), long_tries) }.map_err(|rc| {
@@ -439,9 +442,31 @@ mod tests {
             filename: &path,
             in_memory: false,
             busy_timeout,
+            sync: SqliteSync::Full,
         };
         let writer = SqliteWriter::start(target, pool.clone()).unwrap();
         (dir, pool, writer)
+    }
+
+    /// The writer makes every commit durable unless told otherwise.
+    #[test]
+    fn the_writer_syncs_as_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sync.db");
+        for (sync, pragma) in [(SqliteSync::Full, 2), (SqliteSync::Normal, 1)] {
+            let target = WriterTarget {
+                filename: &path,
+                in_memory: false,
+                busy_timeout: Duration::from_secs(1),
+                sync,
+            };
+            let conn = open(&target).unwrap();
+            let synchronous: i64 = conn
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(synchronous, pragma, "{sync:?}");
+        }
+        assert_eq!(SqliteSync::default(), SqliteSync::Full);
     }
 
     #[tokio::test]

@@ -1219,7 +1219,10 @@ async fn connect_sqlite(
         .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        .synchronous(match opts.sqlite_sync {
+            SqliteSync::Full => SqliteSynchronous::Full,
+            SqliteSync::Normal => SqliteSynchronous::Normal,
+        })
         // SQLite's own handler covers opening the file; `sqlite_lock` replaces it after.
         .busy_timeout(opts.acquire_timeout)
         // The writer queue checkpoints beside itself (`sqlite_writer`).
@@ -1277,6 +1280,7 @@ async fn connect_sqlite(
         filename: &filename,
         in_memory,
         busy_timeout,
+        sync: opts.sqlite_sync,
     };
     let writer = SqliteWriter::start(target, pool.clone())?;
     Ok((pool, writer, setup_lock))
