@@ -960,14 +960,10 @@ fn whisper_answer() -> Value {
     })
 }
 
-#[tokio::test]
-async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
-    let overloaded = json!({"error": {"message": "model overloaded", "type": "server_error"}});
-    let (whisper, calls) = scripted(
-        "/v1/audio/transcriptions",
-        vec![(503, overloaded), (200, whisper_answer())],
-    )
-    .await;
+/// A WAV uploaded and transcribed through an OpenAI-compatible endpoint that gives `answers`
+/// in turn: the job once it ended, and the calls the endpoint heard.
+async fn transcribed_through_whisper(answers: Vec<Answer>) -> (Value, Calls) {
+    let (whisper, calls) = scripted("/v1/audio/transcriptions", answers).await;
     let stack = stack(&[
         ("providers.openai.base_url", &format!("{whisper}/v1")),
         ("providers.openai.api_key", "sk-local"),
@@ -978,6 +974,17 @@ async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
         .submit("transcription", json!({"file_id": uploaded["file_id"]}))
         .await;
     let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    (job, calls)
+}
+
+#[tokio::test]
+async fn transcription_through_an_openai_compatible_endpoint_retries_its_5xx() {
+    let overloaded = json!({"error": {"message": "model overloaded", "type": "server_error"}});
+    let (job, calls) = transcribed_through_whisper(vec![
+        (503, overloaded).into(),
+        (200, whisper_answer()).into(),
+    ])
+    .await;
     assert_eq!(
         succeeded(&job),
         &json!({
@@ -1005,21 +1012,8 @@ async fn a_transcription_providers_retry_after_holds_the_next_try_back() {
         headers: vec![("retry-after", "2".into())],
         body: json!({"error": {"message": "rate limited", "type": "rate_limit_error"}}),
     };
-    let (whisper, calls) = scripted(
-        "/v1/audio/transcriptions",
-        vec![busy, (200, whisper_answer()).into()],
-    )
-    .await;
-    let stack = stack(&[
-        ("providers.openai.base_url", &format!("{whisper}/v1")),
-        ("providers.openai.api_key", "sk-local"),
-    ])
-    .await;
-    let uploaded = upload_ok(&stack, "session.wav", wav(2.5)).await;
-    let id = stack
-        .submit("transcription", json!({"file_id": uploaded["file_id"]}))
-        .await;
-    let job = stack.wait_for(&id, &["succeeded", "failed"], WITHIN).await;
+    let (job, calls) =
+        transcribed_through_whisper(vec![busy, (200, whisper_answer()).into()]).await;
     assert_eq!(succeeded(&job)["text"], "Hello coach. Hi there.");
     assert_eq!(job["attempts"], 2, "{job}");
     let calls = calls.lock().unwrap();
@@ -1029,17 +1023,6 @@ async fn a_transcription_providers_retry_after_holds_the_next_try_back() {
         waited >= Duration::from_secs(2),
         "tried again after {waited:?}"
     );
-}
-
-/// `DELETE /api/v1/users/{user}/data` as `caller`: the status and the report.
-async fn erase(stack: &Stack, caller: &str, user: &str) -> (u16, Value) {
-    let url = stack.url(&format!("/api/v1/users/{user}/data"));
-    let response = stack
-        .authed(stack.http.delete(url), caller)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
 }
 
 /// A user's data is erased on request, everywhere it is held (jobs, events, dead letters,
@@ -1104,13 +1087,13 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
         stack.store.insert_inference_log(&log).await.unwrap();
     }
 
-    let (status, body) = erase(&stack, OTHER_USER, USER).await;
+    let (status, body) = stack.erase_user(OTHER_USER, USER).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (403, Some("forbidden"))
     );
 
-    let (status, first) = erase(&stack, USER, USER).await;
+    let (status, first) = stack.erase_user(USER, USER).await;
     assert_eq!(first["dead_letters_deleted"], 1, "{first}");
     assert_eq!(first["files_deleted"], 1, "{first}");
     assert_eq!(first["cached_extractions_deleted"], 1, "{first}");
@@ -1127,7 +1110,7 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
             "{first}"
         );
         stack.wait_for(&slow, &["cancelled"], WITHIN).await;
-        let (status, second) = erase(&stack, USER, USER).await;
+        let (status, second) = stack.erase_user(USER, USER).await;
         assert_eq!(
             (status, &second["complete"]),
             (200, &json!(true)),
@@ -1260,14 +1243,7 @@ async fn a_job_that_finishes_during_an_erasure_is_left_for_the_next() {
     .unwrap();
     let erasing = {
         let api = Api::new(stack.base.clone());
-        tokio::spawn(async move {
-            let url = api.url(&format!("/api/v1/users/{USER}/data"));
-            let response = api.authed(api.http.delete(url), USER).send().await.unwrap();
-            (
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap(),
-            )
-        })
+        tokio::spawn(async move { api.erase_user(USER, USER).await })
     };
     eventually(WITHIN, || {
         let db = db.clone();
@@ -1297,7 +1273,7 @@ async fn a_job_that_finishes_during_an_erasure_is_left_for_the_next() {
     let left = stack.store.user_jobs(USER, 10).await.unwrap();
     assert_eq!(left.iter().map(|j| j.id).collect::<Vec<_>>(), vec![late]);
 
-    let (status, second) = erase(&stack, USER, USER).await;
+    let (status, second) = stack.erase_user(USER, USER).await;
     assert_eq!(
         (status, &second["complete"]),
         (200, &json!(true)),

@@ -1486,15 +1486,9 @@ async fn erasing_ones_data_keeps_the_days_spending(db: Db, task: &str) {
     assert_eq!(response.status(), 200);
     usage_once_logged(&stack, &stack.token(USER), "", 1).await;
 
-    let url = stack.url(&format!("/api/v1/users/{USER}/data"));
     let deadline = Instant::now() + WITHIN;
     let erased = loop {
-        let response = stack
-            .authed(stack.http.delete(&url), USER)
-            .send()
-            .await
-            .unwrap();
-        let erased: Value = response.json().await.unwrap();
+        let (_, erased) = stack.erase_user(USER, USER).await;
         if erased["complete"] == true {
             break erased;
         }

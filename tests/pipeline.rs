@@ -1196,17 +1196,8 @@ async fn an_erased_jobs_events_are_forgotten_by_every_api() {
         assert_eq!(events_status(api, id).await, 200);
     }
 
-    let response = stack
-        .authed(
-            stack
-                .http
-                .delete(stack.url(&format!("/api/v1/users/{USER}/data"))),
-            USER,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, _) = stack.erase_user(USER, USER).await;
+    assert_eq!(status, 200);
     assert_eq!(events_status(&stack, &here).await, 404);
     eventually(Duration::from_secs(20), || async {
         events_status(&other, &there).await == 404
@@ -1248,18 +1239,8 @@ async fn an_erased_users_waiting_commands_leave_the_queue() {
     let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
     assert_eq!(commands.info().await.unwrap().state.messages, 3);
 
-    let response = stack
-        .authed(
-            stack
-                .http
-                .delete(stack.url(&format!("/api/v1/users/{USER}/data"))),
-            USER,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let erased: Value = response.json().await.unwrap();
+    let (status, erased) = stack.erase_user(USER, USER).await;
+    assert_eq!(status, 200);
     assert_eq!(erased["jobs_cancelled"], 1, "{erased}");
     assert_eq!(erased["job_commands_deleted"], 2, "{erased}");
     assert_eq!(erased["complete"], true, "{erased}");
@@ -2367,16 +2348,19 @@ async fn a_relay_outage_ends_the_stream_without_a_job_error() {
     let mut settings = stack.settings.clone();
     settings.nats.apply_streams_on_start = false;
     let other = Api::new(serve_api(&settings).await);
-    let response = other
-        .get(&format!("/api/v1/jobs/{id}/events"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = tokio::time::timeout(Duration::from_secs(20), response.text())
-        .await
-        .expect("the stream ends")
-        .unwrap();
+    // The whole stream, which must end.
+    let events_of = |id: String| {
+        let response = other.get(&format!("/api/v1/jobs/{id}/events")).send();
+        async move {
+            let response = response.await.unwrap();
+            assert_eq!(response.status(), 200);
+            tokio::time::timeout(Duration::from_secs(20), response.text())
+                .await
+                .expect("the stream ends")
+                .unwrap()
+        }
+    };
+    let text = events_of(id).await;
     // Finished: its outcome from the store, as past retention.
     assert!(!text.contains("event: error"), "{text}");
     assert!(text.contains("event: result"), "{text}");
@@ -2389,15 +2373,7 @@ async fn a_relay_outage_ends_the_stream_without_a_job_error() {
     stack
         .wait_for(&running, &["running"], Duration::from_secs(20))
         .await;
-    let response = other
-        .get(&format!("/api/v1/jobs/{running}/events"))
-        .send()
-        .await
-        .unwrap();
-    let text = tokio::time::timeout(Duration::from_secs(20), response.text())
-        .await
-        .expect("the stream ends")
-        .unwrap();
+    let text = events_of(running).await;
     assert!(!text.contains("event:"), "{text}");
     assert!(text.contains("retry: 2000"), "{text}");
 }

@@ -221,6 +221,17 @@ impl Api {
         format!("{}{}", self.base, path)
     }
 
+    /// `DELETE /api/v1/users/{user}/data` as `caller`: the status and the report.
+    pub async fn erase_user(&self, caller: &str, user: &str) -> (u16, Value) {
+        let url = self.url(&format!("/api/v1/users/{user}/data"));
+        let response = self
+            .authed(self.http.delete(url), caller)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     /// The Prometheus text of `/metrics` (no authentication, as a scraper sees it).
     pub async fn metrics(&self) -> String {
         self.http

@@ -541,14 +541,7 @@ async fn trusted_keys_survive_an_endpoint_outage() {
     server.set_mode(Mode::Fail);
     verify(&auth, &token).await.unwrap();
     // The stale set is fetched again beside the request.
-    let deadline = Instant::now() + DEADLINE;
-    while server.fetches() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the stale set was never refetched"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    refetched(&server).await;
     let unknown = sign(Algorithm::ES256, Some(EC2_KID), &ec2(), &claims("u"));
     assert!(matches!(
         verify(&auth, &unknown).await,
@@ -558,6 +551,18 @@ async fn trusted_keys_survive_an_endpoint_outage() {
     server.set_mode(Mode::Serve);
     server.serve(vec![jwk("ec1"), jwk("ec2")]);
     verify(&auth, &unknown).await.unwrap();
+}
+
+/// Waits for the server's second fetch: the stale set fetched again beside a request.
+async fn refetched(server: &JwksServer) {
+    let deadline = Instant::now() + DEADLINE;
+    while server.fetches() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the stale set was never refetched"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// An identity provider that hangs must not hold up the requests whose keys are known: only
@@ -582,14 +587,7 @@ async fn a_stale_set_serves_known_keys_while_the_endpoint_hangs() {
             .unwrap();
     };
     known().await;
-    let deadline = Instant::now() + DEADLINE;
-    while server.fetches() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the stale set was never refetched"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    refetched(&server).await;
     for _ in 0..3 {
         known().await;
     }
