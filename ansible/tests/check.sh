@@ -33,6 +33,19 @@ failures=()
 
 ok() { passed=$((passed + 1)); echo "PASS: $1"; }
 ko() { failed=$((failed + 1)); failures+=("$1"); echo "FAIL: $1"; }
+# refused WHAT NAMING PATTERN CMD...: CMD must fail, saying PATTERN.
+refused() {
+    local what=$1 naming=$2 pattern=$3 out
+    shift 3
+    if out="$("$@" 2>&1)"; then
+        ko "$what"
+    elif grep -q -- "$pattern" <<<"$out"; then
+        ok "$what, $naming"
+    else
+        ko "$what, $naming"
+        grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
+    fi
+}
 # A check whose tool is missing fails: scripts/ensure-deploy-tools.sh provides every tool.
 skip() { ko "$1"; }
 # run NAME CMD...: runs CMD, counts it, shows its output on failure.
@@ -97,15 +110,10 @@ else
 fi
 # The playbooks refuse one too (roles/common/tasks/assert_vault.yml).
 cp inventories/staging/vault.example.yml inventories/staging/group_vars/all/vault.yml
-if out="$(ansible-playbook -i inventories/staging/hosts.yml -e "render_dir=$TMP/plainvault" \
-    -e common_allow_placeholder_secrets=true tests/render.yml 2>&1)"; then
-    ko "a plaintext vault file stops the playbooks"
-elif grep -q 'group_vars/all/vault.yml is not encrypted' <<<"$out"; then
-    ok "a plaintext vault file stops the playbooks, naming it"
-else
-    ko "a plaintext vault file stops the playbooks, naming it"
-    grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
-fi
+refused "a plaintext vault file stops the playbooks" "naming it" \
+    'group_vars/all/vault.yml is not encrypted' \
+    ansible-playbook -i inventories/staging/hosts.yml -e "render_dir=$TMP/plainvault" \
+    -e common_allow_placeholder_secrets=true tests/render.yml
 rm -f inventories/staging/group_vars/all/vault.yml
 
 echo "== 1. ansible-lint"
@@ -177,16 +185,11 @@ for inv in "${INVENTORIES[@]}"; do
         grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
     fi
     # A shutdown grace set through xenios_extra_env (past the units' TimeoutStopSec) is refused.
-    if out="$(ansible-playbook -i "inventories/$inv/hosts.yml" -e "@inventories/$inv/vault.example.yml" \
+    refused "a shutdown grace in xenios_extra_env is refused ($inv)" "naming the variable" \
+        'xenios_consumer_shutdown_grace_secs' \
+        ansible-playbook -i "inventories/$inv/hosts.yml" -e "@inventories/$inv/vault.example.yml" \
         -e '{"xenios_extra_env": {"XENIOS__CONSUMER__SHUTDOWN_GRACE_SECS": "90"}}' \
-        -e "render_dir=$TMP/grace/$inv" tests/render.yml 2>&1)"; then
-        ko "a shutdown grace in xenios_extra_env is refused ($inv)"
-    elif grep -q 'xenios_consumer_shutdown_grace_secs' <<<"$out"; then
-        ok "a shutdown grace in xenios_extra_env is refused, naming the variable ($inv)"
-    else
-        ko "a shutdown grace in xenios_extra_env is refused, naming the variable ($inv)"
-        grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
-    fi
+        -e "render_dir=$TMP/grace/$inv" tests/render.yml
     [ -d "$RENDER" ] || continue
 
     # Each api host's Caddy falls back on the other api hosts' API (and may reach it).
