@@ -29,6 +29,18 @@ fn writes(sql: &str) -> bool {
     !head.eq_ignore_ascii_case("select")
 }
 
+/// Whether a write must be on disk before it is answered. Only SQLite tells the two apart (a
+/// `Lazy` write's commit is not synced; see `SqliteWriter`); PostgreSQL syncs as it is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// What a caller promises on: a job answered `202`, an outcome acked to the broker.
+    Synced,
+    /// Lost with the machine at worst, and then with every later commit (WAL commits are
+    /// made durable in order): what the broker's redelivery does again anyway, such as an
+    /// attempt's claim, its lease renewals and progress.
+    Lazy,
+}
+
 #[derive(Debug)]
 pub(crate) enum Arg {
     Uuid(Option<Uuid>),
@@ -245,6 +257,15 @@ fn bind_sqlite<'q>(
 
 impl Pool {
     pub(crate) async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64> {
+        self.execute_as(Commit::Synced, sql, args).await
+    }
+
+    pub(crate) async fn execute_as(
+        &self,
+        commit: Commit,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<u64> {
         Ok(match self {
             Pool::Pg(conns) => {
                 let mut conn = conns.checkout().await?;
@@ -252,7 +273,9 @@ impl Pool {
                 let done = conns.bounded(done).await;
                 conn.settle(done)?.rows_affected()
             }
-            Pool::Sqlite(_, writer) if writes(sql) => writer.write(sql, args, false).await?.rows,
+            Pool::Sqlite(_, writer) if writes(sql) => {
+                writer.write(sql, args, false, commit).await?.rows
+            }
             Pool::Sqlite(conns, _) => {
                 let mut conn = conns.checkout().await?;
                 let done = bind_sqlite(sqlx::query(sql), &args)
@@ -269,6 +292,16 @@ impl Pool {
         args: Vec<Arg>,
         map: impl Fn(&dyn Row) -> Result<T>,
     ) -> Result<Option<T>> {
+        self.fetch_optional_as(Commit::Synced, sql, args, map).await
+    }
+
+    pub(crate) async fn fetch_optional_as<T>(
+        &self,
+        commit: Commit,
+        sql: &str,
+        args: Vec<Arg>,
+        map: impl Fn(&dyn Row) -> Result<T>,
+    ) -> Result<Option<T>> {
         match self {
             Pool::Pg(conns) => {
                 let mut conn = conns.checkout().await?;
@@ -277,7 +310,7 @@ impl Pool {
                 conn.settle(row)?.map(|r| map(&r)).transpose()
             }
             Pool::Sqlite(_, writer) if writes(sql) => writer
-                .write(sql, args, true)
+                .write(sql, args, true, commit)
                 .await?
                 .row
                 .map(|r| map(&r))

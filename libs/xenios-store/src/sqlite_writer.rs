@@ -17,6 +17,13 @@
 //! in whichever commit crosses its threshold, and its copy and fsync would hold up every write
 //! queued behind that commit.
 //!
+//! A batch is synced before it is answered only if one of its writes needs it
+//! (`Commit::Synced`, under `database.sqlite_synchronous = full`): the claims, lease renewals
+//! and progress that most batches of a busy consumer hold alone are committed unsynced. In
+//! WAL mode that costs no order: a later synced commit makes every earlier one durable with
+//! it, so the machine failing can lose only a tail of commits, never a claim beneath a
+//! recorded outcome.
+//!
 //! Each statement keeps its own outcome. If the batch as a whole fails, its statements are run
 //! again one by one, so a caller sees exactly the error its own statement would have had alone;
 //! only a batch that cannot take the write lock (another process held it through the whole
@@ -36,7 +43,9 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::db::{json_from_text, required, sqlite_time, time_from_text, uuid_from_text, Arg, Row};
+use crate::db::{
+    json_from_text, required, sqlite_time, time_from_text, uuid_from_text, Arg, Commit, Row,
+};
 use crate::error::StoreError;
 use crate::model::SqliteSync;
 
@@ -75,6 +84,7 @@ struct Write {
     sql: String,
     args: Vec<Arg>,
     returns_row: bool,
+    commit: Commit,
     reply: oneshot::Sender<Result<Written>>,
 }
 
@@ -91,10 +101,11 @@ impl SqliteWriter {
     pub(crate) fn start(target: WriterTarget<'_>, pool: SqlitePool) -> Result<SqliteWriter> {
         let conn = open(&target)?;
         let checkpoints = Checkpoints::new(pool);
+        let sync = Syncing::new(target.sync);
         let (queue, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_batches(conn, rx, checkpoints))
+            .spawn(move || write_batches(conn, rx, checkpoints, sync))
             .map_err(|e| StoreError::other(format!("cannot start the SQLite writer: {e}")))?;
         Ok(SqliteWriter { queue })
     }
@@ -106,12 +117,14 @@ impl SqliteWriter {
         sql: &str,
         args: Vec<Arg>,
         returns_row: bool,
+        commit: Commit,
     ) -> Result<Written> {
         let (reply, answer) = oneshot::channel();
         let write = Write {
             sql: sql.to_owned(),
             args,
             returns_row,
+            commit,
             reply,
         };
         let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
@@ -164,6 +177,7 @@ fn write_batches(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Request>,
     mut checkpoints: Checkpoints,
+    mut sync: Syncing,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut close = None;
@@ -182,7 +196,7 @@ fn write_batches(
             }
         }
         if !batch.is_empty() {
-            commit(&mut conn, &mut batch, &mut checkpoints);
+            commit(&mut conn, &mut batch, &mut checkpoints, &mut sync);
         }
     }
     // Writes still queued behind the close are dropped with the queue: their callers hear
@@ -195,8 +209,20 @@ fn write_batches(
 }
 
 /// Runs `batch` in one transaction and answers each write, emptying `batch`.
-fn commit(conn: &mut Connection, batch: &mut Vec<Write>, checkpoints: &mut Checkpoints) {
+fn commit(
+    conn: &mut Connection,
+    batch: &mut Vec<Write>,
+    checkpoints: &mut Checkpoints,
+    sync: &mut Syncing,
+) {
     checkpoints.after(batch.len());
+    if let Err(e) = sync.set_for(conn, batch) {
+        let message = format!("cannot set how the SQLite commit is synced: {e}");
+        for write in batch.drain(..) {
+            let _ = write.reply.send(Err(StoreError::other(message.clone())));
+        }
+        return;
+    }
     if batch.len() > 1 {
         match run_together(conn, batch) {
             Ok(outcomes) => {
@@ -222,8 +248,45 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Write>, checkpoints: &mut Check
         }
     }
     for write in batch.drain(..) {
-        let outcome = run(conn, &write).map_err(StoreError::from);
+        let outcome = sync
+            .set_for(conn, std::slice::from_ref(&write))
+            .and_then(|()| run(conn, &write))
+            .map_err(StoreError::from);
         let _ = write.reply.send(outcome);
+    }
+}
+
+/// The connection's `PRAGMA synchronous`, changed only between transactions and only when a
+/// batch needs otherwise than the last.
+struct Syncing {
+    configured: SqliteSync,
+    current: SqliteSync,
+}
+
+impl Syncing {
+    /// As `open` left the connection.
+    fn new(configured: SqliteSync) -> Syncing {
+        Syncing {
+            configured,
+            current: configured,
+        }
+    }
+
+    fn needed_by(&self, writes: &[Write]) -> SqliteSync {
+        let synced = writes.iter().any(|w| w.commit == Commit::Synced);
+        match self.configured {
+            SqliteSync::Full if synced => SqliteSync::Full,
+            _ => SqliteSync::Normal,
+        }
+    }
+
+    fn set_for(&mut self, conn: &Connection, writes: &[Write]) -> rusqlite::Result<()> {
+        let needed = self.needed_by(writes);
+        if needed != self.current {
+            conn.execute_batch(&format!("PRAGMA synchronous = {}", needed.pragma()))?;
+            self.current = needed;
+        }
+        Ok(())
     }
 }
 
@@ -425,13 +488,15 @@ mod tests {
 
     /// A database file with `schema`, its pool and a writer over it.
     async fn database_with(schema: &str) -> (tempfile::TempDir, SqlitePool, SqliteWriter) {
-        database_waiting(schema, Duration::from_secs(5)).await
+        database_as(schema, Duration::from_secs(5), SqliteSync::Full).await
     }
 
-    /// `database_with` whose writer waits `busy_timeout` for another connection's lock.
-    async fn database_waiting(
+    /// `database_with` whose writer waits `busy_timeout` for another connection's lock and
+    /// syncs as `sync` says.
+    async fn database_as(
         schema: &str,
         busy_timeout: Duration,
+        sync: SqliteSync,
     ) -> (tempfile::TempDir, SqlitePool, SqliteWriter) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("test.db");
@@ -442,7 +507,7 @@ mod tests {
             filename: &path,
             in_memory: false,
             busy_timeout,
-            sync: SqliteSync::Full,
+            sync,
         };
         let writer = SqliteWriter::start(target, pool.clone()).unwrap();
         (dir, pool, writer)
@@ -469,6 +534,99 @@ mod tests {
         assert_eq!(SqliteSync::default(), SqliteSync::Full);
     }
 
+    /// Each write records the `synchronous` its own commit ran under.
+    fn recording_sync(
+        writer: &SqliteWriter,
+        name: &'static str,
+        commit: Commit,
+    ) -> tokio::task::JoinHandle<Result<i64>> {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let written = writer
+                .write(
+                    "INSERT INTO s (name, synchronous) \
+                     SELECT $1, synchronous FROM pragma_synchronous RETURNING synchronous",
+                    vec![Arg::Text(Some(name.into()))],
+                    true,
+                    commit,
+                )
+                .await?;
+            Ok(required(
+                "synchronous",
+                written.row.unwrap().int("synchronous")?,
+            )?)
+        })
+    }
+
+    /// A commit is synced when one of its writes asks for it, and only then; a lazy write
+    /// batched with a synced one is synced with it.
+    #[tokio::test]
+    async fn a_batch_is_synced_only_when_one_of_its_writes_needs_it() {
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        let (_dir, pool, writer) =
+            database_with("CREATE TABLE s (name TEXT, synchronous INTEGER)").await;
+        let alone = |name, commit| recording_sync(&writer, name, commit);
+        assert_eq!(alone("lazy", Commit::Lazy).await.unwrap().unwrap(), NORMAL);
+        assert_eq!(
+            alone("synced", Commit::Synced).await.unwrap().unwrap(),
+            FULL
+        );
+        assert_eq!(
+            alone("lazy again", Commit::Lazy).await.unwrap().unwrap(),
+            NORMAL
+        );
+
+        // With the write lock held elsewhere, the first write waits alone and the rest queue
+        // up behind it into one batch.
+        let mut holder = pool.acquire().await.unwrap();
+        let batched = |writes: Vec<(&'static str, Commit)>| {
+            let writes: Vec<_> = writes
+                .into_iter()
+                .map(|(name, commit)| recording_sync(&writer, name, commit))
+                .collect();
+            async move {
+                let mut seen = Vec::new();
+                for write in writes {
+                    seen.push(write.await.unwrap().unwrap());
+                }
+                seen
+            }
+        };
+        for (together, expected) in [
+            (vec![Commit::Lazy, Commit::Lazy, Commit::Lazy], NORMAL),
+            (vec![Commit::Lazy, Commit::Synced, Commit::Lazy], FULL),
+        ] {
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *holder)
+                .await
+                .unwrap();
+            let first = recording_sync(&writer, "first", Commit::Synced);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let rest = batched(together.into_iter().map(|c| ("batched", c)).collect());
+            let rest = tokio::spawn(rest);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+            assert_eq!(first.await.unwrap().unwrap(), FULL);
+            assert_eq!(rest.await.unwrap(), vec![expected; 3]);
+        }
+    }
+
+    /// Under `database.sqlite_synchronous = normal` nothing is synced at commit.
+    #[tokio::test]
+    async fn nothing_is_synced_when_configured_so() {
+        let (_dir, _pool, writer) = database_as(
+            "CREATE TABLE s (name TEXT, synchronous INTEGER)",
+            Duration::from_secs(5),
+            SqliteSync::Normal,
+        )
+        .await;
+        for commit in [Commit::Synced, Commit::Lazy] {
+            let seen = recording_sync(&writer, "normal", commit).await.unwrap();
+            assert_eq!(seen.unwrap(), 1, "{commit:?}");
+        }
+    }
+
     #[tokio::test]
     async fn concurrent_writes_keep_their_own_outcomes() {
         let (_dir, pool, writer) =
@@ -483,6 +641,7 @@ mod tests {
                         "INSERT INTO t (v) VALUES ($1) RETURNING v",
                         vec![Arg::Text(Some(format!("v{}", i / 2)))],
                         true,
+                        Commit::Synced,
                     )
                     .await
             })
@@ -511,7 +670,7 @@ mod tests {
         assert_eq!(count, 100);
 
         let updated = writer
-            .write("UPDATE t SET v = v || '!'", vec![], false)
+            .write("UPDATE t SET v = v || '!'", vec![], false, Commit::Synced)
             .await
             .unwrap();
         assert_eq!(updated.rows, 100);
@@ -521,8 +680,12 @@ mod tests {
     /// whole, at once, rather than each of its writes waiting the whole time again alone.
     #[tokio::test]
     async fn a_batch_that_cannot_take_the_write_lock_fails_whole() {
-        let (_dir, pool, writer) =
-            database_waiting("CREATE TABLE w (v INTEGER)", Duration::from_millis(300)).await;
+        let (_dir, pool, writer) = database_as(
+            "CREATE TABLE w (v INTEGER)",
+            Duration::from_millis(300),
+            SqliteSync::Full,
+        )
+        .await;
         let mut holder = pool.acquire().await.unwrap();
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *holder)
@@ -532,7 +695,9 @@ mod tests {
             let writer = writer.clone();
             tokio::spawn(async move {
                 let insert = "INSERT INTO w (v) VALUES ($1)";
-                writer.write(insert, vec![Arg::Int(Some(v))], false).await
+                writer
+                    .write(insert, vec![Arg::Int(Some(v))], false, Commit::Synced)
+                    .await
             })
         };
         // The first write waits for the lock alone, and the others queue up behind it.
@@ -553,7 +718,12 @@ mod tests {
         assert!(outcomes.iter().all(unavailable), "{outcomes:?}");
 
         writer
-            .write("INSERT INTO w (v) VALUES (11)", vec![], false)
+            .write(
+                "INSERT INTO w (v) VALUES (11)",
+                vec![],
+                false,
+                Commit::Synced,
+            )
             .await
             .unwrap();
         let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM w")
@@ -579,6 +749,7 @@ mod tests {
                 "INSERT INTO child (parent) VALUES ($1) RETURNING id",
                 vec![Arg::Int(Some(42))],
                 true,
+                Commit::Synced,
             )
             .await;
         assert!(
@@ -592,7 +763,12 @@ mod tests {
         assert_eq!(count, 0);
 
         writer
-            .write("INSERT INTO parent (id) VALUES (42)", vec![], false)
+            .write(
+                "INSERT INTO parent (id) VALUES (42)",
+                vec![],
+                false,
+                Commit::Synced,
+            )
             .await
             .unwrap();
         let child = writer
@@ -600,6 +776,7 @@ mod tests {
                 "INSERT INTO child (parent) VALUES ($1) RETURNING id",
                 vec![Arg::Int(Some(42))],
                 true,
+                Commit::Synced,
             )
             .await
             .unwrap();
@@ -631,6 +808,7 @@ mod tests {
                     Arg::Bool(true),
                 ],
                 true,
+                Commit::Synced,
             )
             .await
             .unwrap();
@@ -654,6 +832,7 @@ mod tests {
                 "UPDATE r SET n = $1 WHERE id = $2",
                 vec![Arg::Int(Some(1))],
                 false,
+                Commit::Synced,
             )
             .await;
         assert!(matches!(missing, Err(StoreError::Other(_))), "{missing:?}");
@@ -671,6 +850,7 @@ mod tests {
                             "INSERT INTO c (v) VALUES ($1)",
                             vec![Arg::Int(Some(i))],
                             false,
+                            Commit::Synced,
                         )
                         .await
                 })
@@ -683,7 +863,12 @@ mod tests {
             assert_eq!(write.unwrap().unwrap().rows, 1);
         }
         let late = writer
-            .write("INSERT INTO c (v) VALUES (1)", vec![], false)
+            .write(
+                "INSERT INTO c (v) VALUES (1)",
+                vec![],
+                false,
+                Commit::Synced,
+            )
             .await;
         assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
         writer.close().await;

@@ -12,7 +12,7 @@ use sqlx::{Executor, PgPool, Postgres};
 use xenios_contract::{JobError, JobId, JobKind, JobStatus, Progress};
 
 use crate::conns::Conns;
-use crate::db::{args, required, Arg, Pool, Row};
+use crate::db::{args, required, Arg, Commit, Pool, Row};
 use crate::error::StoreError;
 use crate::model::*;
 use crate::pg_batch::{Batcher, CreateJobs, Finish, FinishJobs, StartAttempts};
@@ -205,11 +205,24 @@ impl Store {
     /// `Existing` (race-safe: the unique index decides). Reusing an existing job id is a
     /// `Conflict`.
     pub async fn create_job(&self, new: NewJob) -> Result<Created> {
+        self.create(new, Commit::Synced).await
+    }
+
+    /// [`Store::create_job`] for a caller on the line for the job's outcome (the LLM
+    /// gateway), whose answer is the outcome itself rather than a promise that the job will
+    /// run: on SQLite the record is not synced. Lost with the machine, its command finds no
+    /// record and is dropped, rather than run for a caller who is gone with it; any later
+    /// synced write (the job's audit, its outcome) makes it durable.
+    pub async fn create_live_job(&self, new: NewJob) -> Result<Created> {
+        self.create(new, Commit::Lazy).await
+    }
+
+    async fn create(&self, new: NewJob, commit: Commit) -> Result<Created> {
         let (id, user_id, idempotency_key) =
             (new.id, new.user_id.clone(), new.idempotency_key.clone());
         let inserted = match &self.batches {
             Some(batches) => batches.create.call(new).await?,
-            None => self.insert_job(new).await?,
+            None => self.insert_job(new, commit).await?,
         };
         if let Some(job) = inserted {
             return Ok(Created::New(job));
@@ -244,7 +257,7 @@ impl Store {
             .await
     }
 
-    async fn insert_job(&self, new: NewJob) -> Result<Option<JobRecord>> {
+    async fn insert_job(&self, new: NewJob, commit: Commit) -> Result<Option<JobRecord>> {
         let webhook_state = webhook_state_of(&new);
         let sql = format!(
             "INSERT INTO jobs (id, kind, status, user_id, input, attempts, correlation_id, \
@@ -254,7 +267,8 @@ impl Store {
              ON CONFLICT DO NOTHING RETURNING {JOB_COLUMNS}"
         );
         self.pool
-            .fetch_optional(
+            .fetch_optional_as(
+                commit,
                 &sql,
                 args![
                     new.id,
@@ -352,11 +366,13 @@ impl Store {
         Ok(JobPage { jobs, next_cursor })
     }
 
-    /// Records that the command reached the broker.
+    /// Records that the command reached the broker. Not synced: lost with the machine, it
+    /// only makes the sweeper publish the job again.
     pub async fn mark_published(&self, id: JobId) -> Result<()> {
         let n = self
             .pool
-            .execute(
+            .execute_as(
+                Commit::Lazy,
                 "UPDATE jobs SET published_at = $2, updated_at = $2 WHERE id = $1",
                 args![id, now()],
             )
@@ -442,8 +458,11 @@ impl Store {
                          AND (status = 'queued' OR (status = 'running' AND updated_at <= $3)) \
                          RETURNING {JOB_COLUMNS}"
                     );
+                    // Not synced: lost with the machine, the claim is made again when the
+                    // broker redelivers the command it never saw acked.
+                    let args = args![id, now, stale_before];
                     self.pool
-                        .fetch_optional(&sql, args![id, now, stale_before], job_from_row)
+                        .fetch_optional_as(Commit::Lazy, &sql, args, job_from_row)
                         .await?
                 }
             };
@@ -466,9 +485,11 @@ impl Store {
     /// Renews attempt `attempt`'s lease of its running job (the job's `updated_at`) and tells
     /// whether cancellation was requested meanwhile.
     pub async fn renew_lease(&self, id: JobId, attempt: u32) -> Result<AttemptWrite<bool>> {
+        // Not synced, like the claim it extends.
         let cancel_requested = self
             .pool
-            .fetch_optional(
+            .fetch_optional_as(
+                Commit::Lazy,
                 "UPDATE jobs SET updated_at = $2 \
                  WHERE id = $1 AND status = 'running' AND attempts = $3 \
                  RETURNING cancel_requested",
@@ -490,9 +511,11 @@ impl Store {
         let progress = serde_json::to_value(p)
             .map(without_nul)
             .map_err(|e| StoreError::Other(e.into()))?;
+        // Not synced: progress is a hint, and outdated the moment it is stored.
         let n = self
             .pool
-            .execute(
+            .execute_as(
+                Commit::Lazy,
                 "UPDATE jobs SET progress = $3, updated_at = $2 \
                  WHERE id = $1 AND status = 'running' AND attempts = $4",
                 args![id, now(), progress, i64::from(attempt)],

@@ -465,7 +465,8 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
 /// even leaves. The consumer waits for a first delivery's job to appear in the store (see the
 /// runtime's `RECORD_WAIT`). If the record fails the caller gets the error and the command,
 /// already out, is withdrawn (see `withdraw`); no 202 is promised here, so that is the whole
-/// departure from "recorded first".
+/// departure from "recorded first". For the same reason the record is not synced on SQLite
+/// (see `Store::create_live_job`).
 pub(crate) async fn enqueue_while_recording(
     state: &AppState,
     new: NewJob,
@@ -483,7 +484,7 @@ pub(crate) async fn enqueue_while_recording(
     state.hub.track_new_job(new.id, new.user_id.clone());
     let recording = Instant::now();
     let record = async {
-        let created = state.store.create_job(new).await;
+        let created = state.store.create_live_job(new).await;
         submit_stage(kind, "record", recording);
         created
     };
