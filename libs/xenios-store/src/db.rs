@@ -29,8 +29,10 @@ fn writes(sql: &str) -> bool {
     !head.eq_ignore_ascii_case("select")
 }
 
-/// Whether a write must be on disk before it is answered. Only SQLite tells the two apart (a
-/// `Lazy` write's commit is not synced; see `SqliteWriter`); PostgreSQL syncs as it is set up.
+/// Whether a write must be on disk before it is answered. On SQLite a batch of only `Lazy`
+/// writes is not synced (see `SqliteWriter`); on PostgreSQL the attempts' claims, the one
+/// frequent lazy write, go through a connection whose commits are not waited on (see
+/// `connect_pg`), and the rare others are synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Commit {
     /// What a caller promises on: a job answered `202`, an outcome acked to the broker.

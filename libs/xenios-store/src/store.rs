@@ -63,6 +63,8 @@ pub struct Store {
 struct PgBatches {
     /// The batched statements' own connections (see `connect_pg`).
     conns: Conns<Postgres>,
+    /// The same for the attempts' claims, whose commits are not waited on (`Commit::Lazy`).
+    lazy_conns: Conns<Postgres>,
     create: Batcher<CreateJobs>,
     start: Batcher<StartAttempts>,
     finish: Batcher<FinishJobs>,
@@ -76,15 +78,17 @@ impl Store {
         let mut migration_lock = None;
         let (pool, batches) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
-            let (pool, batch_pool) = connect_pg(url, opts).await?;
+            let (pool, batch_pool, lazy_batch_pool) = connect_pg(url, opts).await?;
             let answer_within =
                 (!opts.statement_timeout.is_zero()).then(|| opts.statement_timeout + ANSWER_GRACE);
             let conns = Conns::answering_within(batch_pool, answer_within);
+            let lazy_conns = Conns::answering_within(lazy_batch_pool, answer_within);
             let batches = PgBatches {
                 create: Batcher::spawn(conns.clone()),
-                start: Batcher::spawn(conns.clone()),
+                start: Batcher::spawn(lazy_conns.clone()),
                 finish: Batcher::spawn(conns.clone()),
                 conns,
+                lazy_conns,
             };
             let pool = Conns::answering_within(pool, answer_within);
             (Pool::Pg(pool), Some(Arc::new(batches)))
@@ -191,6 +195,7 @@ impl Store {
     pub async fn close(&self) {
         if let Some(batches) = &self.batches {
             batches.conns.close().await;
+            batches.lazy_conns.close().await;
         }
         match &self.pool {
             Pool::Pg(conns) => conns.close().await,
@@ -1166,8 +1171,9 @@ fn text_without_nul(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// One statement of each batched shape is in flight at a time (`pg_batch.rs`).
-const BATCH_CONNECTIONS: u32 = 3;
+/// One statement of each batched shape is in flight at a time (`pg_batch.rs`): one
+/// connection each for the records and the outcomes; the claims' batcher has its own pool.
+const BATCH_CONNECTIONS: u32 = 2;
 
 /// How long past the statement timeout the store still waits for a statement's answer: the
 /// server's own cancellation arrives first from a live connection.
@@ -1182,7 +1188,11 @@ const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// would go on scanning every job at each batch as the table grows (psql: 1.42 ms vs 0.08 ms
 /// per execution at 6600 rows). Those are opened on the first batch, so commands that never
 /// write a job (`xenios migrate`, `streams apply`) do not open them.
-async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool)> {
+///
+/// The claims' batcher has a pool of its own whose commits return before the server flushes
+/// them (`synchronous_commit = off`, see `Commit::Lazy`): PostgreSQL's WAL is flushed in
+/// order, so the outcome's synced commit flushes the claim beneath it too.
+async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool, PgPool)> {
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
     let options = |max_connections: u32, session: String| {
@@ -1207,12 +1217,11 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool)> 
     let pool = options(opts.max_connections, base.clone())
         .connect_with(connect.clone())
         .await?;
-    let batches = options(
-        BATCH_CONNECTIONS,
-        format!("{base}; SET plan_cache_mode TO force_custom_plan"),
-    )
-    .connect_lazy_with(connect);
-    Ok((pool, batches))
+    let batched = format!("{base}; SET plan_cache_mode TO force_custom_plan");
+    let batches = options(BATCH_CONNECTIONS, batched.clone()).connect_lazy_with(connect.clone());
+    let lazy_batches =
+        options(1, format!("{batched}; SET synchronous_commit TO off")).connect_lazy_with(connect);
+    Ok((pool, batches, lazy_batches))
 }
 
 /// Waits for an exclusive lock on `path` (created if missing); the lock lasts as long as the
@@ -1508,5 +1517,32 @@ mod tests {
     async fn abandoned_jobs_are_found_by_their_index_on_postgres() {
         let url = xenios_devstack::test_database_url().await.unwrap();
         assert_abandoned_jobs_use_their_index(&url).await;
+    }
+
+    /// The claims' batcher alone commits without waiting for the flush; the records and
+    /// outcomes keep the server's setting (the test server's own is off, so the source of the
+    /// setting is what tells).
+    #[tokio::test]
+    async fn only_the_claims_commit_unsynced_on_postgres() {
+        let url = xenios_devstack::test_database_url().await.unwrap();
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let batches = store.batches.clone().unwrap();
+        let setting = |conns: Conns<Postgres>| async move {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'",
+            )
+            .fetch_one(conns.opener())
+            .await
+            .unwrap()
+        };
+        assert_eq!(
+            setting(batches.lazy_conns.clone()).await,
+            ("off".to_owned(), "session".to_owned())
+        );
+        let (_, source) = setting(batches.conns.clone()).await;
+        assert_ne!(source, "session");
+        store.close().await;
     }
 }
