@@ -25,7 +25,7 @@ scripts/ensure-deps.sh nats postgres python wrk
 cargo build -q -p xenios-devstack --bin with-postgres
 # PostgreSQL runs need a private server: re-enter under one.
 if [ -z "${XENIOS_TEST_POSTGRES_URL:-}" ]; then
-  exec "$root/target/debug/with-postgres" -- "$0" "$N" "$C" "$RUNS"
+  exec "$root/target/debug/with-postgres" --durable -- "$0" "$N" "$C" "$RUNS"
 fi
 # The shared instruments are read-only: build and run copies of them.
 [ -d "$tools/bench" ] || cp -r "$shared" "$tools/bench"

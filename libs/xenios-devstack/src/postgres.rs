@@ -26,12 +26,25 @@ pub struct PgServer {
     port: u16,
     /// Set when we run as root: PostgreSQL refuses to, so the processes run as `postgres`.
     run_as: Option<(u32, u32)>,
+    /// Commits synced as in production; otherwise not at all (throwaway test data).
+    durable: bool,
     child: Option<Child>,
 }
 
 impl PgServer {
-    /// Creates a fresh cluster (trust auth, superuser `postgres`) and starts it.
+    /// Creates a fresh cluster (trust auth, superuser `postgres`) and starts it, its
+    /// commits never synced: test data is thrown away, and durability only costs test time.
     pub fn start() -> anyhow::Result<PgServer> {
+        Self::start_syncing(false)
+    }
+
+    /// [`PgServer::start`] with PostgreSQL's own durability settings (every commit synced),
+    /// for measurements that must pay what production pays.
+    pub fn start_durable() -> anyhow::Result<PgServer> {
+        Self::start_syncing(true)
+    }
+
+    fn start_syncing(durable: bool) -> anyhow::Result<PgServer> {
         let bindir = find_bindir()?;
         let dir = tempfile::Builder::new().prefix("xenios-pg-").tempdir()?;
         let run_as = if current_uid()? == 0 {
@@ -47,6 +60,7 @@ impl PgServer {
             dir,
             port: free_port(),
             run_as,
+            durable,
             child: None,
         };
         server.initdb()?;
@@ -148,8 +162,12 @@ impl PgServer {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = self
-            .command("postgres")
+        let mut command = self.command("postgres");
+        if !self.durable {
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
+            command.args(["-c", "full_page_writes=off"]);
+        }
+        let child = command
             .arg("-D")
             .arg(self.data_dir())
             .arg("-p")
@@ -157,9 +175,6 @@ impl PgServer {
             .arg("-k")
             .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1"])
-            // Throwaway data: durability only costs test time.
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off"])
             // Every test gets its own database and pool; the default 100 is quickly reached.
             .args(["-c", "max_connections=300"])
             .stdin(Stdio::null())
@@ -334,6 +349,27 @@ mod tests {
         pg.start_again().unwrap();
         assert_eq!(pg.port(), port);
         assert_eq!(select_one(&pg.url()).await.unwrap(), 1);
+    }
+
+    /// Measurements get production's durability, tests none.
+    #[tokio::test]
+    async fn a_durable_server_syncs_its_commits_and_a_test_server_does_not() {
+        let show = |url: String| async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            let mut settings = Vec::new();
+            for name in ["fsync", "synchronous_commit", "full_page_writes"] {
+                let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                settings.push(value);
+            }
+            settings
+        };
+        let durable = PgServer::start_durable().unwrap();
+        assert_eq!(show(durable.url()).await, ["on", "on", "on"]);
+        let throwaway = PgServer::start().unwrap();
+        assert_eq!(show(throwaway.url()).await, ["off", "off", "off"]);
     }
 
     #[test]
