@@ -63,9 +63,11 @@ pub struct Store {
 struct PgBatches {
     /// The batched statements' own connections (see `connect_pg`).
     conns: Conns<Postgres>,
-    /// The same for the attempts' claims, whose commits are not waited on (`Commit::Lazy`).
+    /// The same for the lazy writes, whose commits are not waited on (`Commit::Lazy`): the
+    /// attempts' claims and the LLM gateway's records.
     lazy_conns: Conns<Postgres>,
     create: Batcher<CreateJobs>,
+    create_live: Batcher<CreateJobs>,
     start: Batcher<StartAttempts>,
     finish: Batcher<FinishJobs>,
 }
@@ -85,6 +87,7 @@ impl Store {
             let lazy_conns = Conns::answering_within(lazy_batch_pool, answer_within);
             let batches = PgBatches {
                 create: Batcher::spawn(conns.clone()),
+                create_live: Batcher::spawn(lazy_conns.clone()),
                 start: Batcher::spawn(lazy_conns.clone()),
                 finish: Batcher::spawn(conns.clone()),
                 conns,
@@ -215,7 +218,7 @@ impl Store {
 
     /// [`Store::create_job`] for a caller on the line for the job's outcome (the LLM
     /// gateway), whose answer is the outcome itself rather than a promise that the job will
-    /// run: on SQLite the record is not synced. Lost with the machine, its command finds no
+    /// run: its commit is not waited on to reach the disk. Lost with the machine, its command finds no
     /// record and is dropped, rather than run for a caller who is gone with it; any later
     /// synced write (the job's audit, its outcome) makes it durable.
     pub async fn create_live_job(&self, new: NewJob) -> Result<Created> {
@@ -226,6 +229,7 @@ impl Store {
         let (id, user_id, idempotency_key) =
             (new.id, new.user_id.clone(), new.idempotency_key.clone());
         let inserted = match &self.batches {
+            Some(batches) if commit == Commit::Lazy => batches.create_live.call(new).await?,
             Some(batches) => batches.create.call(new).await?,
             None => self.insert_job(new, commit).await?,
         };
@@ -1172,8 +1176,10 @@ fn text_without_nul(text: &str) -> Cow<'_, str> {
 }
 
 /// One statement of each batched shape is in flight at a time (`pg_batch.rs`): one
-/// connection each for the records and the outcomes; the claims' batcher has its own pool.
+/// connection each for the records and the outcomes, and in a pool of their own one each for
+/// the claims and the LLM gateway's records (see `connect_pg`).
 const BATCH_CONNECTIONS: u32 = 2;
+const LAZY_BATCH_CONNECTIONS: u32 = 2;
 
 /// How long past the statement timeout the store still waits for a statement's answer: the
 /// server's own cancellation arrives first from a live connection.
@@ -1189,9 +1195,10 @@ const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// per execution at 6600 rows). Those are opened on the first batch, so commands that never
 /// write a job (`xenios migrate`, `streams apply`) do not open them.
 ///
-/// The claims' batcher has a pool of its own whose commits return before the server flushes
-/// them (`synchronous_commit = off`, see `Commit::Lazy`): PostgreSQL's WAL is flushed in
-/// order, so the outcome's synced commit flushes the claim beneath it too.
+/// The lazy writes' batchers (claims, the LLM gateway's records) have a pool of their own whose
+/// commits return before the server flushes them (`synchronous_commit = off`, see
+/// `Commit::Lazy`): PostgreSQL's WAL is flushed in order, so the outcome's synced commit
+/// flushes the claim beneath it too.
 async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool, PgPool)> {
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
@@ -1219,8 +1226,11 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool, P
         .await?;
     let batched = format!("{base}; SET plan_cache_mode TO force_custom_plan");
     let batches = options(BATCH_CONNECTIONS, batched.clone()).connect_lazy_with(connect.clone());
-    let lazy_batches =
-        options(1, format!("{batched}; SET synchronous_commit TO off")).connect_lazy_with(connect);
+    let lazy_batches = options(
+        LAZY_BATCH_CONNECTIONS,
+        format!("{batched}; SET synchronous_commit TO off"),
+    )
+    .connect_lazy_with(connect);
     Ok((pool, batches, lazy_batches))
 }
 
@@ -1519,11 +1529,11 @@ mod tests {
         assert_abandoned_jobs_use_their_index(&url).await;
     }
 
-    /// The claims' batcher alone commits without waiting for the flush; the records and
+    /// The lazy writes' batchers alone commit without waiting for the flush; the records and
     /// outcomes keep the server's setting (the test server's own is off, so the source of the
     /// setting is what tells).
     #[tokio::test]
-    async fn only_the_claims_commit_unsynced_on_postgres() {
+    async fn only_the_lazy_writes_commit_unsynced_on_postgres() {
         let url = xenios_devstack::test_database_url().await.unwrap();
         let store = Store::connect(&url, &StoreOptions::default())
             .await

@@ -74,6 +74,7 @@ contract!(
     migrate_twice_and_ping,
     create_and_get_round_trip,
     idempotency_key_returns_the_existing_job,
+    a_live_job_is_recorded_and_deduplicated_like_any_other,
     list_newest_first_with_filters_and_cursor,
     start_attempt_counts_and_skips_finished_jobs,
     a_held_lease_makes_other_deliveries_wait,
@@ -183,6 +184,47 @@ async fn create_and_get_round_trip(store: Store) {
         store.mark_published(new_job_id()).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// The LLM gateway's record (its commit not waited on to reach the disk) is the same record,
+/// under the same rules, as any other job's; a job made either way is found by the other.
+async fn a_live_job_is_recorded_and_deduplicated_like_any_other(store: Store) {
+    let keyed = || NewJob {
+        idempotency_key: Some("live-key".into()),
+        ..new_job(JobKind::Llm, Some("alice"))
+    };
+    let live = match store.create_live_job(keyed()).await.unwrap() {
+        Created::New(job) => job,
+        other => panic!("expected a new job, got {other:?}"),
+    };
+    assert_eq!(store.get_job(live.id).await.unwrap(), Some(live.clone()));
+    match store.create_job(keyed()).await.unwrap() {
+        Created::Existing(job) => assert_eq!(job.id, live.id),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    let plain = new_job(JobKind::Llm, Some("alice"));
+    create(&store, plain.clone()).await;
+    assert!(matches!(
+        store.create_live_job(plain).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Many at once go out together, each caller with its own record.
+    let many = (0..40).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let new = new_job(JobKind::Llm, Some("bob"));
+            let id = new.id;
+            (id, store.create_live_job(new).await.unwrap())
+        })
+    });
+    for joined in futures::future::join_all(many).await {
+        let (id, created) = joined.unwrap();
+        assert!(matches!(created, Created::New(job) if job.id == id));
+    }
+    match store.start_attempt(live.id).await.unwrap() {
+        StartAttempt::Started(job) => assert_eq!(job.attempts, 1),
+        other => panic!("expected Started, got {other:?}"),
+    }
 }
 
 async fn idempotency_key_returns_the_existing_job(store: Store) {
