@@ -738,13 +738,19 @@ impl Store {
             .await
     }
 
+    /// Records one provider call of an attempt; to be written before the attempt's outcome or
+    /// retry, whose synced commit makes it durable.
     pub async fn insert_inference_log(&self, log: &InferenceLog) -> Result<()> {
         let sql = format!(
             "INSERT INTO inference_logs ({LOG_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
+        // Not synced: the attempt whose call it records ends in a synced write (its outcome or
+        // its retry), which carries it; lost with the machine before that, the attempt is lost
+        // with it and runs again.
         self.pool
-            .execute(
+            .execute_as(
+                Commit::Lazy,
                 &sql,
                 args![
                     log.id,
