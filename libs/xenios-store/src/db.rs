@@ -31,8 +31,8 @@ fn writes(sql: &str) -> bool {
 
 /// Whether a write must be on disk before it is answered. On SQLite a batch of only `Lazy`
 /// writes is not synced (see `SqliteWriter`); on PostgreSQL the attempts' claims and the LLM
-/// gateway's records, the frequent lazy writes, go through connections whose commits are not
-/// waited on (see `connect_pg`), and the rare others are synced.
+/// gateway's records go through connections whose commits are not waited on (see
+/// `connect_pg`), and the other lazy writes are synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Commit {
     /// What a caller promises on: a job answered `202`, an outcome acked to the broker.

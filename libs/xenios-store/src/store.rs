@@ -218,9 +218,9 @@ impl Store {
 
     /// [`Store::create_job`] for a caller on the line for the job's outcome (the LLM
     /// gateway), whose answer is the outcome itself rather than a promise that the job will
-    /// run: its commit is not waited on to reach the disk. Lost with the machine, its command finds no
-    /// record and is dropped, rather than run for a caller who is gone with it; any later
-    /// synced write (the job's audit, its outcome) makes it durable.
+    /// run: its commit is not waited on to reach the disk. Lost with the machine, its command
+    /// finds no record and is dropped, rather than run for a caller who is gone with it; any
+    /// later synced write (the job's outcome) makes it durable.
     pub async fn create_live_job(&self, new: NewJob) -> Result<Created> {
         self.create(new, Commit::Lazy).await
     }

@@ -465,8 +465,8 @@ pub(crate) async fn enqueue(state: &AppState, new: NewJob) -> Result<Created, Ap
 /// even leaves. The consumer waits for a first delivery's job to appear in the store (see the
 /// runtime's `RECORD_WAIT`). If the record fails the caller gets the error and the command,
 /// already out, is withdrawn (see `withdraw`); no 202 is promised here, so that is the whole
-/// departure from "recorded first". For the same reason the record is not synced on SQLite
-/// (see `Store::create_live_job`).
+/// departure from "recorded first". For the same reason the record's commit is not waited on
+/// to reach the disk (see `Store::create_live_job`).
 pub(crate) async fn enqueue_while_recording(
     state: &AppState,
     new: NewJob,
