@@ -151,7 +151,7 @@ impl<DB: Database> Conns<DB> {
         self.inner.opener.close().await;
     }
 
-    fn idle_count(&self) -> usize {
+    pub(crate) fn idle_count(&self) -> usize {
         self.lock_idle().len()
     }
 

@@ -1544,7 +1544,30 @@ mod tests {
         let store = Store::connect(&url, &StoreOptions::default())
             .await
             .unwrap();
+        store.migrate().await.unwrap();
         let batches = store.batches.clone().unwrap();
+        // Connections are opened on first use and kept once their statement is done: a
+        // gateway's record and a claim are written, and only the lazy pool has one.
+        let opened = |conns: &Conns<Postgres>| conns.idle_count();
+        let new = NewJob {
+            id: xenios_contract::new_job_id(),
+            kind: JobKind::Llm,
+            user_id: None,
+            input: serde_json::json!({}),
+            correlation_id: "lazy".into(),
+            idempotency_key: None,
+            webhook_url: None,
+        };
+        let id = new.id;
+        store.create_live_job(new).await.unwrap();
+        assert!(matches!(
+            store.start_attempt(id).await.unwrap(),
+            StartAttempt::Started(_)
+        ));
+        assert_eq!(opened(&batches.conns), 0);
+        assert!(opened(&batches.lazy_conns) > 0);
+        store.finish_job(id, Outcome::Cancelled).await.unwrap();
+        assert!(opened(&batches.conns) > 0, "an outcome is synced");
         let setting = |conns: Conns<Postgres>| async move {
             sqlx::query_as::<_, (String, String)>(
                 "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'",
