@@ -459,13 +459,9 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert!(retry_after >= 1);
     error_body(r, 429, "rate_limited").await;
     // Another user has a bucket of their own.
-    let r = stack
-        .authed(stack.http.post(stack.url("/api/v1/jobs")), OTHER_USER)
-        .json(&json!({"kind": "echo", "input": {"message": "other"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    stack
+        .submit_as(OTHER_USER, "echo", json!({"message": "other"}))
+        .await;
 }
 
 #[tokio::test]

@@ -1054,16 +1054,9 @@ async fn a_users_data_is_erased_on_request_and_no_one_elses() {
     assert_eq!(response.status(), 201);
     let theirs: Value = response.json().await.unwrap();
     let theirs = theirs["file_id"].as_str().unwrap().to_owned();
-    let their_job: Value = stack
-        .authed(stack.http.post(stack.url("/api/v1/jobs")), OTHER_USER)
-        .json(&json!({"kind": "echo", "input": {"message": "mine"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let their_job = their_job["job_id"].as_str().unwrap().to_owned();
+    let their_job = stack
+        .submit_as(OTHER_USER, "echo", json!({"message": "mine"}))
+        .await;
     for (user, job) in [(USER, &echo), (OTHER_USER, &their_job)] {
         let log = xenios_store::InferenceLog {
             id: uuid::Uuid::now_v7(),

@@ -1226,15 +1226,9 @@ async fn an_erased_users_waiting_commands_leave_the_queue() {
     let queued = stack.submit("echo", json!({"message": "waiting"})).await;
     let called_off = stack.submit("echo", json!({"message": "called off"})).await;
     assert_eq!(stack.cancel(&called_off).await.status(), 202);
-    let theirs: Value = stack
-        .authed(stack.http.post(stack.url("/api/v1/jobs")), OTHER_USER)
-        .json(&json!({"kind": "echo", "input": {"message": "mine"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs = stack
+        .submit_as(OTHER_USER, "echo", json!({"message": "mine"}))
+        .await;
     let js = jetstream::new(stack.nats_client.clone());
     let mut commands = js.get_stream(JOBS_STREAM).await.unwrap();
     assert_eq!(commands.info().await.unwrap().state.messages, 3);
@@ -1256,7 +1250,7 @@ async fn an_erased_users_waiting_commands_leave_the_queue() {
         .await
         .unwrap();
     let left = JobCommand::from_slice(&left.payload).unwrap();
-    assert_eq!(left.job_id.to_string(), theirs["job_id"].as_str().unwrap());
+    assert_eq!(left.job_id.to_string(), theirs);
 }
 
 /// `xenios jobs purge` runs the retention pass at once: a job finished 40 days ago goes, the

@@ -286,8 +286,13 @@ impl Api {
 
     /// Submits a job and returns its id (asserting 202).
     pub async fn submit(&self, kind: &str, input: Value) -> String {
+        self.submit_as(USER, kind, input).await
+    }
+
+    /// [`Stack::submit`] as `user`.
+    pub async fn submit_as(&self, user: &str, kind: &str, input: Value) -> String {
         let response = self
-            .post("/api/v1/jobs")
+            .authed(self.http.post(self.url("/api/v1/jobs")), user)
             .json(&json!({"kind": kind, "input": input}))
             .send()
             .await
