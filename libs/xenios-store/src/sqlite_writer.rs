@@ -551,10 +551,7 @@ mod tests {
                     commit,
                 )
                 .await?;
-            Ok(required(
-                "synchronous",
-                written.row.unwrap().int("synchronous")?,
-            )?)
+            required("synchronous", written.row.unwrap().int("synchronous")?)
         })
     }
 
