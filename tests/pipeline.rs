@@ -433,6 +433,69 @@ async fn a_full_queue_refuses_submissions_until_there_is_room() {
     assert_eq!(job["result"], json!({"message": "later"}));
 }
 
+/// Retries of one submission racing a full queue: the first makes the job, its command is
+/// refused and its record taken back, while the others look the job up or meet it inserting.
+/// Whatever each is told, a job any of them was answered with runs; none is named and then
+/// gone (a take-back after a retry was answered with the job would be).
+#[tokio::test]
+async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
+    let mut stack = Stack::start_with(
+        Db::Sqlite,
+        &[
+            ("nats.jobs_max_msgs", "2"),
+            ("consumer.sweeper_delay_secs", "1"),
+            ("consumer.sweeper_interval_secs", "1"),
+        ],
+        0,
+    )
+    .await;
+    stack.submit("echo", json!({"message": 1})).await;
+    stack.submit("echo", json!({"message": 2})).await;
+    let mut named = std::collections::BTreeSet::new();
+    for round in 0..5 {
+        let tries = (0..12).map(|_| {
+            stack
+                .post("/api/v1/jobs")
+                .header("Idempotency-Key", format!("race-{round}"))
+                .json(&json!({"kind": "echo", "input": {"message": round}}))
+                .send()
+        });
+        for response in futures::future::join_all(tries).await {
+            let response = response.unwrap();
+            match response.status().as_u16() {
+                503 => {}
+                200 | 202 => {
+                    let body: Value = response.json().await.unwrap();
+                    named.insert((round, body["job_id"].as_str().unwrap().to_owned()));
+                }
+                other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+            }
+        }
+    }
+    for (round, id) in &named {
+        let job = stack.job(id).await;
+        assert_eq!(job["input"]["message"], *round, "{job}");
+    }
+    stack.start_worker().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sweeper = xenios_cli::spawn_sweeper(
+        &stack.settings,
+        &stack.store,
+        &stack.nats_client,
+        Default::default(),
+        stop.clone(),
+    );
+    for (_, id) in &named {
+        stack
+            .wait_for(id, &["succeeded"], Duration::from_secs(30))
+            .await;
+    }
+    let rounds: std::collections::BTreeSet<_> = named.iter().map(|(round, _)| round).collect();
+    assert_eq!(rounds.len(), named.len(), "one job per key: {named:?}");
+    stop.cancel();
+    let _ = sweeper.await;
+}
+
 #[tokio::test]
 async fn cancel_queued_running_and_finished_jobs() {
     let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;

@@ -228,27 +228,56 @@ impl Store {
     async fn create(&self, new: NewJob, commit: Commit) -> Result<Created> {
         let (id, user_id, idempotency_key) =
             (new.id, new.user_id.clone(), new.idempotency_key.clone());
-        let inserted = match &self.batches {
-            Some(batches) if commit == Commit::Lazy => batches.create_live.call(new).await?,
-            Some(batches) => batches.create.call(new).await?,
-            None => self.insert_job(new, commit).await?,
-        };
-        if let Some(job) = inserted {
-            return Ok(Created::New(job));
-        }
-        if let Some(key) = idempotency_key {
-            if let Some(job) = self
-                .job_by_idempotency_key(user_id.as_deref(), &key)
-                .await?
-            {
+        // A job met on the key can be taken back (see `replayed_job`) before it is read:
+        // then the key is free again and the insert is tried anew, from a copy kept for it.
+        let mut next = Some(new);
+        let mut tries = 0;
+        while let Some(new) = next.take() {
+            tries += 1;
+            if tries < 3 && idempotency_key.is_some() {
+                next = Some(new.clone());
+            }
+            let inserted = match &self.batches {
+                Some(batches) if commit == Commit::Lazy => batches.create_live.call(new).await?,
+                Some(batches) => batches.create.call(new).await?,
+                None => self.insert_job(new, commit).await?,
+            };
+            if let Some(job) = inserted {
+                return Ok(Created::New(job));
+            }
+            let Some(key) = &idempotency_key else { break };
+            if let Some(job) = self.replayed_job(user_id.as_deref(), key).await? {
                 return Ok(Created::Existing(job));
             }
         }
         Err(StoreError::Conflict(format!("job {id} already exists")))
     }
 
+    /// The job a user's earlier submission with this idempotency key made, if any, for a
+    /// retry to be answered with. A job whose command may still be refused by a full queue
+    /// is marked as answered first, so that its submission no longer takes it back (see
+    /// [`Store::delete_unstarted_job`]); `None` if it was taken back before that.
+    pub async fn replayed_job(
+        &self,
+        user_id: Option<&str>,
+        key: &str,
+    ) -> Result<Option<JobRecord>> {
+        let Some(job) = self.job_by_idempotency_key(user_id, key).await? else {
+            return Ok(None);
+        };
+        let may_be_taken_back =
+            job.status == JobStatus::Queued && job.attempts == 0 && job.published_at.is_none();
+        if !may_be_taken_back {
+            return Ok(Some(job));
+        }
+        let sql = format!("UPDATE jobs SET replayed = TRUE WHERE id = $1 RETURNING {JOB_COLUMNS}");
+        self.pool
+            .fetch_optional(&sql, args![job.id], job_from_row)
+            .await
+    }
+
     /// The job a user's earlier submission with this idempotency key made, if any.
-    pub async fn job_by_idempotency_key(
+    async fn job_by_idempotency_key(
         &self,
         user_id: Option<&str>,
         key: &str,
@@ -393,12 +422,15 @@ impl Store {
     }
 
     /// Removes a job that never started: one whose command the broker refused (a full
-    /// queue), so the submission itself was refused. `false` if the job has moved on.
+    /// queue), so the submission itself was refused. `false` if the job has moved on, or a
+    /// retry with its idempotency key was already answered with it (see
+    /// [`Store::replayed_job`]): then it stands, for the sweeper to publish.
     pub async fn delete_unstarted_job(&self, id: JobId) -> Result<bool> {
         let n = self
             .pool
             .execute(
-                "DELETE FROM jobs WHERE id = $1 AND status = 'queued' AND attempts = 0",
+                "DELETE FROM jobs \
+                 WHERE id = $1 AND status = 'queued' AND attempts = 0 AND NOT replayed",
                 args![id],
             )
             .await?;

@@ -74,6 +74,7 @@ contract!(
     migrate_twice_and_ping,
     create_and_get_round_trip,
     idempotency_key_returns_the_existing_job,
+    a_job_a_retry_was_answered_with_is_not_taken_back,
     a_live_job_is_recorded_and_deduplicated_like_any_other,
     list_newest_first_with_filters_and_cursor,
     start_attempt_counts_and_skips_finished_jobs,
@@ -254,6 +255,50 @@ async fn idempotency_key_returns_the_existing_job(store: Store) {
         store.create_job(plain).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// A submission refused by a full queue takes its record back, unless a retry with its key
+/// was answered with the job first (through the API's lookup or a concurrent insert): a job
+/// someone was told of is never deleted.
+async fn a_job_a_retry_was_answered_with_is_not_taken_back(store: Store) {
+    let keyed = |key: &str| NewJob {
+        idempotency_key: Some(key.into()),
+        ..new_job(JobKind::Echo, Some("alice"))
+    };
+    // Looked up by a retry before the take-back.
+    let looked_up = create(&store, keyed("looked-up")).await;
+    let replayed = store
+        .replayed_job(Some("alice"), "looked-up")
+        .await
+        .unwrap();
+    assert_eq!(replayed, Some(looked_up.clone()));
+    assert!(!store.delete_unstarted_job(looked_up.id).await.unwrap());
+    assert!(store.get_job(looked_up.id).await.unwrap().is_some());
+    // Met by a concurrent submission's insert before the take-back.
+    let raced = create(&store, keyed("raced")).await;
+    assert!(matches!(
+        store.create_job(keyed("raced")).await.unwrap(),
+        Created::Existing(job) if job.id == raced.id
+    ));
+    assert!(!store.delete_unstarted_job(raced.id).await.unwrap());
+    // Taken back first: a retry finds nothing and makes the job anew.
+    let refused = create(&store, keyed("refused")).await;
+    assert!(store.delete_unstarted_job(refused.id).await.unwrap());
+    assert_eq!(
+        store.replayed_job(Some("alice"), "refused").await.unwrap(),
+        None
+    );
+    let remade = create(&store, keyed("refused")).await;
+    assert_ne!(remade.id, refused.id);
+    // A job already published is answered as it is; it cannot be taken back anyway.
+    store.mark_published(remade.id).await.unwrap();
+    let published = store
+        .replayed_job(Some("alice"), "refused")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(published.id, remade.id);
+    assert!(published.published_at.is_some());
 }
 
 async fn list_newest_first_with_filters_and_cursor(store: Store) {

@@ -207,7 +207,7 @@ pub async fn submit(
     if let Some(key) = &idempotency_key {
         let made = state
             .store
-            .job_by_idempotency_key(Some(&user.user.user_id), key)
+            .replayed_job(Some(&user.user.user_id), key)
             .await?;
         if let Some(job) = made {
             let job = same_request(job, kind, &body.input)?;
@@ -559,13 +559,21 @@ async fn settle_send(
         return Ok(());
     };
     if result.contains("maximum messages") || result.contains("maximum bytes") {
+        match state.store.delete_unstarted_job(job.id).await {
+            Ok(true) => state.hub.forget_refused_job(job.id),
+            Ok(false) => {
+                // A retry with the job's idempotency key was answered with it meanwhile: the
+                // job stands, for the sweeper to publish once the queue has room.
+                tracing::warn!(job_id = %job.id, "queue full, but a retry holds the job: left for the sweeper");
+                return Ok(());
+            }
+            Err(e) => {
+                // Left queued, the sweeper publishes it once the queue has room.
+                tracing::warn!(job_id = %job.id, error = %e, "cannot take back a refused job's record");
+            }
+        }
         metrics::counter!("xenios_jobs_refused_total", "kind" => job.kind.as_str(), "reason" => "queue_full")
             .increment(1);
-        state.hub.forget_refused_job(job.id);
-        if let Err(e) = state.store.delete_unstarted_job(job.id).await {
-            // Left queued, the sweeper publishes it once the queue has room.
-            tracing::warn!(job_id = %job.id, error = %e, "cannot take back a refused job's record");
-        }
         return Err(ApiError::Unavailable {
             message: format!("the {} queue is full", job.kind),
             retry_after: Some(Duration::from_secs(5)),
