@@ -208,7 +208,7 @@ impl Delivery {
             Err((_, next)) => *next,
             Ok(()) => None,
         };
-        if let Err(e) = self.store.finish_webhook(id, outcome).await {
+        if let Err(e) = self.store.finish_webhook(id, due.attempt, outcome).await {
             // The lease runs out and the delivery is tried again: at least once, not once.
             tracing::warn!(job_id = %id, error = %e, "cannot record a webhook delivery");
             return None;

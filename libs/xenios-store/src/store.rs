@@ -909,26 +909,41 @@ impl Store {
             .await
     }
 
-    /// Records a claimed announcement's try: delivered (`Ok`), or failed with its error and
-    /// either the time of the next try or (`None`) none: given up.
+    /// Records a claimed announcement's try `attempt`: delivered (`Ok`), or failed with its
+    /// error and either the time of the next try or (`None`) none: given up. A try whose lease
+    /// ran out may report after a later one was claimed: its failure is then not the
+    /// announcement's to record (it would move the later try's lease, or give up while that
+    /// try runs), but a delivery by any try is one, even after a later try gave up.
     pub async fn finish_webhook(
         &self,
         id: JobId,
+        attempt: i32,
         outcome: std::result::Result<(), (String, Option<DateTime<Utc>>)>,
     ) -> Result<()> {
-        let (state, next_at, error) = match outcome {
-            Ok(()) => ("delivered", None, None),
-            Err((error, Some(next))) => ("pending", Some(next), Some(error)),
-            Err((error, None)) => ("failed", None, Some(error)),
+        let (sql, args) = match outcome {
+            Ok(()) => (
+                "UPDATE jobs SET webhook_state = 'delivered', webhook_next_at = NULL, \
+                 webhook_error = NULL \
+                 WHERE id = $1 AND webhook_state IN ('pending', 'failed')",
+                args![id],
+            ),
+            Err((error, next_at)) => (
+                "UPDATE jobs SET webhook_state = $3, webhook_next_at = $4, webhook_error = $5 \
+                 WHERE id = $1 AND webhook_state = 'pending' AND webhook_attempts = $2",
+                args![
+                    id,
+                    i64::from(attempt),
+                    if next_at.is_some() {
+                        "pending"
+                    } else {
+                        "failed"
+                    },
+                    next_at,
+                    error
+                ],
+            ),
         };
-        self.pool
-            .execute(
-                "UPDATE jobs SET webhook_state = $2, webhook_next_at = $3, webhook_error = $4 \
-                 WHERE id = $1 AND webhook_state = 'pending'",
-                args![id, state, next_at, error],
-            )
-            .await
-            .map(drop)
+        self.pool.execute(sql, args).await.map(drop)
     }
 
     /// Starts job `id`'s announcement over (its tries counted from 0, due at once): an

@@ -1161,10 +1161,21 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
         .await
         .unwrap();
     assert_eq!(again[0].attempt, 2);
+    // The first taker reports at last: its failure is not the announcement's any more.
+    store
+        .finish_webhook(a, 1, Err(("too late".into(), None)))
+        .await
+        .unwrap();
+    let still = webhook_of(&store, a).await.unwrap();
+    assert_eq!((still.state.as_str(), still.error), ("pending", None));
 
     let retry_at = later + chrono::Duration::seconds(5);
     store
-        .finish_webhook(a, Err(("the receiver answered 500".into(), Some(retry_at))))
+        .finish_webhook(
+            a,
+            2,
+            Err(("the receiver answered 500".into(), Some(retry_at))),
+        )
         .await
         .unwrap();
     let waiting = webhook_of(&store, a).await.unwrap();
@@ -1177,7 +1188,7 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
         .is_empty());
     let third = store.claim_webhooks(retry_at, retry_at, 10).await.unwrap();
     assert_eq!(third[0].attempt, 3);
-    store.finish_webhook(a, Ok(())).await.unwrap();
+    store.finish_webhook(a, 3, Ok(())).await.unwrap();
     let delivered = webhook_of(&store, a).await.unwrap();
     assert_eq!(
         (
@@ -1196,10 +1207,13 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     let due = store.claim_webhooks(far, far, 10).await.unwrap();
     assert_eq!(due[0].job.id, gone);
     store
-        .finish_webhook(gone, Err(("the receiver answered 410".into(), None)))
+        .finish_webhook(gone, 1, Err(("the receiver answered 410".into(), None)))
         .await
         .unwrap();
     assert_eq!(webhook_of(&store, gone).await.unwrap().state, "failed");
+    // A try that delivered is recorded whatever a later one made of it.
+    store.finish_webhook(gone, 1, Ok(())).await.unwrap();
+    assert_eq!(webhook_of(&store, gone).await.unwrap().state, "delivered");
 
     // An operator's second chance: due at once, tries counted afresh.
     assert!(store.redeliver_webhook(gone).await.unwrap());
