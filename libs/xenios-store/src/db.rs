@@ -18,7 +18,9 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
-    Pg(Conns<Postgres>),
+    /// The connections for reads and synced writes, and those whose commits are not waited
+    /// on (`synchronous_commit = off`), for the `Commit::Lazy` writes (see `connect_pg`).
+    Pg(Conns<Postgres>, Conns<Postgres>),
     Sqlite(Conns<Sqlite>, SqliteWriter),
 }
 
@@ -30,9 +32,8 @@ fn writes(sql: &str) -> bool {
 }
 
 /// Whether a write must be on disk before it is answered. On SQLite a batch of only `Lazy`
-/// writes is not synced (see `SqliteWriter`); on PostgreSQL the attempts' claims and the LLM
-/// gateway's records go through connections whose commits are not waited on (see
-/// `connect_pg`), and the other lazy writes are synced.
+/// writes is not synced (see `SqliteWriter`); on PostgreSQL they go through connections whose
+/// commits are not waited on (see `connect_pg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Commit {
     /// What a caller promises on: a job answered `202`, an outcome acked to the broker.
@@ -269,7 +270,8 @@ impl Pool {
         args: Vec<Arg>,
     ) -> Result<u64> {
         Ok(match self {
-            Pool::Pg(conns) => {
+            Pool::Pg(synced, lazy) => {
+                let conns = if commit == Commit::Lazy { lazy } else { synced };
                 let mut conn = conns.checkout().await?;
                 let done = bind_pg(sqlx::query(sql), args).execute(conn.raw());
                 let done = conns.bounded(done).await;
@@ -305,7 +307,8 @@ impl Pool {
         map: impl Fn(&dyn Row) -> Result<T>,
     ) -> Result<Option<T>> {
         match self {
-            Pool::Pg(conns) => {
+            Pool::Pg(synced, lazy) => {
+                let conns = if commit == Commit::Lazy { lazy } else { synced };
                 let mut conn = conns.checkout().await?;
                 let row = bind_pg(sqlx::query(sql), args).fetch_optional(conn.raw());
                 let row = conns.bounded(row).await;
@@ -334,7 +337,7 @@ impl Pool {
         map: impl Fn(&dyn Row) -> Result<T>,
     ) -> Result<Vec<T>> {
         match self {
-            Pool::Pg(conns) => {
+            Pool::Pg(conns, _) => {
                 let mut conn = conns.checkout().await?;
                 let rows = bind_pg(sqlx::query(sql), args).fetch_all(conn.raw());
                 let rows = conns.bounded(rows).await;

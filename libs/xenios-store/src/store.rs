@@ -63,8 +63,8 @@ pub struct Store {
 struct PgBatches {
     /// The batched statements' own connections (see `connect_pg`).
     conns: Conns<Postgres>,
-    /// The same for the lazy writes, whose commits are not waited on (`Commit::Lazy`): the
-    /// attempts' claims and the LLM gateway's records.
+    /// The connections of the lazy writes, whose commits are not waited on (`Commit::Lazy`):
+    /// the batched claims and LLM gateway's records, and the single lazy writes beside them.
     lazy_conns: Conns<Postgres>,
     create: Batcher<CreateJobs>,
     create_live: Batcher<CreateJobs>,
@@ -80,21 +80,21 @@ impl Store {
         let mut migration_lock = None;
         let (pool, batches) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
-            let (pool, batch_pool, lazy_batch_pool) = connect_pg(url, opts).await?;
+            let (pool, batch_pool, lazy_pool) = connect_pg(url, opts).await?;
             let answer_within =
                 (!opts.statement_timeout.is_zero()).then(|| opts.statement_timeout + ANSWER_GRACE);
             let conns = Conns::answering_within(batch_pool, answer_within);
-            let lazy_conns = Conns::answering_within(lazy_batch_pool, answer_within);
+            let lazy_conns = Conns::answering_within(lazy_pool, answer_within);
             let batches = PgBatches {
                 create: Batcher::spawn(conns.clone()),
                 create_live: Batcher::spawn(lazy_conns.clone()),
                 start: Batcher::spawn(lazy_conns.clone()),
                 finish: Batcher::spawn(conns.clone()),
                 conns,
-                lazy_conns,
+                lazy_conns: lazy_conns.clone(),
             };
             let pool = Conns::answering_within(pool, answer_within);
-            (Pool::Pg(pool), Some(Arc::new(batches)))
+            (Pool::Pg(pool, lazy_conns), Some(Arc::new(batches)))
         } else if url.starts_with("sqlite:") {
             let (pool, writer, lock) = connect_sqlite(url, opts).await?;
             migration_lock = lock;
@@ -116,7 +116,7 @@ impl Store {
     /// Applies the embedded migrations; running it again is a no-op.
     pub async fn migrate(&self) -> Result<()> {
         match &self.pool {
-            Pool::Pg(conns) => {
+            Pool::Pg(conns, _) => {
                 ensure_schema(conns.opener()).await?;
                 // Without the statement timeout: building an index over a large table may
                 // take longer. The connection is closed after, so that none without a limit
@@ -153,7 +153,7 @@ impl Store {
     pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
         const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
         let (migrator, applied) = match &self.pool {
-            Pool::Pg(conns) => (
+            Pool::Pg(conns, _) => (
                 sqlx::migrate!("../../migrations/postgres"),
                 sqlx::query_scalar::<_, i64>(APPLIED)
                     .fetch_all(conns.opener())
@@ -190,7 +190,7 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         match self.pool {
-            Pool::Pg(_) => Backend::Postgres,
+            Pool::Pg(..) => Backend::Postgres,
             Pool::Sqlite(..) => Backend::Sqlite,
         }
     }
@@ -201,7 +201,7 @@ impl Store {
             batches.lazy_conns.close().await;
         }
         match &self.pool {
-            Pool::Pg(conns) => conns.close().await,
+            Pool::Pg(conns, _) => conns.close().await,
             Pool::Sqlite(conns, writer) => {
                 writer.close().await;
                 conns.close().await;
@@ -1230,9 +1230,10 @@ fn text_without_nul(text: &str) -> Cow<'_, str> {
 
 /// One statement of each batched shape is in flight at a time (`pg_batch.rs`): one
 /// connection each for the records and the outcomes, and in a pool of their own one each for
-/// the claims and the LLM gateway's records (see `connect_pg`).
+/// the claims and the LLM gateway's records, and one for the single lazy writes (lease
+/// renewals, progress, LLM calls' audit rows; see `connect_pg`).
 const BATCH_CONNECTIONS: u32 = 2;
-const LAZY_BATCH_CONNECTIONS: u32 = 2;
+const LAZY_CONNECTIONS: u32 = 3;
 
 /// How long past the statement timeout the store still waits for a statement's answer: the
 /// server's own cancellation arrives first from a live connection.
@@ -1248,10 +1249,12 @@ const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// per execution at 6600 rows). Those are opened on the first batch, so commands that never
 /// write a job (`xenios migrate`, `streams apply`) do not open them.
 ///
-/// The lazy writes' batchers (claims, the LLM gateway's records) have a pool of their own whose
-/// commits return before the server flushes them (`synchronous_commit = off`, see
-/// `Commit::Lazy`): PostgreSQL's WAL is flushed in order, so the outcome's synced commit
-/// flushes the claim beneath it too.
+/// The lazy writes (the batched claims and LLM gateway's records, lease renewals, progress, the
+/// LLM calls' audit rows) have a pool of their own whose commits return before the server
+/// flushes them (`synchronous_commit = off`, see `Commit::Lazy`): PostgreSQL's WAL is flushed
+/// in order, so the outcome's synced commit flushes the claim and audit rows beneath it too.
+/// Its single writes are planned anew each time like the batches: a primary-key update costs
+/// little to plan.
 async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool, PgPool)> {
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
@@ -1279,12 +1282,12 @@ async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool, P
         .await?;
     let batched = format!("{base}; SET plan_cache_mode TO force_custom_plan");
     let batches = options(BATCH_CONNECTIONS, batched.clone()).connect_lazy_with(connect.clone());
-    let lazy_batches = options(
-        LAZY_BATCH_CONNECTIONS,
+    let lazy = options(
+        LAZY_CONNECTIONS,
         format!("{batched}; SET synchronous_commit TO off"),
     )
     .connect_lazy_with(connect);
-    Ok((pool, batches, lazy_batches))
+    Ok((pool, batches, lazy))
 }
 
 /// Waits for an exclusive lock on `path` (created if missing); the lock lasts as long as the
@@ -1538,7 +1541,7 @@ mod tests {
                     .map(|row| row.3)
                     .collect()
             }
-            Pool::Pg(conns) => {
+            Pool::Pg(conns, _) => {
                 let mut conn = conns.opener().acquire().await.unwrap();
                 // A test's table is small enough to read whole: the planner is asked for any
                 // other way, which exists only with an index.
@@ -1582,9 +1585,9 @@ mod tests {
         assert_abandoned_jobs_use_their_index(&url).await;
     }
 
-    /// The lazy writes' batchers alone commit without waiting for the flush; the records and
-    /// outcomes keep the server's setting (the test server's own is off, so the source of the
-    /// setting is what tells).
+    /// The lazy writes alone commit without waiting for the flush, batched or not; the records
+    /// and outcomes keep the server's setting (the test server's own is off, so the source of
+    /// the setting is what tells).
     #[tokio::test]
     async fn only_the_lazy_writes_commit_unsynced_on_postgres() {
         let url = xenios_devstack::test_database_url().await.unwrap();
@@ -1629,6 +1632,19 @@ mod tests {
         );
         let (_, source) = setting(batches.conns.clone()).await;
         assert_ne!(source, "session");
+        // The single writes (lease renewals, progress, audit rows) by their commit.
+        let source_for = |commit| {
+            store.pool.fetch_optional_as(
+                commit,
+                "SELECT source FROM pg_settings WHERE name = 'synchronous_commit'",
+                args![],
+                |r| required("source", r.text("source")?),
+            )
+        };
+        let lazy = source_for(Commit::Lazy).await.unwrap();
+        assert_eq!(lazy.as_deref(), Some("session"));
+        let synced = source_for(Commit::Synced).await.unwrap();
+        assert_ne!(synced.as_deref(), Some("session"));
         store.close().await;
     }
 }
