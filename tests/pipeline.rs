@@ -477,14 +477,7 @@ async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
         assert_eq!(job["input"]["message"], *round, "{job}");
     }
     stack.start_worker().await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let sweeper = xenios_cli::spawn_sweeper(
-        &stack.settings,
-        &stack.store,
-        &stack.nats_client,
-        Default::default(),
-        stop.clone(),
-    );
+    stack.start_sweeper();
     for (_, id) in &named {
         stack
             .wait_for(id, &["succeeded"], Duration::from_secs(30))
@@ -492,8 +485,6 @@ async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
     }
     let rounds: std::collections::BTreeSet<_> = named.iter().map(|(round, _)| round).collect();
     assert_eq!(rounds.len(), named.len(), "one job per key: {named:?}");
-    stop.cancel();
-    let _ = sweeper.await;
 }
 
 #[tokio::test]
@@ -901,22 +892,13 @@ async fn two_hundred_jobs_survive_a_broker_restart() {
     stack.nats.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stack.nats.start_again().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let sweeper = xenios_cli::spawn_sweeper(
-        &stack.settings,
-        &stack.store,
-        &stack.nats_client,
-        Default::default(),
-        stop.clone(),
-    );
+    stack.start_sweeper();
     for id in &ids {
         let job = stack
             .wait_for(id, &["succeeded", "failed"], Duration::from_secs(90))
             .await;
         assert_eq!(job["status"], "succeeded", "{job}");
     }
-    stop.cancel();
-    let _ = sweeper.await;
 }
 
 #[tokio::test]

@@ -179,7 +179,21 @@ impl Stack {
         self.workers.push((stop, task));
     }
 
-    /// Stops every in-process consumer gracefully.
+    /// The sweeper (with retention and webhooks) beside the API, as `xenios-api` runs it;
+    /// stopped with the consumers.
+    pub fn start_sweeper(&mut self) {
+        let stop = CancellationToken::new();
+        let task = xenios_cli::spawn_sweeper(
+            &self.settings,
+            &self.store,
+            &self.nats_client,
+            Default::default(),
+            stop.clone(),
+        );
+        self.workers.push((stop, task));
+    }
+
+    /// Stops every in-process consumer (and sweeper) gracefully.
     pub async fn stop_workers(&mut self) {
         for (stop, task) in self.workers.drain(..) {
             stop.cancel();
