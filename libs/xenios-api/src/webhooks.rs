@@ -24,8 +24,13 @@ use xenios_store::{Store, WebhookDue};
 use crate::events::{EventHub, WebhooksDue};
 use crate::operations::JobView;
 
-/// Deliveries claimed at once; a full batch is followed by the next at once.
+/// Deliveries claimed at once. A pass that claimed any is followed by another at once, until
+/// one finds none due: a pass stops short of what is due at `BATCH` or `BATCH_BYTES`.
 const BATCH: u32 = 32;
+/// The jobs a pass claims are loaded whole (an extraction's result can be megabytes): past
+/// this many bytes of their inputs and results the rest wait for the next pass, so a burst of
+/// large jobs finishing does not swell the API's memory.
+const BATCH_BYTES: u64 = xenios_store::PAGE_BYTES;
 /// How long past its timeout a try stays leased: a crashed API's try is taken again after.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
@@ -81,7 +86,7 @@ pub async fn run(
             .into_iter()
             .chain(pass.next_retry)
             .min();
-        if pass.claimed < BATCH as usize {
+        if pass.claimed == 0 {
             let retry_in = soonest_retry.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
             let wait = retry_in.map_or(interval, |retry_in| retry_in.min(interval));
             tokio::select! {
@@ -143,7 +148,11 @@ impl Delivery {
         let timeout = Duration::from_secs(self.settings.timeout_secs);
         let now = Utc::now();
         let lease = chrono::Duration::from_std(timeout + LEASE_MARGIN).unwrap_or_default();
-        let due = match self.store.claim_webhooks(now, now + lease, BATCH).await {
+        let due = match self
+            .store
+            .claim_webhooks(now, now + lease, BATCH, BATCH_BYTES)
+            .await
+        {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim webhook deliveries");

@@ -358,14 +358,7 @@ impl Store {
             where_clause.push_str(&conds.join(" AND "));
         }
         args.push((i64::from(limit) + 1).into());
-        let size = match self.backend() {
-            Backend::Postgres => {
-                "(pg_column_size(input) + coalesce(pg_column_size(result), 0))::bigint"
-            }
-            Backend::Sqlite => {
-                "length(CAST(input AS BLOB)) + coalesce(length(CAST(result AS BLOB)), 0)"
-            }
-        };
+        let size = self.stored_size();
         let sql = format!(
             "SELECT id, {size} AS size FROM jobs{where_clause} ORDER BY id DESC LIMIT ${}",
             args.len()
@@ -402,6 +395,19 @@ impl Store {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({listed}) ORDER BY id DESC");
         let jobs = self.pool.fetch_all(&sql, page, job_from_row).await?;
         Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// SQL for the bytes a job's input and result take as stored (PostgreSQL's after
+    /// compression): what loading the row costs, to bound reads of many.
+    fn stored_size(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => {
+                "(pg_column_size(input) + coalesce(pg_column_size(result), 0))::bigint"
+            }
+            Backend::Sqlite => {
+                "length(CAST(input AS BLOB)) + coalesce(length(CAST(result AS BLOB)), 0)"
+            }
+        }
     }
 
     /// Records that the command reached the broker. Not synced: lost with the machine, it
@@ -879,33 +885,46 @@ impl Store {
     }
 
     /// Claims up to `limit` announcements of finished jobs that are due at `now`, oldest job
-    /// first: each is counted as a try and leased until `lease_until`, so that another API
-    /// does not take it meanwhile (a crashed try is taken again once its lease ends).
+    /// first, and no more than their jobs' inputs and results fit in `max_bytes` (the first
+    /// always comes): each is counted as a try and leased until `lease_until`, so that another
+    /// API does not take it meanwhile (a crashed try is taken again once its lease ends).
     pub async fn claim_webhooks(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<Vec<WebhookDue>> {
         let finished = status_list(JobStatus::ALL.into_iter().filter(|s| s.is_terminal()));
         let due =
             "webhook_state = 'pending' AND (webhook_next_at IS NULL OR webhook_next_at <= $1)";
+        let size = self.stored_size();
+        // The jobs come whole (their announcements carry input and result): past `max_bytes`
+        // together the rest wait for the next claim, though the first job always comes.
         let sql = format!(
             "UPDATE jobs SET webhook_attempts = webhook_attempts + 1, webhook_next_at = $2 \
-             WHERE id IN (SELECT id FROM jobs WHERE {due} AND status IN ({finished}) \
-             ORDER BY id LIMIT $3) AND {due} \
+             WHERE id IN (SELECT id FROM (\
+               SELECT id, row_number() OVER (ORDER BY id) AS n, \
+                 sum({size}) OVER (ORDER BY id) AS upto \
+               FROM jobs WHERE {due} AND status IN ({finished}) ORDER BY id LIMIT $3\
+             ) AS claimed WHERE n = 1 OR upto <= $4) AND {due} \
              RETURNING {JOB_COLUMNS}"
         );
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         self.pool
-            .fetch_all(&sql, args![now, lease_until, i64::from(limit)], |r| {
-                let job = job_from_row(r)?;
-                let webhook = required("webhook_url", job.webhook.as_ref())?;
-                Ok(WebhookDue {
-                    url: webhook.url.clone(),
-                    attempt: webhook.attempts,
-                    job,
-                })
-            })
+            .fetch_all(
+                &sql,
+                args![now, lease_until, i64::from(limit), max_bytes],
+                |r| {
+                    let job = job_from_row(r)?;
+                    let webhook = required("webhook_url", job.webhook.as_ref())?;
+                    Ok(WebhookDue {
+                        url: webhook.url.clone(),
+                        attempt: webhook.attempts,
+                        job,
+                    })
+                },
+            )
             .await
     }
 

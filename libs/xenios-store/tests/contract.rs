@@ -11,7 +11,7 @@ use xenios_contract::{new_job_id, JobError, JobId, JobKind, JobStatus, Progress}
 use xenios_store::{
     AttemptWrite, Backend, CancelOutcome, Created, InferenceLog, JobQuery, JobRecord, NewJob,
     Outcome, StartAttempt, Store, StoreError, StoreOptions, UsageCounts, UsageQuery, UsageReport,
-    WebhookStatus,
+    WebhookStatus, PAGE_BYTES,
 };
 
 /// Keeps the SQLite temp dir alive for as long as the test's store.
@@ -90,6 +90,7 @@ contract!(
     inference_logs_round_trip,
     llm_usage_sums_a_window_per_user_and_model,
     webhook_deliveries_are_claimed_once_and_recorded,
+    a_webhook_claim_stops_at_its_bytes,
     extraction_cache_put_get_upsert,
     concurrent_writers_have_one_winner,
     many_callers_at_once_each_get_their_own_outcome,
@@ -1130,7 +1131,7 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     let plain = create(&store, new_job(JobKind::Echo, Some("u1"))).await.id;
     assert!(
         store
-            .claim_webhooks(now, lease, 10)
+            .claim_webhooks(now, lease, 10, PAGE_BYTES)
             .await
             .unwrap()
             .is_empty(),
@@ -1141,14 +1142,17 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     finish(a).await;
     finish(plain).await;
 
-    let due = store.claim_webhooks(now, lease, 10).await.unwrap();
+    let due = store
+        .claim_webhooks(now, lease, 10, PAGE_BYTES)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!((due[0].job.id, due[0].attempt), (a, 1));
     assert_eq!(due[0].url, "https://hooks.example.com/x");
     assert_eq!(due[0].job.status, JobStatus::Succeeded);
     assert!(
         store
-            .claim_webhooks(now, lease, 10)
+            .claim_webhooks(now, lease, 10, PAGE_BYTES)
             .await
             .unwrap()
             .is_empty(),
@@ -1157,7 +1161,7 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     // A taker that never reports back: the lease ends and the try is taken again.
     let later = lease + chrono::Duration::seconds(1);
     let again = store
-        .claim_webhooks(later, later + chrono::Duration::seconds(40), 10)
+        .claim_webhooks(later, later + chrono::Duration::seconds(40), 10, PAGE_BYTES)
         .await
         .unwrap();
     assert_eq!(again[0].attempt, 2);
@@ -1182,11 +1186,14 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     assert_eq!(waiting.state, "pending");
     assert_eq!(waiting.error.as_deref(), Some("the receiver answered 500"));
     assert!(store
-        .claim_webhooks(later, lease, 10)
+        .claim_webhooks(later, lease, 10, PAGE_BYTES)
         .await
         .unwrap()
         .is_empty());
-    let third = store.claim_webhooks(retry_at, retry_at, 10).await.unwrap();
+    let third = store
+        .claim_webhooks(retry_at, retry_at, 10, PAGE_BYTES)
+        .await
+        .unwrap();
     assert_eq!(third[0].attempt, 3);
     store.finish_webhook(a, 3, Ok(())).await.unwrap();
     let delivered = webhook_of(&store, a).await.unwrap();
@@ -1199,12 +1206,19 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
         ("delivered", 3, None)
     );
     let far = retry_at + chrono::Duration::days(1);
-    assert!(store.claim_webhooks(far, far, 10).await.unwrap().is_empty());
+    assert!(store
+        .claim_webhooks(far, far, 10, PAGE_BYTES)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(webhook_of(&store, plain).await, None);
 
     let gone = create(&store, hooked(JobKind::Llm)).await.id;
     finish(gone).await;
-    let due = store.claim_webhooks(far, far, 10).await.unwrap();
+    let due = store
+        .claim_webhooks(far, far, 10, PAGE_BYTES)
+        .await
+        .unwrap();
     assert_eq!(due[0].job.id, gone);
     store
         .finish_webhook(gone, 1, Err(("the receiver answered 410".into(), None)))
@@ -1217,9 +1231,54 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
 
     // An operator's second chance: due at once, tries counted afresh.
     assert!(store.redeliver_webhook(gone).await.unwrap());
-    let again = store.claim_webhooks(far, far, 10).await.unwrap();
+    let again = store
+        .claim_webhooks(far, far, 10, PAGE_BYTES)
+        .await
+        .unwrap();
     assert_eq!((again[0].job.id, again[0].attempt), (gone, 1));
     assert!(!store.redeliver_webhook(plain).await.unwrap(), "no webhook");
+}
+
+/// A claim loads its jobs whole: past its bytes of inputs and results the rest wait for the
+/// next claim, though the first job always comes, however large.
+async fn a_webhook_claim_stops_at_its_bytes(store: Store) {
+    // Some 1.6 kB each, and nothing a database could compress much.
+    let result = || {
+        json!((0..40)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect::<Vec<_>>())
+    };
+    let mut finished = Vec::new();
+    for _ in 0..4 {
+        let new = NewJob {
+            webhook_url: Some("https://hooks.example.com/x".into()),
+            ..new_job(JobKind::Extraction, Some("u1"))
+        };
+        let id = create(&store, new).await.id;
+        store.start_attempt(id).await.unwrap();
+        store
+            .finish_job(id, Outcome::Succeeded(result()))
+            .await
+            .unwrap();
+        finished.push(id);
+    }
+    let now = Utc::now();
+    let leased = now + chrono::Duration::minutes(5);
+    let claim = |max_bytes| store.claim_webhooks(now, leased, 10, max_bytes);
+    let ids =
+        |due: Vec<xenios_store::WebhookDue>| due.into_iter().map(|d| d.job.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(claim(1).await.unwrap()),
+        finished[..1],
+        "the first always"
+    );
+    assert_eq!(
+        ids(claim(4000).await.unwrap()),
+        finished[1..3],
+        "two fit in 4 kB"
+    );
+    assert_eq!(ids(claim(PAGE_BYTES).await.unwrap()), finished[3..]);
+    assert!(claim(PAGE_BYTES).await.unwrap().is_empty(), "all claimed");
 }
 
 async fn a_users_rows_are_erased_and_no_one_elses(store: Store) {
