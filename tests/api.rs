@@ -464,6 +464,39 @@ async fn rate_limits_answer_429_with_retry_after() {
         .await;
 }
 
+/// Every user's requests, reads included, count against a bucket of their own: a user polling
+/// in a tight loop is refused before the key that every user of the web app shares runs dry.
+#[tokio::test]
+async fn one_users_requests_do_not_spend_anothers_allowance() {
+    let stack = Stack::start_with(
+        Db::Sqlite,
+        &[
+            ("rate_limit.per_user.per_second", "1"),
+            ("rate_limit.per_user.burst", "3"),
+        ],
+        0,
+    )
+    .await;
+    let mut codes = Vec::new();
+    let refused = loop {
+        let r = stack.get("/api/v1/jobs").send().await.unwrap();
+        codes.push(r.status().as_u16());
+        if r.status() == 429 || codes.len() == 10 {
+            break r;
+        }
+    };
+    // A refill (one a second) may slip in on a slow machine, but not before the burst is spent.
+    assert_eq!(codes[..3], [200, 200, 200], "{codes:?}");
+    assert!(refused.headers().contains_key("retry-after"), "{codes:?}");
+    error_body(refused, 429, "rate_limited").await;
+    let other = stack
+        .authed(stack.http.get(stack.url("/api/v1/jobs")), OTHER_USER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+}
+
 #[tokio::test]
 async fn metrics_openapi_docs_and_cors() {
     let stack = Stack::start_with(

@@ -44,7 +44,8 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Checks the API key and the bearer token (if any) and the per-key rate limit.
+/// Checks the API key and the bearer token (if any), and the per-key and per-user rate
+/// limits.
 pub async fn layer(
     State(state): State<AppState>,
     mut req: Request,
@@ -67,6 +68,7 @@ pub async fn layer(
     };
     if let Some(user) = &user {
         tracing::Span::current().record("user_id", user.user_id.as_str());
+        state.limits.check(RouteGroup::PerUser, &user.user_id)?;
     }
     req.extensions_mut().insert(Caller { key, user });
     Ok(next.run(req).await)

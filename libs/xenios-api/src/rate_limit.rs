@@ -14,6 +14,8 @@ use crate::error::ApiError;
 pub enum RouteGroup {
     /// Everything one API key does.
     PerKey,
+    /// Everything one user does.
+    PerUser,
     Jobs,
     Llm,
 }
@@ -25,6 +27,7 @@ pub struct RateLimits {
 
 struct Limiters {
     per_key: DefaultKeyedRateLimiter<String>,
+    per_user: DefaultKeyedRateLimiter<String>,
     jobs: DefaultKeyedRateLimiter<String>,
     llm: DefaultKeyedRateLimiter<String>,
 }
@@ -40,6 +43,7 @@ impl RateLimits {
         let inner = settings.enabled.then(|| {
             Arc::new(Limiters {
                 per_key: limiter(settings.per_key),
+                per_user: limiter(settings.per_user),
                 jobs: limiter(settings.jobs),
                 llm: limiter(settings.llm),
             })
@@ -53,6 +57,7 @@ impl RateLimits {
         };
         let limiter = match group {
             RouteGroup::PerKey => &limits.per_key,
+            RouteGroup::PerUser => &limits.per_user,
             RouteGroup::Jobs => &limits.jobs,
             RouteGroup::Llm => &limits.llm,
         };
@@ -68,6 +73,7 @@ impl RateLimits {
     pub fn prune(&self) {
         if let Some(limits) = &self.inner {
             limits.per_key.retain_recent();
+            limits.per_user.retain_recent();
             limits.jobs.retain_recent();
             limits.llm.retain_recent();
         }

@@ -222,6 +222,7 @@ impl Settings {
             ("rate_limit.jobs", self.rate_limit.jobs),
             ("rate_limit.llm", self.rate_limit.llm),
             ("rate_limit.per_key", self.rate_limit.per_key),
+            ("rate_limit.per_user", self.rate_limit.per_user),
         ] {
             if bucket.per_second == 0 || bucket.burst == 0 {
                 return invalid(key, "per_second and burst must be at least 1");

@@ -240,6 +240,9 @@ pub struct RateLimitSettings {
     pub llm: Bucket,
     /// Per API key over all routes: the web app's whole allowance.
     pub per_key: Bucket,
+    /// Per user over all routes: so that one user's reads (a tight poll of a job) cannot
+    /// spend the allowance of the key every user of the web app shares.
+    pub per_user: Bucket,
 }
 
 impl Default for RateLimitSettings {
@@ -257,6 +260,10 @@ impl Default for RateLimitSettings {
             per_key: Bucket {
                 per_second: 5000,
                 burst: 10000,
+            },
+            per_user: Bucket {
+                per_second: 1000,
+                burst: 2000,
             },
         }
     }
