@@ -265,8 +265,8 @@ impl Store {
         let Some(job) = self.job_by_idempotency_key(user_id, key).await? else {
             return Ok(None);
         };
-        let may_be_taken_back =
-            job.status == JobStatus::Queued && job.attempts == 0 && job.published_at.is_none();
+        // What `delete_unstarted_job` may still delete.
+        let may_be_taken_back = job.status == JobStatus::Queued && job.attempts == 0;
         if !may_be_taken_back {
             return Ok(Some(job));
         }

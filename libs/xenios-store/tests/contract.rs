@@ -291,15 +291,15 @@ async fn a_job_a_retry_was_answered_with_is_not_taken_back(store: Store) {
     );
     let remade = create(&store, keyed("refused")).await;
     assert_ne!(remade.id, refused.id);
-    // A job already published is answered as it is; it cannot be taken back anyway.
-    store.mark_published(remade.id).await.unwrap();
-    let published = store
+    // A job that started is answered as it is; it cannot be taken back anyway.
+    store.start_attempt(remade.id).await.unwrap();
+    let started = store
         .replayed_job(Some("alice"), "refused")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(published.id, remade.id);
-    assert!(published.published_at.is_some());
+    assert_eq!((started.id, started.attempts), (remade.id, 1));
+    assert!(!store.delete_unstarted_job(remade.id).await.unwrap());
 }
 
 async fn list_newest_first_with_filters_and_cursor(store: Store) {
