@@ -37,6 +37,8 @@ pub struct Stack {
     stop_api: CancellationToken,
     api_task: Option<JoinHandle<()>>,
     workers: Vec<(CancellationToken, JoinHandle<()>)>,
+    /// Stopped when the stack is dropped, not with the consumers.
+    sweepers: Vec<CancellationToken>,
     _dir: tempfile::TempDir,
 }
 
@@ -106,6 +108,7 @@ impl Stack {
             stop_api: CancellationToken::new(),
             api_task: None,
             workers: Vec::new(),
+            sweepers: Vec::new(),
             store,
             nats_client,
             nats,
@@ -179,21 +182,21 @@ impl Stack {
         self.workers.push((stop, task));
     }
 
-    /// The sweeper (with retention and webhooks) beside the API, as `xenios-api` runs it;
-    /// stopped with the consumers.
+    /// The sweeper (with retention and webhooks) beside the API, as `xenios-api` runs it,
+    /// until the stack is dropped.
     pub fn start_sweeper(&mut self) {
         let stop = CancellationToken::new();
-        let task = xenios_cli::spawn_sweeper(
+        xenios_cli::spawn_sweeper(
             &self.settings,
             &self.store,
             &self.nats_client,
             Default::default(),
             stop.clone(),
         );
-        self.workers.push((stop, task));
+        self.sweepers.push(stop);
     }
 
-    /// Stops every in-process consumer (and sweeper) gracefully.
+    /// Stops every in-process consumer gracefully.
     pub async fn stop_workers(&mut self) {
         for (stop, task) in self.workers.drain(..) {
             stop.cancel();
@@ -377,6 +380,9 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.stop_api.cancel();
         for (stop, _) in &self.workers {
+            stop.cancel();
+        }
+        for stop in &self.sweepers {
             stop.cancel();
         }
     }
