@@ -2437,3 +2437,62 @@ fn operator_commands_do_not_migrate_the_database() {
     let (ok, _, why) = xenios_cli_on(&db_url, no_broker, &["jobs", "list"]);
     assert!(ok, "{why}");
 }
+
+/// A broker that speaks only TLS and wants a certificate of every client, as between hosts:
+/// the API and the consumer reach it with the CA and the certificate their settings name,
+/// and a job runs end to end. The broker does refuse a client short of either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = xenios_devstack::TestPki::generate(dir.path()).expect("openssl makes the files");
+    let nats = xenios_devstack::NatsServer::start_with_tls(xenios_devstack::ServerTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: Some(pki.ca_cert.clone()),
+    })
+    .expect("nats-server starts with TLS");
+    let url = nats.url();
+    assert!(url.starts_with("tls://"), "{url}");
+    let (ca, cert, key) = (
+        pki.ca_cert.display().to_string(),
+        pki.client_cert.display().to_string(),
+        pki.client_key.display().to_string(),
+    );
+    let tls = [
+        ("nats.tls_ca_file", ca.as_str()),
+        ("nats.tls_cert_file", cert.as_str()),
+        ("nats.tls_key_file", key.as_str()),
+    ];
+    let stack = Stack::start_on(nats, Db::Sqlite, &tls, 1).await;
+
+    let id = stack
+        .submit("echo", json!({"message": "over TLS", "progress_steps": 2}))
+        .await;
+    let events = stack.events(&id, None, Duration::from_secs(20)).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["status", "status", "progress", "progress", "result", "status"],
+        "{events:?}"
+    );
+    assert_eq!(events[4].json(), json!({"message": "over TLS"}));
+    assert_eq!(events[5].json()["status"], "succeeded");
+    assert_eq!(stack.job(&id).await["status"], "succeeded");
+
+    let without_certificate = async_nats::ConnectOptions::new()
+        .add_root_certificates(pki.ca_cert.clone())
+        .connect(&url)
+        .await;
+    assert!(
+        without_certificate.is_err(),
+        "a client without a certificate was let in"
+    );
+    let without_ca = async_nats::ConnectOptions::new()
+        .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
+        .connect(&url)
+        .await;
+    assert!(
+        without_ca.is_err(),
+        "a client that does not trust the CA connected"
+    );
+}

@@ -95,8 +95,18 @@ impl Stack {
     }
 
     pub async fn start_with(db: Db, extra: &[(&str, &str)], workers: usize) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
         let nats = NatsServer::start().expect("nats-server starts");
+        Stack::start_on(nats, db, extra, workers).await
+    }
+
+    /// The stack on a broker the test started (one speaking TLS, say).
+    pub async fn start_on(
+        nats: NatsServer,
+        db: Db,
+        extra: &[(&str, &str)],
+        workers: usize,
+    ) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
         let db_url = database_url(db, dir.path()).await;
         let settings = settings(&nats.url(), &db_url, extra);
         let store = xenios_cli::connect_store(&settings).await.expect("store");

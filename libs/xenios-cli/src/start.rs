@@ -106,9 +106,18 @@ pub(crate) async fn close_nats(client: async_nats::Client) {
 /// background, retrying until the broker is there (a process may start before its broker).
 pub async fn connect_nats(settings: &Settings, name: &str) -> anyhow::Result<async_nats::Client> {
     let n = &settings.nats;
+    let tls = xenios_contract::NatsTls {
+        ca_file: n.tls_ca_file.as_ref().map(PathBuf::from),
+        client_identity: n
+            .tls_cert_file
+            .as_ref()
+            .zip(n.tls_key_file.as_ref())
+            .map(|(cert, key)| (PathBuf::from(cert), PathBuf::from(key))),
+    };
     let client = xenios_contract::connect(
         &n.url,
         n.creds.as_deref().map(std::path::Path::new),
+        &tls,
         name,
         Duration::from_millis(n.request_timeout_ms),
     )

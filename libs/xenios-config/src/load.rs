@@ -138,6 +138,26 @@ impl Settings {
         Ok(settings)
     }
 
+    fn validate_nats_tls(&self) -> Result<(), ConfigError> {
+        let n = &self.nats;
+        if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "nats.tls_cert_file",
+                problem: "goes with nats.tls_key_file: set both, or neither".into(),
+            });
+        }
+        if let Some(path) = &n.tls_ca_file {
+            check_pem("nats.tls_ca_file", path, Pem::Certificates)?;
+        }
+        if let Some(path) = &n.tls_cert_file {
+            check_pem("nats.tls_cert_file", path, Pem::Certificates)?;
+        }
+        if let Some(path) = &n.tls_key_file {
+            check_pem("nats.tls_key_file", path, Pem::PrivateKey)?;
+        }
+        Ok(())
+    }
+
     /// Checks what types alone cannot say.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, problem: &str| {
@@ -186,6 +206,7 @@ impl Settings {
         if !(1..=5).contains(&self.nats.replicas) {
             return invalid("nats.replicas", "must be between 1 and 5");
         }
+        self.validate_nats_tls()?;
         if let Some(url) = &self.auth.supabase_url {
             let host = ["https://", "http://"]
                 .iter()
@@ -353,6 +374,49 @@ impl Settings {
     /// The effective configuration as TOML, secrets redacted.
     pub fn show(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// Pieces of PEM a TLS setting must hold.
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// Reads a TLS file the way the NATS client will, at start: a wrong path, or a key where the
+/// certificate belongs, then stops the process with its setting named, instead of leaving it
+/// retrying the broker with a TLS error in its log.
+fn check_pem(key: &'static str, path: &str, expected: Pem) -> Result<(), ConfigError> {
+    use rustls_pki_types::pem::{Error as PemError, PemObject};
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |problem: String| ConfigError::Invalid {
+        key,
+        problem: format!("`{path}`: {problem}"),
+    };
+    if path.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: "is empty: unset it, or give the file's path".into(),
+        });
+    }
+    let found = match expected {
+        Pem::Certificates => CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map(|certs| !certs.is_empty()),
+        Pem::PrivateKey => match PrivateKeyDer::from_pem_file(path) {
+            Ok(_) => Ok(true),
+            Err(PemError::NoItemsFound) => Ok(false),
+            Err(e) => Err(e),
+        },
+    };
+    match found {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(invalid(match expected {
+            Pem::Certificates => "holds no PEM certificate".into(),
+            Pem::PrivateKey => "holds no PEM private key".into(),
+        })),
+        Err(PemError::Io(e)) => Err(invalid(format!("cannot read it: {e}"))),
+        Err(e) => Err(invalid(format!("not valid PEM: {e}"))),
     }
 }
 
@@ -607,6 +671,72 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(missing.contains("/nonexistent/xenios.toml"), "{missing}");
+    }
+
+    #[test]
+    fn nats_tls_files_are_read_at_start_and_named_when_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let cert = write(
+            "cert.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let key = write(
+            "key.pem",
+            "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+        );
+        let garbled = write("garbled.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n");
+        let missing = dir.path().join("missing.pem").display().to_string();
+
+        let s = load(&[
+            ("XENIOS__NATS__TLS_CA_FILE", &cert),
+            ("XENIOS__NATS__TLS_CERT_FILE", &cert),
+            ("XENIOS__NATS__TLS_KEY_FILE", &key),
+        ])
+        .unwrap();
+        assert_eq!(s.nats.tls_ca_file.as_deref(), Some(cert.as_str()));
+        assert_eq!(s.nats.tls_key_file.as_deref(), Some(key.as_str()));
+        assert_eq!(load(&[]).unwrap().nats.tls_ca_file, None);
+
+        let refused = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        let e = refused(&[("XENIOS__NATS__TLS_CERT_FILE", &cert)]);
+        assert!(
+            e.contains("nats.tls_cert_file") && e.contains("tls_key_file"),
+            "{e}"
+        );
+        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", &missing)]);
+        assert!(
+            e.contains("nats.tls_ca_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", &key)]);
+        assert!(
+            e.contains("nats.tls_ca_file") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", &garbled)]);
+        assert!(
+            e.contains("nats.tls_ca_file") && e.contains("not valid PEM"),
+            "{e}"
+        );
+        let e = refused(&[
+            ("XENIOS__NATS__TLS_CERT_FILE", &cert),
+            ("XENIOS__NATS__TLS_KEY_FILE", &cert),
+        ]);
+        assert!(
+            e.contains("nats.tls_key_file") && e.contains("no PEM private key"),
+            "{e}"
+        );
+        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", "")]);
+        assert!(
+            e.contains("nats.tls_ca_file") && e.contains("is empty"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1);
     }
 
     #[test]

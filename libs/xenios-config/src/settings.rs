@@ -108,6 +108,13 @@ pub struct NatsSettings {
     )]
     pub url: Vec<String>,
     pub creds: Option<String>,
+    /// TLS towards the brokers beyond what a `tls://` URL alone gives (the system's trust
+    /// store, no client certificate): the CA that signed the servers' certificates (a private
+    /// CA), and the certificate and key this process presents where the servers verify
+    /// clients. Setting any of them requires TLS of every server, whatever the URL's scheme.
+    pub tls_ca_file: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
     /// Stream replicas: 3 on a three-node cluster.
     pub replicas: usize,
     pub jobs_max_msgs: i64,
@@ -125,6 +132,9 @@ impl std::fmt::Debug for NatsSettings {
         f.debug_struct("NatsSettings")
             .field("url", &urls)
             .field("creds", &self.creds)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .field("replicas", &self.replicas)
             .field("jobs_max_msgs", &self.jobs_max_msgs)
             .field("jobs_max_bytes", &self.jobs_max_bytes)
@@ -141,6 +151,9 @@ impl Default for NatsSettings {
         NatsSettings {
             url: vec!["nats://127.0.0.1:4222".into()],
             creds: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             replicas: 1,
             jobs_max_msgs: 100_000,
             jobs_max_bytes: 1 << 30,

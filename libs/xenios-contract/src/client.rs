@@ -1,5 +1,16 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// TLS towards the brokers beyond a `tls://` URL's (the system's trust store, no client
+/// certificate). Either part makes TLS required of every server, so that a server offering
+/// none is refused rather than spoken to in clear.
+#[derive(Clone, Debug, Default)]
+pub struct NatsTls {
+    /// The CA that signed the servers' certificates, trusted in place of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The certificate chain and key this process presents to servers that verify clients.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
 
 /// Connects to NATS the one way every binary does: all configured servers, optional
 /// credentials file, endless reconnects, and a start that does not wait for the broker (a
@@ -7,6 +18,7 @@ use std::time::Duration;
 pub async fn connect(
     servers: &[String],
     creds: Option<&Path>,
+    tls: &NatsTls,
     name: &str,
     request_timeout: Duration,
 ) -> Result<async_nats::Client, async_nats::Error> {
@@ -25,6 +37,14 @@ pub async fn connect(
         });
     if let Some(path) = creds {
         options = options.credentials_file(path).await?;
+    }
+    if let Some(ca) = &tls.ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &tls.client_identity {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
     }
     let servers = servers.join(",");
     Ok(options.connect(servers).await?)

@@ -3,9 +3,11 @@
 //! NATS half; the tests use both. Nothing here ever touches a machine's default instances.
 
 mod nats;
+mod pki;
 mod port;
 mod postgres;
 
-pub use nats::NatsServer;
+pub use nats::{NatsServer, ServerTls};
+pub use pki::TestPki;
 pub use port::free_port;
 pub use postgres::{test_database_url, PgServer};

@@ -19,6 +19,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const START_ATTEMPTS: usize = 3;
 const LOG_FILE: &str = "nats-server.log";
 
+/// What a server that speaks only TLS presents, and, when given, the CA whose client
+/// certificates it requires of every client (`--tlsverify`).
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
 /// A private `nats-server` with JetStream: its own loopback port and store dir, run as a direct
 /// child process so tests can stop, kill and restart the broker (same port, same store) at will.
 pub struct NatsServer {
@@ -31,6 +40,7 @@ pub struct NatsServer {
     /// which stops the server after it has drained (`xenios dev`). Tests leave it in their
     /// group: an interrupted test run takes its servers with it.
     own_process_group: bool,
+    tls: Option<ServerTls>,
     /// Present when the server owns its directory: removed on drop, after the process is gone.
     _temp: Option<TempDir>,
 }
@@ -38,6 +48,15 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a throwaway server in a fresh temp dir on a free port.
     pub fn start() -> anyhow::Result<NatsServer> {
+        NatsServer::start_private(None)
+    }
+
+    /// Like [`NatsServer::start`], speaking only TLS; its [`NatsServer::url`] is `tls://`.
+    pub fn start_with_tls(tls: ServerTls) -> anyhow::Result<NatsServer> {
+        NatsServer::start_private(Some(tls))
+    }
+
+    fn start_private(tls: Option<ServerTls>) -> anyhow::Result<NatsServer> {
         let binary = find_binary()?;
         let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
         let mut server = NatsServer {
@@ -47,6 +66,7 @@ impl NatsServer {
             log_path: temp.path().join(LOG_FILE),
             child: None,
             own_process_group: false,
+            tls,
             _temp: Some(temp),
         };
         let mut last_error = None;
@@ -73,6 +93,7 @@ impl NatsServer {
             log_path: dir.join(LOG_FILE),
             child: None,
             own_process_group: true,
+            tls: None,
             _temp: None,
         };
         server.spawn()?;
@@ -80,7 +101,8 @@ impl NatsServer {
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -162,7 +184,7 @@ impl NatsServer {
         if self.own_process_group {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
         }
-        let child = command
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -171,7 +193,19 @@ impl NatsServer {
                 "-js",
                 "-sd",
             ])
-            .arg(&self.store_dir)
+            .arg(&self.store_dir);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tls")
+                .arg("--tlscert")
+                .arg(&tls.cert)
+                .arg("--tlskey")
+                .arg(&tls.key);
+            if let Some(ca) = &tls.client_ca {
+                command.arg("--tlsverify").arg("--tlscacert").arg(ca);
+            }
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -194,7 +228,14 @@ impl NatsServer {
                     self.log_tail()
                 );
             }
-            let Err(not_ready) = jetstream_probe(addr) else {
+            // The plain protocol probe cannot speak to a TLS server; its greeting shows it
+            // up, and its clients (which retry) wait for JetStream themselves.
+            let probe = if self.tls.is_some() {
+                greeting_probe(addr)
+            } else {
+                jetstream_probe(addr)
+            };
+            let Err(not_ready) = probe else {
                 return Ok(());
             };
             if Instant::now() >= deadline {
@@ -233,6 +274,18 @@ fn find_binary() -> anyhow::Result<PathBuf> {
         .map(|dir| dir.join("nats-server"))
         .find(|p| p.is_file())
         .context("no nats-server binary: neither /usr/sbin/nats-server nor one on PATH")
+}
+
+/// Reads a server's greeting (`INFO`, sent in clear before any TLS handshake).
+fn greeting_probe(addr: SocketAddr) -> anyhow::Result<()> {
+    let stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    if !line.starts_with("INFO ") {
+        bail!("unexpected greeting {line:?}");
+    }
+    Ok(())
 }
 
 /// Asks the JetStream API for the account info over the plain NATS protocol. A TCP accept alone
