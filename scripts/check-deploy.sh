@@ -79,6 +79,6 @@ done
   "http://127.0.0.1:$api_port" "$key" "$jwt" || { tail -20 "$tmp/caddy.log"; exit 1; }
 
 step "ansible/: lint, syntax, every host's files rendered and validated, releases and rollback"
-PATH="$tools:$PATH" DEPLOY_VENV=$venv ansible/tests/check.sh
+PATH="$tools:$PATH" DEPLOY_VENV=$venv XENIOS_BIN=$xenios ansible/tests/check.sh
 
 echo "check-deploy: all passed"

@@ -8,7 +8,9 @@
 #      systemd-analyze verify, caddy validate; tests/upstreams.yml (every api host's Caddy
 #      falls back on the others' API, their firewalls let it); plus a second render must
 #      change nothing, a render without the secrets must stop at the vault assertion, and
-#      one with a shutdown grace in xenios_extra_env at the graces' assertion
+#      one with a shutdown grace in xenios_extra_env at the graces' assertion; production
+#      rendered with nats_tls (a throwaway CA): nats-server -t, tls:// URLs, and with
+#      XENIOS_BIN set, `xenios config show` loading the environment and its TLS files
 #   4. tests/release.yml: the release handling (copy, switch, previous, rollback, prune,
 #      idempotence) run for real under a temporary directory with stub binaries
 # Everything runs on a copy of ansible/ in a temporary directory (HOME too), removed at
@@ -246,6 +248,59 @@ if [ -f "$TMP/repo/Caddyfile.tmpl" ] && command -v caddy >/dev/null 2>&1; then
         ko "render with caddy_storage_root (production)"
         grep -E 'ERROR|msg' <<<"$out" | head -5 | sed 's/^/    /'
     fi
+fi
+
+# NATS over TLS (nats_tls): a throwaway CA and a certificate for every host, as the operator's
+# nats_tls_src_dir holds them, and the installed files where the rendered configuration and
+# environment name them, so that nats-server -t and xenios config show load them.
+if ! command -v openssl >/dev/null 2>&1; then
+    skip "render with nats_tls (production): openssl is not installed (apt-get install openssl)"
+else
+    TLS_SRC="$TMP/nats-tls-src"
+    TLS_DIR="$TMP/nats-tls-installed"
+    mkdir -p "$TLS_SRC" "$TLS_DIR"
+    tls_ok=true
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=xenios check CA" -keyout "$TLS_SRC/ca.key" -out "$TLS_SRC/ca.pem" \
+        >/dev/null 2>&1 || tls_ok=false
+    for h in $(ansible all -i inventories/production/hosts.yml --list-hosts | tail -n +2); do
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=$h" -keyout "$TLS_SRC/$h.key" -out "$TMP/$h.csr" >/dev/null 2>&1 &&
+            openssl x509 -req -days 2 -in "$TMP/$h.csr" -CA "$TLS_SRC/ca.pem" -CAkey "$TLS_SRC/ca.key" \
+                -CAcreateserial -out "$TLS_SRC/$h.pem" >/dev/null 2>&1 || tls_ok=false
+    done
+    cp "$TLS_SRC/ca.pem" "$TLS_DIR/ca.pem"
+    cp "$TLS_SRC/nats-1.pem" "$TLS_DIR/server.pem" && cp "$TLS_SRC/nats-1.key" "$TLS_DIR/server.key"
+    cp "$TLS_SRC/api-1.pem" "$TLS_DIR/client.pem" && cp "$TLS_SRC/api-1.key" "$TLS_DIR/client.key"
+    RENDER="$TMP/render/tls"
+    if $tls_ok && out="$(ansible-playbook -i inventories/production/hosts.yml \
+        -e @inventories/production/vault.example.yml -e "render_dir=$RENDER" -e nats_tls=true \
+        -e "nats_tls_src_dir=$TLS_SRC" -e "nats_tls_dir=$TLS_DIR" -e "xenios_nats_tls_dir=$TLS_DIR" \
+        tests/render.yml 2>&1)"; then
+        ok "render with nats_tls (production)"
+        for f in "$RENDER"/nats-*/nats-server.conf; do
+            host="$(basename "$(dirname "$f")")"
+            run "nats-server -t $host with TLS (production)" nats-server -t -c "$f"
+            run "$host verifies the certificates of clients and routes (production)" \
+                test "$(grep -c '^ *verify: true$' "$f")" -eq 2
+        done
+        env_file="$RENDER/api-1/xenios.env"
+        run "the services reach NATS at tls:// URLs only (production)" \
+            bash -c "grep -q '^NATS_URL=\"tls://' '$env_file' && ! grep -q 'nats://' '$env_file'"
+        if [ -n "${XENIOS_BIN:-}" ]; then
+            # The environment as systemd hands it over (KEY="value" lines, unquoted here).
+            run "xenios config show loads the TLS environment (production)" \
+                bash -c "set -a; . '$env_file'; set +a; '$XENIOS_BIN' config show | grep -q 'tls_cert_file = \"$TLS_DIR/client.pem\"'"
+        fi
+    else
+        ko "render with nats_tls (production)"
+        grep -E 'ERROR|msg|FAILED' <<<"${out:-openssl failed}" | head -5 | sed 's/^/    /'
+    fi
+    # Without the files on the controller the playbooks stop, naming what is missing.
+    refused "a render with nats_tls but no certificates fails (production)" "naming the directory" \
+        'must hold ca.pem' \
+        ansible-playbook -i inventories/production/hosts.yml -e @inventories/production/vault.example.yml \
+        -e "render_dir=$TMP/tls-missing" -e nats_tls=true -e "nats_tls_src_dir=$TMP/nowhere" tests/render.yml
 fi
 
 echo "== 4. release handling (deploy, redeploy, rollback, prune)"
