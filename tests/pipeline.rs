@@ -487,6 +487,55 @@ async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
     assert_eq!(rounds.len(), named.len(), "one job per key: {named:?}");
 }
 
+/// A full queue's refusal whose take-back the database fails: the record stands, so the
+/// submission is accepted (`202`; a `503` would have a client without an `Idempotency-Key`
+/// submit it again and get it twice), and the sweeper publishes it once there is room.
+#[tokio::test]
+async fn a_refused_job_the_database_cannot_take_back_is_accepted_and_runs() {
+    let mut stack = Stack::start_with(
+        Db::Sqlite,
+        &[
+            ("nats.jobs_max_msgs", "2"),
+            ("consumer.sweeper_delay_secs", "1"),
+            ("consumer.sweeper_interval_secs", "1"),
+        ],
+        0,
+    )
+    .await;
+    stack.submit("echo", json!({"message": 1})).await;
+    stack.submit("echo", json!({"message": 2})).await;
+    refuse_jobs_with(&stack.db_url, JobWrite::Removal, "$.message", "stays").await;
+    let accepted = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": "stays"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id = accepted.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(stack.job(&id).await["status"], "queued");
+    // A refusal the database does take back still keeps nothing.
+    let refused = stack
+        .post("/api/v1/jobs")
+        .json(&json!({"kind": "echo", "input": {"message": "gone"}}))
+        .send()
+        .await
+        .unwrap();
+    error_body(refused, 503, "unavailable").await;
+    let page = stack.get_json("/api/v1/jobs").await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 3, "{page}");
+
+    stack.start_worker().await;
+    stack.start_sweeper();
+    let job = stack
+        .wait_for(&id, &["succeeded"], Duration::from_secs(30))
+        .await;
+    assert_eq!(job["result"], json!({"message": "stays"}));
+}
+
 #[tokio::test]
 async fn cancel_queued_running_and_finished_jobs() {
     let mut stack = Stack::start_with(Db::Sqlite, &[], 0).await;

@@ -482,13 +482,17 @@ pub enum JobWrite {
     Record,
     /// Any change to it once recorded (`UPDATE`): its attempts, its outcome.
     Change,
+    /// Its removal (`DELETE`): a refused submission taken back.
+    Removal,
 }
 
 impl JobWrite {
-    fn trigger(self) -> (&'static str, &'static str) {
+    /// The trigger's name, the statement it refuses, and the row it looks at.
+    fn trigger(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            JobWrite::Record => ("refuse_job", "INSERT"),
-            JobWrite::Change => ("refuse_job_update", "UPDATE"),
+            JobWrite::Record => ("refuse_job", "INSERT", "NEW"),
+            JobWrite::Change => ("refuse_job_update", "UPDATE", "NEW"),
+            JobWrite::Removal => ("refuse_job_delete", "DELETE", "OLD"),
         }
     }
 }
@@ -497,11 +501,11 @@ impl JobWrite {
 /// `json_path` (as `json_extract` names it), as a database that fails a write would, until
 /// `stop_refusing`.
 pub async fn refuse_jobs_with(db_url: &str, write: JobWrite, json_path: &str, value: &str) {
-    let (name, statement) = write.trigger();
+    let (name, statement, row) = write.trigger();
     let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
     sqlx::query(&format!(
         "CREATE TRIGGER {name} BEFORE {statement} ON jobs \
-         WHEN json_extract(NEW.input, '{json_path}') = '{value}' \
+         WHEN json_extract({row}.input, '{json_path}') = '{value}' \
          BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
     ))
     .execute(&db)
@@ -510,7 +514,7 @@ pub async fn refuse_jobs_with(db_url: &str, write: JobWrite, json_path: &str, va
 }
 
 pub async fn stop_refusing(db_url: &str, write: JobWrite) {
-    let (name, _) = write.trigger();
+    let (name, _, _) = write.trigger();
     let db = sqlx::SqlitePool::connect(db_url).await.unwrap();
     sqlx::query(&format!("DROP TRIGGER {name}"))
         .execute(&db)

@@ -568,8 +568,12 @@ async fn settle_send(
                 return Ok(());
             }
             Err(e) => {
-                // Left queued, the sweeper publishes it once the queue has room.
-                tracing::warn!(job_id = %job.id, error = %e, "cannot take back a refused job's record");
+                // The record most likely stands (the database that just took it is failing):
+                // answered 503, a client without an Idempotency-Key would submit the job again
+                // and get it twice. So it is accepted, for the sweeper to publish once the
+                // queue has room.
+                tracing::warn!(job_id = %job.id, error = %e, "queue full and the refused job's record cannot be taken back: left for the sweeper");
+                return Ok(());
             }
         }
         metrics::counter!("xenios_jobs_refused_total", "kind" => job.kind.as_str(), "reason" => "queue_full")
