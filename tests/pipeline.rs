@@ -2487,27 +2487,33 @@ fn operator_commands_do_not_migrate_the_database() {
     assert!(ok, "{why}");
 }
 
-/// A broker that speaks only TLS and wants a certificate of every client, as between hosts:
-/// the API and the consumer reach it with the CA and the certificate their settings name,
-/// and a job runs end to end. The broker does refuse a client short of either.
+/// A broker as a deployment runs it: TLS only, a certificate wanted of every client, and a
+/// user and password (in the URL, as `NATS_URL` gives them, the password percent-encoded).
+/// The API and the consumer reach it with the CA and the certificate their settings name, and
+/// a job runs end to end. The broker does refuse a client short of any of the three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let pki = xenios_devstack::TestPki::generate(dir.path()).expect("openssl makes the files");
-    let nats = xenios_devstack::NatsServer::start_with_tls(xenios_devstack::ServerTls {
-        cert: pki.server_cert.clone(),
-        key: pki.server_key.clone(),
-        client_ca: Some(pki.ca_cert.clone()),
+    let nats = xenios_devstack::NatsServer::start_with(xenios_devstack::ServerOptions {
+        tls: Some(xenios_devstack::ServerTls {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            client_ca: Some(pki.ca_cert.clone()),
+        }),
+        user: Some(("xenios".into(), "s3cret/p@ss".into())),
     })
     .expect("nats-server starts with TLS");
     let url = nats.url();
     assert!(url.starts_with("tls://"), "{url}");
+    let url_with_password = url.replace("tls://", "tls://xenios:s3cret%2Fp%40ss@");
     let (ca, cert, key) = (
         pki.ca_cert.display().to_string(),
         pki.client_cert.display().to_string(),
         pki.client_key.display().to_string(),
     );
     let tls = [
+        ("nats.url", url_with_password.as_str()),
         ("nats.tls_ca_file", ca.as_str()),
         ("nats.tls_cert_file", cert.as_str()),
         ("nats.tls_key_file", key.as_str()),
@@ -2528,7 +2534,23 @@ async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
     assert_eq!(events[5].json()["status"], "succeeded");
     assert_eq!(stack.job(&id).await["status"], "succeeded");
 
-    let without_certificate = async_nats::ConnectOptions::new()
+    let password = || {
+        async_nats::ConnectOptions::with_user_and_password("xenios".into(), "s3cret/p@ss".into())
+    };
+    password()
+        .add_root_certificates(pki.ca_cert.clone())
+        .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
+        .connect(&url)
+        .await
+        .expect("what the settings name is enough");
+    let wrong_password =
+        async_nats::ConnectOptions::with_user_and_password("xenios".into(), "guess".into())
+            .add_root_certificates(pki.ca_cert.clone())
+            .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
+            .connect(&url)
+            .await;
+    assert!(wrong_password.is_err(), "a wrong password was let in");
+    let without_certificate = password()
         .add_root_certificates(pki.ca_cert.clone())
         .connect(&url)
         .await;
@@ -2536,7 +2558,7 @@ async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
         without_certificate.is_err(),
         "a client without a certificate was let in"
     );
-    let without_ca = async_nats::ConnectOptions::new()
+    let without_ca = password()
         .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
         .connect(&url)
         .await;

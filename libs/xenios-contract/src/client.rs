@@ -46,8 +46,65 @@ pub async fn connect(
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
     }
-    let servers = servers.join(",");
-    Ok(options.connect(servers).await?)
+    let (servers, credentials) = split_credentials(servers)?;
+    match credentials {
+        Some(UrlCredentials::UserPassword(user, password)) => {
+            options = options.user_and_password(user, password);
+        }
+        Some(UrlCredentials::Token(token)) => options = options.token(token),
+        None => {}
+    }
+    Ok(options.connect(servers.join(",")).await?)
+}
+
+/// What a server URL may carry before its host: `user:password@` or `token@`.
+#[derive(Debug, PartialEq, Eq)]
+enum UrlCredentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// Takes the credentials out of the servers' URLs (percent-decoded), for the client's
+/// options: async-nats leaves a URL's own out of what it sends the server
+/// (nats-io/nats.rs#1623), and the deployments give them there (`NATS_URL`). The client keeps
+/// one set for every server, so the URLs that carry some must carry the same.
+fn split_credentials(servers: &[String]) -> Result<(Vec<String>, Option<UrlCredentials>), String> {
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| "a NATS URL's user or password is not percent-encoded UTF-8".to_owned())
+    };
+    let mut found: Option<UrlCredentials> = None;
+    let mut bare = Vec::with_capacity(servers.len());
+    for server in servers {
+        let Some((scheme, rest)) = server.split_once("://") else {
+            bare.push(server.clone());
+            continue;
+        };
+        let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+        let Some((userinfo, host)) = authority.rsplit_once('@') else {
+            bare.push(server.clone());
+            continue;
+        };
+        let credentials = match userinfo.split_once(':') {
+            Some((user, password)) => {
+                UrlCredentials::UserPassword(decode(user)?, decode(password)?)
+            }
+            None => UrlCredentials::Token(decode(userinfo)?),
+        };
+        if found
+            .as_ref()
+            .is_some_and(|earlier| *earlier != credentials)
+        {
+            return Err(
+                "the NATS URLs carry different credentials: give every server the same".into(),
+            );
+        }
+        found = Some(credentials);
+        bare.push(format!("{scheme}://{host}{path}"));
+    }
+    Ok((bare, found))
 }
 
 /// Whether the broker answers right now: connected, and a round trip (flush) within `timeout`.
@@ -62,5 +119,49 @@ pub async fn probe(client: &async_nats::Client, timeout: Duration) -> Result<(),
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(servers: &[&str]) -> Result<(Vec<String>, Option<UrlCredentials>), String> {
+        let servers: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+        split_credentials(&servers)
+    }
+
+    #[test]
+    fn credentials_come_out_of_the_urls_decoded() {
+        let (bare, credentials) = split(&[
+            "tls://xenios:s3cret%2Fp%40ss@10.0.0.1:4222",
+            "tls://xenios:s3cret%2Fp%40ss@10.0.0.2:4222",
+        ])
+        .unwrap();
+        assert_eq!(bare, ["tls://10.0.0.1:4222", "tls://10.0.0.2:4222"]);
+        assert_eq!(
+            credentials,
+            Some(UrlCredentials::UserPassword(
+                "xenios".into(),
+                "s3cret/p@ss".into()
+            ))
+        );
+
+        let (bare, credentials) = split(&["nats://t0ken@host:4222", "other:4222"]).unwrap();
+        assert_eq!(bare, ["nats://host:4222", "other:4222"]);
+        assert_eq!(credentials, Some(UrlCredentials::Token("t0ken".into())));
+
+        let (bare, credentials) = split(&["nats://127.0.0.1:4222"]).unwrap();
+        assert_eq!(bare, ["nats://127.0.0.1:4222"]);
+        assert_eq!(credentials, None);
+    }
+
+    #[test]
+    fn urls_with_different_credentials_are_refused_without_saying_them() {
+        let e = split(&["nats://a:one@h1:4222", "nats://a:two@h2:4222"]).unwrap_err();
+        assert!(e.contains("different credentials"), "{e}");
+        assert!(!e.contains("one") && !e.contains("two"), "{e}");
+        let e = split(&["nats://a:%FF@h1:4222"]).unwrap_err();
+        assert!(e.contains("percent-encoded"), "{e}");
     }
 }

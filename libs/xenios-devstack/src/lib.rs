@@ -7,7 +7,7 @@ mod pki;
 mod port;
 mod postgres;
 
-pub use nats::{NatsServer, ServerTls};
+pub use nats::{NatsServer, ServerOptions, ServerTls};
 pub use pki::TestPki;
 pub use port::free_port;
 pub use postgres::{test_database_url, PgServer};

@@ -19,6 +19,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const START_ATTEMPTS: usize = 3;
 const LOG_FILE: &str = "nats-server.log";
 
+/// How a private server differs from the plain one [`NatsServer::start`] gives: as a
+/// deployment's, speaking only TLS, and wanting a user and password of every client.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    pub tls: Option<ServerTls>,
+    pub user: Option<(String, String)>,
+}
+
 /// What a server that speaks only TLS presents, and, when given, the CA whose client
 /// certificates it requires of every client (`--tlsverify`).
 #[derive(Clone, Debug)]
@@ -40,7 +48,7 @@ pub struct NatsServer {
     /// which stops the server after it has drained (`xenios dev`). Tests leave it in their
     /// group: an interrupted test run takes its servers with it.
     own_process_group: bool,
-    tls: Option<ServerTls>,
+    options: ServerOptions,
     /// Present when the server owns its directory: removed on drop, after the process is gone.
     _temp: Option<TempDir>,
 }
@@ -48,15 +56,12 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a throwaway server in a fresh temp dir on a free port.
     pub fn start() -> anyhow::Result<NatsServer> {
-        NatsServer::start_private(None)
+        NatsServer::start_with(ServerOptions::default())
     }
 
-    /// Like [`NatsServer::start`], speaking only TLS; its [`NatsServer::url`] is `tls://`.
-    pub fn start_with_tls(tls: ServerTls) -> anyhow::Result<NatsServer> {
-        NatsServer::start_private(Some(tls))
-    }
-
-    fn start_private(tls: Option<ServerTls>) -> anyhow::Result<NatsServer> {
+    /// Like [`NatsServer::start`], with `options`. A server speaking TLS has a `tls://`
+    /// [`NatsServer::url`]; the URL never holds the user and password.
+    pub fn start_with(options: ServerOptions) -> anyhow::Result<NatsServer> {
         let binary = find_binary()?;
         let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
         let mut server = NatsServer {
@@ -66,7 +71,7 @@ impl NatsServer {
             log_path: temp.path().join(LOG_FILE),
             child: None,
             own_process_group: false,
-            tls,
+            options,
             _temp: Some(temp),
         };
         let mut last_error = None;
@@ -93,7 +98,7 @@ impl NatsServer {
             log_path: dir.join(LOG_FILE),
             child: None,
             own_process_group: true,
-            tls: None,
+            options: ServerOptions::default(),
             _temp: None,
         };
         server.spawn()?;
@@ -101,7 +106,11 @@ impl NatsServer {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        let scheme = if self.options.tls.is_some() {
+            "tls"
+        } else {
+            "nats"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -194,7 +203,10 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&self.store_dir);
-        if let Some(tls) = &self.tls {
+        if let Some((user, password)) = &self.options.user {
+            command.args(["--user", user, "--pass", password]);
+        }
+        if let Some(tls) = &self.options.tls {
             command
                 .arg("--tls")
                 .arg("--tlscert")
@@ -228,9 +240,9 @@ impl NatsServer {
                     self.log_tail()
                 );
             }
-            // The plain protocol probe cannot speak to a TLS server; its greeting shows it
-            // up, and its clients (which retry) wait for JetStream themselves.
-            let probe = if self.tls.is_some() {
+            // The plain protocol probe cannot speak to a TLS server, nor log in; the greeting
+            // shows the server up, and its clients (which retry) wait for JetStream themselves.
+            let probe = if self.options.tls.is_some() || self.options.user.is_some() {
                 greeting_probe(addr)
             } else {
                 jetstream_probe(addr)
