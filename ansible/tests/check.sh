@@ -276,6 +276,7 @@ else
     if $tls_ok && out="$(ansible-playbook -i inventories/production/hosts.yml \
         -e @inventories/production/vault.example.yml -e "render_dir=$RENDER" -e nats_tls=true \
         -e "nats_tls_src_dir=$TLS_SRC" -e "nats_tls_dir=$TLS_DIR" -e "xenios_nats_tls_dir=$TLS_DIR" \
+        -e '{"vault_nats_password": "pa/ss@w:rd", "vault_nats_cluster_password": "ro/ute@p:w"}' \
         tests/render.yml 2>&1)"; then
         ok "render with nats_tls (production)"
         for f in "$RENDER"/nats-*/nats-server.conf; do
@@ -284,9 +285,13 @@ else
             run "$host verifies the certificates of clients and routes (production)" \
                 test "$(grep -c '^ *verify: true$' "$f")" -eq 2
         done
+        run "the routes' URLs hold the password percent-encoded (production)" \
+            grep -q 'nats-route://route:ro%2Fute%40p%3Aw@' "$RENDER/nats-1/nats-server.conf"
         env_file="$RENDER/api-1/xenios.env"
         run "the services reach NATS at tls:// URLs only (production)" \
             bash -c "grep -q '^NATS_URL=\"tls://' '$env_file' && ! grep -q 'nats://' '$env_file'"
+        run "NATS_URL holds the password percent-encoded (production)" \
+            grep -q 'tls://xenios:pa%2Fss%40w%3Ard@' "$env_file"
         if [ -n "${XENIOS_BIN:-}" ]; then
             # The environment as systemd hands it over (KEY="value" lines, unquoted here).
             run "xenios config show loads the TLS environment (production)" \
