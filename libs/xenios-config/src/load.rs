@@ -200,7 +200,10 @@ impl Settings {
         if let Some(bad) = self.nats.url.iter().find(|u| !valid_nats_url(u)) {
             return Err(ConfigError::Invalid {
                 key: "NATS_URL (nats.url)",
-                problem: format!("`{bad}` is not a nats://, tls:// or host:port address"),
+                problem: format!(
+                    "`{}` is not a nats://, tls:// or host:port address",
+                    crate::redact_url(bad)
+                ),
             });
         }
         if !(1..=5).contains(&self.nats.replicas) {
@@ -454,7 +457,8 @@ const CONSUMER_ACK_WAIT_SECS: u64 = 30;
 
 fn valid_nats_url(url: &str) -> bool {
     match url.split_once("://") {
-        Some((scheme, rest)) => matches!(scheme, "nats" | "tls" | "ws" | "wss") && !rest.is_empty(),
+        // Not ws:// nor wss://: the client is built without WebSocket support.
+        Some((scheme, rest)) => matches!(scheme, "nats" | "tls") && !rest.is_empty(),
         None => url.contains(':'),
     }
 }
@@ -671,6 +675,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(missing.contains("/nonexistent/xenios.toml"), "{missing}");
+    }
+
+    #[test]
+    fn nats_urls_are_nats_or_tls_and_refused_without_their_password() {
+        let s = load(&[("NATS_URL", "tls://u:p@a:4222,b:4222")]).unwrap();
+        assert_eq!(s.nats.url, vec!["tls://u:p@a:4222", "b:4222"]);
+        for bad in ["ws://u:hunter2@a:8080", "nast://u:hunter2@a:4222"] {
+            let e = load(&[("NATS_URL", bad)]).unwrap_err().to_string();
+            assert!(
+                e.contains("NATS_URL") && e.contains("nats://, tls://"),
+                "{e}"
+            );
+            assert!(!e.contains("hunter2"), "the password shown: {e}");
+        }
     }
 
     #[test]
