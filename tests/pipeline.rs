@@ -433,13 +433,9 @@ async fn a_full_queue_refuses_submissions_until_there_is_room() {
     assert_eq!(job["result"], json!({"message": "later"}));
 }
 
-/// Retries of one submission racing a full queue: the first makes the job, its command is
-/// refused and its record taken back, while the others look the job up or meet it inserting.
-/// Whatever each is told, a job any of them was answered with runs; none is named and then
-/// gone (a take-back after a retry was answered with the job would be).
-#[tokio::test]
-async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
-    let mut stack = Stack::start_with(
+/// No consumer, a sweeper quick to act once started, and a queue of two commands, full.
+async fn stack_with_a_full_queue() -> Stack {
+    let stack = Stack::start_with(
         Db::Sqlite,
         &[
             ("nats.jobs_max_msgs", "2"),
@@ -451,6 +447,16 @@ async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
     .await;
     stack.submit("echo", json!({"message": 1})).await;
     stack.submit("echo", json!({"message": 2})).await;
+    stack
+}
+
+/// Retries of one submission racing a full queue: the first makes the job, its command is
+/// refused and its record taken back, while the others look the job up or meet it inserting.
+/// Whatever each is told, a job any of them was answered with runs; none is named and then
+/// gone (a take-back after a retry was answered with the job would be).
+#[tokio::test]
+async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
+    let mut stack = stack_with_a_full_queue().await;
     let mut named = std::collections::BTreeSet::new();
     for round in 0..5 {
         let tries = (0..12).map(|_| {
@@ -492,18 +498,7 @@ async fn a_job_a_retry_was_answered_with_runs_though_the_queue_refused_it() {
 /// submit it again and get it twice), and the sweeper publishes it once there is room.
 #[tokio::test]
 async fn a_refused_job_the_database_cannot_take_back_is_accepted_and_runs() {
-    let mut stack = Stack::start_with(
-        Db::Sqlite,
-        &[
-            ("nats.jobs_max_msgs", "2"),
-            ("consumer.sweeper_delay_secs", "1"),
-            ("consumer.sweeper_interval_secs", "1"),
-        ],
-        0,
-    )
-    .await;
-    stack.submit("echo", json!({"message": 1})).await;
-    stack.submit("echo", json!({"message": 2})).await;
+    let mut stack = stack_with_a_full_queue().await;
     refuse_jobs_with(&stack.db_url, JobWrite::Removal, "$.message", "stays").await;
     let accepted = stack
         .post("/api/v1/jobs")

@@ -710,51 +710,33 @@ mod tests {
         let garbled = write("garbled.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n");
         let missing = dir.path().join("missing.pem").display().to_string();
 
-        let s = load(&[
-            ("XENIOS__NATS__TLS_CA_FILE", &cert),
-            ("XENIOS__NATS__TLS_CERT_FILE", &cert),
-            ("XENIOS__NATS__TLS_KEY_FILE", &key),
-        ])
-        .unwrap();
+        let (ca_var, cert_var, key_var) = (
+            "XENIOS__NATS__TLS_CA_FILE",
+            "XENIOS__NATS__TLS_CERT_FILE",
+            "XENIOS__NATS__TLS_KEY_FILE",
+        );
+        let s = load(&[(ca_var, &cert), (cert_var, &cert), (key_var, &key)]).unwrap();
         assert_eq!(s.nats.tls_ca_file.as_deref(), Some(cert.as_str()));
         assert_eq!(s.nats.tls_key_file.as_deref(), Some(key.as_str()));
         assert_eq!(load(&[]).unwrap().nats.tls_ca_file, None);
 
-        let refused = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
-        let e = refused(&[("XENIOS__NATS__TLS_CERT_FILE", &cert)]);
-        assert!(
-            e.contains("nats.tls_cert_file") && e.contains("tls_key_file"),
-            "{e}"
-        );
-        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", &missing)]);
-        assert!(
-            e.contains("nats.tls_ca_file") && e.contains("cannot read"),
-            "{e}"
-        );
-        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", &key)]);
-        assert!(
-            e.contains("nats.tls_ca_file") && e.contains("no PEM certificate"),
-            "{e}"
-        );
-        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", &garbled)]);
-        assert!(
-            e.contains("nats.tls_ca_file") && e.contains("not valid PEM"),
-            "{e}"
-        );
-        let e = refused(&[
-            ("XENIOS__NATS__TLS_CERT_FILE", &cert),
-            ("XENIOS__NATS__TLS_KEY_FILE", &cert),
-        ]);
-        assert!(
-            e.contains("nats.tls_key_file") && e.contains("no PEM private key"),
-            "{e}"
-        );
-        let e = refused(&[("XENIOS__NATS__TLS_CA_FILE", "")]);
-        assert!(
-            e.contains("nats.tls_ca_file") && e.contains("is empty"),
-            "{e}"
-        );
-        assert_eq!(e.lines().count(), 1);
+        let cases: [(&[(&str, &str)], &str, &str); 6] = [
+            (&[(cert_var, &cert)], "nats.tls_cert_file", "tls_key_file"),
+            (&[(ca_var, &missing)], "nats.tls_ca_file", "cannot read"),
+            (&[(ca_var, &key)], "nats.tls_ca_file", "no PEM certificate"),
+            (&[(ca_var, &garbled)], "nats.tls_ca_file", "not valid PEM"),
+            (
+                &[(cert_var, &cert), (key_var, &cert)],
+                "nats.tls_key_file",
+                "no PEM private key",
+            ),
+            (&[(ca_var, "")], "nats.tls_ca_file", "is empty"),
+        ];
+        for (pairs, named, problem) in cases {
+            let e = load(pairs).unwrap_err().to_string();
+            assert!(e.contains(named) && e.contains(problem), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

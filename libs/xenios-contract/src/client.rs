@@ -12,9 +12,10 @@ pub struct NatsTls {
     pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
-/// Connects to NATS the one way every binary does: all configured servers, optional
-/// credentials file, endless reconnects, and a start that does not wait for the broker (a
-/// process started before NATS becomes ready when it arrives; readiness probes say so).
+/// Connects to NATS the one way every binary does: all configured servers, with the user and
+/// password or token their URLs carry, an optional credentials file and TLS files, endless
+/// reconnects, and a start that does not wait for the broker (a process started before NATS
+/// becomes ready when it arrives; readiness probes say so).
 pub async fn connect(
     servers: &[String],
     creds: Option<&Path>,
@@ -78,10 +79,8 @@ fn split_credentials(servers: &[String]) -> Result<(Vec<String>, Option<UrlCrede
     let mut found: Option<UrlCredentials> = None;
     let mut bare = Vec::with_capacity(servers.len());
     for server in servers {
-        let Some((scheme, rest)) = server.split_once("://") else {
-            bare.push(server.clone());
-            continue;
-        };
+        // `host:port` alone is a nats:// address to the client.
+        let (scheme, rest) = server.split_once("://").unwrap_or(("nats", server));
         let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
         let Some((userinfo, host)) = authority.rsplit_once('@') else {
             bare.push(server.clone());
@@ -150,6 +149,13 @@ mod tests {
         let (bare, credentials) = split(&["nats://t0ken@host:4222", "other:4222"]).unwrap();
         assert_eq!(bare, ["nats://host:4222", "other:4222"]);
         assert_eq!(credentials, Some(UrlCredentials::Token("t0ken".into())));
+
+        let (bare, credentials) = split(&["u:p@host:4222"]).unwrap();
+        assert_eq!(bare, ["nats://host:4222"]);
+        assert_eq!(
+            credentials,
+            Some(UrlCredentials::UserPassword("u".into(), "p".into()))
+        );
 
         let (bare, credentials) = split(&["nats://127.0.0.1:4222"]).unwrap();
         assert_eq!(bare, ["nats://127.0.0.1:4222"]);
