@@ -2483,7 +2483,7 @@ fn operator_commands_do_not_migrate_the_database() {
 }
 
 /// A broker as a deployment runs it: TLS only, a certificate wanted of every client, and a
-/// user and password (in the URL, as `NATS_URL` gives them, the password percent-encoded).
+/// user and password (in the URLs, as `NATS_URL` lists them, the password percent-encoded).
 /// The API and the consumer reach it with the CA and the certificate their settings name, and
 /// a job runs end to end. The broker does refuse a client short of any of the three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2501,7 +2501,13 @@ async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
     .expect("nats-server starts with TLS");
     let url = nats.url();
     assert!(url.starts_with("tls://"), "{url}");
-    let url_with_password = url.replace("tls://", "tls://xenios:s3cret%2Fp%40ss@");
+    // The same server twice, by address and by name (its certificate has both), as NATS_URL
+    // lists a cluster's nodes.
+    let url_with_password = format!(
+        "{},{}",
+        url.replace("tls://", "tls://xenios:s3cret%2Fp%40ss@"),
+        url.replace("tls://127.0.0.1", "tls://xenios:s3cret%2Fp%40ss@localhost")
+    );
     let (ca, cert, key) = (
         pki.ca_cert.display().to_string(),
         pki.client_cert.display().to_string(),

@@ -55,7 +55,8 @@ pub async fn connect(
         Some(UrlCredentials::Token(token)) => options = options.token(token),
         None => {}
     }
-    Ok(options.connect(servers.join(",")).await?)
+    // A list, not the URLs joined: async-nats reads a string as one server.
+    Ok(options.connect(servers).await?)
 }
 
 /// What a server URL may carry before its host: `user:password@` or `token@`.
