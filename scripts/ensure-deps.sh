@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the stack and its tests need and the machine lacks (Debian packages).
-# Usage: scripts/ensure-deps.sh nats|postgres|python|openssl ...
+# Usage: scripts/ensure-deps.sh nats|postgres|python|openssl|curl ...
 set -euo pipefail
 
 need=()
@@ -10,6 +10,7 @@ for what in "$@"; do
     postgres) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
     python) python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv) ;;
     openssl) command -v openssl >/dev/null || need+=(openssl) ;;
+    curl) command -v curl >/dev/null || need+=(curl) ;;
     wrk) command -v wrk >/dev/null || need+=(wrk) ;;
     *) echo "ensure-deps: unknown dependency $what" >&2; exit 2 ;;
   esac

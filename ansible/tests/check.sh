@@ -10,7 +10,9 @@
 #      change nothing, a render without the secrets must stop at the vault assertion, and
 #      one with a shutdown grace in xenios_extra_env at the graces' assertion; production
 #      rendered with nats_tls (a throwaway CA): nats-server -t, tls:// URLs, and with
-#      XENIOS_BIN set, `xenios config show` loading the environment and its TLS files
+#      XENIOS_BIN set, `xenios config show` loading the environment and its TLS files, and
+#      the rendered three-node cluster run on loopback addresses, with and without TLS,
+#      until the services' environment has applied the R3 streams (`xenios streams`)
 #   4. tests/release.yml: the release handling (copy, switch, previous, rollback, prune,
 #      idempotence) run for real under a temporary directory with stub binaries
 # Everything runs on a copy of ansible/ in a temporary directory (HOME too), removed at
@@ -306,6 +308,116 @@ else
         'must hold ca.pem' \
         ansible-playbook -i inventories/production/hosts.yml -e @inventories/production/vault.example.yml \
         -e "render_dir=$TMP/tls-missing" -e nats_tls=true -e "nats_tls_src_dir=$TMP/nowhere" tests/render.yml
+fi
+
+# The production cluster as rendered, run: three nodes on loopback addresses of this
+# machine (127.0.0.11-13, free ports), passwords (with nats_tls, TLS too) on routes and
+# clients, and an api host's rendered environment applying and checking the streams (R3)
+# with `xenios streams`: what a deployment's services do first, through every part of its
+# NATS configuration.
+cluster_check() { # TLS: true or false
+    local tls=$1 C="$TMP/cluster-$1" ports n
+    mkdir -p "$C/src" "$C/tls"
+    read -r -a ports < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=xenios cluster check CA" -keyout "$C/ca.key" -out "$C/src/ca.pem" >/dev/null 2>&1 || return 1
+    issue() { # NAME SAN EKU
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
+            -keyout "$C/src/$1.key" -out "$C/$1.csr" >/dev/null 2>&1 &&
+            printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3" >"$C/$1.ext" &&
+            openssl x509 -req -days 2 -in "$C/$1.csr" -CA "$C/src/ca.pem" -CAkey "$C/ca.key" \
+                -CAcreateserial -extfile "$C/$1.ext" -out "$C/src/$1.pem" >/dev/null 2>&1
+    }
+    for n in 1 2 3; do
+        issue "nats-$n" "IP:127.0.0.1$n" serverAuth,clientAuth || return 1
+    done
+    issue api-1 "DNS:api-1" clientAuth || return 1
+    cp "$C/src/ca.pem" "$C/tls/ca.pem"
+    cp "$C/src/api-1.pem" "$C/tls/client.pem" && cp "$C/src/api-1.key" "$C/tls/client.key"
+    # One server.pem per node: each node's own directory (nats_tls_dir per host).
+    {
+        echo "all:"
+        echo "  children:"
+        echo "    api: {hosts: {api-1: {}}}"
+        echo "    consumers: {hosts: {api-1: {}}}"
+        echo "    nats:"
+        echo "      hosts:"
+        for n in 1 2 3; do
+            mkdir -p "$C/nats-$n/tls"
+            cp "$C/src/ca.pem" "$C/nats-$n/tls/ca.pem"
+            cp "$C/src/nats-$n.pem" "$C/nats-$n/tls/server.pem"
+            cp "$C/src/nats-$n.key" "$C/nats-$n/tls/server.key"
+            echo "        nats-$n: {ansible_host: 127.0.0.1$n, nats_listen_address: 127.0.0.1$n," \
+                "nats_monitor_port: ${ports[1 + n]}, nats_store_dir: \"$C/nats-$n/store\"," \
+                "nats_tls_dir: \"$C/nats-$n/tls\"}"
+        done
+        echo "  hosts:"
+        echo "    api-1: {ansible_host: 127.0.0.1}"
+    } >"inventories/production/loopback-$tls.yml"
+    ansible-playbook -i "inventories/production/loopback-$tls.yml" -e @inventories/production/vault.example.yml \
+        -e "render_dir=$C/render" -e "nats_tls=$tls" -e "nats_tls_src_dir=$C/src" \
+        -e "xenios_nats_tls_dir=$C/tls" -e "nats_client_port=${ports[0]}" -e "nats_cluster_port=${ports[1]}" \
+        -e '{"vault_nats_password": "pa/ss@w:rd", "vault_nats_cluster_password": "ro/ute@p:w"}' \
+        tests/render.yml >"$C/render.log" 2>&1 || { tail -20 "$C/render.log"; return 1; }
+    local pids=()
+    for n in 1 2 3; do
+        nats-server -c "$C/render/nats-$n/nats-server.conf" >"$C/nats-$n.log" 2>&1 &
+        pids+=($!)
+    done
+    local status=0
+    cluster_run "$C" "${ports[@]}" || status=1
+    kill "${pids[@]}" 2>/dev/null
+    wait "${pids[@]}" 2>/dev/null
+    return "$status"
+}
+# cluster_run DIR CLIENT_PORT CLUSTER_PORT MONITOR_PORTS...: the cluster started, checked.
+cluster_run() {
+    local C=$1 n
+    shift
+    local ports=("$@")
+    # Each node's full /healthz: JetStream up with a meta leader (the cluster formed).
+    local deadline=$((SECONDS + 60)) healthy
+    while :; do
+        healthy=0
+        for n in 1 2 3; do
+            curl -fs "http://127.0.0.1:${ports[1 + n]}/healthz" >/dev/null && healthy=$((healthy + 1))
+        done
+        [ "$healthy" -eq 3 ] && break
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -5 "$C"/nats-*.log
+            return 1
+        fi
+        sleep 1
+    done
+    # A node healthy may not be placing replicas on its peers yet: a few tries.
+    local env_file="$C/render/api-1/xenios.env" action try
+    for action in apply check; do
+        for try in 1 2 3 4 5; do
+            env -i PATH="$PATH" bash -c "set -a; . '$env_file'; set +a; exec timeout 90 '$XENIOS_BIN' streams $action" \
+                >"$C/streams-$action.log" 2>&1 && break
+            [ "$try" -eq 5 ] && {
+                cat "$C/streams-$action.log"
+                grep NATS_URL "$env_file" | sed 's/:pa[^@]*@/:***@/g'
+                return 1
+            }
+            sleep 2
+        done
+    done
+    grep -q 'no drift' "$C/streams-check.log" || { cat "$C/streams-check.log"; return 1; }
+}
+if [ -z "${XENIOS_BIN:-}" ]; then
+    skip "the rendered cluster runs (production): XENIOS_BIN is not set (scripts/check-deploy.sh sets it)"
+elif ! command -v openssl >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+    skip "the rendered cluster runs (production): needs openssl and curl"
+else
+    for tls in false true; do
+        run "the rendered cluster forms (nats_tls: $tls), and the services' environment applies R3 streams (production)" \
+            cluster_check "$tls"
+    done
 fi
 
 echo "== 4. release handling (deploy, redeploy, rollback, prune)"
