@@ -252,6 +252,22 @@ if [ -f "$TMP/repo/Caddyfile.tmpl" ] && command -v caddy >/dev/null 2>&1; then
     fi
 fi
 
+# Throwaway PKI for the TLS checks, in the layout nats_tls_src_dir has: make_ca DIR writes
+# DIR/ca.pem (its key beside it, DIR/ca.key); issue_cert DIR NAME SAN EKU writes DIR/NAME.pem
+# and DIR/NAME.key, signed by that CA.
+make_ca() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=xenios check CA" -keyout "$1/ca.key" -out "$1/ca.pem" >/dev/null 2>&1
+}
+issue_cert() {
+    local dir=$1 name=$2
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$name" \
+        -keyout "$dir/$name.key" -out "$dir/$name.csr" >/dev/null 2>&1 &&
+        printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$3" "$4" >"$dir/$name.ext" &&
+        openssl x509 -req -days 2 -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -extfile "$dir/$name.ext" -out "$dir/$name.pem" >/dev/null 2>&1
+}
+
 # NATS over TLS (nats_tls): a throwaway CA and a certificate for every host, as the operator's
 # nats_tls_src_dir holds them, and the installed files where the rendered configuration and
 # environment name them, so that nats-server -t and xenios config show load them.
@@ -262,14 +278,9 @@ else
     TLS_DIR="$TMP/nats-tls-installed"
     mkdir -p "$TLS_SRC" "$TLS_DIR"
     tls_ok=true
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj "/CN=xenios check CA" -keyout "$TLS_SRC/ca.key" -out "$TLS_SRC/ca.pem" \
-        >/dev/null 2>&1 || tls_ok=false
+    make_ca "$TLS_SRC" || tls_ok=false
     for h in $(ansible all -i inventories/production/hosts.yml --list-hosts | tail -n +2); do
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-            -subj "/CN=$h" -keyout "$TLS_SRC/$h.key" -out "$TMP/$h.csr" >/dev/null 2>&1 &&
-            openssl x509 -req -days 2 -in "$TMP/$h.csr" -CA "$TLS_SRC/ca.pem" -CAkey "$TLS_SRC/ca.key" \
-                -CAcreateserial -out "$TLS_SRC/$h.pem" >/dev/null 2>&1 || tls_ok=false
+        issue_cert "$TLS_SRC" "$h" "DNS:$h" serverAuth,clientAuth || tls_ok=false
     done
     cp "$TLS_SRC/ca.pem" "$TLS_DIR/ca.pem"
     cp "$TLS_SRC/nats-1.pem" "$TLS_DIR/server.pem" && cp "$TLS_SRC/nats-1.key" "$TLS_DIR/server.key"
@@ -323,19 +334,11 @@ import socket
 socks = [socket.socket() for _ in range(5)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj "/CN=xenios cluster check CA" -keyout "$C/ca.key" -out "$C/src/ca.pem" >/dev/null 2>&1 || return 1
-    issue() { # NAME SAN EKU
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
-            -keyout "$C/src/$1.key" -out "$C/$1.csr" >/dev/null 2>&1 &&
-            printf 'subjectAltName=%s\nextendedKeyUsage=%s\n' "$2" "$3" >"$C/$1.ext" &&
-            openssl x509 -req -days 2 -in "$C/$1.csr" -CA "$C/src/ca.pem" -CAkey "$C/ca.key" \
-                -CAcreateserial -extfile "$C/$1.ext" -out "$C/src/$1.pem" >/dev/null 2>&1
-    }
+    make_ca "$C/src" || return 1
     for n in 1 2 3; do
-        issue "nats-$n" "IP:127.0.0.1$n" serverAuth,clientAuth || return 1
+        issue_cert "$C/src" "nats-$n" "IP:127.0.0.1$n" serverAuth,clientAuth || return 1
     done
-    issue api-1 "DNS:api-1" clientAuth || return 1
+    issue_cert "$C/src" api-1 "DNS:api-1" clientAuth || return 1
     cp "$C/src/ca.pem" "$C/tls/ca.pem"
     cp "$C/src/api-1.pem" "$C/tls/client.pem" && cp "$C/src/api-1.key" "$C/tls/client.key"
     # One server.pem per node: each node's own directory (nats_tls_dir per host).
