@@ -2497,6 +2497,7 @@ async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
             client_ca: Some(pki.ca_cert.clone()),
         }),
         user: Some(("xenios".into(), "s3cret/p@ss".into())),
+        ..Default::default()
     })
     .expect("nats-server starts with TLS");
     let url = nats.url();
@@ -2566,5 +2567,54 @@ async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
     assert!(
         without_ca.is_err(),
         "a client that does not trust the CA connected"
+    );
+}
+
+/// A broker in operator mode (decentralised JWT authentication, as NGS and Synadia Cloud run):
+/// the API and the consumer log in with the `.creds` file `NATS_CREDS` names, their streams
+/// and buckets live in its account, and a job runs end to end. The broker does refuse a client
+/// without credentials and one whose account the operator never issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_through_a_broker_in_operator_mode_with_a_credentials_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = xenios_devstack::TestOperator::generate(dir.path()).expect("the JWTs are made");
+    let nats = xenios_devstack::NatsServer::start_with(xenios_devstack::ServerOptions {
+        config: Some(operator.server_config.clone()),
+        ..Default::default()
+    })
+    .expect("nats-server starts in operator mode");
+    let url = nats.url();
+    let creds = operator.user_creds.display().to_string();
+    let stack = Stack::start_on(nats, Db::Sqlite, &[("nats.creds", creds.as_str())], 1).await;
+
+    let id = stack
+        .submit(
+            "echo",
+            json!({"message": "with credentials", "progress_steps": 1}),
+        )
+        .await;
+    let events = stack.events(&id, None, Duration::from_secs(20)).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["status", "status", "progress", "result", "status"],
+        "{events:?}"
+    );
+    assert_eq!(events[3].json(), json!({"message": "with credentials"}));
+    assert_eq!(stack.job(&id).await["status"], "succeeded");
+
+    let anonymous = async_nats::ConnectOptions::new().connect(&url).await;
+    assert!(
+        anonymous.is_err(),
+        "a client without credentials was let in"
+    );
+    let stranger = async_nats::ConnectOptions::with_credentials_file(&operator.stranger_creds)
+        .await
+        .expect("the stranger's file parses")
+        .connect(&url)
+        .await;
+    assert!(
+        stranger.is_err(),
+        "a user of an account the operator never issued was let in"
     );
 }

@@ -146,6 +146,9 @@ impl Settings {
                 problem: "goes with nats.tls_key_file: set both, or neither".into(),
             });
         }
+        if let Some(path) = &n.creds {
+            check_creds(path)?;
+        }
         if let Some(path) = &n.tls_ca_file {
             check_pem("nats.tls_ca_file", path, Pem::Certificates)?;
         }
@@ -389,6 +392,37 @@ enum Pem {
 /// Reads a TLS file the way the NATS client will, at start: a wrong path, or a key where the
 /// certificate belongs, then stops the process with its setting named, instead of leaving it
 /// retrying the broker with a TLS error in its log.
+/// A credentials file as `nsc`, the `nats` CLI and Synadia Cloud write it: the user's JWT, then
+/// the user's seed, each on a line between two dashed lines. Checked here so that a wrong path
+/// stops the process at start naming the setting, rather than as a connection error.
+fn check_creds(path: &str) -> Result<(), ConfigError> {
+    let key = "NATS_CREDS (nats.creds)";
+    let invalid = |problem: String| Err(ConfigError::Invalid { key, problem });
+    if path.trim().is_empty() {
+        return invalid("is empty: unset it, or give the file's path".into());
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return invalid(format!("`{path}`: cannot read it: {e}")),
+    };
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let decorated: Vec<&str> = lines
+        .windows(3)
+        .filter(|w| w[0].starts_with("---") && w[2].starts_with("---"))
+        .map(|w| w[1])
+        .collect();
+    // A JWT's header is base64 JSON (`eyJ`); a user's seed is an nkey seed of a user (`SU`).
+    let jwt = decorated.iter().any(|token| token.starts_with("eyJ"));
+    let seed = decorated.iter().any(|token| token.starts_with("SU"));
+    if !(jwt && seed) {
+        return invalid(format!(
+            "`{path}` is not a NATS credentials file: it wants a user JWT and a user seed, each \
+             between dashed lines"
+        ));
+    }
+    Ok(())
+}
+
 fn check_pem(key: &'static str, path: &str, expected: Pem) -> Result<(), ConfigError> {
     use rustls_pki_types::pem::{Error as PemError, PemObject};
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -737,6 +771,48 @@ mod tests {
             assert!(e.contains(named) && e.contains(problem), "{e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
+    }
+
+    #[test]
+    fn a_nats_credentials_file_is_read_at_start_and_named_when_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let creds = write(
+            "user.creds",
+            "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\n\
+             -----BEGIN USER NKEY SEED-----\nSUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM\n\
+             ------END USER NKEY SEED------\n",
+        );
+        let s = load(&[("NATS_CREDS", &creds)]).unwrap();
+        assert_eq!(s.nats.creds.as_deref(), Some(creds.as_str()));
+
+        let jwt_only = write(
+            "jwt.creds",
+            "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n",
+        );
+        let pem = write(
+            "cert.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let missing = dir.path().join("missing.creds").display().to_string();
+        for (path, problem) in [
+            (&missing, "cannot read"),
+            (&jwt_only, "not a NATS credentials file"),
+            (&pem, "not a NATS credentials file"),
+        ] {
+            let e = load(&[("NATS_CREDS", path)]).unwrap_err().to_string();
+            assert!(e.contains("NATS_CREDS") && e.contains(problem), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let e = load(&[("XENIOS__NATS__CREDS", " ")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats.creds") && e.contains("is empty"), "{e}");
     }
 
     #[test]

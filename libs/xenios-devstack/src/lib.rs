@@ -3,11 +3,13 @@
 //! NATS half; the tests use both. Nothing here ever touches a machine's default instances.
 
 mod nats;
+mod operator;
 mod pki;
 mod port;
 mod postgres;
 
 pub use nats::{NatsServer, ServerOptions, ServerTls};
+pub use operator::TestOperator;
 pub use pki::TestPki;
 pub use port::free_port;
 pub use postgres::{test_database_url, PgServer};

@@ -25,6 +25,9 @@ const LOG_FILE: &str = "nats-server.log";
 pub struct ServerOptions {
     pub tls: Option<ServerTls>,
     pub user: Option<(String, String)>,
+    /// A configuration file (`-c`) for what has no flag, such as operator mode
+    /// ([`crate::TestOperator::server_config`]); the flags this type sets win over it.
+    pub config: Option<PathBuf>,
 }
 
 /// What a server that speaks only TLS presents, and, when given, the CA whose client
@@ -203,6 +206,9 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&self.store_dir);
+        if let Some(config) = &self.options.config {
+            command.arg("-c").arg(config);
+        }
         if let Some((user, password)) = &self.options.user {
             command.args(["--user", user, "--pass", password]);
         }
@@ -242,7 +248,8 @@ impl NatsServer {
             }
             // The plain protocol probe cannot speak to a TLS server, nor log in; the greeting
             // shows the server up, and its clients (which retry) wait for JetStream themselves.
-            let probe = if self.options.tls.is_some() || self.options.user.is_some() {
+            let needs_login = self.options.user.is_some() || self.options.config.is_some();
+            let probe = if self.options.tls.is_some() || needs_login {
                 greeting_probe(addr)
             } else {
                 jetstream_probe(addr)
