@@ -2618,3 +2618,53 @@ async fn jobs_run_through_a_broker_in_operator_mode_with_a_credentials_file() {
         "a user of an account the operator never issued was let in"
     );
 }
+
+/// Credentials rotated under running services, as short-lived ones are: the user JWT they
+/// started with expires (the broker then disconnects them), the file by then holds a new
+/// user's, and every connection (the API's, the consumer's) logs in with it at its reconnect,
+/// without a restart. Read once at the start, the expired JWT would be refused for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_nats_credentials_are_read_at_the_next_reconnect() {
+    const LIFETIME: Duration = Duration::from_secs(5);
+    let dir = tempfile::tempdir().unwrap();
+    let operator = xenios_devstack::TestOperator::generate(dir.path()).expect("the JWTs are made");
+    let creds = dir.path().join("rotating.creds");
+    operator
+        .write_user_creds(&creds, "first", Some(LIFETIME))
+        .unwrap();
+    let expired_by = tokio::time::Instant::now() + LIFETIME;
+    let nats = xenios_devstack::NatsServer::start_with(xenios_devstack::ServerOptions {
+        config: Some(operator.server_config.clone()),
+        ..Default::default()
+    })
+    .expect("nats-server starts in operator mode");
+    let creds_setting = creds.display().to_string();
+    let stack = Stack::start_on(nats, Db::Sqlite, &[("nats.creds", &creds_setting)], 1).await;
+    let echo = |message: &'static str| {
+        let stack = &stack;
+        async move {
+            let id = stack.submit("echo", json!({"message": message})).await;
+            let done = stack
+                .wait_for(&id, &["succeeded"], Duration::from_secs(20))
+                .await;
+            assert_eq!(done["result"], json!({"message": message}), "{done}");
+        }
+    };
+    echo("with the first user").await;
+
+    operator.write_user_creds(&creds, "second", None).unwrap();
+    tokio::time::sleep_until(expired_by + Duration::from_secs(2)).await;
+    let connects = || {
+        stack
+            .nats_client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    eventually(Duration::from_secs(20), || async {
+        let ready = stack.http.get(stack.url("/health/ready")).send().await;
+        connects() >= 2 && ready.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    echo("with the second user").await;
+}

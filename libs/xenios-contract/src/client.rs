@@ -23,7 +23,23 @@ pub async fn connect(
     name: &str,
     request_timeout: Duration,
 ) -> Result<async_nats::Client, async_nats::Error> {
-    let mut options = async_nats::ConnectOptions::new()
+    let (servers, url_credentials) = split_credentials(servers)?;
+    let options = match (creds, url_credentials) {
+        (Some(path), url_credentials) => {
+            // A file that cannot be used stops the start, not only a later reconnect.
+            read_credentials(path)?;
+            async_nats::ConnectOptions::with_auth_callback(credentials_file_auth(
+                path.to_owned(),
+                url_credentials,
+            ))
+        }
+        (None, Some(UrlCredentials::UserPassword(user, password))) => {
+            async_nats::ConnectOptions::with_user_and_password(user, password)
+        }
+        (None, Some(UrlCredentials::Token(token))) => async_nats::ConnectOptions::with_token(token),
+        (None, None) => async_nats::ConnectOptions::new(),
+    };
+    let mut options = options
         .name(name)
         .retry_on_initial_connect()
         .request_timeout(Some(request_timeout))
@@ -36,9 +52,6 @@ pub async fn connect(
                 other => tracing::debug!(event = %other, "nats event"),
             }
         });
-    if let Some(path) = creds {
-        options = options.credentials_file(path).await?;
-    }
     if let Some(ca) = &tls.ca_file {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
@@ -47,16 +60,60 @@ pub async fn connect(
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
     }
-    let (servers, credentials) = split_credentials(servers)?;
-    match credentials {
-        Some(UrlCredentials::UserPassword(user, password)) => {
-            options = options.user_and_password(user, password);
-        }
-        Some(UrlCredentials::Token(token)) => options = options.token(token),
-        None => {}
-    }
     // A list, not the URLs joined: async-nats reads a string as one server.
     Ok(options.connect(servers).await?)
+}
+
+/// Logs in with the `.creds` file at `path`, read again at every connection as the Go client
+/// does, so that rotated credentials (a user JWT that expires) take effect at the next
+/// reconnect without a restart; async-nats's own `credentials_file` reads it once. The
+/// callback replaces every other way of logging in, so the URLs' own credentials go with it.
+fn credentials_file_auth(
+    path: PathBuf,
+    url_credentials: Option<UrlCredentials>,
+) -> impl Fn(Vec<u8>) -> std::future::Ready<Result<async_nats::Auth, async_nats::AuthError>>
+       + Send
+       + Sync
+       + 'static {
+    move |nonce| {
+        let auth = read_credentials(&path).and_then(|(jwt, key)| {
+            let mut auth = async_nats::Auth::new();
+            auth.signature = Some(key.sign(&nonce).map_err(|e| e.to_string())?);
+            auth.jwt = Some(jwt);
+            match &url_credentials {
+                Some(UrlCredentials::UserPassword(user, password)) => {
+                    auth.username = Some(user.clone());
+                    auth.password = Some(password.clone());
+                }
+                Some(UrlCredentials::Token(token)) => auth.token = Some(token.clone()),
+                None => {}
+            }
+            Ok(auth)
+        });
+        std::future::ready(auth.map_err(async_nats::AuthError::new))
+    }
+}
+
+/// The user's JWT and key of a `.creds` file: the first two tokens that stand alone between
+/// dashed lines, as NATS clients read them. The file is small and read only when connecting,
+/// so it is read in place rather than on a blocking thread.
+fn read_credentials(path: &Path) -> Result<(String, nkeys::KeyPair), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the credentials file {}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut tokens = lines
+        .windows(3)
+        .filter(|w| w[0].starts_with("---") && w[2].starts_with("---"))
+        .map(|w| w[1]);
+    let not_credentials = || format!("{} holds no user JWT and seed", path.display());
+    let (jwt, seed) = tokens
+        .next()
+        .zip(tokens.next())
+        .ok_or_else(not_credentials)?;
+    // The seed's own error is left out: it could echo part of the secret.
+    let key = nkeys::KeyPair::from_seed(seed)
+        .map_err(|_| format!("{}: the seed is not a valid nkey seed", path.display()))?;
+    Ok((jwt.to_owned(), key))
 }
 
 /// What a server URL may carry before its host: `user:password@` or `token@`.
@@ -129,6 +186,60 @@ mod tests {
     fn split(servers: &[&str]) -> Result<(Vec<String>, Option<UrlCredentials>), String> {
         let servers: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
         split_credentials(&servers)
+    }
+
+    fn creds_file(dir: &Path, jwt: &str, seed: &str) -> PathBuf {
+        let path = dir.join("user.creds");
+        let text = format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_credentials_file_is_read_at_each_login_and_signs_the_servers_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = nkeys::KeyPair::new_user();
+        let path = creds_file(dir.path(), "eyJfirst", &first.seed().unwrap());
+        let url = Some(UrlCredentials::UserPassword("u".into(), "p".into()));
+        let login = credentials_file_auth(path.clone(), url);
+
+        let auth = login(b"nonce-1".to_vec()).await.unwrap();
+        assert_eq!(auth.jwt.as_deref(), Some("eyJfirst"));
+        first
+            .verify(b"nonce-1", auth.signature.as_deref().unwrap())
+            .expect("signed by the file's key");
+        assert_eq!(
+            (auth.username.as_deref(), auth.password.as_deref()),
+            (Some("u"), Some("p")),
+            "the URL's credentials go along"
+        );
+
+        // Rotated: the next login uses the new file, not the one read before.
+        let second = nkeys::KeyPair::new_user();
+        creds_file(dir.path(), "eyJsecond", &second.seed().unwrap());
+        let auth = login(b"nonce-2".to_vec()).await.unwrap();
+        assert_eq!(auth.jwt.as_deref(), Some("eyJsecond"));
+        second
+            .verify(b"nonce-2", auth.signature.as_deref().unwrap())
+            .unwrap();
+
+        let secret = "SUNOTAREALSEEDBUTASECRETNONETHELESS";
+        creds_file(dir.path(), "eyJthird", secret);
+        let Err(e) = login(b"nonce-3".to_vec()).await else {
+            panic!("a bad seed logged in");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("not a valid nkey seed") && !e.contains(secret),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let e = read_credentials(&path).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
     }
 
     #[test]
