@@ -783,8 +783,10 @@ pub async fn redeliver_webhook(
         )));
     }
     state.store.redeliver_webhook(id).await?;
-    state.hub.webhooks_due().ring();
+    // Read before the delivery is rung for: it can be made, and recorded, before a read
+    // after it, and the answer would no longer show the redelivery it started.
     let job = visible_job(&state, &user, id).await?;
+    state.hub.webhooks_due().ring();
     Ok((StatusCode::ACCEPTED, axum::Json(JobView::from(job))).into_response())
 }
 
