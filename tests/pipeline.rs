@@ -2668,3 +2668,195 @@ async fn rotated_nats_credentials_are_read_at_the_next_reconnect() {
     .await;
     echo("with the second user").await;
 }
+
+/// Production runs three NATS nodes and replicated (R3) streams, and losing one under load
+/// loses no job. The node the API is connected to, leading `JOBS` and `JOB_EVENTS`, is killed
+/// (SIGKILL) while a hundred jobs are in flight and fifty more are submitted during the
+/// streams' elections (a `503` would be retried with the same `Idempotency-Key`, as a client
+/// does): the connections move to the other nodes, the streams elect new leaders, the
+/// commands and outcome events refused meanwhile are sent again, and every job ends
+/// `succeeded` with one result and one terminal event, both read from the stream. The node
+/// then comes back and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_survive_the_loss_of_a_broker_node_in_a_three_node_cluster() {
+    let mut nodes = xenios_devstack::NatsServer::start_cluster(3).expect("the cluster forms");
+    let urls: Vec<String> = nodes.iter().map(|node| node.url()).collect();
+    let urls = urls.join(",");
+    let first = nodes.remove(0);
+    let extra = [("nats.url", urls.as_str()), ("nats.replicas", "3")];
+    // No sweeper: the commands the broker refuses while it fails over are sent again by the
+    // API itself, rather than left for the sweeper's delay.
+    let mut stack = Stack::start_on(first, Db::Sqlite, &extra, 2).await;
+    // The node to lose is the one the API is connected to, made the leader of `JOBS` and of
+    // `JOB_EVENTS`, so that the connections and both streams' leaders move at once.
+    let api_node = stack.nats_client.server_info().server_name;
+    for stream in [JOBS_STREAM, EVENTS_STREAM] {
+        lead_stream_from(&stack.nats_client, stream, &api_node).await;
+    }
+    let js = jetstream::new(stack.nats_client.clone());
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(submit_until_accepted(&stack, i).await);
+    }
+    let mut killed = if stack.nats.server_name() == Some(api_node.as_str()) {
+        None
+    } else {
+        Some(
+            nodes
+                .iter()
+                .position(|node| node.server_name() == Some(api_node.as_str()))
+                .expect("the API's node is one of them"),
+        )
+    };
+    match killed {
+        None => stack.nats.kill(),
+        Some(index) => nodes[index].kill(),
+    }
+    for i in 100..150 {
+        ids.push(submit_until_accepted(&stack, i).await);
+    }
+
+    for (i, id) in ids.iter().enumerate() {
+        let job = stack
+            .wait_for(
+                id,
+                &["succeeded", "failed", "cancelled"],
+                Duration::from_secs(120),
+            )
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["result"], json!({"message": i}), "{job}");
+        // Followed as EventSource does: a stream the relay ended while the broker failed
+        // over (it says to reconnect) is resumed with `Last-Event-ID`.
+        let mut events: Vec<Sse> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !events
+            .iter()
+            .any(|e| e.event.as_deref() == Some("status") && e.json()["status"] == "succeeded")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id}: {events:?}"
+            );
+            let last = events.last().and_then(|e| e.id.clone());
+            events.extend(
+                stack
+                    .events(id, last.as_deref(), Duration::from_secs(10))
+                    .await,
+            );
+        }
+        let results = events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("result"));
+        let terminal = events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("status") && e.json()["status"] == "succeeded");
+        assert_eq!((results.count(), terminal.count()), (1, 1), "{events:?}");
+        // Read from the stream (an id that is its sequence), not told from the store after
+        // a silence (`<seq>.<n>`): the outcome's events reached `JOB_EVENTS` in the failover.
+        let outcome = events.iter().filter(|e| {
+            e.event.as_deref() == Some("result")
+                || (e.event.as_deref() == Some("status") && e.json()["status"] == "succeeded")
+        });
+        for event in outcome {
+            let seq = event.id.as_deref().unwrap_or_default();
+            assert!(
+                seq.parse::<u64>().is_ok(),
+                "job {id}'s outcome told from the store: {events:?}"
+            );
+        }
+    }
+    let jobs_leader = stream_leader(&stack.nats_client, JOBS_STREAM).await;
+    assert!(jobs_leader.is_some_and(|leader| leader != api_node));
+
+    match killed.take() {
+        None => stack.nats.start_again().unwrap(),
+        Some(index) => nodes[index].start_again().unwrap(),
+    }
+    eventually(Duration::from_secs(60), || {
+        let js = js.clone();
+        async move {
+            let Ok(mut stream) = js.get_stream(JOBS_STREAM).await else {
+                return false;
+            };
+            let Ok(info) = stream.info().await else {
+                return false;
+            };
+            info.cluster.as_ref().is_some_and(|cluster| {
+                cluster.replicas.len() == 2
+                    && cluster
+                        .replicas
+                        .iter()
+                        .all(|peer| peer.current && !peer.offline)
+            })
+        }
+    })
+    .await;
+}
+
+/// The server leading `stream` of a cluster, as JetStream reports it.
+async fn stream_leader(client: &async_nats::Client, stream: &str) -> Option<String> {
+    let mut stream = jetstream::new(client.clone())
+        .get_stream(stream)
+        .await
+        .ok()?;
+    let info = stream.info().await.ok()?;
+    info.cluster.as_ref()?.leader.clone()
+}
+
+/// Has the leader of `stream` step down until `node` leads it (each step down elects a random
+/// peer).
+async fn lead_stream_from(client: &async_nats::Client, stream: &str, node: &str) {
+    let mut leader = None;
+    for _ in 0..100 {
+        leader = stream_leader(client, stream).await;
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..20 {
+        if leader.as_deref() == Some(node) {
+            return;
+        }
+        client
+            .request(
+                format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                "".into(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            let now = stream_leader(client, stream).await;
+            if now.is_some() && now != leader {
+                leader = now;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("{node} never led {stream} (last {leader:?})");
+}
+
+/// Submits echo job `i` as a client does while the broker fails over: a `503` is retried with
+/// the same `Idempotency-Key`.
+async fn submit_until_accepted(stack: &Stack, i: usize) -> String {
+    let key = format!("cluster-{i}");
+    for _ in 0..200 {
+        let response = stack
+            .post("/api/v1/jobs")
+            .header("Idempotency-Key", &key)
+            .json(&json!({"kind": "echo", "input": {"message": i, "delay_ms": 200}}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        match status {
+            202 | 200 => return body["job_id"].as_str().unwrap().to_owned(),
+            503 => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => panic!("job {i}: {status} {body}"),
+        }
+    }
+    panic!("job {i} not accepted within 200 tries");
+}

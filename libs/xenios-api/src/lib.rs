@@ -79,6 +79,7 @@ impl Application {
                 settings.api.max_sse_clients,
                 settings.api.max_sse_clients_per_user,
             ),
+            resends: Arc::new(tokio::sync::Semaphore::new(operations::MAX_RESENDS)),
             settings: settings.clone(),
         });
         // The API records jobs of every kind, and its sweeper may fail and dead-letter them.

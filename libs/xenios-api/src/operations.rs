@@ -116,6 +116,42 @@ pub(crate) async fn publish_command(
     let _ = nats
         .publish(events_subject(command.job_id), queued.to_bytes())
         .await;
+    send_command(jetstream, command, correlation_id).await
+}
+
+/// Commands one instance sends again at once (see [`resend_command`]), each holding the job's
+/// input for up to twenty seconds; past it the sweeper takes the rest.
+pub(crate) const MAX_RESENDS: usize = 256;
+
+/// Sends a recorded job's command again while the broker refuses it for a moment (see
+/// [`xenios_contract::FailoverPauses`]), for up to `within`; its `Nats-Msg-Id` (the job id)
+/// makes the stream drop a copy of one it did take. Without it, a job submitted while a
+/// cluster fails over would wait for the sweeper's delay (a minute) before it starts. `true`
+/// once the stream holds the command.
+pub(crate) async fn resend_command(
+    jetstream: &jetstream::Context,
+    command: &JobCommand,
+    correlation_id: &str,
+    within: Duration,
+) -> bool {
+    let mut pauses = xenios_contract::FailoverPauses::within(within);
+    while pauses.wait().await {
+        if send_command(jetstream, command, correlation_id)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Publishes a job's command and waits for the stream to take it.
+async fn send_command(
+    jetstream: &jetstream::Context,
+    command: &JobCommand,
+    correlation_id: &str,
+) -> Result<u64, String> {
     let sent = jetstream
         .publish_with_headers(
             command.subject(),

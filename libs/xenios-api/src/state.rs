@@ -44,4 +44,7 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Open event streams, per instance and per user.
     pub sse_slots: crate::events::SseSlots,
+    /// Commands the broker refused for a moment, being sent again by this instance (see
+    /// `operations::resend_command`). Bounded: past it, the sweeper publishes them.
+    pub resends: Arc<tokio::sync::Semaphore>,
 }

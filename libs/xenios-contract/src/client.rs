@@ -164,6 +164,34 @@ fn split_credentials(servers: &[String]) -> Result<(Vec<String>, Option<UrlCrede
     Ok((bare, found))
 }
 
+/// The pauses between tries at a publish the broker refuses for a moment: a stream whose
+/// leader's node was lost refuses publishes ("no responders") until its peers have elected
+/// another, which takes them several seconds. A quarter of a second, then doubling up to two
+/// seconds, until `within` of the first try has passed.
+pub struct FailoverPauses {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl FailoverPauses {
+    pub fn within(within: Duration) -> FailoverPauses {
+        FailoverPauses {
+            deadline: tokio::time::Instant::now() + within,
+            pause: Duration::from_millis(250),
+        }
+    }
+
+    /// Waits before the next try; `false`, at once, when it would come past the deadline.
+    pub async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.pause >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(2));
+        true
+    }
+}
+
 /// Whether the broker answers right now: connected, and a round trip (flush) within `timeout`.
 pub async fn probe(client: &async_nats::Client, timeout: Duration) -> Result<(), String> {
     use async_nats::connection::State;

@@ -12,7 +12,7 @@ pub mod subjects;
 pub mod tools;
 pub mod worker;
 
-pub use client::{connect, probe, NatsTls};
+pub use client::{connect, probe, FailoverPauses, NatsTls};
 pub use envelope::{
     CancelRequest, DeadLetter, JobCommand, JobEvent, StatusChange, StoredResult, Token,
 };

@@ -28,6 +28,17 @@ pub struct ServerOptions {
     /// A configuration file (`-c`) for what has no flag, such as operator mode
     /// ([`crate::TestOperator::server_config`]); the flags this type sets win over it.
     pub config: Option<PathBuf>,
+    /// Membership of a cluster ([`NatsServer::start_cluster`]).
+    pub cluster: Option<ClusterMember>,
+}
+
+/// A node of a private JetStream cluster: its name, the port its routes listen on, and the
+/// other nodes' route ports.
+#[derive(Clone, Debug)]
+pub struct ClusterMember {
+    pub server_name: String,
+    pub route_port: u16,
+    pub peer_route_ports: Vec<u16>,
 }
 
 /// What a server that speaks only TLS presents, and, when given, the CA whose client
@@ -86,6 +97,66 @@ impl NatsServer {
             }
         }
         Err(last_error.expect("at least one attempt"))
+    }
+
+    /// Starts `size` servers on free ports that form one JetStream cluster (`xenios-test`),
+    /// named `node-1` … as [`NatsServer::server_name`] says. Each is ready when this returns:
+    /// its JetStream answers, which it does only once the cluster has a meta leader.
+    pub fn start_cluster(size: usize) -> anyhow::Result<Vec<NatsServer>> {
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            // A port taken meanwhile stops a node: the whole cluster tries other ports.
+            match NatsServer::try_cluster(size) {
+                Ok(nodes) => return Ok(nodes),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn try_cluster(size: usize) -> anyhow::Result<Vec<NatsServer>> {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let mut nodes = Vec::with_capacity(size);
+        for (index, route_port) in route_ports.iter().enumerate() {
+            let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
+            let member = ClusterMember {
+                server_name: format!("node-{}", index + 1),
+                route_port: *route_port,
+                peer_route_ports: route_ports
+                    .iter()
+                    .filter(|port| *port != route_port)
+                    .copied()
+                    .collect(),
+            };
+            nodes.push(NatsServer {
+                binary: find_binary()?,
+                port: free_port(),
+                store_dir: temp.path().join("store"),
+                log_path: temp.path().join(LOG_FILE),
+                child: None,
+                own_process_group: false,
+                options: ServerOptions {
+                    cluster: Some(member),
+                    ..ServerOptions::default()
+                },
+                _temp: Some(temp),
+            });
+        }
+        // All started before any is waited for: none has JetStream without a quorum.
+        for node in &mut nodes {
+            node.launch()?;
+        }
+        for node in &mut nodes {
+            node.wait_ready()?;
+        }
+        Ok(nodes)
+    }
+
+    /// The name the server gives itself (`node-1` in a cluster), as JetStream reports a
+    /// stream's leader.
+    pub fn server_name(&self) -> Option<&str> {
+        let member = self.options.cluster.as_ref()?;
+        Some(&member.server_name)
     }
 
     /// Starts a server whose JetStream store lives in `dir` (created if missing) and outlives
@@ -187,6 +258,11 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        self.launch()?;
+        self.wait_ready()
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -212,6 +288,20 @@ impl NatsServer {
         if let Some((user, password)) = &self.options.user {
             command.args(["--user", user, "--pass", password]);
         }
+        if let Some(member) = &self.options.cluster {
+            let routes: Vec<String> = member
+                .peer_route_ports
+                .iter()
+                .map(|port| format!("nats://127.0.0.1:{port}"))
+                .collect();
+            command
+                .args(["--name", &member.server_name])
+                .args(["--cluster_name", "xenios-test"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", member.route_port))
+                .arg("--routes")
+                .arg(routes.join(","));
+        }
         if let Some(tls) = &self.options.tls {
             command
                 .arg("--tls")
@@ -230,7 +320,7 @@ impl NatsServer {
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
-        self.wait_ready()
+        Ok(())
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {

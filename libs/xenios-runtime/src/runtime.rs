@@ -23,11 +23,15 @@ use xenios_store::{AttemptWrite, JobRecord, Outcome, StartAttempt, Store};
 use crate::dead_letter;
 use crate::echo::EchoHandler;
 use crate::handler::{Admission, Handler, HandlerError, HandlerResult, JobContext};
-use crate::publish::PUBLISH_TIMEOUT;
+use crate::publish;
 use crate::workers;
 
 /// Tries at publishing a dead letter before the job is left to the sweeper.
 const DEAD_LETTER_TRIES: u32 = 3;
+/// How long a job's outcome events are sent again to a `JOB_EVENTS` that does not confirm
+/// them: long enough for a three-node cluster that lost the stream's leader to elect another
+/// (several seconds), and within the command's 30 s `ack_wait`.
+const OUTCOME_EVENTS_WITHIN: Duration = Duration::from_secs(20);
 /// Delay before a command is offered again when the store could not be reached.
 const STORE_DOWN_DELAY: Duration = Duration::from_secs(2);
 /// How long a handler may run on after the drain's grace period released it.
@@ -1137,30 +1141,23 @@ impl Attempt {
     }
 
     /// Publishes in order and waits for the stream to hold every one: terminal events must
-    /// outlive a crash that follows the ack. The acks are awaited together, not one by one.
+    /// outlive a crash that follows the ack, and a broker's failover (see
+    /// `publish::all_confirmed`). Called once per job, for the outcome this attempt recorded,
+    /// which names them. Should the stream not take them, watchers are told the outcome from
+    /// the store, after a silence (see the API's relay).
     async fn publish_confirmed(&self, events: &[bytes::Bytes]) {
-        let subject = events_subject(self.job_id());
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            match self
-                .shared
-                .jetstream
-                .publish(subject.clone(), event.clone())
-                .await
-            {
-                Ok(ack) => acks.push(std::future::IntoFuture::into_future(ack)),
-                Err(e) => tracing::warn!(error = %e, "cannot publish job event"),
-            }
-        }
-        let confirmed =
-            tokio::time::timeout(PUBLISH_TIMEOUT, futures::future::join_all(acks)).await;
-        match confirmed {
-            Ok(results) => {
-                for e in results.into_iter().filter_map(Result::err) {
-                    tracing::warn!(error = %e, "job event not confirmed by the stream");
-                }
-            }
-            Err(_) => tracing::warn!("job events not confirmed by the stream in time"),
+        let held = publish::all_confirmed(
+            &self.shared.jetstream,
+            &events_subject(self.job_id()),
+            &format!("{}.outcome", self.job_id()),
+            events,
+            OUTCOME_EVENTS_WITHIN,
+        )
+        .await;
+        if !held {
+            tracing::warn!(
+                "the outcome's events are not in the stream; watchers get it from the store"
+            );
         }
     }
 }

@@ -26,6 +26,9 @@ use crate::rate_limit::RouteGroup;
 use crate::state::AppState;
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a command the broker refused is sent again before it is left to the sweeper:
+/// long enough for a three-node cluster that lost a stream's leader to elect another.
+const RESEND_WITHIN: Duration = Duration::from_secs(20);
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 const MAX_WEBHOOK_URL: usize = 2048;
 /// How long a submission waits for DNS to check a `url` input's addresses.
@@ -583,7 +586,29 @@ async fn settle_send(
             retry_after: Some(Duration::from_secs(5)),
         });
     }
-    tracing::warn!(job_id = %job.id, error = %result, "command not published now; the sweeper will publish it");
+    match state.resends.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tracing::warn!(job_id = %job.id, error = %result, "command not published now; sending it again");
+            let (jetstream, command) = (state.jetstream.clone(), job.command());
+            let correlation_id = job.correlation_id.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let sent = crate::operations::resend_command(
+                    &jetstream,
+                    &command,
+                    &correlation_id,
+                    RESEND_WITHIN,
+                )
+                .await;
+                if !sent {
+                    tracing::warn!(job_id = %command.job_id, "command still not published; the sweeper will publish it");
+                }
+            });
+        }
+        Err(_) => {
+            tracing::warn!(job_id = %job.id, error = %result, "command not published now; the sweeper will publish it");
+        }
+    }
     Ok(())
 }
 
