@@ -389,9 +389,6 @@ enum Pem {
     PrivateKey,
 }
 
-/// Reads a TLS file the way the NATS client will, at start: a wrong path, or a key where the
-/// certificate belongs, then stops the process with its setting named, instead of leaving it
-/// retrying the broker with a TLS error in its log.
 /// A credentials file as `nsc`, the `nats` CLI and Synadia Cloud write it: the user's JWT, then
 /// the user's seed, each on a line between two dashed lines. Checked here so that a wrong path
 /// stops the process at start naming the setting, rather than as a connection error.
@@ -405,16 +402,15 @@ fn check_creds(path: &str) -> Result<(), ConfigError> {
         Ok(text) => text,
         Err(e) => return invalid(format!("`{path}`: cannot read it: {e}")),
     };
+    // Read as the client reads it (`xenios_contract::client`): the first two tokens between
+    // dashed lines. A JWT's header is base64 JSON (`eyJ`); a user's nkey seed starts `SU`.
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    let decorated: Vec<&str> = lines
+    let mut tokens = lines
         .windows(3)
         .filter(|w| w[0].starts_with("---") && w[2].starts_with("---"))
-        .map(|w| w[1])
-        .collect();
-    // A JWT's header is base64 JSON (`eyJ`); a user's seed is an nkey seed of a user (`SU`).
-    let jwt = decorated.iter().any(|token| token.starts_with("eyJ"));
-    let seed = decorated.iter().any(|token| token.starts_with("SU"));
-    if !(jwt && seed) {
+        .map(|w| w[1]);
+    let (jwt, seed) = (tokens.next(), tokens.next());
+    if !(jwt.is_some_and(|t| t.starts_with("eyJ")) && seed.is_some_and(|t| t.starts_with("SU"))) {
         return invalid(format!(
             "`{path}` is not a NATS credentials file: it wants a user JWT and a user seed, each \
              between dashed lines"
@@ -423,6 +419,9 @@ fn check_creds(path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Reads a TLS file the way the NATS client will, at start: a wrong path, or a key where the
+/// certificate belongs, then stops the process with its setting named, instead of leaving it
+/// retrying the broker with a TLS error in its log.
 fn check_pem(key: &'static str, path: &str, expected: Pem) -> Result<(), ConfigError> {
     use rustls_pki_types::pem::{Error as PemError, PemObject};
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -725,14 +724,17 @@ mod tests {
         }
     }
 
+    /// Writes `text` to `name` in `dir`; its path, as a setting gives it.
+    fn write_file(dir: &Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
     #[test]
     fn nats_tls_files_are_read_at_start_and_named_when_wrong() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path.display().to_string()
-        };
+        let write = |name: &str, text: &str| write_file(dir.path(), name, text);
         let cert = write(
             "cert.pem",
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
@@ -776,11 +778,7 @@ mod tests {
     #[test]
     fn a_nats_credentials_file_is_read_at_start_and_named_when_wrong() {
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path.display().to_string()
-        };
+        let write = |name: &str, text: &str| write_file(dir.path(), name, text);
         let creds = write(
             "user.creds",
             "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n\n\
@@ -799,10 +797,17 @@ mod tests {
             "cert.pem",
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         );
+        let seed_first = write(
+            "swapped.creds",
+            "-----BEGIN USER NKEY SEED-----\nSUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM\n\
+             ------END USER NKEY SEED------\n\
+             -----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QifQ.e30.c2ln\n------END NATS USER JWT------\n",
+        );
         let missing = dir.path().join("missing.creds").display().to_string();
         for (path, problem) in [
             (&missing, "cannot read"),
             (&jwt_only, "not a NATS credentials file"),
+            (&seed_first, "not a NATS credentials file"),
             (&pem, "not a NATS credentials file"),
         ] {
             let e = load(&[("NATS_CREDS", path)]).unwrap_err().to_string();
