@@ -8,7 +8,7 @@ mod pki;
 mod port;
 mod postgres;
 
-pub use nats::{ClusterMember, NatsServer, ServerOptions, ServerTls};
+pub use nats::{NatsServer, ServerOptions, ServerTls};
 pub use operator::TestOperator;
 pub use pki::TestPki;
 pub use port::free_port;

@@ -20,7 +20,8 @@ const START_ATTEMPTS: usize = 3;
 const LOG_FILE: &str = "nats-server.log";
 
 /// How a private server differs from the plain one [`NatsServer::start`] gives: as a
-/// deployment's, speaking only TLS, and wanting a user and password of every client.
+/// deployment's, speaking only TLS and wanting a user and password of every client, or in
+/// operator mode.
 #[derive(Clone, Debug, Default)]
 pub struct ServerOptions {
     pub tls: Option<ServerTls>,
@@ -28,17 +29,15 @@ pub struct ServerOptions {
     /// A configuration file (`-c`) for what has no flag, such as operator mode
     /// ([`crate::TestOperator::server_config`]); the flags this type sets win over it.
     pub config: Option<PathBuf>,
-    /// Membership of a cluster ([`NatsServer::start_cluster`]).
-    pub cluster: Option<ClusterMember>,
 }
 
-/// A node of a private JetStream cluster: its name, the port its routes listen on, and the
-/// other nodes' route ports.
+/// A node of a private JetStream cluster ([`NatsServer::start_cluster`]): its name, the port
+/// its routes listen on, and the other nodes' route ports.
 #[derive(Clone, Debug)]
-pub struct ClusterMember {
-    pub server_name: String,
-    pub route_port: u16,
-    pub peer_route_ports: Vec<u16>,
+struct ClusterMember {
+    server_name: String,
+    route_port: u16,
+    peer_route_ports: Vec<u16>,
 }
 
 /// What a server that speaks only TLS presents, and, when given, the CA whose client
@@ -63,6 +62,7 @@ pub struct NatsServer {
     /// group: an interrupted test run takes its servers with it.
     own_process_group: bool,
     options: ServerOptions,
+    cluster: Option<ClusterMember>,
     /// Present when the server owns its directory: removed on drop, after the process is gone.
     _temp: Option<TempDir>,
 }
@@ -76,18 +76,7 @@ impl NatsServer {
     /// Like [`NatsServer::start`], with `options`. A server speaking TLS has a `tls://`
     /// [`NatsServer::url`]; the URL never holds the user and password.
     pub fn start_with(options: ServerOptions) -> anyhow::Result<NatsServer> {
-        let binary = find_binary()?;
-        let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
-        let mut server = NatsServer {
-            binary,
-            port: 0,
-            store_dir: temp.path().join("store"),
-            log_path: temp.path().join(LOG_FILE),
-            child: None,
-            own_process_group: false,
-            options,
-            _temp: Some(temp),
-        };
+        let mut server = NatsServer::in_temp_dir(options, None)?;
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             server.port = free_port();
@@ -118,7 +107,6 @@ impl NatsServer {
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let mut nodes = Vec::with_capacity(size);
         for (index, route_port) in route_ports.iter().enumerate() {
-            let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
             let member = ClusterMember {
                 server_name: format!("node-{}", index + 1),
                 route_port: *route_port,
@@ -128,19 +116,9 @@ impl NatsServer {
                     .copied()
                     .collect(),
             };
-            nodes.push(NatsServer {
-                binary: find_binary()?,
-                port: free_port(),
-                store_dir: temp.path().join("store"),
-                log_path: temp.path().join(LOG_FILE),
-                child: None,
-                own_process_group: false,
-                options: ServerOptions {
-                    cluster: Some(member),
-                    ..ServerOptions::default()
-                },
-                _temp: Some(temp),
-            });
+            let mut node = NatsServer::in_temp_dir(ServerOptions::default(), Some(member))?;
+            node.port = free_port();
+            nodes.push(node);
         }
         // All started before any is waited for: none has JetStream without a quorum.
         for node in &mut nodes {
@@ -155,8 +133,27 @@ impl NatsServer {
     /// The name the server gives itself (`node-1` in a cluster), as JetStream reports a
     /// stream's leader.
     pub fn server_name(&self) -> Option<&str> {
-        let member = self.options.cluster.as_ref()?;
+        let member = self.cluster.as_ref()?;
         Some(&member.server_name)
+    }
+
+    /// A server not yet started, owning a fresh temp dir for its store and log.
+    fn in_temp_dir(
+        options: ServerOptions,
+        cluster: Option<ClusterMember>,
+    ) -> anyhow::Result<NatsServer> {
+        let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
+        Ok(NatsServer {
+            binary: find_binary()?,
+            port: 0,
+            store_dir: temp.path().join("store"),
+            log_path: temp.path().join(LOG_FILE),
+            child: None,
+            own_process_group: false,
+            options,
+            cluster,
+            _temp: Some(temp),
+        })
     }
 
     /// Starts a server whose JetStream store lives in `dir` (created if missing) and outlives
@@ -173,6 +170,7 @@ impl NatsServer {
             child: None,
             own_process_group: true,
             options: ServerOptions::default(),
+            cluster: None,
             _temp: None,
         };
         server.spawn()?;
@@ -288,7 +286,7 @@ impl NatsServer {
         if let Some((user, password)) = &self.options.user {
             command.args(["--user", user, "--pass", password]);
         }
-        if let Some(member) = &self.options.cluster {
+        if let Some(member) = &self.cluster {
             let routes: Vec<String> = member
                 .peer_route_ports
                 .iter()

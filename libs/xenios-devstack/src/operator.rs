@@ -38,18 +38,21 @@ impl TestOperator {
             &operator,
             &operator.public_key(),
             "xenios test operator",
+            None,
             json!({"type": "operator", "version": 2, "system_account": system.public_key()}),
         )?;
         let system_jwt = encode_jwt(
             &operator,
             &system.public_key(),
             "SYS",
+            None,
             account_claims(false),
         )?;
         let application_jwt = encode_jwt(
             &operator,
             &application.public_key(),
             "XENIOS",
+            None,
             account_claims(true),
         )?;
 
@@ -98,19 +101,18 @@ impl TestOperator {
     }
 }
 
-/// An account's claims; `-1` is "no limit", and JetStream is on only where its storage limits
-/// are not zero.
+/// An account's claims; `-1` is "no limit", and JetStream is on only where its limits are
+/// not zero.
 fn account_claims(jetstream: bool) -> Value {
-    let storage = if jetstream { -1 } else { 0 };
+    let jetstream_limit = if jetstream { -1 } else { 0 };
     json!({
         "type": "account",
         "version": 2,
         "limits": {
             "subs": -1, "data": -1, "payload": -1,
             "imports": -1, "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
-            "mem_storage": storage, "disk_storage": storage,
-            "streams": if jetstream { -1 } else { 0 },
-            "consumer": if jetstream { -1 } else { 0 },
+            "mem_storage": jetstream_limit, "disk_storage": jetstream_limit,
+            "streams": jetstream_limit, "consumer": jetstream_limit,
         },
     })
 }
@@ -123,14 +125,11 @@ fn user_credentials(
     lifetime: Option<Duration>,
 ) -> anyhow::Result<String> {
     let user = KeyPair::new_user();
-    let mut jwt = Jwt::new(account, &user.public_key(), name)?;
-    if let Some(lifetime) = lifetime {
-        jwt.claims["exp"] = json!(jwt.issued_at + lifetime.as_secs().max(1));
-    }
-    let jwt = jwt.sign(json!({
+    let claims = json!({
         "type": "user", "version": 2,
         "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
-    }))?;
+    });
+    let jwt = encode_jwt(account, &user.public_key(), name, lifetime, claims)?;
     let seed = user.seed().map_err(|e| anyhow!("the user's seed: {e}"))?;
     Ok(format!(
         "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
@@ -142,53 +141,44 @@ fn user_credentials(
     ))
 }
 
-/// A NATS JWT (nats-io/jwt v2) being made: the standard claims, then [`Jwt::sign`].
-struct Jwt<'a> {
-    issuer: &'a KeyPair,
-    issued_at: u64,
-    claims: Value,
-}
-
-impl<'a> Jwt<'a> {
-    fn new(issuer: &'a KeyPair, subject: &str, name: &str) -> anyhow::Result<Jwt<'a>> {
-        let issued_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let claims = json!({
-            "iat": issued_at,
-            "iss": issuer.public_key(),
-            "name": name,
-            "sub": subject,
-        });
-        Ok(Jwt {
-            issuer,
-            issued_at,
-            claims,
-        })
+/// A NATS JWT (nats-io/jwt v2) for `subject`, `nats` the claims of its type, expiring after
+/// `lifetime` if given: an `ed25519-nkey` signature by `issuer` over the base64url header and
+/// claims. The claims' `jti` is the base32 SHA-512/256 of the standard claims without it, as
+/// the Go library computes it.
+fn encode_jwt(
+    issuer: &KeyPair,
+    subject: &str,
+    name: &str,
+    lifetime: Option<Duration>,
+    nats: Value,
+) -> anyhow::Result<String> {
+    let issued_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let mut claims = json!({
+        "iat": issued_at,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+    });
+    if let Some(lifetime) = lifetime {
+        claims["exp"] = json!(issued_at + lifetime.as_secs().max(1));
     }
-
-    /// The token: an `ed25519-nkey` signature by the issuer over the base64url header and
-    /// claims, `nats` the claims of its type; the claims' `jti` is the base32 SHA-512/256 of
-    /// the standard claims without it, as the Go library computes it.
-    fn sign(mut self, nats: Value) -> anyhow::Result<String> {
-        let id = data_encoding::BASE32_NOPAD
-            .encode(&Sha512_256::digest(serde_json::to_vec(&self.claims)?));
-        self.claims["jti"] = json!(id);
-        self.claims["nats"] = nats;
-        let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&self.claims)?);
-        let signed = format!("{header}.{payload}");
-        let signature = self
-            .issuer
-            .sign(signed.as_bytes())
-            .map_err(|e| anyhow!("signing a JWT: {e}"))?;
-        Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
-    }
+    let id = data_encoding::BASE32_NOPAD.encode(&Sha512_256::digest(serde_json::to_vec(&claims)?));
+    claims["jti"] = json!(id);
+    claims["nats"] = nats;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?);
+    let signed = format!("{header}.{payload}");
+    let signature = issuer
+        .sign(signed.as_bytes())
+        .map_err(|e| anyhow!("signing a JWT: {e}"))?;
+    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
 }
 
-/// A JWT of `nats` claims for `subject`, signed by `issuer`.
-fn encode_jwt(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> anyhow::Result<String> {
-    Jwt::new(issuer, subject, name)?.sign(nats)
-}
-
+/// Writes a file whole, by renaming a written copy into place: a client reading it meanwhile
+/// (a reconnect, rotated credentials) finds the old file or the new one, never half of one.
 fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, contents)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .with_context(|| format!("writing {}", path.display()))
 }
