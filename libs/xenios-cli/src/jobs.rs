@@ -153,7 +153,7 @@ async fn run(settings: &Settings, store: &Store, action: JobsAction) -> anyhow::
         }
         JobsAction::Redeliver { id } => {
             let job = find(store, id).await?;
-            if !store.redeliver_webhook(id).await? {
+            if store.redeliver_webhook(id).await?.is_none() {
                 bail!("{id} has no webhook");
             }
             // Best effort: an API that is not told finds the delivery at its next poll.

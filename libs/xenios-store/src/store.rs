@@ -966,19 +966,18 @@ impl Store {
     }
 
     /// Starts job `id`'s announcement over (its tries counted from 0, due at once): an
-    /// operator's second chance for a delivery given up, once its receiver is fixed. `false`
-    /// for a job without a webhook.
-    pub async fn redeliver_webhook(&self, id: JobId) -> Result<bool> {
-        let changed = self
-            .pool
-            .execute(
-                "UPDATE jobs SET webhook_state = 'pending', webhook_attempts = 0, \
-                 webhook_next_at = NULL, webhook_error = NULL \
-                 WHERE id = $1 AND webhook_url IS NOT NULL",
-                args![id],
-            )
-            .await?;
-        Ok(changed > 0)
+    /// operator's second chance for a delivery given up, once its receiver is fixed. The job as
+    /// this left it, read in the same write (the delivery, due at once, may be under way before
+    /// a later read); `None` for a job without a webhook.
+    pub async fn redeliver_webhook(&self, id: JobId) -> Result<Option<JobRecord>> {
+        let sql = format!(
+            "UPDATE jobs SET webhook_state = 'pending', webhook_attempts = 0, \
+             webhook_next_at = NULL, webhook_error = NULL \
+             WHERE id = $1 AND webhook_url IS NOT NULL RETURNING {JOB_COLUMNS}"
+        );
+        self.pool
+            .fetch_optional(&sql, args![id], job_from_row)
+            .await
     }
 
     /// Deletes up to `limit` finished jobs submitted before `before`, oldest first, and

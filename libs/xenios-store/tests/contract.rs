@@ -1230,13 +1230,22 @@ async fn webhook_deliveries_are_claimed_once_and_recorded(store: Store) {
     assert_eq!(webhook_of(&store, gone).await.unwrap().state, "delivered");
 
     // An operator's second chance: due at once, tries counted afresh.
-    assert!(store.redeliver_webhook(gone).await.unwrap());
+    let redelivered = store
+        .redeliver_webhook(gone)
+        .await
+        .unwrap()
+        .expect("it has one");
+    let webhook = redelivered.webhook.expect("its webhook");
+    assert_eq!((webhook.state.as_str(), webhook.attempts), ("pending", 0));
     let again = store
         .claim_webhooks(far, far, 10, PAGE_BYTES)
         .await
         .unwrap();
     assert_eq!((again[0].job.id, again[0].attempt), (gone, 1));
-    assert!(!store.redeliver_webhook(plain).await.unwrap(), "no webhook");
+    assert!(
+        store.redeliver_webhook(plain).await.unwrap().is_none(),
+        "no webhook"
+    );
 }
 
 /// A claim loads its jobs whole: past its bytes of inputs and results the rest wait for the

@@ -807,10 +807,11 @@ pub async fn redeliver_webhook(
             job.status
         )));
     }
-    state.store.redeliver_webhook(id).await?;
-    // Read before the delivery is rung for: it can be made, and recorded, before a read
-    // after it, and the answer would no longer show the redelivery it started.
-    let job = visible_job(&state, &user, id).await?;
+    // The job as the redelivery left it: the delivery, due at once, can be made and recorded
+    // (by this ring or the webhooks' poll) before a read after it.
+    let Some(job) = state.store.redeliver_webhook(id).await? else {
+        return Err(ApiError::Conflict("the job has no webhook_url".into()));
+    };
     state.hub.webhooks_due().ring();
     Ok((StatusCode::ACCEPTED, axum::Json(JobView::from(job))).into_response())
 }
