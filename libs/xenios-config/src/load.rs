@@ -756,7 +756,9 @@ mod tests {
         assert_eq!(s.nats.tls_key_file.as_deref(), Some(key.as_str()));
         assert_eq!(load(&[]).unwrap().nats.tls_ca_file, None);
 
-        let cases: [(&[(&str, &str)], &str, &str); 6] = [
+        // The settings, the key the error names, what it says.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case; 6] = [
             (&[(cert_var, &cert)], "nats.tls_cert_file", "tls_key_file"),
             (&[(ca_var, &missing)], "nats.tls_ca_file", "cannot read"),
             (&[(ca_var, &key)], "nats.tls_ca_file", "no PEM certificate"),
