@@ -15,7 +15,7 @@ run:
 ## the deployment checks. The OpenAI SDK test runs the official `openai` package from .venv
 ## (made when missing); the deployment checks bring their tools into .venv-deploy.
 test:
-	@scripts/ensure-deps.sh nats postgres python openssl curl
+	@scripts/ensure-deps.sh nats postgres pgbouncer python openssl curl
 	@scripts/ensure-venv.sh >/dev/null
 	$(CARGO) build -p xenios-devstack --bin with-postgres
 	@set -o pipefail; XENIOS_TEST_PYTHON=$(CURDIR)/.venv/bin/python \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the stack and its tests need and the machine lacks (Debian packages).
-# Usage: scripts/ensure-deps.sh nats|postgres|python|openssl|curl ...
+# Usage: scripts/ensure-deps.sh nats|postgres|pgbouncer|python|openssl|curl ...
 set -euo pipefail
 
 need=()
@@ -8,6 +8,7 @@ for what in "$@"; do
   case "$what" in
     nats) command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server) ;;
     postgres) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql) ;;
+    pgbouncer) command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer) ;;
     python) python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv) ;;
     openssl) command -v openssl >/dev/null || need+=(openssl) ;;
     curl) command -v curl >/dev/null || need+=(curl) ;;

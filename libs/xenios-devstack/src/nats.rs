@@ -144,7 +144,7 @@ impl NatsServer {
     ) -> anyhow::Result<NatsServer> {
         let temp = tempfile::Builder::new().prefix("xenios-nats-").tempdir()?;
         Ok(NatsServer {
-            binary: find_binary()?,
+            binary: crate::find_program("nats-server")?,
             port: 0,
             store_dir: temp.path().join("store"),
             log_path: temp.path().join(LOG_FILE),
@@ -163,7 +163,7 @@ impl NatsServer {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the NATS store dir {}", dir.display()))?;
         let mut server = NatsServer {
-            binary: find_binary()?,
+            binary: crate::find_program("nats-server")?,
             port,
             store_dir: dir.to_path_buf(),
             log_path: dir.join(LOG_FILE),
@@ -368,19 +368,6 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn find_binary() -> anyhow::Result<PathBuf> {
-    let packaged = Path::new("/usr/sbin/nats-server");
-    if packaged.exists() {
-        return Ok(packaged.to_path_buf());
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
-        .context("no nats-server binary: neither /usr/sbin/nats-server nor one on PATH")
 }
 
 /// Reads a server's greeting (`INFO`, sent in clear before any TLS handshake).

@@ -1,6 +1,7 @@
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,50 +27,79 @@ pub struct PgServer {
     port: u16,
     /// Set when we run as root: PostgreSQL refuses to, so the processes run as `postgres`.
     run_as: Option<(u32, u32)>,
-    /// Commits synced as in production; otherwise not at all (throwaway test data).
-    durable: bool,
+    options: PgOptions,
     child: Option<Child>,
 }
+
+/// What a [`PgServer`] asks of its clients and promises them, beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct PgOptions {
+    /// Commits synced as in production; otherwise not at all (throwaway test data).
+    pub durable: bool,
+    /// A certificate and its key: the server then takes TCP clients over TLS only, each
+    /// logging in with a password (SCRAM), as a hosted PostgreSQL such as Supabase's does.
+    /// The superuser still comes in without one over the server's socket
+    /// ([`PgServer::socket_url`]), to make the roles and databases a test logs in to.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// The server's copies of the certificate and key of [`PgOptions::tls`].
+const SERVER_CERT: &str = "server.crt";
+const SERVER_KEY: &str = "server.key";
 
 impl PgServer {
     /// Creates a fresh cluster (trust auth, superuser `postgres`) and starts it, its
     /// commits never synced: test data is thrown away, and durability only costs test time.
     pub fn start() -> anyhow::Result<PgServer> {
-        Self::start_syncing(false)
+        Self::start_with(PgOptions::default())
     }
 
     /// [`PgServer::start`] with PostgreSQL's own durability settings (every commit synced),
     /// for measurements that must pay what production pays.
     pub fn start_durable() -> anyhow::Result<PgServer> {
-        Self::start_syncing(true)
+        Self::start_with(PgOptions {
+            durable: true,
+            ..PgOptions::default()
+        })
     }
 
-    fn start_syncing(durable: bool) -> anyhow::Result<PgServer> {
+    pub fn start_with(options: PgOptions) -> anyhow::Result<PgServer> {
         let bindir = find_bindir()?;
-        let dir = tempfile::Builder::new().prefix("xenios-pg-").tempdir()?;
-        let run_as = if current_uid()? == 0 {
-            let ids = postgres_user_ids()?;
-            std::os::unix::fs::chown(dir.path(), Some(ids.0), Some(ids.1))
-                .context("handing the temp dir to the postgres user")?;
-            Some(ids)
-        } else {
-            None
-        };
+        let (dir, run_as) = private_dir("xenios-pg-")?;
         let mut server = PgServer {
             bindir,
             dir,
             port: free_port(),
             run_as,
-            durable,
+            options,
             child: None,
         };
         server.initdb()?;
+        if let Some((cert, key)) = &server.options.tls {
+            let data = server.data_dir();
+            copy_private(cert, &data.join(SERVER_CERT), run_as)?;
+            copy_private(key, &data.join(SERVER_KEY), run_as)?;
+            // Over TCP only TLS and a password; the socket stays the superuser's way in.
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).context("writing pg_hba.conf")?;
+        }
         server.spawn()?;
         Ok(server)
     }
 
+    /// The superuser over TCP, without a password: what a server started without
+    /// [`PgOptions::tls`] lets in.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The superuser over the server's unix socket, which lets it in whatever the options.
+    pub fn socket_url(&self) -> String {
+        format!(
+            "postgres://postgres@localhost/postgres?host={}&port={}",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -163,7 +193,12 @@ impl PgServer {
             .append(true)
             .open(self.log_path())?;
         let mut command = self.command("postgres");
-        if !self.durable {
+        if self.options.tls.is_some() {
+            command.args(["-c", "ssl=on", "-c", "password_encryption=scram-sha-256"]);
+            command.args(["-c", &format!("ssl_cert_file={SERVER_CERT}")]);
+            command.args(["-c", &format!("ssl_key_file={SERVER_KEY}")]);
+        }
+        if !self.options.durable {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
             command.args(["-c", "full_page_writes=off"]);
         }
@@ -296,6 +331,46 @@ fn find_bindir() -> anyhow::Result<PathBuf> {
         bail!("pg_config --bindir gave no directory holding `postgres`");
     }
     Ok(bin)
+}
+
+/// A temp dir for a server's files, and whom the server runs as: the `postgres` user when we
+/// are root (PostgreSQL and PgBouncer refuse to run as root), who then owns the dir.
+pub(crate) fn private_dir(prefix: &str) -> anyhow::Result<(TempDir, Option<(u32, u32)>)> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let run_as = if current_uid()? == 0 {
+        let ids = postgres_user_ids()?;
+        std::os::unix::fs::chown(dir.path(), Some(ids.0), Some(ids.1))
+            .context("handing the temp dir to the postgres user")?;
+        Some(ids)
+    } else {
+        None
+    };
+    Ok((dir, run_as))
+}
+
+/// Writes `to`, readable only by the user the server runs as (both servers refuse a private
+/// key others may read).
+pub(crate) fn write_private(
+    to: &Path,
+    contents: &[u8],
+    run_as: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    std::fs::write(to, contents).with_context(|| format!("writing {}", to.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))?;
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(to, Some(uid), Some(gid))
+            .with_context(|| format!("handing {} to the postgres user", to.display()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn copy_private(
+    from: &Path,
+    to: &Path,
+    run_as: Option<(u32, u32)>,
+) -> anyhow::Result<()> {
+    let contents = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    write_private(to, &contents, run_as)
 }
 
 fn current_uid() -> anyhow::Result<u32> {
