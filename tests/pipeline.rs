@@ -2570,6 +2570,85 @@ async fn jobs_run_through_a_broker_that_requires_tls_and_client_certificates() {
     );
 }
 
+/// The database as a hosted PostgreSQL serves it (Supabase's): TLS only, a password for every
+/// login, and a connection pooler in session mode in front (Supabase's session pooler; here
+/// PgBouncer as Debian ships it). The URLs check the server's certificate
+/// (`sslmode=verify-full` with `sslrootcert`), and a job runs end to end straight to the
+/// server and through the pooler. The server does refuse a client without TLS, and one with
+/// a wrong password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_against_postgres_over_tls_and_through_a_session_pooler() {
+    use sqlx::{Connection, Executor};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = xenios_devstack::TestPki::generate(dir.path()).expect("openssl makes the files");
+    let tls = Some((pki.server_cert.clone(), pki.server_key.clone()));
+    let pg = tokio::task::spawn_blocking(move || {
+        xenios_devstack::PgServer::start_with(xenios_devstack::PgOptions {
+            tls,
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap()
+    .expect("postgres starts with TLS");
+    let mut admin = sqlx::PgConnection::connect(&pg.socket_url()).await.unwrap();
+    for statement in [
+        "CREATE ROLE xenios LOGIN PASSWORD 's3cret/p@ss'",
+        "CREATE DATABASE direct OWNER xenios",
+        "CREATE DATABASE pooled OWNER xenios",
+    ] {
+        admin.execute(statement).await.unwrap();
+    }
+    let bouncer = xenios_devstack::Pgbouncer::start(&xenios_devstack::PgbouncerOptions {
+        server_port: pg.port(),
+        users: vec![("xenios".into(), "s3cret/p@ss".into())],
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        server_ca: pki.ca_cert.clone(),
+    })
+    .expect("pgbouncer starts");
+    let url = |port: u16, database: &str, password: &str, tls: &str| {
+        format!("postgres://xenios:{password}@127.0.0.1:{port}/{database}?{tls}")
+    };
+    let verified = format!("sslmode=verify-full&sslrootcert={}", pki.ca_cert.display());
+    let password = "s3cret%2Fp%40ss";
+
+    for (port, database) in [(pg.port(), "direct"), (bouncer.port(), "pooled")] {
+        let db_url = url(port, database, password, &verified);
+        let nats = xenios_devstack::NatsServer::start().unwrap();
+        let stack = Stack::start_on_database(nats, db_url, &[], 1).await;
+        let id = stack
+            .submit("echo", json!({"message": database, "progress_steps": 1}))
+            .await;
+        let events = stack.events(&id, None, Duration::from_secs(20)).await;
+        let last = events.last().expect("events").json();
+        assert_eq!(last["status"], "succeeded", "{database}: {events:?}");
+        let job = stack.job(&id).await;
+        assert_eq!(job["result"], json!({"message": database}), "{job}");
+        let (ok, listed, why) =
+            xenios_cli_on(&stack.db_url, "nats://127.0.0.1:1", &["jobs", "list"]);
+        assert!(ok && listed.contains(&id), "{database}: {why}");
+    }
+    assert!(
+        bouncer
+            .log()
+            .contains("login attempt: db=pooled user=xenios tls="),
+        "the pooled stack went through the pooler: {}",
+        bouncer.log()
+    );
+
+    let refused = |db_url: String| {
+        let (ok, _, why) = xenios_cli_on(&db_url, "nats://127.0.0.1:1", &["migrate"]);
+        assert!(!ok, "{db_url} was let in");
+        why
+    };
+    let plain = refused(url(pg.port(), "direct", password, "sslmode=disable"));
+    assert!(plain.contains("no encryption"), "{plain}");
+    let wrong = refused(url(pg.port(), "direct", "guess", &verified));
+    assert!(wrong.contains("password authentication failed"), "{wrong}");
+    assert!(!wrong.contains("guess"), "the password is echoed: {wrong}");
+}
+
 /// A broker in operator mode (decentralised JWT authentication, as NGS and Synadia Cloud run):
 /// the API and the consumer log in with the `.creds` file `NATS_CREDS` names, their streams
 /// and buckets live in its account, and a job runs end to end. The broker does refuse a client

@@ -108,6 +108,27 @@ impl Stack {
     ) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let db_url = database_url(db, dir.path()).await;
+        Stack::start_in(dir, nats, db_url, extra, workers).await
+    }
+
+    /// The stack on a database the test set up (one behind a pooler, say).
+    pub async fn start_on_database(
+        nats: NatsServer,
+        db_url: String,
+        extra: &[(&str, &str)],
+        workers: usize,
+    ) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        Stack::start_in(dir, nats, db_url, extra, workers).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        nats: NatsServer,
+        db_url: String,
+        extra: &[(&str, &str)],
+        workers: usize,
+    ) -> Stack {
         let settings = settings(&nats.url(), &db_url, extra);
         let store = xenios_cli::connect_store(&settings).await.expect("store");
         let nats_client = xenios_cli::connect_nats(&settings, "test")

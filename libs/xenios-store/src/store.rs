@@ -1275,7 +1275,11 @@ const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// little to plan.
 async fn connect_pg(url: &str, opts: &StoreOptions) -> Result<(PgPool, PgPool, PgPool)> {
     let connect = PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?
+        // sqlx asks for it at login, and a pooler (PgBouncer as it ships) refuses a login
+        // with a startup parameter it does not know. Only text results would differ, and
+        // the store reads binary ones.
+        .extra_float_digits(None);
     let options = |max_connections: u32, session: String| {
         PgPoolOptions::new()
             .max_connections(max_connections)
