@@ -191,6 +191,15 @@ impl Settings {
                 "must start with postgres://, postgresql:// or sqlite:",
             );
         }
+        if is_supabase_transaction_pooler(db) {
+            return invalid(
+                "DATABASE_URL (database.url)",
+                "points at Supabase's transaction pooler (port 6543), which hands each \
+                 transaction to any server connection, while the store keeps its settings and \
+                 prepared statements per connection: use the session pooler (the same host, \
+                 port 5432) or the direct connection",
+            );
+        }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
@@ -392,6 +401,18 @@ enum Pem {
 /// A credentials file as `nsc`, the `nats` CLI and Synadia Cloud write it: the user's JWT, then
 /// the user's seed, each on a line between two dashed lines. Checked here so that a wrong path
 /// stops the process at start naming the setting, rather than as a connection error.
+/// Supabase's pooler serves both modes on one host: sessions on 5432, transactions on 6543.
+fn is_supabase_transaction_pooler(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port.rsplit_once(':').is_some_and(|(host, port)| {
+        port == "6543" && host.to_ascii_lowercase().ends_with(".pooler.supabase.com")
+    })
+}
+
 fn check_creds(path: &str) -> Result<(), ConfigError> {
     let key = "NATS_CREDS (nats.creds)";
     let invalid = |problem: String| Err(ConfigError::Invalid { key, problem });
@@ -605,6 +626,28 @@ mod tests {
         ] {
             let err = load(&[(key, bad)]).unwrap_err().to_string();
             assert!(err.contains("retention."), "{key}={bad}: {err}");
+        }
+    }
+
+    /// The URLs Supabase's dashboard gives: only the transaction pooler's is refused.
+    #[test]
+    fn supabases_transaction_pooler_is_refused_and_its_session_pooler_taken() {
+        let pooler = "aws-0-eu-central-1.pooler.supabase.com";
+        let url = |host: &str, port: u16| {
+            format!("postgres://postgres.abcdefghij:pa%3Ass@{host}:{port}/postgres?sslmode=require")
+        };
+        let err = load(&[("DATABASE_URL", &url(pooler, 6543))])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL (database.url)"), "{err}");
+        assert!(err.contains("session pooler"), "{err}");
+        assert!(!err.contains("pa%3Ass"), "the password is echoed: {err}");
+        for taken in [
+            url(pooler, 5432),
+            url("db.abcdefghij.supabase.co", 5432),
+            url("db.example.com", 6543),
+        ] {
+            load(&[("DATABASE_URL", &taken)]).unwrap();
         }
     }
 
