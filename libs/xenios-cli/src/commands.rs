@@ -135,7 +135,7 @@ pub async fn xenios_main() -> ExitCode {
         } => token(cli.config.as_deref(), &user, &role, email.as_deref(), ttl),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("xenios: {e:#}");
+        eprintln!("xenios: {}", crate::one_line(&e));
         ExitCode::FAILURE
     })
 }

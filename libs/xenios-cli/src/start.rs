@@ -168,8 +168,9 @@ pub async fn consumer_main(binary: &str, kinds: &[JobKind], config: Option<PathB
     match serve_worker(settings, binary, &kinds).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("{binary}: {e:#}");
+            let e = crate::one_line(&e);
+            tracing::error!("{e}");
+            eprintln!("{binary}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -191,8 +192,9 @@ pub async fn api_main(config: Option<PathBuf>) -> ExitCode {
     match serve_api(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("xenios-api: {e:#}");
+            let e = crate::one_line(&e);
+            tracing::error!("{e}");
+            eprintln!("xenios-api: {e}");
             ExitCode::FAILURE
         }
     }
