@@ -45,8 +45,8 @@ impl Pgbouncer {
         let (dir, run_as) = private_dir("xenios-pgbouncer-")?;
         let port = free_port();
         let path = |name: &str| dir.path().join(name);
-        copy_private(&options.cert, &path("client.crt"), run_as)?;
-        copy_private(&options.key, &path("client.key"), run_as)?;
+        copy_private(&options.cert, &path("pooler.crt"), run_as)?;
+        copy_private(&options.key, &path("pooler.key"), run_as)?;
         copy_private(&options.server_ca, &path("server-ca.crt"), run_as)?;
         let users: String = options
             .users
@@ -75,8 +75,8 @@ impl Pgbouncer {
              server_tls_ca_file = {ca}\n",
             server = options.server_port,
             users = path("userlist.txt").display(),
-            cert = path("client.crt").display(),
-            key = path("client.key").display(),
+            cert = path("pooler.crt").display(),
+            key = path("pooler.key").display(),
             ca = path("server-ca.crt").display(),
         );
         std::fs::write(path("pgbouncer.ini"), config)?;
