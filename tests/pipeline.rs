@@ -1121,6 +1121,16 @@ fn xenios_cli(stack: &Stack, args: &[&str]) -> (bool, String, String) {
 
 /// `xenios <args>` against the database at `db_url` and the broker at `nats_url`.
 fn xenios_cli_on(db_url: &str, nats_url: &str, args: &[&str]) -> (bool, String, String) {
+    xenios_cli_with(db_url, nats_url, &[], args)
+}
+
+/// [`xenios_cli_on`] with more of the environment.
+fn xenios_cli_with(
+    db_url: &str,
+    nats_url: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_xenios"))
         .args(["--config", "/dev/null"])
         .args(args)
@@ -1129,6 +1139,7 @@ fn xenios_cli_on(db_url: &str, nats_url: &str, args: &[&str]) -> (bool, String, 
         .env("DATABASE_URL", db_url)
         .env("NATS_URL", nats_url)
         .env("LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("xenios runs");
     (
@@ -2642,6 +2653,28 @@ async fn jobs_run_against_postgres_over_tls_and_through_a_session_pooler() {
         assert!(!ok, "{db_url} was let in");
         why
     };
+    // As the Ansible role sets it up: the URL names no TLS, the environment does (sqlx reads
+    // PGSSLMODE and PGSSLROOTCERT), and only the server's own CA is trusted.
+    let bare = format!(
+        "postgres://xenios:{password}@127.0.0.1:{}/direct",
+        pg.port()
+    );
+    let verify_with = |ca: &std::path::Path| {
+        let ca = ca.display().to_string();
+        let env = [("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca.as_str())];
+        xenios_cli_with(&bare, "nats://127.0.0.1:1", &env, &["migrate"])
+    };
+    let (ok, _, why) = verify_with(&pki.ca_cert);
+    assert!(ok, "{why}");
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let other = xenios_devstack::TestPki::generate(&other_dir).unwrap();
+    let (ok, _, why) = verify_with(&other.ca_cert);
+    assert!(
+        !ok && why.contains("invalid peer certificate"),
+        "a server another CA signed was trusted: {why}"
+    );
+
     let plain = refused(url(pg.port(), "direct", password, "sslmode=disable"));
     assert!(plain.contains("no encryption"), "{plain}");
     let wrong = refused(url(pg.port(), "direct", "guess", &verified));

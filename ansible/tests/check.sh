@@ -321,6 +321,33 @@ else
         -e "render_dir=$TMP/tls-missing" -e nats_tls=true -e "nats_tls_src_dir=$TMP/nowhere" tests/render.yml
 fi
 
+# The database server's CA (xenios_database_ca_src; the NATS test CA stands in for Supabase's):
+# the environment has the services verify the server with it, and a URL naming its own
+# sslmode, which would win over the environment, stops the playbooks.
+if [ -f "${TLS_SRC:-}/ca.pem" ]; then
+    RENDER="$TMP/render/database-ca"
+    if out="$(ansible-playbook -i inventories/production/hosts.yml \
+        -e @inventories/production/vault.example.yml -e "render_dir=$RENDER" \
+        -e "xenios_database_ca_src=$TLS_SRC/ca.pem" \
+        -e vault_database_url=postgres://xenios:pw@db.production-project.supabase.co:5432/postgres \
+        tests/render.yml 2>&1)"; then
+        ok "render with the database server's CA (production)"
+        env_file="$RENDER/api-1/xenios.env"
+        run "the services verify the database server with the CA installed on the host (production)" \
+            bash -c "grep -qx 'PGSSLMODE=\"verify-full\"' '$env_file' \
+                && grep -qx 'PGSSLROOTCERT=\"/etc/xenios/database-ca.pem\"' '$env_file'"
+    else
+        ko "render with the database server's CA (production)"
+        grep -E 'ERROR|msg|FAILED' <<<"$out" | head -5 | sed 's/^/    /'
+    fi
+    refused "a render with the database server's CA and a URL with its own sslmode fails (production)" \
+        "naming the setting" 'must then name no sslmode' \
+        ansible-playbook -i inventories/production/hosts.yml -e @inventories/production/vault.example.yml \
+        -e "render_dir=$TMP/database-ca-refused" -e "xenios_database_ca_src=$TLS_SRC/ca.pem" tests/render.yml
+else
+    skip "render with the database server's CA (production): no test CA (openssl is not installed)"
+fi
+
 # The production cluster as rendered, run: three nodes on loopback addresses of this
 # machine (127.0.0.11-13, free ports), passwords (with nats_tls, TLS too) on routes and
 # clients, and an api host's rendered environment applying and checking the streams (R3)
