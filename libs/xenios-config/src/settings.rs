@@ -62,8 +62,8 @@ pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://…`; may hold a password, so it is shown redacted.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
-    /// Connections for reads and single-row writes. On PostgreSQL the batched job writes keep
-    /// three more of their own.
+    /// Connections for reads and single-row writes. On PostgreSQL the batched and the lazy
+    /// writes keep five more of their own.
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
     pub migrate_on_start: bool,
