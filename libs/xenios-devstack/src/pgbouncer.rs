@@ -23,6 +23,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub struct Pgbouncer {
     dir: TempDir,
     port: u16,
+    /// As for PostgreSQL: when we are root, it runs as `postgres` (it refuses to run as root).
+    run_as: Option<(u32, u32)>,
     child: Option<Child>,
 }
 
@@ -81,26 +83,44 @@ impl Pgbouncer {
         );
         std::fs::write(path("pgbouncer.ini"), config)?;
 
-        let log = File::create(path("pgbouncer.log"))?;
+        let mut bouncer = Pgbouncer {
+            dir,
+            port,
+            run_as,
+            child: None,
+        };
+        bouncer.spawn()?;
+        Ok(bouncer)
+    }
+
+    /// Starts it again on the same port, after `stop`: a pooler's restart, as a hosted one
+    /// has for its maintenance.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("pgbouncer on port {} is already running", self.port);
+        }
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("pgbouncer.log"))?;
         let mut command = Command::new(crate::find_program("pgbouncer")?);
-        command.current_dir(dir.path());
-        if let Some((uid, gid)) = run_as {
+        command.current_dir(self.dir.path());
+        if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
         let child = command
-            .arg(path("pgbouncer.ini"))
+            .arg(self.dir.path().join("pgbouncer.ini"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting pgbouncer (apt-get install pgbouncer; `make test` does)")?;
-        let mut bouncer = Pgbouncer {
-            dir,
-            port,
-            child: Some(child),
-        };
-        bouncer.wait_ready()?;
-        Ok(bouncer)
+        self.child = Some(child);
+        self.wait_ready()
     }
 
     pub fn port(&self) -> u16 {
