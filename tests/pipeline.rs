@@ -2624,6 +2624,8 @@ async fn jobs_run_against_postgres_over_tls_and_through_a_session_pooler() {
     let verified = format!("sslmode=verify-full&sslrootcert={}", pki.ca_cert.display());
     let password = "s3cret%2Fp%40ss";
 
+    let mut bouncer = bouncer;
+    let mut stacks = Vec::new();
     for (port, database) in [(pg.port(), "direct"), (bouncer.port(), "pooled")] {
         let db_url = url(port, database, password, &verified);
         let nats = xenios_devstack::NatsServer::start().unwrap();
@@ -2639,6 +2641,7 @@ async fn jobs_run_against_postgres_over_tls_and_through_a_session_pooler() {
         let (ok, listed, why) =
             xenios_cli_on(&stack.db_url, "nats://127.0.0.1:1", &["jobs", "list"]);
         assert!(ok && listed.contains(&id), "{database}: {why}");
+        stacks.push(stack);
     }
     assert!(
         bouncer
@@ -2647,6 +2650,42 @@ async fn jobs_run_against_postgres_over_tls_and_through_a_session_pooler() {
         "the pooled stack went through the pooler: {}",
         bouncer.log()
     );
+
+    // The pooler restarts (a hosted one's maintenance), cutting every connection: while it
+    // is away a submission is refused and nothing is queued; once it is back the connections
+    // are made again and work goes on.
+    let pooled = &stacks[1];
+    bouncer.stop();
+    let submit = || {
+        pooled
+            .post("/api/v1/jobs")
+            .json(&json!({"kind": "echo", "input": {"message": "after the restart"}}))
+            .send()
+    };
+    let mut commands = jetstream::new(pooled.nats_client.clone())
+        .get_stream(JOBS_STREAM)
+        .await
+        .unwrap();
+    let queued = commands.info().await.unwrap().state.last_sequence;
+    error_body(submit().await.unwrap(), 503, "unavailable").await;
+    let after = commands.info().await.unwrap().state.last_sequence;
+    assert_eq!(after, queued, "a refused submission queued a command");
+    bouncer.start_again().expect("pgbouncer starts again");
+    let mut accepted = None;
+    for _ in 0..100 {
+        let response = submit().await.unwrap();
+        if response.status() == 202 {
+            accepted = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let accepted = accepted.expect("submissions are taken again once the pooler is back");
+    let id = accepted["job_id"].as_str().unwrap();
+    let job = pooled
+        .wait_for(id, &["succeeded", "failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
 
     let refused = |db_url: String| {
         let (ok, _, why) = xenios_cli_on(&db_url, "nats://127.0.0.1:1", &["migrate"]);

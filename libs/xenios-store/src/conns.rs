@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, Database, Pool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{leaves_connection_usable, StoreError};
+use crate::error::{connection_lost, leaves_connection_usable, StoreError};
 
 /// A connection idle this long is closed rather than used (sqlx's own default), so a quiet
 /// service does not hold server connections for good.
@@ -151,6 +151,12 @@ impl<DB: Database> Conns<DB> {
         self.inner.opener.close().await;
     }
 
+    /// Closes the idle connections: the next checkouts open fresh ones.
+    fn retire_idle(&self) {
+        let retired = std::mem::take(&mut *self.lock_idle());
+        drop(retired);
+    }
+
     pub(crate) fn idle_count(&self) -> usize {
         self.lock_idle().len()
     }
@@ -202,10 +208,19 @@ impl<DB: Database> Checkout<DB> {
     /// Passes the statement's result through, noting whether the connection may serve the
     /// next statement: after rows or the server's rejection of the statement it may; after a
     /// transport error, or a server ending the session, it may not.
+    ///
+    /// A lost connection also retires the idle ones: a restart of the server, or of a pooler
+    /// in front of it, cuts them all, and each would otherwise fail the next statement it
+    /// served (a caller's `503` for every connection the keeper held).
     pub(crate) fn settle<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
         self.completed = match &result {
             Ok(_) => true,
-            Err(e) => leaves_connection_usable(e),
+            Err(e) => {
+                if connection_lost(e) {
+                    self.home.retire_idle();
+                }
+                leaves_connection_usable(e)
+            }
         };
         result
     }

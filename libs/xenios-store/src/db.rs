@@ -11,7 +11,7 @@ use sqlx::{Postgres, Row as _, Sqlite};
 use uuid::Uuid;
 
 use crate::conns::Conns;
-use crate::error::StoreError;
+use crate::error::{connection_lost, StoreError};
 use crate::sqlite_writer::SqliteWriter;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -31,6 +31,15 @@ fn writes(sql: &str) -> bool {
     !head.eq_ignore_ascii_case("select")
 }
 
+/// A read's arguments once more, for a second try should its connection be lost (a restart of
+/// the server, or of a pooler in front of it, cuts the connections the store keeps): it
+/// changes nothing, so running it again on a fresh connection is safe, and spares its caller
+/// a `503` for a cut the database already came back from. A write is not run again: whether
+/// the server took it before the cut is unknown.
+fn read_again(sql: &str, args: &[Arg]) -> Option<Vec<Arg>> {
+    (!writes(sql)).then(|| args.to_vec())
+}
+
 /// Whether a write must be on disk before it is answered. On SQLite a batch of only `Lazy`
 /// writes is not synced (see `SqliteWriter`); on PostgreSQL they go through connections whose
 /// commits are not waited on (see `connect_pg`).
@@ -44,7 +53,7 @@ pub(crate) enum Commit {
     Lazy,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Arg {
     Uuid(Option<Uuid>),
     Text(Option<String>),
@@ -309,10 +318,19 @@ impl Pool {
         match self {
             Pool::Pg(synced, lazy) => {
                 let conns = if commit == Commit::Lazy { lazy } else { synced };
-                let mut conn = conns.checkout().await?;
-                let row = bind_pg(sqlx::query(sql), args).fetch_optional(conn.raw());
-                let row = conns.bounded(row).await;
-                conn.settle(row)?.map(|r| map(&r)).transpose()
+                let mut again = read_again(sql, &args);
+                let mut args = args;
+                loop {
+                    let mut conn = conns.checkout().await?;
+                    let row = bind_pg(sqlx::query(sql), args).fetch_optional(conn.raw());
+                    let row = conns.bounded(row).await;
+                    match conn.settle(row) {
+                        Err(e) if connection_lost(&e) && again.is_some() => {
+                            args = again.take().unwrap_or_default();
+                        }
+                        row => return row?.map(|r| map(&r)).transpose(),
+                    }
+                }
             }
             Pool::Sqlite(_, writer) if writes(sql) => writer
                 .write(sql, args, true, commit)
@@ -338,10 +356,19 @@ impl Pool {
     ) -> Result<Vec<T>> {
         match self {
             Pool::Pg(conns, _) => {
-                let mut conn = conns.checkout().await?;
-                let rows = bind_pg(sqlx::query(sql), args).fetch_all(conn.raw());
-                let rows = conns.bounded(rows).await;
-                conn.settle(rows)?.iter().map(|r| map(r)).collect()
+                let mut again = read_again(sql, &args);
+                let mut args = args;
+                loop {
+                    let mut conn = conns.checkout().await?;
+                    let rows = bind_pg(sqlx::query(sql), args).fetch_all(conn.raw());
+                    let rows = conns.bounded(rows).await;
+                    match conn.settle(rows) {
+                        Err(e) if connection_lost(&e) && again.is_some() => {
+                            args = again.take().unwrap_or_default();
+                        }
+                        rows => return rows?.iter().map(|r| map(r)).collect(),
+                    }
+                }
             }
             Pool::Sqlite(conns, _) => {
                 let mut conn = conns.checkout().await?;

@@ -85,6 +85,24 @@ pub(crate) fn leaves_connection_usable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` says the connection itself is gone (its socket failed, or the server or a
+/// pooler in front ended the session), rather than that a statement failed on it. The other
+/// connections opened to the same place then likely went with it: a restart cuts them all.
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            is_fatal(db.as_ref())
+                || db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| {
+                        pg.code().starts_with("08") || matches!(pg.code(), "57P01" | "57P02")
+                    })
+        }
+        _ => false,
+    }
+}
+
 fn is_fatal(db: &dyn sqlx::error::DatabaseError) -> bool {
     use sqlx::postgres::PgSeverity;
     db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
