@@ -8,6 +8,7 @@ mod pgbouncer;
 mod pki;
 mod port;
 mod postgres;
+mod process;
 
 pub use nats::{NatsServer, ServerOptions, ServerTls};
 pub use operator::TestOperator;

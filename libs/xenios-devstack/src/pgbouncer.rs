@@ -1,8 +1,7 @@
-use std::fs::File;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use tempfile::TempDir;
 
 use crate::free_port;
 use crate::postgres::{copy_private, private_dir, write_private};
+use crate::process::{spawn_logged, stop_child};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,21 +103,14 @@ impl Pgbouncer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("pgbouncer.log"))?;
         let mut command = Command::new(crate::find_program("pgbouncer")?);
-        command.current_dir(self.dir.path());
+        command
+            .current_dir(self.dir.path())
+            .arg(self.dir.path().join("pgbouncer.ini"));
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
-        let child = command
-            .arg(self.dir.path().join("pgbouncer.ini"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
+        let child = spawn_logged(&mut command, &self.dir.path().join("pgbouncer.log"))
             .context("starting pgbouncer (apt-get install pgbouncer; `make test` does)")?;
         self.child = Some(child);
         self.wait_ready()
@@ -156,21 +149,9 @@ impl Pgbouncer {
 
     /// Immediate shutdown (SIGTERM: its clients are cut off, as in a pooler's restart).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            thread::sleep(POLL_INTERVAL);
+        if let Some(child) = self.child.take() {
+            stop_child(child, "TERM", STOP_TIMEOUT);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

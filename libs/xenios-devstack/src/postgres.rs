@@ -1,4 +1,3 @@
-use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::process::{spawn_logged, stop_child};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,29 +109,13 @@ impl PgServer {
     /// Fast shutdown (SIGINT: active sessions are rolled back), waiting for the postmaster to
     /// exit so the port is free and the data dir consistent when this returns.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return;
         };
-        let signalled = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        if signalled {
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline {
-                match child.try_wait() {
-                    Ok(Some(_)) => return,
-                    Ok(None) => thread::sleep(POLL_INTERVAL),
-                    Err(_) => break,
-                }
-            }
+        let pid = child.id();
+        if !stop_child(child, "INT", STOP_TIMEOUT) {
+            tracing::warn!(pid, "postgres did not stop in time; killed it");
         }
-        tracing::warn!(
-            pid = child.id(),
-            "postgres did not stop in time; killing it"
-        );
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Starts the server again on the same data dir and port, after `stop`.
@@ -188,10 +172,6 @@ impl PgServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
         let mut command = self.command("postgres");
         if self.options.tls.is_some() {
             command.args(["-c", "ssl=on", "-c", "password_encryption=scram-sha-256"]);
@@ -202,7 +182,7 @@ impl PgServer {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off"]);
             command.args(["-c", "full_page_writes=off"]);
         }
-        let child = command
+        command
             .arg("-D")
             .arg(self.data_dir())
             .arg("-p")
@@ -211,12 +191,8 @@ impl PgServer {
             .arg(self.dir.path())
             .args(["-c", "listen_addresses=127.0.0.1"])
             // Every test gets its own database and pool; the default 100 is quickly reached.
-            .args(["-c", "max_connections=300"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting postgres")?;
+            .args(["-c", "max_connections=300"]);
+        let child = spawn_logged(&mut command, &self.log_path()).context("starting postgres")?;
         self.child = Some(child);
         self.wait_ready()
     }
