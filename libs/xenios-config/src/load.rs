@@ -398,9 +398,6 @@ enum Pem {
     PrivateKey,
 }
 
-/// A credentials file as `nsc`, the `nats` CLI and Synadia Cloud write it: the user's JWT, then
-/// the user's seed, each on a line between two dashed lines. Checked here so that a wrong path
-/// stops the process at start naming the setting, rather than as a connection error.
 /// Supabase's pooler serves both modes on one host: sessions on 5432, transactions on 6543.
 fn is_supabase_transaction_pooler(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else {
@@ -413,6 +410,9 @@ fn is_supabase_transaction_pooler(url: &str) -> bool {
     })
 }
 
+/// A credentials file as `nsc`, the `nats` CLI and Synadia Cloud write it: the user's JWT, then
+/// the user's seed, each on a line between two dashed lines. Checked here so that a wrong path
+/// stops the process at start naming the setting, rather than as a connection error.
 fn check_creds(path: &str) -> Result<(), ConfigError> {
     let key = "NATS_CREDS (nats.creds)";
     let invalid = |problem: String| Err(ConfigError::Invalid { key, problem });
